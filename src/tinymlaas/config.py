@@ -1,0 +1,51 @@
+"""Settings, read from ``TINYMLAAS_*`` environment variables.
+
+Obtain them through :func:`get_settings`; nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+def _default_home() -> Path:
+    return Path.home() / ".local" / "share" / "tinymlaas"
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Defaults give the embedded, single-machine setup."""
+
+    model_config = SettingsConfigDict(env_prefix="TINYMLAAS_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="Data directory.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: a SQLite file under home."
+    )
+    artifacts_dir: Path | None = Field(default=None, description="Default: home/artifacts.")
+    max_model_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_dataset_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_archive_entries: int = Field(default=100_000, gt=0)
+    max_archive_ratio: float = Field(default=200.0, gt=1)
+    step_timeout_s: float = Field(default=3600.0, gt=0, description="Per-step wall clock limit.")
+    step_memory_mb: int = Field(default=8192, gt=0, description="Per-step resident memory limit.")
+    workers: int = Field(default=2, ge=1, description="Steps run at once by the local executor.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'tinymlaas.db'}"
+
+    @property
+    def resolved_artifacts_dir(self) -> Path:
+        return self.artifacts_dir or self.home / "artifacts"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (call ``get_settings.cache_clear()`` after changing env)."""
+    return Settings()

@@ -1,0 +1,249 @@
+"""Domain entities: plain pydantic models, returned by stores and services.
+
+Stores never hand out ORM rows; entry points render these.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Artifact",
+    "ArtifactKind",
+    "Dataset",
+    "DatasetSplits",
+    "Device",
+    "Evaluation",
+    "Model",
+    "Pipeline",
+    "PipelineStep",
+    "Project",
+    "Run",
+    "RunStatus",
+    "StepRecord",
+    "StepStatus",
+    "Task",
+    "TensorSpec",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Entity(BaseModel):
+    model_config = ConfigDict(frozen=False, extra="forbid")
+
+
+class Task(StrEnum):
+    """What a model does; decides how its quality is measured."""
+
+    classification = "classification"
+    regression = "regression"
+    anomaly = "anomaly"
+    embedding = "embedding"
+
+
+class ArtifactKind(StrEnum):
+    """The format of an artifact blob. Directory-shaped kinds are stored as zip files."""
+
+    onnx = "onnx"
+    torch_exported = "torch-exported"
+    torchscript = "torchscript"
+    c_source = "c-source"
+    bundle_zip = "bundle-zip"
+    docker_context = "docker-context"
+    dataset_npz = "dataset-npz"
+    report = "report"
+    outputs_npy = "outputs-npy"
+    file = "file"
+
+
+#: Kinds whose blob is a zip of a directory; steps see them unpacked.
+DIRECTORY_KINDS = frozenset({ArtifactKind.c_source, ArtifactKind.docker_context})
+#: Kinds a model can be: inputs of transformers and evaluation.
+MODEL_KINDS = frozenset({ArtifactKind.onnx, ArtifactKind.torch_exported, ArtifactKind.torchscript})
+
+
+class TensorSpec(Entity):
+    name: str
+    shape: list[int | str]
+    dtype: str
+
+
+class Artifact(Entity):
+    """An immutable, content-addressed blob with its lineage."""
+
+    sha256: str
+    kind: ArtifactKind
+    size_bytes: int
+    filename: str
+    parents: list[str] = Field(default_factory=list)
+    step_key: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Project(Entity):
+    id: str
+    name: str
+    owner: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Model(Entity):
+    id: str
+    name: str = Field(pattern=NAME_PATTERN)
+    project: str = "default"
+    artifact_sha: str
+    kind: ArtifactKind
+    task: Task = Task.classification
+    inputs: list[TensorSpec] = Field(default_factory=list)
+    outputs: list[TensorSpec] = Field(default_factory=list)
+    parameters: int = 0
+    description: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetSplits(Entity):
+    """How samples are split, deterministically, by a seeded permutation."""
+
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    calibration_size: int = Field(default=256, gt=0)
+    seed: int = 0
+
+
+class Dataset(Entity):
+    id: str
+    name: str = Field(pattern=NAME_PATTERN)
+    project: str = "default"
+    artifact_sha: str
+    source_format: Literal["npz", "csv", "image-zip", "builtin"]
+    task: Task = Task.classification
+    num_samples: int
+    feature_shape: list[int]
+    num_classes: int | None = None
+    class_names: list[str] = Field(default_factory=list)
+    splits: DatasetSplits = Field(default_factory=DatasetSplits)
+    location: str = Field(default="platform", description="'platform' or a named site.")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Device(Entity):
+    """A target profile: what the hardware is and what it can run."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    title: str = ""
+    category: Literal["mcu", "sbc", "edge-gpu", "server", "phone"] = "mcu"
+    arch: str = Field(description="e.g. cortex-m4, cortex-m7, xtensa-lx7, cortex-a72, x86-64")
+    clock_mhz: float = Field(gt=0)
+    ram_kb: int = Field(gt=0)
+    flash_kb: int = Field(gt=0)
+    features: list[str] = Field(default_factory=list, description="fpu, dsp, helium, neon, avx2")
+    runtimes: list[str] = Field(default_factory=list, description="c, tflite-micro, onnxruntime")
+    macs_per_cycle: float = Field(default=0.5, gt=0, description="int8 MACs per cycle, for estimates")
+    custom: bool = False
+    notes: str = ""
+
+
+class PipelineStep(Entity):
+    transformer: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Pipeline(Entity):
+    """An ordered list of steps plus what to evaluate."""
+
+    name: str = Field(default="pipeline", pattern=NAME_PATTERN)
+    model: str | None = None
+    dataset: str | None = None
+    device: str | None = None
+    project: str | None = None
+    steps: list[PipelineStep] = Field(default_factory=list)
+    evaluate: bool = True
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        """Accept ``- fuse`` and ``- quantize-static: {per_channel: true}`` as steps."""
+        if not isinstance(value, list):
+            return value
+        out = []
+        for item in value:
+            if isinstance(item, str):
+                out.append({"transformer": item})
+            elif isinstance(item, dict) and len(item) == 1 and "transformer" not in item:
+                (name, params), = item.items()
+                out.append({"transformer": name, "params": params or {}})
+            else:
+                out.append(item)
+        return out
+
+
+class RunStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class StepStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    cached = "cached"
+    succeeded = "succeeded"
+    failed = "failed"
+    skipped = "skipped"
+    cancelled = "cancelled"
+
+
+class StepRecord(Entity):
+    index: int
+    transformer: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    status: StepStatus = StepStatus.pending
+    key: str | None = None
+    output_sha: str | None = None
+    progress: float = 0.0
+    message: str = ""
+    log: str = ""
+    error: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+
+
+class Evaluation(Entity):
+    """Metrics of one artifact on one dataset's test split (and a device, for fit)."""
+
+    artifact_sha: str
+    dataset_id: str
+    reference_sha: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Run(Entity):
+    id: str
+    name: str
+    project: str = "default"
+    model_id: str
+    dataset_id: str
+    device: str | None = None
+    pipeline: Pipeline
+    status: RunStatus = RunStatus.pending
+    error: str | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    output_sha: str | None = None
+    baseline: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
