@@ -1,0 +1,475 @@
+"""``tinymlaas``: register models, datasets and devices; run, compare and export pipelines."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tinymlaas import __version__
+from tinymlaas.cli.render import (
+    RunProgress,
+    console,
+    err_console,
+    fmt,
+    human_bytes,
+    print_json,
+    status,
+    table,
+)
+from tinymlaas.domain import DatasetSplits, Device, Pipeline, Run, Task
+from tinymlaas.errors import InvalidInputError, TinymlaasError
+
+app = typer.Typer(name="tinymlaas", no_args_is_help=True, add_completion=False,
+                  help="Compress, compile and compare ML models for a target device.",
+                  pretty_exceptions_enable=False)
+models_app = typer.Typer(no_args_is_help=True, help="Register and inspect models.")
+datasets_app = typer.Typer(no_args_is_help=True, help="Register and inspect datasets.")
+devices_app = typer.Typer(no_args_is_help=True, help="The device catalog and custom devices.")
+transformers_app = typer.Typer(no_args_is_help=True, help="The pipeline steps available.")
+runs_app = typer.Typer(no_args_is_help=True, help="Inspect and rerun runs.")
+app.add_typer(models_app, name="models")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(devices_app, name="devices")
+app.add_typer(transformers_app, name="transformers")
+app.add_typer(runs_app, name="runs")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", help="Project id.")]
+
+
+def services():
+    from tinymlaas.service import Services
+
+    return Services()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"tinymlaas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    home: Annotated[Path | None, typer.Option(help="Data directory (default: "
+                                              "$TINYMLAAS_HOME or ~/.local/share/tinymlaas).")]
+    = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version.")] = False,
+) -> None:
+    if home is not None:
+        os.environ["TINYMLAAS_HOME"] = str(home)
+        from tinymlaas.config import get_settings
+
+        get_settings.cache_clear()
+
+
+def _parse_ints(text: str | None, sep: str = ",") -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.replace("x", sep).split(sep) if v.strip()]
+    except ValueError:
+        raise InvalidInputError(f"expected integers separated by '{sep}', got {text!r}") from None
+
+
+# models ------------------------------------------------------------------------------------
+
+@models_app.command("add")
+def models_add(
+    path: Annotated[Path, typer.Argument(help="ONNX, torch.export (.pt2) or TorchScript file.")],
+    name: Annotated[str | None, typer.Option(help="Name (default: the file name).")] = None,
+    task: Annotated[Task, typer.Option(help="What the model does.")] = Task.classification,
+    input_shape: Annotated[str | None, typer.Option(
+        help="Input shape without batch, e.g. 1,8,8 (needed for TorchScript).")] = None,
+    description: str = "",
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate and register a model file."""
+    model = services().add_model(path, name, task=task, project=project or "default",
+                                 input_shape=_parse_ints(input_shape), description=description)
+    if as_json:
+        print_json(model)
+    else:
+        console.print(f"registered model [bold]{model.name}[/] ({model.id}): {model.kind}, "
+                      f"{model.parameters:,} parameters, input "
+                      f"{model.inputs[0].shape if model.inputs else '?'}")
+
+
+@models_app.command("list")
+def models_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """List registered models."""
+    items = services().list_models(project)
+    if as_json:
+        return print_json(items)
+    if not items:
+        console.print("no models yet: `tinymlaas models add FILE`")
+        return
+    console.print(table("Models", ["id", "name", "kind", "task", "parameters", "input", "project"],
+                        [[m.id, m.name, m.kind, m.task, f"{m.parameters:,}",
+                          m.inputs[0].shape if m.inputs else "-", m.project] for m in items]))
+
+
+@models_app.command("show")
+def models_show(ref: str, as_json: JsonOpt = False) -> None:
+    """Show one model (by id or name)."""
+    model = services().get_model(ref)
+    if as_json:
+        return print_json(model)
+    console.print(table(f"Model {model.name}", ["field", "value"], [
+        ["id", model.id], ["kind", model.kind], ["task", model.task],
+        ["parameters", f"{model.parameters:,}"], ["artifact", model.artifact_sha],
+        ["inputs", ", ".join(f"{t.name} {t.shape} {t.dtype}" for t in model.inputs)],
+        ["outputs", ", ".join(f"{t.name} {t.shape} {t.dtype}" for t in model.outputs)],
+        ["project", model.project], ["created", model.created_at]]))
+
+
+# datasets ----------------------------------------------------------------------------------
+
+@datasets_app.command("add")
+def datasets_add(
+    source: Annotated[str, typer.Argument(help="An .npz (X, y), a .csv, a .zip of image "
+                                          "folders, or a built-in name: digits.")],
+    name: Annotated[str | None, typer.Option(help="Name (default: file stem).")] = None,
+    task: Annotated[Task | None, typer.Option(help="Default: inferred from the labels.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="CSV label column (default: "
+                                                     "the last).")] = None,
+    image_size: Annotated[str | None, typer.Option(help="Resize images to WxH, e.g. "
+                                                   "32x32.")] = None,
+    test_fraction: Annotated[float, typer.Option(help="Share of samples held out for "
+                                                 "testing.")] = 0.2,
+    calibration_size: Annotated[int, typer.Option(help="Calibration samples (from the "
+                                                  "train split).")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the split permutation.")] = 0,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate and register a dataset."""
+    size = _parse_ints(image_size)
+    if size is not None and len(size) != 2:
+        raise InvalidInputError("--image-size takes WxH, e.g. 32x32")
+    try:
+        splits = DatasetSplits(test_fraction=test_fraction, calibration_size=calibration_size,
+                               seed=seed)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc).splitlines()[-2].strip()) from None
+    dataset = services().add_dataset(source, name, task=task, label_column=label_column,
+                                     image_size=(size[0], size[1]) if size else None,
+                                     splits=splits, project=project or "default")
+    if as_json:
+        return print_json(dataset)
+    console.print(f"registered dataset [bold]{dataset.name}[/] ({dataset.id}): "
+                  f"{dataset.num_samples} samples of shape {dataset.feature_shape}, "
+                  f"task {dataset.task}" + (f", {dataset.num_classes} classes"
+                                            if dataset.num_classes else ""))
+
+
+@datasets_app.command("list")
+def datasets_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """List registered datasets."""
+    items = services().list_datasets(project)
+    if as_json:
+        return print_json(items)
+    if not items:
+        console.print("no datasets yet: `tinymlaas datasets add digits`")
+        return
+    console.print(table("Datasets", ["id", "name", "format", "task", "samples", "shape",
+                                     "classes", "project"],
+                        [[d.id, d.name, d.source_format, d.task, d.num_samples, d.feature_shape,
+                          d.num_classes or "-", d.project] for d in items]))
+
+
+@datasets_app.command("show")
+def datasets_show(ref: str, as_json: JsonOpt = False) -> None:
+    """Show one dataset (by id or name)."""
+    d = services().get_dataset(ref)
+    if as_json:
+        return print_json(d)
+    console.print(table(f"Dataset {d.name}", ["field", "value"], [
+        ["id", d.id], ["format", d.source_format], ["task", d.task],
+        ["samples", d.num_samples], ["feature shape", d.feature_shape],
+        ["classes", ", ".join(d.class_names) or "-"],
+        ["splits", f"test {d.splits.test_fraction:.0%}, calibration "
+                   f"{d.splits.calibration_size}, seed {d.splits.seed}"],
+        ["artifact", d.artifact_sha], ["location", d.location], ["created", d.created_at]]))
+
+
+# devices -----------------------------------------------------------------------------------
+
+@devices_app.command("list")
+def devices_list(as_json: JsonOpt = False) -> None:
+    """List the device catalog and custom devices."""
+    items = services().list_devices()
+    if as_json:
+        return print_json(items)
+    console.print(table("Devices", ["name", "title", "arch", "MHz", "RAM", "flash", "features",
+                                    "custom"],
+                        [[d.name, d.title, d.arch, f"{d.clock_mhz:g}",
+                          human_bytes(d.ram_kb * 1024), human_bytes(d.flash_kb * 1024),
+                          ",".join(d.features), "yes" if d.custom else ""] for d in items]))
+
+
+@devices_app.command("show")
+def devices_show(name: str, as_json: JsonOpt = False) -> None:
+    """Show one device."""
+    device = services().get_device(name)
+    if as_json:
+        return print_json(device)
+    console.print(table(f"Device {device.name}", ["field", "value"],
+                        [[k, v] for k, v in device.model_dump().items()]))
+
+
+@devices_app.command("add")
+def devices_add(
+    name: str,
+    arch: Annotated[str, typer.Option(help="e.g. cortex-m4, cortex-a53, x86-64.")],
+    clock_mhz: Annotated[float, typer.Option(help="CPU clock in MHz.")],
+    ram_kb: Annotated[int, typer.Option(help="RAM in KiB.")],
+    flash_kb: Annotated[int, typer.Option(help="Flash (or storage for models) in KiB.")],
+    title: str = "",
+    category: Annotated[str, typer.Option(help="mcu, sbc, edge-gpu, server or phone.")] = "mcu",
+    features: Annotated[str, typer.Option(help="Comma-separated: fpu,dsp,helium,neon.")] = "",
+    runtimes: Annotated[str, typer.Option(help="Comma-separated: c,tflite-micro.")] = "c",
+    macs_per_cycle: Annotated[float, typer.Option(help="MACs per cycle, for estimates.")] = 0.5,
+) -> None:
+    """Register a custom device."""
+    from pydantic import ValidationError
+
+    try:
+        device = Device(name=name, title=title, category=category, arch=arch,  # type: ignore[arg-type]
+                        clock_mhz=clock_mhz, ram_kb=ram_kb, flash_kb=flash_kb,
+                        features=[f for f in features.split(",") if f],
+                        runtimes=[r for r in runtimes.split(",") if r],
+                        macs_per_cycle=macs_per_cycle, custom=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidInputError(f"invalid device: {problems}") from None
+    services().add_device(device)
+    console.print(f"registered device [bold]{device.name}[/]")
+
+
+# transformers ------------------------------------------------------------------------------
+
+@transformers_app.command("list")
+def transformers_list(as_json: JsonOpt = False) -> None:
+    """List the transformers (built-in and installed plug-ins)."""
+    from tinymlaas.transformers import list_transformers
+
+    items = list_transformers()
+    rows = [{"name": t.name, "version": t.version, "accepts": sorted(t.accepts),
+             "produces": t.produces.value, "needs": t.needs, "summary": t.summary}
+            for t in items]
+    if as_json:
+        return print_json(rows)
+    console.print(table("Transformers", ["name", "version", "accepts", "produces", "needs",
+                                         "summary"],
+                        [[r["name"], r["version"], ",".join(r["accepts"]), r["produces"],
+                          r["needs"], r["summary"]] for r in rows]))
+
+
+@transformers_app.command("show")
+def transformers_show(name: str, as_json: JsonOpt = False) -> None:
+    """Show a transformer's parameters (their JSON schema)."""
+    from tinymlaas.transformers.registry import get_transformer
+
+    t = get_transformer(name)
+    schema = t.Params.model_json_schema()
+    if as_json:
+        return print_json(schema)
+    console.print(f"[bold]{t.name}[/] v{t.version}: {t.summary}")
+    console.print(f"accepts {', '.join(sorted(t.accepts))}; produces {t.produces}; "
+                  f"needs data: {t.needs}")
+    rows = []
+    for field, spec in schema.get("properties", {}).items():
+        kind = spec.get("type") or " | ".join(
+            str(a.get("type", a.get("$ref", "?")).split("/")[-1]) for a in spec.get("anyOf", []))
+        if "enum" in spec:
+            kind = " | ".join(map(str, spec["enum"]))
+        elif "$ref" in spec:
+            ref = schema.get("$defs", {}).get(spec["$ref"].split("/")[-1], {})
+            kind = " | ".join(map(str, ref.get("enum", []))) or spec["$ref"].split("/")[-1]
+        rows.append([field, kind, spec.get("default", "(required)"),
+                     spec.get("description", "")])
+    console.print(table("Parameters", ["name", "type", "default", "description"], rows)
+                  if rows else "no parameters")
+
+
+# runs --------------------------------------------------------------------------------------
+
+def _labels(run: Run) -> dict[int | str, str]:
+    labels: dict[int | str, str] = {s.index: f"{s.index + 1}. {s.transformer}" for s in run.steps}
+    if run.pipeline.evaluate:
+        labels["evaluate-baseline"] = "evaluate input model"
+        labels["evaluate"] = "evaluate output"
+    return labels
+
+
+def _show_run_summary(run: Run) -> None:
+    colour = "green" if run.status == "succeeded" else "red"
+    console.print(f"run [bold]{run.name}[/] ({run.id}): [{colour}]{run.status}[/]"
+                  + (f": {run.error}" if run.error else ""))
+    if run.result:
+        base, res = run.baseline, run.result
+        console.print(table("Result vs input model", ["metric", "input", "output"], [
+            [k, _metric(base.get(k)), _metric(res.get(k))]
+            for k in _METRICS if k in res or k in base]))
+
+
+_METRICS = ["accuracy", "mse", "auc", "top1_agreement", "max_abs_diff", "file_bytes",
+            "parameters", "weight_bytes", "macs", "latency_ms_p50", "latency_ms_p95",
+            "peak_memory_mb"]
+
+
+def _metric(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "-" if value is None else str(value)
+
+
+@app.command("run")
+def run_pipeline(
+    pipeline_file: Annotated[Path, typer.Argument(help="Pipeline YAML (see docs/pipelines.md).")],
+    model: Annotated[str | None, typer.Option(help="Model name or id (overrides the file).")]
+    = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name or id.")] = None,
+    device: Annotated[str | None, typer.Option(help="Target device name.")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (default: the pipeline's).")] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a pipeline with live per-step progress; exits non-zero when it fails."""
+    from tinymlaas.service.pipelines import load_pipeline
+
+    svc = services()
+    pipeline = load_pipeline(pipeline_file)
+    run = svc.create_run(pipeline, model=model, dataset=dataset, device=device, name=name,
+                         project=project)
+    if not as_json:
+        console.print(f"run [bold]{run.name}[/] ({run.id}): {len(run.steps)} step(s)")
+    with RunProgress(_labels(run)) as progress:
+        run = svc.execute_run(run.id, None if as_json else progress)
+    if as_json:
+        print_json(run)
+    else:
+        _show_run_summary(run)
+    if run.status != "succeeded":
+        raise typer.Exit(6)
+
+
+@runs_app.command("list")
+def runs_list(project: ProjectOpt = None,
+              status_filter: Annotated[str | None, typer.Option("--status")] = None,
+              as_json: JsonOpt = False) -> None:
+    """List runs, newest first."""
+    items = services().list_runs(project, status_filter)
+    if as_json:
+        return print_json(items)
+    if not items:
+        console.print("no runs yet: `tinymlaas run examples/static-int8.yaml`")
+        return
+    console.print(table("Runs", ["id", "name", "status", "steps", "accuracy", "size", "p50 ms",
+                                 "created"],
+                        [[r.id, r.name, status(r.status), " → ".join(s.transformer
+                                                                    for s in r.steps) or "-",
+                          fmt(r.result.get("accuracy"), ".2f", "%"),
+                          human_bytes(r.result.get("file_bytes")),
+                          fmt(r.result.get("latency_ms_p50"), ".3f"),
+                          r.created_at.strftime("%Y-%m-%d %H:%M")] for r in items]))
+
+
+@runs_app.command("show")
+def runs_show(ref: str, log: Annotated[bool, typer.Option(help="Print step logs.")] = False,
+              as_json: JsonOpt = False) -> None:
+    """Show a run: steps with status, timing and errors, and its metrics."""
+    run = services().get_run(ref)
+    if as_json:
+        return print_json(run)
+    console.print(table(f"Run {run.name} ({run.id})", ["#", "transformer", "status", "time",
+                                                        "output", "message"],
+                        [[s.index + 1, s.transformer, status(s.status),
+                          fmt(s.duration_s, ".2f", " s"),
+                          (s.output_sha or "-")[:12], s.error or s.message]
+                         for s in run.steps]))
+    if log:
+        for s in run.steps:
+            console.rule(f"step {s.index + 1}: {s.transformer}")
+            console.print(s.log or "(no log)", markup=False, highlight=False)
+    _show_run_summary(run)
+
+
+@runs_app.command("rerun")
+def runs_rerun(ref: str, as_json: JsonOpt = False) -> None:
+    """Run a run's pipeline again; finished steps come from the cache."""
+    svc = services()
+    run = svc.rerun(ref)
+    with RunProgress(_labels(run)) as progress:
+        run = svc.execute_run(run.id, None if as_json else progress)
+    if as_json:
+        print_json(run)
+    else:
+        _show_run_summary(run)
+    if run.status != "succeeded":
+        raise typer.Exit(6)
+
+
+@app.command("compare")
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Run ids or names.")],
+    reference: Annotated[str | None, typer.Option(
+        help="Compare against this run's output (default: each run's input model).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare runs: accuracy and its change, size and latency ratios, memory."""
+    rows = services().compare(runs, reference)
+    if as_json:
+        return print_json(rows)
+    ref = rows[0].reference if rows else "input model"
+    console.print(table(
+        f"Comparison (ratios: reference / run, so 4.0x = 4 times smaller or faster; "
+        f"reference: {ref})",
+        ["run", "steps", "status", "accuracy", "Δ acc", "agree", "size", "size ×",
+         "p50 ms", "speed ×", "mem MB", "MACs"],
+        [[r.name, " → ".join(r.steps) or "(none)", status(r.status),
+          fmt(r.accuracy, ".2f", "%"), fmt(r.accuracy_change, "+.2f"),
+          fmt(r.top1_agreement, ".1f", "%"), human_bytes(r.file_bytes),
+          fmt(r.size_ratio, ".2f", "x"), fmt(r.latency_ms, ".3f"),
+          fmt(r.latency_ratio, ".2f", "x"), fmt(r.peak_memory_mb, ".1f"),
+          fmt(r.macs, ",")] for r in rows]))
+
+
+@app.command("export")
+def export(ref: Annotated[str, typer.Argument(help="Run id or name.")],
+           out: Annotated[Path, typer.Option("--out", help="Directory to write into.")]) -> None:
+    """Write a run's output model with its metrics, pipeline and lineage."""
+    for path in services().export_run(ref, out):
+        console.print(f"wrote {path} ({human_bytes(path.stat().st_size)})")
+
+
+@app.command("demo")
+def demo(
+    epochs: Annotated[int, typer.Option(help="Training epochs of the demo CNN.")] = 15,
+) -> None:
+    """Train a CNN on digits, run five pipelines and print the comparison."""
+    from tinymlaas.demo import run_demo
+
+    run_demo(epochs=epochs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: our errors print one readable line and exit with their code."""
+    try:
+        app(args=argv, prog_name="tinymlaas")
+    except TinymlaasError as exc:
+        err_console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,379 @@
+"""The run engine.
+
+A run is a pipeline applied to (model, dataset, device). For each step the engine computes
+the step key ``sha256(input sha, transformer@version, canonical params, dataset sha when
+used)``; a key with a stored output is a cache hit and is not rerun, which also makes a
+rerun of a failed run resume after its last finished step. Other steps go to the executor,
+one worker process each. Then the input model (the baseline) and the output are evaluated
+the same way, the output against the baseline's outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from tinymlaas.artifacts import LocalArtifactStore
+from tinymlaas.domain import (
+    Artifact,
+    ArtifactKind,
+    Dataset,
+    Evaluation,
+    Model,
+    Pipeline,
+    Run,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+)
+from tinymlaas.domain.entities import DIRECTORY_KINDS, MODEL_KINDS
+from tinymlaas.errors import IncompatibleChainError, InvalidInputError
+from tinymlaas.evaluation.evaluate import EVALUATION_VERSION
+from tinymlaas.executors.base import Executor, JobResult
+from tinymlaas.store import MetadataStore
+from tinymlaas.store.metadata import new_id
+from tinymlaas.transformers.registry import get_transformer, validate_params
+
+__all__ = ["Engine", "PlannedStep", "RunEvent", "step_key"]
+
+_LOG_TAIL = 64 * 1024
+_FILENAMES = {ArtifactKind.onnx: "model.onnx", ArtifactKind.c_source: "c-source.zip",
+              ArtifactKind.docker_context: "docker-context.zip",
+              ArtifactKind.outputs_npy: "outputs.npy", ArtifactKind.bundle_zip: "bundle.zip",
+              ArtifactKind.torch_exported: "model.pt2", ArtifactKind.torchscript: "model.pt"}
+
+
+@dataclass
+class RunEvent:
+    """Progress of a run, for live displays: a step (by index) or ``evaluate``."""
+
+    run_id: str
+    stage: int | str
+    status: str
+    progress: float = 0.0
+    message: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+EventCallback = Callable[[RunEvent], None]
+
+
+@dataclass
+class PlannedStep:
+    transformer: str
+    version: str
+    params: BaseModel
+    input_kind: ArtifactKind
+    output_kind: ArtifactKind
+    needs: str
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def step_key(input_sha: str, transformer: str, version: str, params: dict[str, Any],
+             dataset_sha: str | None) -> str:
+    payload = canonical_json([input_sha, f"{transformer}@{version}", params, dataset_sha])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Engine:
+    """Runs pipelines against the stores through an executor."""
+
+    def __init__(self, meta: MetadataStore, artifacts: LocalArtifactStore, executor: Executor,
+                 work_root: Path, *, step_timeout_s: float | None = None,
+                 step_memory_mb: int | None = None, workers: int = 2) -> None:
+        self.meta = meta
+        self.artifacts = artifacts
+        self.executor = executor
+        self.work_root = Path(work_root)
+        self.step_timeout_s = step_timeout_s
+        self.step_memory_mb = step_memory_mb
+        self.workers = workers
+        self._active: dict[str, Any] = {}
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+
+    # planning -----------------------------------------------------------------------------
+
+    def plan(self, pipeline: Pipeline, model_kind: ArtifactKind,
+             has_dataset: bool) -> list[PlannedStep]:
+        """Validate every step and the chain of artifact kinds before anything runs."""
+        planned: list[PlannedStep] = []
+        kind = model_kind
+        for index, step in enumerate(pipeline.steps, start=1):
+            where = f"step {index} "
+            transformer = get_transformer(step.transformer)
+            params = validate_params(step.transformer, step.params, where)
+            if kind not in transformer.accepts:
+                hint = " (add export-onnx before it)" if kind in {
+                    ArtifactKind.torch_exported, ArtifactKind.torchscript} and \
+                    ArtifactKind.onnx in transformer.accepts else ""
+                raise IncompatibleChainError(
+                    f"{where}({step.transformer}) takes {', '.join(sorted(transformer.accepts))}"
+                    f" but receives {kind}{hint}",
+                    {"step": index, "transformer": step.transformer, "receives": kind.value})
+            if transformer.needs != "none" and not has_dataset:
+                raise InvalidInputError(f"{where}({step.transformer}) needs a dataset "
+                                        f"({transformer.needs} split); give the run one")
+            out_kind = transformer.output_kind(kind, params)
+            planned.append(PlannedStep(step.transformer, transformer.version, params, kind,
+                                       out_kind, transformer.needs))
+            kind = out_kind
+        return planned
+
+    def create_run(self, pipeline: Pipeline, model: Model, dataset: Dataset,
+                   device: str | None = None, name: str | None = None,
+                   project: str | None = None) -> Run:
+        planned = self.plan(pipeline, model.kind, has_dataset=True)
+        run = Run(
+            id=new_id("run"), name=name or pipeline.name,
+            project=project or model.project, model_id=model.id, dataset_id=dataset.id,
+            device=device, pipeline=pipeline,
+            steps=[StepRecord(index=i, transformer=p.transformer,
+                              params=p.params.model_dump(mode="json"))
+                   for i, p in enumerate(planned)])
+        return self.meta.add_run(run)
+
+    # execution ----------------------------------------------------------------------------
+
+    def execute_many(self, run_ids: list[str], on_event: EventCallback | None = None) -> list[Run]:
+        """Execute several runs at once (``workers`` at a time)."""
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(lambda rid: self.execute(rid, on_event), run_ids))
+
+    def cancel(self, run_id: str) -> None:
+        with self._lock:
+            self._cancelled.add(run_id)
+            handle = self._active.get(run_id)
+        if handle is not None:
+            self.executor.cancel(handle)
+
+    def fail_interrupted(self) -> list[str]:
+        """Mark runs left ``running`` by a stopped process as failed; a rerun resumes them."""
+        ids = self.meta.runs_with_status(RunStatus.running)
+        for run_id in ids:
+            run = self.meta.get_run(run_id)
+            for step in run.steps:
+                if step.status in {StepStatus.running, StepStatus.pending}:
+                    self.meta.update_step(run_id, step.index, status=StepStatus.failed
+                                          if step.status is StepStatus.running
+                                          else StepStatus.skipped,
+                                          error="interrupted" if step.status
+                                          is StepStatus.running else None)
+            self.meta.update_run(run_id, status=RunStatus.failed, finished_at=_now(),
+                                 error="interrupted: the process running it stopped; rerun it "
+                                 "to resume from the last finished step")
+        return ids
+
+    def execute(self, run_id: str, on_event: EventCallback | None = None) -> Run:
+        """Run every step of ``run_id`` (cache hits skip work), then evaluate."""
+        emit = on_event or (lambda event: None)
+        run = self.meta.get_run(run_id)
+        model = self.meta.get_model(run.model_id)
+        dataset = self.meta.get_dataset(run.dataset_id)
+        self.meta.update_run(run_id, status=RunStatus.running, started_at=_now(), error=None)
+        current = self.meta.get_artifact(model.artifact_sha)
+        try:
+            planned = self.plan(run.pipeline, model.kind, has_dataset=True)
+            for step, plan in zip(run.steps, planned, strict=True):
+                if run_id in self._cancelled:
+                    return self._finish_cancelled(run, step.index)
+                produced = self._run_step(run, step, plan, current, model, dataset, emit)
+                if produced is None:
+                    return self._finish_failed(run, step.index)
+                current = produced
+            result = self._evaluate_run(run, model, dataset, current, emit)
+        except Exception as exc:
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            self.meta.update_run(run_id, status=RunStatus.failed, error=message,
+                                 finished_at=_now())
+            emit(RunEvent(run_id, "run", RunStatus.failed.value, message=message))
+            return self.meta.get_run(run_id)
+        finally:
+            with self._lock:
+                self._cancelled.discard(run_id)
+        self.meta.update_run(run_id, status=RunStatus.succeeded, output_sha=current.sha256,
+                             finished_at=_now(), **result)
+        emit(RunEvent(run_id, "run", RunStatus.succeeded.value, 1.0))
+        return self.meta.get_run(run_id)
+
+    # steps --------------------------------------------------------------------------------
+
+    def _dataset_job(self, dataset: Dataset) -> dict[str, Any]:
+        return {"path": str(self.artifacts.path(dataset.artifact_sha)), "task": dataset.task.value,
+                "splits": dataset.splits.model_dump(), "num_classes": dataset.num_classes}
+
+    def _input_job(self, artifact: Artifact, job_dir: Path) -> dict[str, Any]:
+        path = self.artifacts.path(artifact.sha256)
+        if artifact.kind in DIRECTORY_KINDS:
+            path = self.artifacts.unpack(artifact.sha256, job_dir / "input")
+        return {"path": str(path), "kind": artifact.kind.value, "sha256": artifact.sha256}
+
+    def _dispatch(self, run_id: str, job: dict[str, Any],
+                  progress: Callable[[float, str], None]) -> JobResult:
+        if self.step_timeout_s:
+            job.setdefault("timeout_s", self.step_timeout_s)
+        if self.step_memory_mb:
+            job.setdefault("memory_mb", self.step_memory_mb)
+        handle = self.executor.submit(job)
+        with self._lock:
+            self._active[run_id] = handle
+        try:
+            return self.executor.wait(handle, progress)
+        finally:
+            with self._lock:
+                self._active.pop(run_id, None)
+
+    def _run_step(self, run: Run, step: StepRecord, plan: PlannedStep, current: Artifact,
+                  model: Model, dataset: Dataset, emit: EventCallback) -> Artifact | None:
+        params = plan.params.model_dump(mode="json")
+        dataset_sha = dataset.artifact_sha if plan.needs != "none" else None
+        key = step_key(current.sha256, plan.transformer, plan.version, params, dataset_sha)
+        cached = self.meta.cached_step(key)
+        if cached is not None and self.artifacts.exists(cached[0]):
+            self.meta.update_step(run.id, step.index, status=StepStatus.cached, key=key,
+                                  output_sha=cached[0], progress=1.0, metrics=cached[1],
+                                  message="cached", error=None, duration_s=0.0)
+            emit(RunEvent(run.id, step.index, StepStatus.cached.value, 1.0, "cached"))
+            return self.meta.get_artifact(cached[0])
+
+        started = _now()
+        self.meta.update_step(run.id, step.index, status=StepStatus.running, key=key,
+                              started_at=started, progress=0.0, message="starting", error=None)
+        emit(RunEvent(run.id, step.index, StepStatus.running.value, 0.0, "starting"))
+        job_dir = self.work_root / run.id / f"step-{step.index}-{key[:12]}"
+        shutil.rmtree(job_dir, ignore_errors=True)
+        job_dir.mkdir(parents=True)
+        job = {"kind": "transform", "job_id": f"{run.id}-{step.index}",
+               "job_dir": str(job_dir), "transformer": plan.transformer, "params": params,
+               "input": self._input_job(current, job_dir),
+               "input_specs": [s.model_dump() for s in model.inputs],
+               "dataset": self._dataset_job(dataset) if plan.needs != "none" else None}
+
+        def progress(fraction: float, message: str) -> None:
+            emit(RunEvent(run.id, step.index, StepStatus.running.value, fraction, message))
+
+        result = self._dispatch(run.id, job, progress)
+        log = _read_tail(job_dir / "step.log")
+        finished = _now()
+        timing = {"started_at": started, "finished_at": finished,
+                  "duration_s": (finished - started).total_seconds(), "log": log}
+        if not result["ok"]:
+            status = StepStatus.cancelled if result["error_type"] == "Cancelled" \
+                else StepStatus.failed
+            self.meta.update_step(run.id, step.index, status=status, error=result["error"],
+                                  message=result["error"], **timing)
+            emit(RunEvent(run.id, step.index, status.value, message=result["error"]))
+            shutil.rmtree(job_dir, ignore_errors=True)
+            return None
+        output = self._store_output(Path(result["output"]["path"]),
+                                    ArtifactKind(result["output"]["kind"]), [current.sha256], key)
+        metrics = result.get("metrics", {})
+        self.meta.cache_step(key, output.sha256, plan.transformer, metrics)
+        self.meta.update_step(run.id, step.index, status=StepStatus.succeeded,
+                              output_sha=output.sha256, progress=1.0, message="done",
+                              metrics=metrics, **timing)
+        emit(RunEvent(run.id, step.index, StepStatus.succeeded.value, 1.0, "done"))
+        shutil.rmtree(job_dir, ignore_errors=True)
+        return output
+
+    def _store_output(self, path: Path, kind: ArtifactKind, parents: list[str],
+                      key: str | None) -> Artifact:
+        sha, size = (self.artifacts.put_directory(path) if path.is_dir()
+                     else self.artifacts.put_file(path))
+        filename = _FILENAMES.get(kind, path.name)
+        return self.meta.add_artifact(Artifact(sha256=sha, kind=kind, size_bytes=size,
+                                               filename=filename, parents=parents, step_key=key))
+
+    # evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, run_id: str, artifact: Artifact, model: Model, dataset: Dataset,
+                 reference_sha: str | None, stage: str,
+                 emit: EventCallback) -> dict[str, Any]:
+        """Metrics of ``artifact`` on the test split (cached by content), as a dict."""
+        key = hashlib.sha256(canonical_json(
+            [EVALUATION_VERSION, artifact.sha256, dataset.artifact_sha,
+             dataset.splits.model_dump(), dataset.task.value, reference_sha]).encode()).hexdigest()
+        cached = self.meta.get_evaluation(key)
+        if cached is not None and self.artifacts.exists(cached.metrics.get("outputs_sha", "")):
+            emit(RunEvent(run_id, stage, StepStatus.cached.value, 1.0, "cached"))
+            return cached.metrics
+        emit(RunEvent(run_id, stage, StepStatus.running.value, 0.0, "starting"))
+        job_dir = self.work_root / run_id / f"{stage}-{key[:12]}"
+        shutil.rmtree(job_dir, ignore_errors=True)
+        job_dir.mkdir(parents=True)
+        job = {"kind": "evaluate", "job_id": f"{run_id}-{stage}", "job_dir": str(job_dir),
+               "task": dataset.task.value, "input": self._input_job(artifact, job_dir),
+               "input_specs": [s.model_dump() for s in model.inputs],
+               "dataset": self._dataset_job(dataset),
+               "reference": str(self.artifacts.path(reference_sha)) if reference_sha else None}
+        result = self._dispatch(run_id, job, lambda f, m: emit(
+            RunEvent(run_id, stage, StepStatus.running.value, f, m)))
+        if not result["ok"]:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            emit(RunEvent(run_id, stage, StepStatus.failed.value, message=result["error"]))
+            raise InvalidInputError(f"evaluation ({stage}) failed: {result['error']}")
+        outputs = self._store_output(Path(result["output"]["path"]), ArtifactKind.outputs_npy,
+                                     [artifact.sha256], None)
+        shutil.rmtree(job_dir, ignore_errors=True)
+        metrics = {**result["metrics"], "outputs_sha": outputs.sha256}
+        self.meta.add_evaluation(key, Evaluation(artifact_sha=artifact.sha256,
+                                                 dataset_id=dataset.id,
+                                                 reference_sha=reference_sha, metrics=metrics))
+        emit(RunEvent(run_id, stage, StepStatus.succeeded.value, 1.0, "done"))
+        return metrics
+
+    def _evaluate_run(self, run: Run, model: Model, dataset: Dataset, output: Artifact,
+                      emit: EventCallback) -> dict[str, Any]:
+        if not run.pipeline.evaluate or output.kind not in MODEL_KINDS:
+            return {"baseline": {}, "result": {}}
+        baseline_artifact = self.meta.get_artifact(model.artifact_sha)
+        baseline = self.evaluate(run.id, baseline_artifact, model, dataset, None,
+                                 "evaluate-baseline", emit)
+        result = self.evaluate(run.id, output, model, dataset, baseline["outputs_sha"],
+                               "evaluate", emit)
+        return {"baseline": baseline, "result": result}
+
+    # endings ------------------------------------------------------------------------------
+
+    def _skip_rest(self, run: Run, after: int) -> None:
+        for later in run.steps[after + 1:]:
+            self.meta.update_step(run.id, later.index, status=StepStatus.skipped)
+
+    def _finish_failed(self, run: Run, index: int) -> Run:
+        self._skip_rest(run, index)
+        failed = self.meta.get_run(run.id).steps[index]
+        status = RunStatus.cancelled if failed.status is StepStatus.cancelled else RunStatus.failed
+        message = f"step {index + 1} ({failed.transformer}) {failed.status.value}: {failed.error}"
+        self.meta.update_run(run.id, status=status, error=message, finished_at=_now())
+        return self.meta.get_run(run.id)
+
+    def _finish_cancelled(self, run: Run, index: int) -> Run:
+        self.meta.update_step(run.id, index, status=StepStatus.cancelled)
+        self._skip_rest(run, index)
+        self.meta.update_run(run.id, status=RunStatus.cancelled, error="cancelled",
+                             finished_at=_now())
+        return self.meta.get_run(run.id)
+
+
+def _read_tail(path: Path) -> str:
+    if not path.exists():
+        return ""
+    data = path.read_bytes()
+    return data[-_LOG_TAIL:].decode("utf-8", errors="replace")

@@ -1,0 +1,127 @@
+"""The one evaluation every artifact gets.
+
+Quality on the test split (task-aware), fidelity to the original model's outputs, file size,
+parameters and weight bytes, MACs, latency (batch 1, one thread, after warm-up) and the
+memory the model adds to its inference process (peak resident set over the idle process).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinymlaas.domain import ArtifactKind, Task, TensorSpec
+
+__all__ = ["EVALUATION_VERSION", "evaluate_model", "quality_metrics"]
+
+EVALUATION_VERSION = "1"
+
+
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark for this process (Linux 4.0+)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def quality_metrics(task: Task, outputs: np.ndarray, y: np.ndarray,
+                    reference: np.ndarray | None) -> dict[str, float]:
+    """Task-aware quality, plus fidelity to ``reference`` outputs when given."""
+    metrics: dict[str, float] = {}
+    flat = outputs.reshape(len(outputs), -1)
+    if task is Task.classification:
+        metrics["accuracy"] = float(np.mean(flat.argmax(axis=1) == y) * 100.0)
+    elif task is Task.regression:
+        metrics["mse"] = float(np.mean((flat.squeeze() - y.reshape(len(y), -1).squeeze()) ** 2))
+    elif task is Task.anomaly:
+        from sklearn.metrics import roc_auc_score
+
+        # Reconstruction error against the input is the anomaly score; y marks anomalies.
+        metrics["score_mean"] = float(flat.mean())
+        if len(np.unique(y)) == 2:
+            metrics["auc"] = float(roc_auc_score(y, flat.mean(axis=1)))
+    if reference is not None:
+        ref = reference.reshape(len(reference), -1)
+        diff = np.abs(flat.astype(np.float64) - ref)
+        metrics["max_abs_diff"] = float(diff.max())
+        metrics["mean_abs_diff"] = float(diff.mean())
+        if task is Task.classification:
+            metrics["top1_agreement"] = float(np.mean(flat.argmax(1) == ref.argmax(1)) * 100.0)
+        if task is Task.embedding or task is Task.regression:
+            num = (flat * ref).sum(1)
+            den = np.linalg.norm(flat, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12
+            metrics["cosine_to_original"] = float(np.mean(num / den))
+    return metrics
+
+
+def _static(path: Path, kind: ArtifactKind, runner: Any) -> dict[str, int]:
+    if kind is ArtifactKind.onnx:
+        import onnx
+
+        from tinymlaas.evaluation.static import graph_stats
+
+        stats = graph_stats(onnx.load(str(path)))
+        return {"parameters": stats.parameters, "weight_bytes": stats.weight_bytes,
+                "macs": stats.macs}
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = runner.module
+    tensors = [*module.parameters(), *module.buffers()]
+    shape = [1 if not isinstance(d, int) else d for d in runner.inputs[0].shape]
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(torch.zeros(shape))
+    return {"parameters": int(sum(p.numel() for p in module.parameters())),
+            "weight_bytes": int(sum(t.numel() * t.element_size() for t in tensors)),
+            "macs": int(counter.get_total_flops() // 2)}
+
+
+def evaluate_model(path: Path, kind: ArtifactKind, task: Task, X: np.ndarray, y: np.ndarray,
+                   *, inputs: list[TensorSpec] | None = None,
+                   reference: np.ndarray | None = None, latency_runs: int = 200,
+                   latency_budget_s: float = 3.0,
+                   progress: Callable[[float, str], None] = lambda f, m: None,
+                   ) -> tuple[dict[str, Any], np.ndarray]:
+    """Evaluate one model file; returns the metrics and its outputs on ``X``."""
+    from tinymlaas.evaluation.runtime import open_runner
+
+    progress(0.05, "loading")
+    peak_resettable = _reset_peak_rss()
+    rss_before_kb = _proc_status_kb("VmRSS")
+    runner = open_runner(path, kind, inputs)
+    progress(0.2, f"inference on {len(X)} test samples")
+    outputs = runner.predict(X)
+    metrics: dict[str, Any] = {"file_bytes": os.path.getsize(path), "test_samples": len(X)}
+    metrics.update(quality_metrics(task, outputs, y, reference))
+    progress(0.6, "latency")
+    x1 = runner.prepare(X[:1])
+    for _ in range(10):
+        runner.time_one(x1)
+    times: list[float] = []
+    deadline = time.perf_counter() + latency_budget_s
+    while len(times) < latency_runs and (len(times) < 20 or time.perf_counter() < deadline):
+        times.append(runner.time_one(x1))
+    metrics["latency_ms_p50"] = float(np.percentile(times, 50) * 1e3)
+    metrics["latency_ms_p95"] = float(np.percentile(times, 95) * 1e3)
+    metrics["latency_runs"] = len(times)
+    if peak_resettable:
+        metrics["peak_memory_mb"] = max(0, _proc_status_kb("VmHWM") - rss_before_kb) / 1024
+    progress(0.9, "static analysis")
+    metrics.update(_static(path, kind, runner))
+    return metrics, outputs

@@ -1,0 +1,124 @@
+"""Running models the same way everywhere: ONNX Runtime for ONNX, torch for PyTorch files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from tinymlaas.domain import ArtifactKind, TensorSpec
+from tinymlaas.errors import InvalidInputError
+
+__all__ = ["Runner", "fit_to_input", "open_runner"]
+
+
+def fit_to_input(X: np.ndarray, shape: list[int | str], dtype: str = "float32") -> np.ndarray:
+    """Reshape samples ``X`` (samples first) to a model input ``shape`` (batch first).
+
+    Works when each sample has as many elements as the input expects (e.g. 8x8 images fed to
+    a 64-feature input, or NCHW data to an NHWC model with one channel).
+    """
+    sample = [d for d in shape[1:]]
+    if any(not isinstance(d, int) or d <= 0 for d in sample):
+        return X.astype(dtype, copy=False)
+    expected = int(np.prod(sample))
+    per_sample = int(np.prod(X.shape[1:]))
+    if per_sample != expected:
+        raise InvalidInputError(f"dataset samples have shape {list(X.shape[1:])} "
+                                f"({per_sample} values) but the model input {shape} needs "
+                                f"{expected} values per sample")
+    if list(X.shape[1:]) == sample:
+        return X.astype(dtype, copy=False)
+    if X.ndim == 4 and len(sample) == 3 and sample[-1] == X.shape[1] and sample[0] == X.shape[2]:
+        X = X.transpose(0, 2, 3, 1)  # NCHW data, NHWC model
+    return X.reshape(len(X), *sample).astype(dtype, copy=False)
+
+
+class Runner(Protocol):
+    inputs: list[TensorSpec]
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+    def time_one(self, x: np.ndarray) -> float: ...
+
+
+class OnnxRunner:
+    """ONNX Runtime, CPU, one thread, sequential execution (comparable latency)."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        from tinymlaas.formats.models import onnx_tensor_specs
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        init = {i.name for i in model.graph.initializer}
+        self.inputs = onnx_tensor_specs([i for i in model.graph.input if i.name not in init])
+        self._name = self.session.get_inputs()[0].name
+        batch = self.inputs[0].shape[0] if self.inputs[0].shape else 1
+        self._dynamic_batch = not isinstance(batch, int) or batch <= 0
+
+    def prepare(self, X: np.ndarray) -> np.ndarray:
+        return fit_to_input(X, self.inputs[0].shape, self.inputs[0].dtype)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X = self.prepare(X)
+        if self._dynamic_batch:
+            outs = [self.session.run(None, {self._name: X[i:i + 256]})[0]
+                    for i in range(0, len(X), 256)]
+        else:
+            outs = [self.session.run(None, {self._name: X[i:i + 1]})[0] for i in range(len(X))]
+        return np.concatenate(outs).astype(np.float32)
+
+    def time_one(self, x: np.ndarray) -> float:
+        feed = {self._name: x}
+        start = time.perf_counter()
+        self.session.run(None, feed)
+        return time.perf_counter() - start
+
+
+class TorchRunner:
+    """PyTorch on the CPU with one thread, for torch.export archives and TorchScript."""
+
+    def __init__(self, path: Path, kind: ArtifactKind, inputs: list[TensorSpec]) -> None:
+        import torch
+
+        from tinymlaas.formats.torch_models import load_torch_module
+
+        torch.set_num_threads(1)
+        self._torch = torch
+        self.module = load_torch_module(path, kind)
+        self.inputs = inputs
+
+    def prepare(self, X: np.ndarray) -> np.ndarray:
+        return fit_to_input(X, self.inputs[0].shape)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X = self.prepare(X)
+        with self._torch.no_grad():
+            outs = [self.module(self._torch.from_numpy(X[i:i + 256])) for i in range(0, len(X), 256)]
+        return np.concatenate([o.numpy() for o in outs]).astype(np.float32)
+
+    def time_one(self, x: np.ndarray) -> float:
+        tensor = self._torch.from_numpy(x)
+        with self._torch.no_grad():
+            start = time.perf_counter()
+            self.module(tensor)
+            return time.perf_counter() - start
+
+
+def open_runner(path: Path, kind: ArtifactKind, inputs: list[TensorSpec] | None = None) -> Runner:
+    if kind is ArtifactKind.onnx:
+        return OnnxRunner(path)
+    if kind in {ArtifactKind.torch_exported, ArtifactKind.torchscript}:
+        return TorchRunner(path, kind, inputs or [])
+    raise InvalidInputError(f"artifacts of kind {kind} cannot be evaluated")

@@ -1,0 +1,115 @@
+"""What runs inside a worker process: one job, read as JSON, answered as JSON.
+
+Job fields: ``kind`` (``transform`` or ``evaluate``), ``job_dir`` (logs, progress and
+result live there), ``input`` ``{path, kind}``, ``input_specs``, ``dataset``
+``{path, task, splits, num_classes}`` or null, and for transforms ``transformer`` and
+``params``; for evaluations ``task`` and ``reference`` (an .npy of the original's outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+from tinymlaas.domain import ArtifactKind, DatasetSplits, Task, TensorSpec
+from tinymlaas.errors import TinymlaasError
+
+__all__ = ["run_job"]
+
+
+def _progress_writer(job_dir: Path):
+    path = job_dir / "progress.jsonl"
+
+    def report(fraction: float, message: str) -> None:
+        with path.open("a") as fh:
+            fh.write(json.dumps({"progress": round(fraction, 4), "message": message}) + "\n")
+
+    return report
+
+
+def _logger(job_dir: Path) -> logging.Logger:
+    logger = logging.getLogger(f"tinymlaas.step.{os.getpid()}")
+    logger.handlers.clear()
+    handler = logging.FileHandler(job_dir / "step.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+def _dataset(spec: dict[str, Any] | None):
+    from tinymlaas.transformers.base import DatasetAccess
+
+    if not spec:
+        return None
+    return DatasetAccess(path=Path(spec["path"]), task=Task(spec["task"]),
+                         splits=DatasetSplits(**spec["splits"]),
+                         num_classes=spec.get("num_classes"))
+
+
+def _transform(job: dict[str, Any], job_dir: Path, log: logging.Logger) -> dict[str, Any]:
+    from tinymlaas.transformers.base import StepContext
+    from tinymlaas.transformers.registry import get_transformer, validate_params
+
+    transformer = get_transformer(job["transformer"])
+    out_dir, work_dir = job_dir / "out", job_dir / "work"
+    out_dir.mkdir(exist_ok=True)
+    work_dir.mkdir(exist_ok=True)
+    ctx = StepContext(
+        input_path=Path(job["input"]["path"]), input_kind=ArtifactKind(job["input"]["kind"]),
+        params=validate_params(job["transformer"], job.get("params", {})),
+        out_dir=out_dir, work_dir=work_dir,
+        input_specs=[TensorSpec(**s) for s in job.get("input_specs", [])],
+        dataset=_dataset(job.get("dataset")), log=log,
+        report_progress=_progress_writer(job_dir))
+    output = transformer.run(ctx)
+    return {"output": {"path": str(output.path), "kind": output.kind.value},
+            "metrics": output.metrics}
+
+
+def _evaluate(job: dict[str, Any], job_dir: Path, log: logging.Logger) -> dict[str, Any]:
+    import numpy as np
+
+    from tinymlaas.evaluation.evaluate import evaluate_model
+
+    dataset = _dataset(job["dataset"])
+    assert dataset is not None
+    X, y = dataset.split("test")
+    reference = np.load(job["reference"], allow_pickle=False) if job.get("reference") else None
+    metrics, outputs = evaluate_model(
+        Path(job["input"]["path"]), ArtifactKind(job["input"]["kind"]), Task(job["task"]),
+        X, y, inputs=[TensorSpec(**s) for s in job.get("input_specs", [])],
+        reference=reference, progress=_progress_writer(job_dir))
+    out = job_dir / "outputs.npy"
+    np.save(out, outputs)
+    log.info("metrics: %s", json.dumps(metrics))
+    return {"output": {"path": str(out), "kind": ArtifactKind.outputs_npy.value},
+            "metrics": metrics}
+
+
+def run_job(job_json: str) -> None:
+    """Run one job; always leaves ``result.json`` in the job directory unless killed."""
+    job = json.loads(job_json)
+    job_dir = Path(job["job_dir"])
+    log = _logger(job_dir)
+    try:
+        body = (_transform if job["kind"] == "transform" else _evaluate)(job, job_dir, log)
+        result = {"ok": True, "error": None, "error_type": None, **body}
+    except TinymlaasError as exc:
+        log.error("%s", exc.message)
+        result = {"ok": False, "output": None, "metrics": {}, "error": exc.message,
+                  "error_type": type(exc).__name__}
+    except Exception as exc:  # any library failure becomes the step's stated cause
+        log.error("%s", traceback.format_exc())
+        text = str(exc).strip().splitlines()
+        result = {"ok": False, "output": None, "metrics": {},
+                  "error": f"{type(exc).__name__}: {text[0][:500] if text else ''}",
+                  "error_type": type(exc).__name__}
+    tmp = job_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, job_dir / "result.json")

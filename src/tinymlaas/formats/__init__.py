@@ -1,0 +1,1 @@
+"""Safe loading and validation of user files: models, datasets, archives."""

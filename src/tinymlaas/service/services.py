@@ -1,0 +1,302 @@
+"""The service facade every entry point uses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx
+import yaml
+from pydantic import BaseModel
+
+from tinymlaas.artifacts import LocalArtifactStore
+from tinymlaas.config import Settings, get_settings
+from tinymlaas.domain import (
+    Artifact,
+    ArtifactKind,
+    Dataset,
+    DatasetSplits,
+    Device,
+    Model,
+    Pipeline,
+    Run,
+    RunStatus,
+    Task,
+)
+from tinymlaas.engine import Engine, RunEvent
+from tinymlaas.errors import InvalidInputError, NotFoundError
+from tinymlaas.executors import LocalExecutor
+from tinymlaas.formats import datasets as ds
+from tinymlaas.formats.models import detect_model_kind, inspect_model, load_onnx_checked
+from tinymlaas.store import MetadataStore
+from tinymlaas.store.metadata import new_id
+
+__all__ = ["ComparisonRow", "Services"]
+
+DEFAULT_PROJECT = "default"
+
+
+class ComparisonRow(BaseModel):
+    """One run in a comparison; ratios are against the reference (``> 1`` is better)."""
+
+    run_id: str
+    name: str
+    status: str
+    steps: list[str]
+    accuracy: float | None = None
+    accuracy_change: float | None = None
+    top1_agreement: float | None = None
+    file_bytes: int | None = None
+    size_ratio: float | None = None
+    latency_ms: float | None = None
+    latency_ratio: float | None = None
+    peak_memory_mb: float | None = None
+    macs: int | None = None
+    parameters: int | None = None
+    reference: str
+
+
+class Services:
+    """Registers inputs, runs pipelines and compares results against the configured stores."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.meta = MetadataStore(self.settings.resolved_database_url)
+        self.artifacts = LocalArtifactStore(self.settings.resolved_artifacts_dir)
+        self.executor = LocalExecutor(self.settings.step_timeout_s, self.settings.step_memory_mb)
+        self.engine = Engine(self.meta, self.artifacts, self.executor,
+                             self.settings.home / "work", workers=self.settings.workers)
+        self.meta.ensure_project(DEFAULT_PROJECT, "Default project")
+
+    def close(self) -> None:
+        self.meta.close()
+
+    # artifacts ----------------------------------------------------------------------------
+
+    def _store_file(self, path: Path, kind: ArtifactKind, filename: str) -> Artifact:
+        sha, size = self.artifacts.put_file(path)
+        return self.meta.add_artifact(Artifact(sha256=sha, kind=kind, size_bytes=size,
+                                               filename=filename))
+
+    # models -------------------------------------------------------------------------------
+
+    def add_model(self, path: Path, name: str | None = None, *, task: Task = Task.classification,
+                  project: str = DEFAULT_PROJECT, input_shape: list[int] | None = None,
+                  description: str = "") -> Model:
+        """Validate and register a model file. Nothing is stored when validation fails."""
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidInputError(f"model file {path} does not exist")
+        kind = detect_model_kind(path)
+        info = inspect_model(path, kind, self.settings.max_model_bytes, input_shape)
+        name = name or path.stem
+        Model(id="m", name=name, artifact_sha="0" * 64, kind=kind)  # validates the name
+        with tempfile.TemporaryDirectory() as tmp:
+            source = path
+            if kind is ArtifactKind.onnx:
+                # One self-contained blob: external data (already checked) goes inline.
+                model = load_onnx_checked(path, self.settings.max_model_bytes)
+                if any(t.data_location == onnx.TensorProto.EXTERNAL
+                       for t in model.graph.initializer) or _has_external(path):
+                    source = Path(tmp) / "model.onnx"
+                    onnx.save(model, str(source))
+            suffix = {ArtifactKind.onnx: ".onnx", ArtifactKind.torch_exported: ".pt2"}.get(
+                kind, ".pt")
+            artifact = self._store_file(source, kind, f"{name}{suffix}")
+        return self.meta.add_model(Model(
+            id=new_id("model"), name=name, project=project, artifact_sha=artifact.sha256,
+            kind=kind, task=task, inputs=info.inputs, outputs=info.outputs,
+            parameters=info.parameters, description=description))
+
+    def get_model(self, ref: str, project: str | None = None) -> Model:
+        return self.meta.get_model(ref, project)
+
+    def list_models(self, project: str | None = None) -> list[Model]:
+        return self.meta.list_models(project)
+
+    # datasets -----------------------------------------------------------------------------
+
+    def add_dataset(self, source: str, name: str | None = None, *, task: Task | None = None,
+                    label_column: str | None = None, image_size: tuple[int, int] | None = None,
+                    splits: DatasetSplits | None = None,
+                    project: str = DEFAULT_PROJECT) -> Dataset:
+        """Register a dataset file, or a built-in by name (``digits``)."""
+        s = self.settings
+        if source in ds.BUILTIN_DATASETS and not Path(source).exists():
+            data = ds.load_builtin(source)
+            default_name = source
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise InvalidInputError(
+                    f"dataset {source!r} is neither a file nor a built-in "
+                    f"({', '.join(ds.BUILTIN_DATASETS)})")
+            data = ds.load_dataset_file(path, task=task, label_column=label_column,
+                                        image_size=image_size, max_bytes=s.max_dataset_bytes,
+                                        max_entries=s.max_archive_entries,
+                                        max_ratio=s.max_archive_ratio)
+            default_name = path.stem
+        if task is not None:
+            data.task = task
+        name = name or default_name
+        splits = splits or DatasetSplits()
+        record = Dataset(id=new_id("data"), name=name, project=project, artifact_sha="0" * 64,
+                         source_format=data.source_format, task=data.task,
+                         num_samples=len(data.X), feature_shape=list(data.X.shape[1:]),
+                         num_classes=data.num_classes, class_names=data.class_names,
+                         splits=splits)
+        with tempfile.TemporaryDirectory() as tmp:
+            canonical = ds.write_canonical(data, Path(tmp) / "dataset.npz")
+            artifact = self._store_file(canonical, ArtifactKind.dataset_npz, f"{name}.npz")
+        record.artifact_sha = artifact.sha256
+        return self.meta.add_dataset(record)
+
+    def get_dataset(self, ref: str, project: str | None = None) -> Dataset:
+        return self.meta.get_dataset(ref, project)
+
+    def list_datasets(self, project: str | None = None) -> list[Dataset]:
+        return self.meta.list_datasets(project)
+
+    # devices ------------------------------------------------------------------------------
+
+    def list_devices(self) -> list[Device]:
+        from tinymlaas.devices.catalog import load_catalog
+
+        return [*load_catalog(), *self.meta.list_custom_devices()]
+
+    def get_device(self, name: str) -> Device:
+        for device in self.list_devices():
+            if device.name == name:
+                return device
+        raise NotFoundError(f"unknown device {name!r}; `tinymlaas devices list` shows the "
+                            "catalog", {"known": [d.name for d in self.list_devices()]})
+
+    def add_device(self, device: Device) -> Device:
+        if any(d.name == device.name for d in self.list_devices()):
+            from tinymlaas.errors import ConflictError
+
+            raise ConflictError(f"a device named {device.name!r} already exists")
+        return self.meta.add_device(device.model_copy(update={"custom": True}))
+
+    # runs ---------------------------------------------------------------------------------
+
+    def create_run(self, pipeline: Pipeline, *, model: str | None = None,
+                   dataset: str | None = None, device: str | None = None,
+                   name: str | None = None, project: str | None = None) -> Run:
+        """Validate a pipeline against its inputs and record a pending run."""
+        model_ref = model or pipeline.model
+        dataset_ref = dataset or pipeline.dataset
+        if not model_ref or not dataset_ref:
+            raise InvalidInputError("a run needs a model and a dataset: set 'model' and "
+                                    "'dataset' in the pipeline file or pass --model/--dataset")
+        project = project or pipeline.project
+        model_entity = self.meta.get_model(model_ref, project)
+        dataset_entity = self.meta.get_dataset(dataset_ref, project)
+        device_name = device or pipeline.device
+        if device_name:
+            self.get_device(device_name)
+        return self.engine.create_run(pipeline, model_entity, dataset_entity, device_name,
+                                      name, project)
+
+    def execute_run(self, run_id: str,
+                    on_event: Callable[[RunEvent], None] | None = None) -> Run:
+        return self.engine.execute(run_id, on_event)
+
+    def execute_runs(self, run_ids: list[str],
+                     on_event: Callable[[RunEvent], None] | None = None) -> list[Run]:
+        return self.engine.execute_many(run_ids, on_event)
+
+    def rerun(self, ref: str) -> Run:
+        """A new run of the same pipeline and inputs (finished steps come from the cache)."""
+        old = self.meta.get_run(ref)
+        return self.engine.create_run(old.pipeline, self.meta.get_model(old.model_id),
+                                      self.meta.get_dataset(old.dataset_id), old.device,
+                                      old.name, old.project)
+
+    def get_run(self, ref: str, project: str | None = None) -> Run:
+        return self.meta.get_run(ref, project)
+
+    def list_runs(self, project: str | None = None, status: str | None = None) -> list[Run]:
+        return self.meta.list_runs(project, status)
+
+    def compare(self, refs: list[str], reference: str | None = None) -> list[ComparisonRow]:
+        """Side-by-side metrics; ratios against ``reference``'s output, else each run's input."""
+        runs = [self.meta.get_run(r) for r in refs]
+        ref_run = self.meta.get_run(reference) if reference else None
+        rows = []
+        for run in runs:
+            base = ref_run.result if ref_run else run.baseline
+            res = run.result
+            rows.append(ComparisonRow(
+                run_id=run.id, name=run.name, status=run.status.value,
+                steps=[s.transformer for s in run.steps],
+                accuracy=res.get("accuracy"),
+                accuracy_change=_diff(res.get("accuracy"), base.get("accuracy")),
+                top1_agreement=res.get("top1_agreement"),
+                file_bytes=res.get("file_bytes"),
+                size_ratio=_ratio(base.get("file_bytes"), res.get("file_bytes")),
+                latency_ms=res.get("latency_ms_p50"),
+                latency_ratio=_ratio(base.get("latency_ms_p50"), res.get("latency_ms_p50")),
+                peak_memory_mb=res.get("peak_memory_mb"), macs=res.get("macs"),
+                parameters=res.get("parameters"),
+                reference=f"run {ref_run.name} ({ref_run.id})" if ref_run else "input model"))
+        return rows
+
+    def export_run(self, ref: str, out_dir: Path) -> list[Path]:
+        """Write a finished run's model, metrics, pipeline and lineage into ``out_dir``."""
+        run = self.meta.get_run(ref)
+        if run.status is not RunStatus.succeeded or run.output_sha is None:
+            raise InvalidInputError(f"run {run.id} is {run.status.value}; only a succeeded run "
+                                    "has an output to export")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        output = self.meta.get_artifact(run.output_sha)
+        written = [self.artifacts.export(output.sha256, out_dir / output.filename)]
+        metrics = {"run": run.id, "name": run.name, "baseline": run.baseline,
+                   "result": run.result,
+                   "steps": [s.model_dump(mode="json", exclude={"log"}) for s in run.steps]}
+        for name, content in (
+            ("metrics.json", json.dumps(metrics, indent=2, default=str)),
+            ("pipeline.yaml", yaml.safe_dump(run.pipeline.model_dump(mode="json"),
+                                             sort_keys=False)),
+            ("lineage.json", json.dumps(self.lineage(output.sha256), indent=2, default=str)),
+        ):
+            target = out_dir / name
+            target.write_text(content)
+            written.append(target)
+        return written
+
+    def lineage(self, sha: str) -> list[dict[str, Any]]:
+        """The chain of artifacts that led to ``sha``, newest first."""
+        chain = []
+        current: str | None = sha
+        while current:
+            artifact = self.meta.get_artifact(current)
+            chain.append(artifact.model_dump(mode="json"))
+            current = artifact.parents[0] if artifact.parents else None
+        return chain
+
+    def artifact_path(self, sha: str) -> Path:
+        return self.artifacts.path(sha)
+
+    def copy_artifact(self, sha: str, target: Path) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copyfile(self.artifacts.path(sha), target))
+
+
+def _has_external(path: Path) -> bool:
+    model = onnx.load(str(path), load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def _diff(value: float | None, base: float | None) -> float | None:
+    return None if value is None or base is None else value - base
+
+
+def _ratio(base: float | None, value: float | None) -> float | None:
+    return None if not base or not value else base / value

@@ -1,0 +1,347 @@
+"""The metadata store: domain entities in, domain entities out.
+
+SQLite (WAL, busy timeout, immediate transactions so concurrent writers queue instead of
+failing) by default; PostgreSQL by URL. The schema is created and upgraded by Alembic.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tinymlaas.domain import (
+    Artifact,
+    Dataset,
+    Device,
+    Evaluation,
+    Model,
+    Project,
+    Run,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+)
+from tinymlaas.errors import ConflictError, NotFoundError, ServiceUnavailableError
+from tinymlaas.store.tables import (
+    ArtifactRow,
+    DatasetRow,
+    DeviceRow,
+    EvaluationRow,
+    ModelRow,
+    ProjectRow,
+    RunRow,
+    StepCacheRow,
+    StepRow,
+)
+
+__all__ = ["MetadataStore", "new_id"]
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def new_id(prefix: str) -> str:
+    """A short random identifier such as ``run-3f9a2c1b7d``."""
+    return f"{prefix}-{secrets.token_hex(5)}"
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy issue BEGIN itself (below) instead of the driver.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            # Take the write lock up front: a deferred transaction that later writes can
+            # fail with "database is locked" without waiting for the busy timeout.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class MetadataStore:
+    """Persistent records of projects, models, datasets, devices, artifacts, runs and caches.
+
+    Args:
+        url: A SQLAlchemy URL, e.g. ``sqlite:///path/db.sqlite`` or
+            ``postgresql+psycopg://user@host/db``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        self.engine = _create_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except OperationalError as exc:
+            raise ServiceUnavailableError(
+                f"cannot reach the database at {self.engine.url.render_as_string()}: "
+                f"{exc.orig}",
+            ) from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # projects -----------------------------------------------------------------------------
+
+    def ensure_project(self, project_id: str, name: str | None = None,
+                       owner: str | None = None) -> Project:
+        with self.session() as s:
+            row = s.get(ProjectRow, project_id)
+            if row is None:
+                row = ProjectRow(id=project_id, name=name or project_id, owner=owner,
+                                 created_at=_now())
+                s.add(row)
+            return _project(row)
+
+    def list_projects(self) -> list[Project]:
+        with self.session() as s:
+            return [_project(r) for r in s.scalars(select(ProjectRow).order_by(ProjectRow.name))]
+
+    # artifacts ----------------------------------------------------------------------------
+
+    def add_artifact(self, artifact: Artifact) -> Artifact:
+        """Record an artifact; recording the same content again returns the first record."""
+        with self.session() as s:
+            row = s.get(ArtifactRow, artifact.sha256)
+            if row is None:
+                row = ArtifactRow(**artifact.model_dump())
+                s.add(row)
+            return _artifact(row)
+
+    def get_artifact(self, sha256: str) -> Artifact:
+        with self.session() as s:
+            row = s.get(ArtifactRow, sha256)
+            if row is None:
+                raise NotFoundError(f"artifact {sha256[:12]} not found")
+            return _artifact(row)
+
+    def find_artifacts(self, prefix: str) -> list[Artifact]:
+        with self.session() as s:
+            rows = s.scalars(select(ArtifactRow).where(ArtifactRow.sha256.startswith(prefix)))
+            return [_artifact(r) for r in rows]
+
+    # models and datasets ------------------------------------------------------------------
+
+    def add_model(self, model: Model) -> Model:
+        self._insert(ModelRow(**_dump(model)), f"a model named {model.name!r} already exists "
+                     f"in project {model.project!r}; pick another name")
+        return model
+
+    def add_dataset(self, dataset: Dataset) -> Dataset:
+        self._insert(DatasetRow(**_dump(dataset)), f"a dataset named {dataset.name!r} already "
+                     f"exists in project {dataset.project!r}; pick another name")
+        return dataset
+
+    def get_model(self, ref: str, project: str | None = None) -> Model:
+        return Model.model_validate(self._by_ref(ModelRow, ref, project, "model"),
+                                    from_attributes=True)
+
+    def get_dataset(self, ref: str, project: str | None = None) -> Dataset:
+        return Dataset.model_validate(self._by_ref(DatasetRow, ref, project, "dataset"),
+                                      from_attributes=True)
+
+    def list_models(self, project: str | None = None) -> list[Model]:
+        return [Model.model_validate(r, from_attributes=True)
+                for r in self._list(ModelRow, project)]
+
+    def list_datasets(self, project: str | None = None) -> list[Dataset]:
+        return [Dataset.model_validate(r, from_attributes=True)
+                for r in self._list(DatasetRow, project)]
+
+    # devices ------------------------------------------------------------------------------
+
+    def add_device(self, device: Device) -> Device:
+        self._insert(DeviceRow(name=device.name, spec=device.model_dump(mode="json")),
+                     f"a device named {device.name!r} already exists")
+        return device
+
+    def list_custom_devices(self) -> list[Device]:
+        with self.session() as s:
+            return [Device.model_validate(r.spec)
+                    for r in s.scalars(select(DeviceRow).order_by(DeviceRow.name))]
+
+    # runs ---------------------------------------------------------------------------------
+
+    def add_run(self, run: Run) -> Run:
+        with self.session() as s:
+            s.add(RunRow(**_dump(run, exclude={"steps"})))
+            s.flush()
+            for step in run.steps:
+                s.add(StepRow(run_id=run.id, **_dump(step)))
+        return run
+
+    def get_run(self, ref: str, project: str | None = None) -> Run:
+        with self.session() as s:
+            row = self._by_ref_in(s, RunRow, ref, project, "run")
+            return self._run(s, row)
+
+    def list_runs(self, project: str | None = None, status: str | None = None,
+                  limit: int = 200) -> list[Run]:
+        with self.session() as s:
+            query = select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)
+            if project is not None:
+                query = query.where(RunRow.project == project)
+            if status is not None:
+                query = query.where(RunRow.status == status)
+            return [self._run(s, r) for r in s.scalars(query)]
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        with self.session() as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                raise NotFoundError(f"run {run_id!r} not found")
+            for name, value in fields.items():
+                setattr(row, name, value.value if isinstance(value, RunStatus) else value)
+
+    def update_step(self, run_id: str, index: int, **fields: Any) -> None:
+        with self.session() as s:
+            row = s.get(StepRow, (run_id, index))
+            if row is None:
+                raise NotFoundError(f"step {index} of run {run_id!r} not found")
+            for name, value in fields.items():
+                setattr(row, name, value.value if isinstance(value, StepStatus) else value)
+
+    def runs_with_status(self, *statuses: RunStatus) -> list[str]:
+        with self.session() as s:
+            query = select(RunRow.id).where(RunRow.status.in_([st.value for st in statuses]))
+            return list(s.scalars(query))
+
+    # step cache and evaluations -----------------------------------------------------------
+
+    def cached_step(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        with self.session() as s:
+            row = s.get(StepCacheRow, key)
+            return (row.output_sha, dict(row.metrics)) if row else None
+
+    def cache_step(self, key: str, output_sha: str, transformer: str,
+                   metrics: dict[str, Any]) -> None:
+        try:
+            with self.session() as s:
+                if s.get(StepCacheRow, key) is None:
+                    s.add(StepCacheRow(key=key, output_sha=output_sha, transformer=transformer,
+                                       metrics=metrics, created_at=_now()))
+        except IntegrityError:
+            pass  # another run cached the same step at the same moment: same content
+
+    def get_evaluation(self, key: str) -> Evaluation | None:
+        with self.session() as s:
+            row = s.get(EvaluationRow, key)
+            return None if row is None else Evaluation(
+                artifact_sha=row.artifact_sha, dataset_id=row.dataset_id,
+                reference_sha=row.reference_sha, metrics=dict(row.metrics),
+                created_at=row.created_at)
+
+    def add_evaluation(self, key: str, evaluation: Evaluation) -> None:
+        try:
+            with self.session() as s:
+                if s.get(EvaluationRow, key) is None:
+                    s.add(EvaluationRow(key=key, **_dump(evaluation)))
+        except IntegrityError:
+            pass
+
+    # helpers ------------------------------------------------------------------------------
+
+    def _insert(self, row: Any, conflict_message: str) -> None:
+        try:
+            with self.session() as s:
+                s.add(row)
+        except IntegrityError as exc:
+            raise ConflictError(conflict_message) from exc
+
+    def _list(self, table: Any, project: str | None) -> list[Any]:
+        with self.session() as s:
+            query = select(table).order_by(table.created_at)
+            if project is not None:
+                query = query.where(table.project == project)
+            return list(s.scalars(query))
+
+    def _by_ref(self, table: Any, ref: str, project: str | None, what: str) -> Any:
+        with self.session() as s:
+            return self._by_ref_in(s, table, ref, project, what)
+
+    @staticmethod
+    def _by_ref_in(s: Session, table: Any, ref: str, project: str | None, what: str) -> Any:
+        """Find by id, else by name (newest first), within a project when one is given."""
+        row = s.get(table, ref)
+        if row is not None and (project is None or row.project == project):
+            return row
+        query = select(table).where(table.name == ref).order_by(table.created_at.desc())
+        if project is not None:
+            query = query.where(table.project == project)
+        row = s.scalars(query).first()
+        if row is None:
+            raise NotFoundError(f"{what} {ref!r} not found; `tinymlaas {what}s list` shows "
+                                f"the known ones", {"kind": what, "ref": ref})
+        return row
+
+    @staticmethod
+    def _run(s: Session, row: RunRow) -> Run:
+        steps = s.scalars(select(StepRow).where(StepRow.run_id == row.id).order_by(StepRow.index))
+        data = {c.name: getattr(row, c.name) for c in RunRow.__table__.columns}
+        data["steps"] = [
+            StepRecord.model_validate({c.name: getattr(st, c.name)
+                                       for c in StepRow.__table__.columns if c.name != "run_id"})
+            for st in steps
+        ]
+        return Run.model_validate(data)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dump(entity: Any, exclude: set[str] | None = None) -> dict[str, Any]:
+    """Entity fields as column values: nested models as JSON, enums as strings."""
+    data = entity.model_dump(mode="json", exclude=exclude)
+    for name, value in entity:
+        if isinstance(value, datetime):
+            data[name] = value
+    return data
+
+
+def _project(row: ProjectRow) -> Project:
+    return Project(id=row.id, name=row.name, owner=row.owner, created_at=row.created_at)
+
+
+def _artifact(row: ArtifactRow) -> Artifact:
+    return Artifact(sha256=row.sha256, kind=row.kind, size_bytes=row.size_bytes,
+                    filename=row.filename, parents=list(row.parents), step_key=row.step_key,
+                    created_at=row.created_at)

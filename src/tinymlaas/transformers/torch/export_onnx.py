@@ -1,0 +1,52 @@
+"""``export-onnx``: a PyTorch model (torch.export archive or TorchScript) to ONNX."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from tinymlaas.domain import ArtifactKind
+from tinymlaas.errors import UnsupportedModelError
+from tinymlaas.transformers.base import Params, StepContext, StepOutput, Transformer
+
+
+class ExportParams(Params):
+    opset: int = Field(default=18, ge=13, le=23, description="ONNX opset version.")
+    dynamic_batch: bool = Field(default=True, description="Leave the batch dimension free.")
+
+
+class ExportOnnx(Transformer):
+    name = "export-onnx"
+    version = "1"
+    summary = "Export a PyTorch model to ONNX (torch.onnx, dynamo exporter, weights inline)."
+    Params = ExportParams
+    accepts = frozenset({ArtifactKind.torch_exported, ArtifactKind.torchscript})
+
+    def run(self, ctx: StepContext) -> StepOutput:
+        import torch
+
+        from tinymlaas.formats.torch_models import example_inputs, load_torch_module
+
+        params: ExportParams = ctx.params
+        specs = ctx.input_specs or example_inputs(ctx.input_path, ctx.input_kind)
+        shape = [1 if not isinstance(d, int) else d for d in specs[0].shape]
+        module = load_torch_module(ctx.input_path, ctx.input_kind)
+        example = (torch.zeros(shape),)
+        out = ctx.out_dir / "model.onnx"
+        ctx.progress(0.2, "exporting")
+        dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if params.dynamic_batch \
+            else None
+        try:
+            if ctx.input_kind is ArtifactKind.torchscript:
+                torch.onnx.export(module, example, str(out), opset_version=params.opset,
+                                  dynamo=False, input_names=["input"], output_names=["output"],
+                                  dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}
+                                  if params.dynamic_batch else None)
+            else:
+                torch.onnx.export(module, example, str(out), opset_version=params.opset,
+                                  dynamo=True, external_data=False, dynamic_shapes=dynamic,
+                                  input_names=["input"], output_names=["output"],
+                                  verbose=False)
+        except Exception as exc:
+            raise UnsupportedModelError(f"torch.onnx.export failed: "
+                                        f"{str(exc).strip().splitlines()[0][:300]}") from exc
+        return StepOutput(out, self.produces)
