@@ -1,0 +1,134 @@
+"""The compiler's entry point: ONNX file in, C99 source files out."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import onnx
+from pydantic import BaseModel, Field
+
+from tinymlaas.compiler.codegen import c_identifier, generate
+from tinymlaas.compiler.ir import IOSpec, Program
+from tinymlaas.compiler.loader import load_model, prepare
+from tinymlaas.compiler.lower import lower
+from tinymlaas.compiler.planner import plan_program
+
+__all__ = ["CompileResult", "build_program", "compile_onnx"]
+
+META_FILE = "model.json"
+
+
+class CompileResult(BaseModel):
+    """What :func:`compile_onnx` produced and what the planner knows about it."""
+
+    name: str = Field(description="C symbol prefix: <name>_run, <NAME>_INPUT0_SIZE ...")
+    directory: Path
+    header: Path
+    source: Path
+    inputs: list[IOSpec]
+    outputs: list[IOSpec]
+    arena_bytes: int = Field(description="static activation arena (RAM), from the planner")
+    const_bytes: int = Field(description="weights, biases and tables kept in flash")
+    io_bytes: int = Field(description="bytes of the caller's input and output arrays")
+    macs: int
+    kernels: int
+    operators: dict[str, int] = Field(description="ONNX operator counts of the prepared graph")
+    kernel_calls: dict[str, int] = Field(description="generated kernel calls by kernel")
+    quantized: bool = Field(description="whether any integer (fixed-point) kernel is used")
+
+    def write_meta(self) -> Path:
+        """Store this result next to the sources (``model.json``)."""
+        path = self.directory / META_FILE
+        path.write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        return path
+
+    @classmethod
+    def read_meta(cls, directory: str | Path) -> CompileResult:
+        """Load the result stored by :meth:`write_meta` from a source directory."""
+        directory = Path(directory)
+        data = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        result = cls.model_validate(data)
+        return result.model_copy(update={
+            "directory": directory,
+            "header": directory / result.header.name,
+            "source": directory / result.source.name,
+        })
+
+
+def build_program(
+    model: str | Path | onnx.ModelProto, *, strict: bool = True, simplify: bool = True
+) -> tuple[Program, onnx.ModelProto]:
+    """Load, prepare, lower and plan a model without writing anything.
+
+    Args:
+        model: Path of an ``.onnx`` file or a loaded model.
+        strict: Raise on unsupported operators (see :func:`tinymlaas.compiler.lower.lower`).
+        simplify: Run ``onnxsim`` on float graphs first.
+
+    Returns:
+        The planned program and the prepared model.
+    """
+    prepared, shapes = prepare(load_model(model), simplify=simplify)
+    program = lower(prepared, shapes, strict=strict)
+    plan_program(program)
+    return program, prepared
+
+
+def compile_onnx(
+    model_path: str | Path | onnx.ModelProto,
+    out_dir: str | Path,
+    *,
+    name: str = "model",
+    simplify: bool = True,
+) -> CompileResult:
+    """Compile an ONNX model to C99 ``<name>.h`` and ``<name>.c``.
+
+    The generated code keeps weights in ``const`` arrays (flash), all intermediate results
+    in one static arena sized by the memory planner, and needs only libc and libm. Its API
+    is ``int <name>_run(const in0_t* in0, ..., out0_t* out0, ...)``.
+
+    Args:
+        model_path: The ``.onnx`` file (float, or int8 QDQ) or a loaded model. A symbolic
+            batch dimension is compiled as 1.
+        out_dir: Directory for the sources (created if needed).
+        name: Prefix of the generated symbols and the file names.
+        simplify: Run ``onnxsim`` on float graphs first.
+
+    Returns:
+        The file paths, I/O specifications and planner figures.
+
+    Raises:
+        UnsupportedModelError: Operators, attributes or dtypes the compiler cannot handle;
+            ``details["nodes"]`` names the nodes. Nothing is written in that case.
+        InvalidInputError: The file is not a readable ONNX model.
+    """
+    program, prepared = build_program(model_path, simplify=simplify)
+    prefix = c_identifier(name)
+    header_text, source_text = generate(program, prefix)
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    header = directory / f"{prefix}.h"
+    source = directory / f"{prefix}.c"
+    header.write_text(header_text, encoding="utf-8")
+    source.write_text(source_text, encoding="utf-8")
+    calls = Counter(k.func for k in program.kernels)
+    result = CompileResult(
+        name=prefix,
+        directory=directory,
+        header=header,
+        source=source,
+        inputs=program.input_specs,
+        outputs=program.output_specs,
+        arena_bytes=program.arena_bytes,
+        const_bytes=program.const_bytes(),
+        io_bytes=sum(t.nbytes for t in [*program.inputs, *program.outputs]),
+        macs=program.macs(),
+        kernels=len(program.kernels),
+        operators=dict(Counter(n.op_type for n in prepared.graph.node)),
+        kernel_calls=dict(calls),
+        quantized=any(f.startswith(("tm_q", "tm_lut", "tm_requant")) for f in calls),
+    )
+    result.write_meta()
+    return result

@@ -1,0 +1,126 @@
+"""Static memory planning: one arena, offsets from buffer lifetimes.
+
+Lifetimes come from the kernel order (a buffer lives from the first kernel that touches it
+to the last). Buffers are placed largest first, each into the best-fitting gap left by
+already placed buffers whose lifetimes overlap it (greedy best fit, as TFLite Micro's
+greedy planner but choosing the tightest gap). Before planning, a kernel's result may take
+over an input buffer that dies at that kernel (in-place elementwise ops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tinymlaas.compiler.ir import At, Buffer, Program, Tensor
+
+__all__ = ["ALIGNMENT", "Interval", "apply_inplace", "compute_lifetimes", "plan_arena", "plan_program"]
+
+#: Arena offsets are multiples of this many bytes (SIMD loads, any scalar type).
+ALIGNMENT = 16
+
+
+@dataclass
+class Interval:
+    """A buffer to place: bytes and the first and last kernel step using it."""
+
+    nbytes: int
+    first: int
+    last: int
+    offset: int = -1
+
+
+def _align(value: int, alignment: int = ALIGNMENT) -> int:
+    return (value + alignment - 1) // alignment * alignment
+
+
+def plan_arena(intervals: list[Interval], alignment: int = ALIGNMENT) -> int:
+    """Give each interval an arena offset; return the arena size in bytes.
+
+    Args:
+        intervals: Buffers with lifetimes; ``offset`` is filled in.
+        alignment: Offset alignment in bytes.
+
+    Returns:
+        The arena size: the highest end offset over all intervals (aligned).
+    """
+    order = sorted(range(len(intervals)), key=lambda i: (-intervals[i].nbytes, intervals[i].first))
+    placed: list[Interval] = []
+    for index in order:
+        item = intervals[index]
+        size = _align(item.nbytes, alignment)
+        busy = sorted(
+            (p for p in placed if p.first <= item.last and item.first <= p.last),
+            key=lambda p: p.offset,
+        )
+        best_offset, best_gap = -1, None
+        cursor = 0
+        for other in busy:
+            gap = other.offset - cursor
+            if gap >= size and (best_gap is None or gap < best_gap):
+                best_offset, best_gap = cursor, gap
+            cursor = max(cursor, other.offset + _align(other.nbytes, alignment))
+        if best_offset < 0:
+            best_offset = cursor
+        item.offset = best_offset
+        placed.append(item)
+    return max((_align(p.offset + p.nbytes, alignment) for p in placed), default=0)
+
+
+def compute_lifetimes(program: Program) -> None:
+    """Set ``first`` / ``last`` kernel steps on every buffer of the program."""
+    for buffer in program.buffers():
+        buffer.first, buffer.last = -1, -1
+    for step, kernel in enumerate(program.kernels):
+        for arg in kernel.args:
+            if hasattr(arg, "buffer"):
+                arg.buffer.touch(step)  # type: ignore[attr-defined]
+
+
+def apply_inplace(program: Program) -> int:
+    """Let results reuse a dying input's arena buffer where the kernel allows it.
+
+    Returns:
+        How many buffers were merged away.
+    """
+    compute_lifetimes(program)
+    tensors = _tensors(program)
+    merged = 0
+    for step, kernel in enumerate(program.kernels):
+        for out, src in kernel.inplace:
+            a, b = out.buffer, src.buffer
+            if a is b or a.kind != "arena" or b.kind != "arena":
+                continue
+            if b.last != step or a.first != step or a.nbytes != b.nbytes:
+                continue
+            for tensor in tensors:
+                if tensor.buffer is a:
+                    tensor.buffer = b
+            b.last = max(b.last, a.last)
+            merged += 1
+    return merged
+
+
+def _tensors(program: Program) -> list[Tensor]:
+    seen: dict[int, Tensor] = {}
+    for kernel in program.kernels:
+        for arg in kernel.args:
+            if isinstance(arg, At):
+                arg = arg.tensor
+            if isinstance(arg, Tensor):
+                seen.setdefault(id(arg), arg)
+    for tensor in [*program.inputs, *program.outputs]:
+        seen.setdefault(id(tensor), tensor)
+    return list(seen.values())
+
+
+def plan_program(program: Program) -> int:
+    """In-place merges, lifetimes and arena offsets for a program; returns the arena size."""
+    apply_inplace(program)
+    compute_lifetimes(program)
+    arena: list[Buffer] = [b for b in program.buffers() if b.kind == "arena"]
+    intervals = [Interval(b.nbytes, max(b.first, 0), max(b.last, 0)) for b in arena]
+    size = plan_arena(intervals)
+    for buffer, interval in zip(arena, intervals, strict=True):
+        buffer.offset = interval.offset
+    program.arena_bytes = size
+    return size
