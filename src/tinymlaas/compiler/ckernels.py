@@ -302,7 +302,8 @@ static void tm_avgpool_f32(const float* x, float* y, int P, int H, int W, int OH
 """
 
 _QAVGPOOL = r"""
-/* Same scale in and out: TFLite's rounded integer average. Otherwise the average is kept
+/* Same scale and zero point in and out, padding not counted: TFLite's rounded integer
+   average. Otherwise the average is kept
    with 8 extra bits and requantized with mult/shift (= in_scale / (out_scale * 256)). */
 static void tm_qavgpool_$S(const $XT* x, $YT* y, int P, int H, int W, int OH, int OW,
                            int KH, int KW, int SH, int SW, int PT, int PL, int PB, int PR,
@@ -329,7 +330,9 @@ static void tm_qavgpool_$S(const $XT* x, $YT* y, int P, int H, int W, int OH, in
         const int32_t count = py * px > 0 ? py * px : 1;
         int32_t v;
         if (same_scale) {
-          v = (acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count);
+          /* TFLite: the rounded mean of the raw values (zero points are equal). */
+          const int32_t raw = acc + (ky1 - ky0) * (kx1 - kx0) * xz;
+          v = (raw > 0 ? (raw + count / 2) / count : (raw - count / 2) / count) - yz;
         } else {
           const int64_t wide = (int64_t)acc * 256;
           const int32_t avg = (int32_t)(wide >= 0 ? (wide + count / 2) / count

@@ -350,7 +350,11 @@ def maxpool(lw: Lowering, node: onnx.NodeProto) -> None:
 
 def _qavgpool(lw: Lowering, node: onnx.NodeProto, value: QAct, planes: int, geometry: list[int],
               include_pad: int, y_shape: tuple[int, ...], tail: Tail) -> None:
-    same = np.float32(value.scale) == np.float32(tail.scale)
+    same = (
+        np.float32(value.scale) == np.float32(tail.scale)
+        and value.zero_point == tail.zero_point
+        and not include_pad
+    )
     mult, shift = quantize_multipliers(np.array([value.scale / (tail.scale * 256.0)]))
     out = lw.new(y_shape, tail.dtype)
     low, high = tail.int_bounds()
