@@ -16,6 +16,8 @@ from tinymlaas.engine import RunEvent
 
 console = Console()
 err_console = Console(stderr=True)
+if not console.is_terminal:
+    console.width = max(console.width, 160)  # logs and pipes: don't fold tables
 
 _STATUS_STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "running": "yellow",
                  "skipped": "dim", "cancelled": "magenta", "pending": "dim"}

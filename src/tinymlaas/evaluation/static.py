@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
-__all__ = ["GraphStats", "count_macs", "graph_stats", "static_shapes"]
+__all__ = ["GraphStats", "count_macs", "graph_stats", "static_shapes", "topological_sort"]
 
 # Inputs of these ops that hold quantization parameters, not learned weights.
 _QUANT_PARAM_INPUTS: dict[str, set[int]] = {
@@ -38,9 +38,31 @@ class GraphStats:
     macs: int
 
 
+def topological_sort(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph``'s nodes so each comes after its producers (in place).
+
+    Some tools append nodes (e.g. casts) at the end; the ONNX checker and shape inference
+    need topological order.
+    """
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            return  # a cycle or a dangling input: leave the graph for the checker to report
+        for node in ready:
+            available.update(node.output)
+        ordered.extend(ready)
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def static_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, list[int]]:
     """Concrete shapes of every value, with symbolic dimensions set to ``batch``."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    topological_sort(model.graph)
     init_names = {i.name for i in model.graph.initializer}
     for value in model.graph.input:
         if value.name in init_names:

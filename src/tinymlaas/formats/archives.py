@@ -25,8 +25,8 @@ def _check_member(info: zipfile.ZipInfo) -> PurePosixPath:
         raise UnsafeInputError(f"archive entry {info.filename!r} has an absolute path")
     if ".." in path.parts:
         raise UnsafeInputError(f"archive entry {info.filename!r} escapes the archive with '..'")
-    mode = info.external_attr >> 16
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    file_type = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver set no type
+    if file_type and file_type not in (stat.S_IFREG, stat.S_IFDIR):
         raise UnsafeInputError(
             f"archive entry {info.filename!r} is a link or special file; only files are allowed")
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 from pydantic import Field
 
+from tinymlaas.evaluation.static import topological_sort
 from tinymlaas.transformers.base import Params, StepContext, StepOutput, Transformer
 
 
@@ -28,6 +29,7 @@ class Float16(Transformer):
         converted = convert_float_to_float16(
             model, keep_io_types=params.keep_io_types,
             op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(params.op_block_list)))
+        topological_sort(converted.graph)
         out = ctx.out_dir / "model.onnx"
         onnx.save(converted, str(out))
         return StepOutput(out, self.produces)

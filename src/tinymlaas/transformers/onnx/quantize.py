@@ -28,16 +28,24 @@ def _op_types_to_quantize(model: onnx.ModelProto, exclude: list[str]) -> list[st
 
 
 def _preprocess(ctx: StepContext) -> str:
-    """Shape inference and ORT's recommended pre-processing, falling back to the input."""
+    """Shape inference and ORT's recommended pre-processing, falling back to the input.
+
+    Stale ``value_info`` from exporters can contradict the shapes the quantizer infers after
+    it rewrites weights, so it is dropped first and inferred afresh.
+    """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    model = onnx.load(str(ctx.input_path))
+    del model.graph.value_info[:]
+    clean = ctx.work_dir / "clean.onnx"
+    onnx.save(model, str(clean))
     target = ctx.work_dir / "preprocessed.onnx"
     try:
-        quant_pre_process(str(ctx.input_path), str(target), skip_symbolic_shape=True)
+        quant_pre_process(str(clean), str(target), skip_symbolic_shape=True)
         return str(target)
     except Exception as exc:  # pre-processing is an optimisation; quantize the input as is
         ctx.log.warning("pre-processing skipped: %s", str(exc).splitlines()[0][:200])
-        return str(ctx.input_path)
+        return str(clean)
 
 
 class DynamicParams(KeepFloat):

@@ -11,7 +11,11 @@ from tinymlaas.transformers.base import Params, StepContext, StepOutput, Transfo
 
 class ExportParams(Params):
     opset: int = Field(default=18, ge=13, le=23, description="ONNX opset version.")
-    dynamic_batch: bool = Field(default=True, description="Leave the batch dimension free.")
+    dynamic_batch: bool = Field(default=True, description="Leave the batch dimension free "
+                                "(torch.export archives keep the dimensions they were exported "
+                                "with).")
+    optimize: bool = Field(default=True, description="Let the exporter fold constants and "
+                           "BatchNorm and drop unused nodes.")
 
 
 class ExportOnnx(Transformer):
@@ -27,25 +31,24 @@ class ExportOnnx(Transformer):
         from tinymlaas.formats.torch_models import example_inputs, load_torch_module
 
         params: ExportParams = ctx.params
-        specs = ctx.input_specs or example_inputs(ctx.input_path, ctx.input_kind)
-        shape = [1 if not isinstance(d, int) else d for d in specs[0].shape]
-        module = load_torch_module(ctx.input_path, ctx.input_kind)
-        example = (torch.zeros(shape),)
         out = ctx.out_dir / "model.onnx"
         ctx.progress(0.2, "exporting")
-        dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if params.dynamic_batch \
-            else None
         try:
             if ctx.input_kind is ArtifactKind.torchscript:
-                torch.onnx.export(module, example, str(out), opset_version=params.opset,
-                                  dynamo=False, input_names=["input"], output_names=["output"],
+                specs = ctx.input_specs or example_inputs(ctx.input_path, ctx.input_kind)
+                shape = [1 if not isinstance(d, int) else d for d in specs[0].shape]
+                module = load_torch_module(ctx.input_path, ctx.input_kind)
+                torch.onnx.export(module, (torch.zeros(shape),), str(out),
+                                  opset_version=params.opset, dynamo=False,
+                                  input_names=["input"], output_names=["output"],
                                   dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}
                                   if params.dynamic_batch else None)
             else:
-                torch.onnx.export(module, example, str(out), opset_version=params.opset,
-                                  dynamo=True, external_data=False, dynamic_shapes=dynamic,
-                                  input_names=["input"], output_names=["output"],
-                                  verbose=False)
+                program = torch.export.load(str(ctx.input_path))
+                torch.onnx.export(program, (), str(out),
+                                  opset_version=params.opset, dynamo=True,
+                                  external_data=False, optimize=params.optimize,
+                                  input_names=["input"], output_names=["output"])
         except Exception as exc:
             raise UnsupportedModelError(f"torch.onnx.export failed: "
                                         f"{str(exc).strip().splitlines()[0][:300]}") from exc

@@ -1,0 +1,51 @@
+"""Small builders for test inputs (ONNX graphs, zips, datasets)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def linear_onnx(path: Path, features: int = 64, classes: int = 10, seed: int = 0) -> Path:
+    """A one-layer classifier ``softmax-free logits = x @ W + b`` with a dynamic batch."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.normal(size=(features, classes)).astype(np.float32), "W")
+    b = numpy_helper.from_array(np.zeros(classes, np.float32), "B")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "B"], ["y"])],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])],
+        initializer=[w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_zip(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | None = None,
+              compress: bool = True) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)
+            z.writestr(info, target)
+    return path
+
+
+def png_bytes(value: int, size: int = 8) -> bytes:
+    import io
+
+    from PIL import Image
+
+    img = Image.fromarray(np.full((size, size), value, dtype=np.uint8), mode="L")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

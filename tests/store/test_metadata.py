@@ -1,0 +1,171 @@
+"""The metadata store, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from tinymlaas.domain import (
+    Artifact,
+    ArtifactKind,
+    Dataset,
+    Device,
+    Evaluation,
+    Model,
+    Pipeline,
+    PipelineStep,
+    Run,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    TensorSpec,
+)
+from tinymlaas.errors import ConflictError, NotFoundError
+from tinymlaas.store import MetadataStore
+
+
+@pytest.fixture
+def store(database_url: str):
+    meta = MetadataStore(database_url)
+    meta.ensure_project("default")
+    yield meta
+    meta.close()
+
+
+def _artifact(store: MetadataStore, sha: str = "a" * 64) -> Artifact:
+    return store.add_artifact(Artifact(sha256=sha, kind=ArtifactKind.onnx, size_bytes=10,
+                                       filename="model.onnx"))
+
+
+def _model(store: MetadataStore, name: str = "m", sha: str = "a" * 64) -> Model:
+    _artifact(store, sha)
+    return store.add_model(Model(id=f"model-{name}", name=name, artifact_sha=sha,
+                                 kind=ArtifactKind.onnx, parameters=7,
+                                 inputs=[TensorSpec(name="x", shape=["N", 4], dtype="float32")]))
+
+
+def _dataset(store: MetadataStore) -> Dataset:
+    _artifact(store, "b" * 64)
+    return store.add_dataset(Dataset(id="data-1", name="d", artifact_sha="b" * 64,
+                                     source_format="npz", num_samples=10, feature_shape=[4],
+                                     num_classes=2, class_names=["a", "b"]))
+
+
+def _run(store: MetadataStore, run_id: str = "run-1") -> Run:
+    model, dataset = store.get_model("m"), store.get_dataset("d")
+    pipeline = Pipeline(name="p", steps=[PipelineStep(transformer="fuse")])
+    return store.add_run(Run(id=run_id, name="p", model_id=model.id, dataset_id=dataset.id,
+                             pipeline=pipeline,
+                             steps=[StepRecord(index=0, transformer="fuse")]))
+
+
+def test_schema_is_at_the_newest_migration(store: MetadataStore) -> None:
+    with store.engine.connect() as conn:
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == "0001" or int(version[:4]) >= 1
+    MetadataStore(store.url).close()  # migrating again is a no-op
+
+
+def test_models_round_trip_by_id_and_name(store: MetadataStore) -> None:
+    model = _model(store)
+    by_id, by_name = store.get_model(model.id), store.get_model("m")
+    assert by_id == by_name
+    assert by_id.inputs[0].shape == ["N", 4] and by_id.parameters == 7
+    assert by_id.created_at.tzinfo is not None
+    assert [m.name for m in store.list_models()] == ["m"]
+    assert store.list_models(project="other") == []
+
+
+def test_duplicate_names_conflict_and_keep_the_first(store: MetadataStore) -> None:
+    _model(store)
+    with pytest.raises(ConflictError, match="already exists"):
+        store.add_model(Model(id="model-2", name="m", artifact_sha="a" * 64,
+                              kind=ArtifactKind.onnx))
+    assert store.get_model("m").id == "model-m"
+
+
+def test_unknown_references_are_not_found(store: MetadataStore) -> None:
+    with pytest.raises(NotFoundError, match="model 'nope' not found"):
+        store.get_model("nope")
+    with pytest.raises(NotFoundError):
+        store.get_run("nope")
+    with pytest.raises(NotFoundError):
+        store.get_artifact("f" * 64)
+
+
+def test_project_scoping_hides_other_projects(store: MetadataStore) -> None:
+    _model(store)
+    with pytest.raises(NotFoundError):
+        store.get_model("m", project="elsewhere")
+
+
+def test_artifacts_are_recorded_once(store: MetadataStore) -> None:
+    first = _artifact(store)
+    again = store.add_artifact(Artifact(sha256="a" * 64, kind=ArtifactKind.onnx, size_bytes=10,
+                                        filename="other.onnx", parents=["c" * 64]))
+    assert again == first
+    assert [a.sha256 for a in store.find_artifacts("aaaa")] == ["a" * 64]
+
+
+def test_runs_steps_updates_and_filters(store: MetadataStore) -> None:
+    _model(store)
+    _dataset(store)
+    _run(store)
+    now = datetime.now(UTC)
+    store.update_step("run-1", 0, status=StepStatus.succeeded, output_sha="a" * 64,
+                      metrics={"nodes": 3}, log="hello", duration_s=1.5, finished_at=now)
+    store.update_run("run-1", status=RunStatus.succeeded, result={"accuracy": 99.0})
+    run = store.get_run("run-1")
+    assert run.status is RunStatus.succeeded and run.result == {"accuracy": 99.0}
+    assert run.steps[0].status is StepStatus.succeeded and run.steps[0].metrics == {"nodes": 3}
+    assert run.steps[0].log == "hello" and run.steps[0].duration_s == 1.5
+    assert [r.id for r in store.list_runs(status="succeeded")] == ["run-1"]
+    assert store.list_runs(status="failed") == []
+    assert store.runs_with_status(RunStatus.succeeded) == ["run-1"]
+
+
+def test_step_cache_and_evaluations(store: MetadataStore) -> None:
+    _artifact(store)
+    assert store.cached_step("k" * 64) is None
+    store.cache_step("k" * 64, "a" * 64, "fuse", {"n": 1})
+    store.cache_step("k" * 64, "a" * 64, "fuse", {"n": 1})  # idempotent
+    assert store.cached_step("k" * 64) == ("a" * 64, {"n": 1})
+    evaluation = Evaluation(artifact_sha="a" * 64, dataset_id="d", metrics={"accuracy": 1.0})
+    store.add_evaluation("e" * 64, evaluation)
+    got = store.get_evaluation("e" * 64)
+    assert got is not None and got.metrics == {"accuracy": 1.0}
+
+
+def test_custom_devices(store: MetadataStore) -> None:
+    device = Device(name="my-board", arch="cortex-m4", clock_mhz=80, ram_kb=128, flash_kb=512,
+                    custom=True)
+    store.add_device(device)
+    assert store.list_custom_devices() == [device]
+    with pytest.raises(ConflictError):
+        store.add_device(device)
+
+
+def test_concurrent_writers_do_not_fail(store: MetadataStore) -> None:
+    _model(store)
+    _dataset(store)
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            _run(store, f"run-{i}")
+            for _ in range(5):
+                store.update_run(f"run-{i}", status=RunStatus.running)
+                store.update_step(f"run-{i}", 0, progress=0.5)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.list_runs()) == 16
