@@ -444,6 +444,18 @@ _QADD_EXPR = (
 )
 _QMUL_EXPR = "r = tm_mbqm(u * v, my, shy);"
 
+_CLIP_RUNTIME = r"""
+/* Clip with bounds read at run time (NULL: unbounded on that side). */
+static void tm_cliprt_$S(const $XT* x, const $XT* lo, const $XT* hi, $XT* y, int32_t n) {
+  for (int32_t i = 0; i < n; ++i) {
+    $XT v = x[i];
+    if (lo && v < *lo) v = *lo;
+    if (hi && v > *hi) v = *hi;
+    y[i] = v;
+  }
+}
+"""
+
 _CLAMP = r"""
 static void tm_clamp_$S(const $XT* x, $XT* y, int32_t n, int32_t lo, int32_t hi) {
   for (int32_t i = 0; i < n; ++i) y[i] = ($XT)tm_clampi((int32_t)x[i], lo, hi);
@@ -502,7 +514,7 @@ static void tm_qsoftmax_$S(const $XT* x, $YT* y, int32_t outer, int32_t n, int32
 _QUANTIZE = r"""
 /* ONNX QuantizeLinear along one axis: x[outer, C, inner]; round half to even, saturate. */
 static void tm_quantize_$S(const float* x, $YT* y, int32_t outer, int32_t C, int32_t inner,
-                           const float* scale, const int32_t* zp) {
+                           const float* scale, const $YT* zp) {
   for (int32_t o = 0; o < outer; ++o) {
     for (int32_t c = 0; c < C; ++c) {
       const float s = scale[c];
@@ -521,7 +533,7 @@ static void tm_quantize_$S(const float* x, $YT* y, int32_t outer, int32_t C, int
 _DEQUANTIZE = r"""
 /* ONNX DequantizeLinear along one axis: x[outer, C, inner]. */
 static void tm_dequantize_$S(const $XT* x, float* y, int32_t outer, int32_t C, int32_t inner,
-                             const float* scale, const int32_t* zp) {
+                             const float* scale, const $XT* zp) {
   for (int32_t o = 0; o < outer; ++o) {
     for (int32_t c = 0; c < C; ++c) {
       const float s = scale[c];
@@ -634,6 +646,7 @@ _TEMPLATES: dict[str, tuple[str, int]] = {
     "maxpool": (_MAXPOOL, 1),
     "qavgpool": (_QAVGPOOL, 2),
     "clamp": (_CLAMP, 1),
+    "cliprt": (_CLIP_RUNTIME, 1),
     "lut": (_LUT, 2),
     "qsoftmax": (_QSOFTMAX, 2),
     "quantize": (_QUANTIZE, 1),

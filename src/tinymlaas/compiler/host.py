@@ -168,8 +168,8 @@ class HostModel:
             lead = (batch, *shape[1:]) if looped else (1, *shape)
             outs.append(np.zeros(lead, dtype=np.dtype(spec.dtype)))
         for b in range(batch):
-            pointers = [p[b].ctypes.data for p in prepared]
-            pointers += [o[b].ctypes.data for o in outs]
+            pointers = [p[b : b + 1].ctypes.data for p in prepared]
+            pointers += [o[b : b + 1].ctypes.data for o in outs]
             status = self._fn(*pointers)
             if status != 0:
                 raise StepFailedError(f"{self.result.name}_run returned {status}.")

@@ -264,7 +264,7 @@ class Lowering:
                 self.emit(
                     f"tm_dequantize_{type_code(src.dtype)}",
                     [src, out, 1, 1, src.size, CArray(np.array([value.scale], np.float32)),
-                     CArray(np.array([value.zero_point], np.int32))],
+                     CArray(np.array([value.zero_point], src.dtype))],
                     [out],
                 )
                 self._dequantized[key] = out

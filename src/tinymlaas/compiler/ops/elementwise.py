@@ -81,9 +81,39 @@ def _quantized_operand(value: object) -> tuple[Tensor | np.ndarray, float, int] 
     return None
 
 
-@register("Add", "Mul", "Sub", "Div", "Max", "Min")
+@register("Max", "Min", "Sum")
+def variadic(lw: Lowering, node: onnx.NodeProto) -> None:
+    names = [n for n in node.input if n]
+    op = {"Max": "max", "Min": "min", "Sum": "add"}[node.op_type]
+    if len(names) == 1:
+        value = lw.value(names[0])
+        tensor = lw.raw(names[0])
+        out = lw.new(tensor.shape, tensor.dtype)
+        lw.emit("tm_copy2d", [out, tensor, 1, tensor.nbytes, tensor.nbytes, tensor.nbytes], [out])
+        lw.set(node.output[0], Act(out) if not isinstance(value, QAct) else
+               QAct(out, value.scale, value.zero_point))
+        return
+    if len(names) == 2:
+        binary(lw, node)
+        return
+    out_shape = lw.out_shape(node.output[0])
+    integer = all(isinstance(lw.value(n), Act) and lw.raw(n).dtype.kind in "iu" for n in names)
+    operands = [lw.raw(n) if integer else lw.as_float(n) for n in names]
+    if integer and len({t.dtype for t in operands}) != 1:
+        raise lw.fail("all inputs must have one type")
+    acc = operands[0]
+    for index, operand in enumerate(operands[1:], start=1):
+        shape = out_shape if index == len(operands) - 1 else tuple(
+            np.broadcast_shapes(acc.shape, operand.shape))
+        result = lw.new(shape, acc.dtype)
+        emit_binary(lw, op, acc, operand, result)
+        acc = result
+    lw.set(node.output[0], Act(acc))
+
+
+@register("Add", "Mul", "Sub", "Div")
 def binary(lw: Lowering, node: onnx.NodeProto) -> None:
-    op = node.op_type.lower()
+    op = {"Max": "max", "Min": "min", "Sum": "add"}.get(node.op_type, node.op_type.lower())
     if len(node.input) != 2:
         raise lw.fail("only two inputs are supported")
     out_shape = lw.out_shape(node.output[0])
@@ -161,11 +191,33 @@ def _int_clip(lw: Lowering, node: onnx.NodeProto, tensor: Tensor, low: float, hi
     return out
 
 
+def _runtime_clip(lw: Lowering, node: onnx.NodeProto) -> None:
+    value = lw.value(node.input[0])
+    x = lw.as_float(node.input[0]) if isinstance(value, QAct) else lw.raw(node.input[0])
+    if x.dtype not in (FLOAT, *QUANT_TYPES, np.dtype(np.int16), np.dtype(np.uint16),
+                       np.dtype(np.int32), np.dtype(np.int64)):
+        raise lw.fail(f"{x.dtype} data is not supported")
+    bounds = []
+    for index in (1, 2):
+        if not lw.has(node, index):
+            bounds.append(None)
+            continue
+        bound = lw.raw(node.input[index])
+        if bound.dtype != x.dtype:
+            raise lw.fail("Clip bounds must have the data's type")
+        bounds.append(bound)
+    out = lw.new(x.shape, x.dtype)
+    lw.emit(f"tm_cliprt_{type_code(x.dtype)}", [x, *bounds, out, x.size], [out],
+            inplace=[(out, x)])
+    lw.set(node.output[0], Act(out))
+
+
 @register("Relu", "Clip")
 def relu_clip(lw: Lowering, node: onnx.NodeProto) -> None:
     bounds = lw._activation(node)
     if bounds is None:
-        raise lw.fail("Clip bounds must be constants")
+        _runtime_clip(lw, node)
+        return
     low, high = bounds
     value = lw.value(node.input[0])
     if isinstance(value, QAct):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import prod
 
 import numpy as np
@@ -18,29 +19,57 @@ _Q_TYPES = (*QUANT_TYPES, np.dtype(np.int16), np.dtype(np.uint16))
 _DQ_TYPES = (*_Q_TYPES, np.dtype(np.int32))
 
 
+@dataclass
+class _Params:
+    scale: CArray | Tensor
+    zero_point: CArray | Tensor
+    dtype: np.dtype
+    axis: int | None
+    constant: tuple[np.ndarray, np.ndarray] | None
+
+    @property
+    def per_tensor(self) -> tuple[float, int] | None:
+        if self.constant is None or self.axis is not None:
+            return None
+        scale, zero_point = self.constant
+        return float(scale.ravel()[0]), int(zero_point.ravel()[0])
+
+
 def _params(lw: Lowering, node: onnx.NodeProto, shape: tuple[int, ...],
-            default_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """Scale and zero point (same size), and the axis they run along (None: per tensor)."""
+            default_dtype: np.dtype) -> _Params:
     attrs = attributes(node)
     if int(attrs.get("block_size", 0) or 0):  # type: ignore[call-overload]
         raise lw.fail("blocked quantization is not supported")
-    scale_value = lw.values.get(node.input[1])
-    if not isinstance(scale_value, Const):
-        raise lw.fail("the scale must be a constant")
-    scale = scale_value.array
-    if scale.dtype != FLOAT:
-        raise lw.fail(f"{scale.dtype} scales are not supported")
-    if lw.has(node, 2):
-        zp_value = lw.values.get(node.input[2])
-        if not isinstance(zp_value, Const):
-            raise lw.fail("the zero point must be a constant")
-        zero_point = zp_value.array
+    scale_value = lw.value(node.input[1])
+    scale_shape = lw.shape_of(node.input[1])
+    size = prod(scale_shape)
+    axis = None if size == 1 else int(attrs.get("axis", 1)) % len(shape)  # type: ignore[call-overload]
+    if axis is not None and (len(scale_shape) != 1 or shape[axis] != size):
+        raise lw.fail("the scale must be a scalar or one value per channel")
+    if isinstance(scale_value, Const):
+        if scale_value.array.dtype != FLOAT:
+            raise lw.fail(f"{scale_value.array.dtype} scales are not supported")
+        scale_arg: CArray | Tensor = CArray(scale_value.array.reshape(-1))
     else:
-        zero_point = np.zeros(scale.shape, dtype=default_dtype)
-    if scale.size == 1:
-        return scale.reshape(1), zero_point.reshape(1), None
-    axis = int(attrs.get("axis", 1)) % len(shape)  # type: ignore[call-overload]
-    return scale.reshape(-1), np.broadcast_to(zero_point.reshape(-1), (scale.size,)), axis
+        scale_arg = lw.as_float(node.input[1])
+    zp_array = None
+    if lw.has(node, 2):
+        zp_value = lw.value(node.input[2])
+        if isinstance(zp_value, Const):
+            zp_array = zp_value.array.reshape(-1)
+            dtype = zp_array.dtype
+            zp_arg: CArray | Tensor = CArray(zp_array)
+        else:
+            zp_arg = lw.raw(node.input[2])
+            dtype = zp_arg.dtype
+    else:
+        dtype = default_dtype
+        zp_array = np.zeros(size, dtype=dtype)
+        zp_arg = CArray(zp_array)
+    constant = None
+    if isinstance(scale_value, Const) and zp_array is not None:
+        constant = (scale_value.array.reshape(-1), np.broadcast_to(zp_array, (size,)))
+    return _Params(scale_arg, zp_arg, np.dtype(dtype), axis, constant)
 
 
 def _layout(shape: tuple[int, ...], axis: int | None) -> tuple[int, int, int]:
@@ -56,13 +85,14 @@ def quantize_linear(lw: Lowering, node: onnx.NodeProto) -> None:
     default = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(out_elem)) if out_elem
                else np.dtype(np.uint8))
     shape = lw.shape_of(node.input[0])
-    scale, zero_point, axis = _params(lw, node, shape, default)
-    dtype = zero_point.dtype
+    params = _params(lw, node, shape, default)
+    dtype = params.dtype
     if dtype not in _Q_TYPES:
         raise lw.fail(f"quantizing to {dtype} is not supported")
     value = lw.value(node.input[0])
-    if isinstance(value, QAct) and axis is None and dtype in QUANT_TYPES:
-        s, z = float(scale[0]), int(zero_point[0])
+    per_tensor = params.per_tensor
+    if isinstance(value, QAct) and per_tensor is not None and dtype in QUANT_TYPES:
+        s, z = per_tensor
         x = value.tensor
         if (np.float32(value.scale), value.zero_point, x.dtype) == (np.float32(s), z, dtype):
             lw.set(node.output[0], Act(x, qparams=(s, z), origin=value.origin))
@@ -77,40 +107,41 @@ def quantize_linear(lw: Lowering, node: onnx.NodeProto) -> None:
         return
     x = lw.as_float(node.input[0])
     out = lw.new(shape, dtype)
-    outer, channels, inner = _layout(shape, axis)
+    outer, channels, inner = _layout(shape, params.axis)
     lw.emit(f"tm_quantize_{type_code(dtype)}",
-            [x, out, outer, channels, inner, CArray(scale.astype(np.float32)),
-             CArray(zero_point.astype(np.int32))], [out])
-    qparams = (float(scale[0]), int(zero_point[0])) if axis is None else None
-    lw.set(node.output[0], Act(out, qparams=qparams))
+            [x, out, outer, channels, inner, params.scale, params.zero_point], [out])
+    lw.set(node.output[0], Act(out, qparams=per_tensor))
 
 
 @register("DequantizeLinear")
 def dequantize_linear(lw: Lowering, node: onnx.NodeProto) -> None:
     value = lw.value(node.input[0])
     shape = lw.shape_of(node.input[0])
-    if isinstance(value, Const):
-        if value.array.dtype not in _DQ_TYPES:
-            raise lw.fail(f"dequantizing {value.array.dtype} is not supported")
-        scale, zero_point, axis = _params(lw, node, shape, value.array.dtype)
-        lw.set(node.output[0], QConst(value.array, scale, zero_point.astype(value.array.dtype),
-                                      axis))
-        return
-    if not isinstance(value, Act) or value.tensor.dtype not in _DQ_TYPES:
+    if isinstance(value, Const | Act):
+        dtype = value.array.dtype if isinstance(value, Const) else value.tensor.dtype
+        if dtype not in _DQ_TYPES:
+            raise lw.fail(f"dequantizing {dtype} is not supported")
+    else:
         raise lw.fail("the input must be integer data")
-    x: Tensor = value.tensor
-    scale, zero_point, axis = _params(lw, node, shape, x.dtype)
-    if axis is None and x.dtype in QUANT_TYPES:
-        s, z = float(scale[0]), int(zero_point[0])
+    params = _params(lw, node, shape, dtype)
+    if params.dtype != dtype:
+        raise lw.fail("the zero point type differs from the data type")
+    if isinstance(value, Const) and params.constant is not None:
+        scale, zero_point = params.constant
+        lw.set(node.output[0], QConst(value.array, scale, zero_point.astype(dtype), params.axis))
+        return
+    per_tensor = params.per_tensor
+    if isinstance(value, Act) and per_tensor is not None and dtype in QUANT_TYPES:
+        s, z = per_tensor
         if value.origin is not None:
             spec = lw.input_specs[value.origin]
             if spec.scale is None:
                 spec.scale, spec.zero_point = s, z
-        lw.set(node.output[0], QAct(x, s, z, value.origin))
+        lw.set(node.output[0], QAct(value.tensor, s, z, value.origin))
         return
+    x = lw.raw(node.input[0])
     out = lw.new(shape, FLOAT)
-    outer, channels, inner = _layout(shape, axis)
-    lw.emit(f"tm_dequantize_{type_code(x.dtype)}",
-            [x, out, outer, channels, inner, CArray(scale.astype(np.float32)),
-             CArray(zero_point.astype(np.int32))], [out])
+    outer, channels, inner = _layout(shape, params.axis)
+    lw.emit(f"tm_dequantize_{type_code(dtype)}",
+            [x, out, outer, channels, inner, params.scale, params.zero_point], [out])
     lw.set(node.output[0], Act(out))
