@@ -35,6 +35,30 @@ class Settings(BaseSettings):
     step_timeout_s: float = Field(default=3600.0, gt=0, description="Per-step wall clock limit.")
     step_memory_mb: int = Field(default=8192, gt=0, description="Per-step resident memory limit.")
     workers: int = Field(default=2, ge=1, description="Steps run at once by the local executor.")
+    # server (``tinymlaas serve``) and remote CLI
+    server_url: str | None = Field(default=None, description="Use this server instead of "
+                                   "the local stores (CLI and SDK).")
+    token: str | None = Field(default=None, description="API token for server_url.")
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, description="Per upload.")
+    server_runs: int = Field(default=2, ge=1, description="Runs executed at once by a server.")
+    resume_interrupted: bool = Field(default=True, description="At server start, resubmit "
+                                     "runs a stopped server left running (they resume from "
+                                     "the step cache) instead of only marking them failed.")
+    login_rate_limit: int = Field(default=10, ge=1, description="Log-in attempts per window "
+                                  "per account and client.")
+    login_rate_window_s: float = Field(default=60.0, gt=0)
+    session_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0, description="Log-in token life.")
+    allow_registration: bool = Field(default=True, description="Anyone may create an account.")
+    # notifications
+    smtp_host: str | None = Field(default=None, description="No host: emails are only logged.")
+    smtp_port: int = Field(default=25, gt=0)
+    smtp_from: str = Field(default="tinymlaas@localhost")
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    webhook_secret: str | None = Field(default=None, description="Default HMAC-SHA256 key of "
+                                       "webhooks registered without their own secret.")
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,80 @@
+"""The Studio app: one FastAPI application serving the API under ``/api/v1``.
+
+:func:`create_app` opens the stores, recovers runs a stopped server left behind (marked
+failed, then resubmitted so they resume from the step cache) and starts the background
+run queue. Run it with ``tinymlaas serve`` (one process: runs execute in its threads and
+their steps in worker processes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tinymlaas import __version__
+from tinymlaas.api.deps import Studio
+from tinymlaas.api.errors import install_error_handlers
+from tinymlaas.api.routes import api_router
+from tinymlaas.api.runtime import EventBus, RunQueue
+from tinymlaas.config import Settings, get_settings
+from tinymlaas.domain import RunStatus
+from tinymlaas.notify import Notifier
+from tinymlaas.service import Services
+from tinymlaas.service.accounts import AccountService
+
+__all__ = ["API_PREFIX", "create_app", "open_studio", "recover_runs"]
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("tinymlaas.api")
+
+
+def open_studio(settings: Settings | None = None) -> Studio:
+    """Stores, accounts, the event bus and the run queue for one server process."""
+    settings = settings or get_settings()
+    services = Services(settings)
+    accounts = AccountService(services)
+    bus = EventBus()
+    notifier = Notifier(settings, accounts.store)
+    runs = RunQueue(services, bus, notifier.run_finished, max_workers=settings.server_runs)
+    return Studio(settings, services, accounts, bus, runs)
+
+
+def recover_runs(studio: Studio) -> dict[str, list[str]]:
+    """Leave no run stuck: mark runs left ``running`` as failed; with ``resume_interrupted``
+    queue them again, with the ``pending`` ones, so they resume from the step cache."""
+    interrupted = studio.services.engine.fail_interrupted()
+    pending = studio.services.meta.runs_with_status(RunStatus.pending)
+    resumed: list[str] = []
+    if studio.settings.resume_interrupted:
+        for run_id in [*interrupted, *pending]:
+            if studio.runs.submit(run_id):
+                resumed.append(run_id)
+    if interrupted:
+        log.warning("%d interrupted run(s) marked failed%s", len(interrupted),
+                    ", resubmitted" if resumed else "")
+    return {"interrupted": interrupted, "resumed": resumed}
+
+
+def create_app(settings: Settings | None = None, studio: Studio | None = None) -> FastAPI:
+    """The app; pass ``studio`` to share one between apps (tests), else one is opened."""
+    studio = studio or open_studio(settings)
+    recovered = recover_runs(studio)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        studio.runs.shutdown(wait=False)
+
+    app = FastAPI(title="tinymlaas Studio API", version=__version__, lifespan=lifespan,
+                  description="Register models, datasets and devices; run compression "
+                              "pipelines; compare and download the results.",
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
+                  redoc_url=None)
+    app.state.studio = studio
+    app.state.recovered = recovered
+    install_error_handlers(app)
+    app.include_router(api_router, prefix=API_PREFIX)
+    return app

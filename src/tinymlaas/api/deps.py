@@ -1,0 +1,79 @@
+"""Request dependencies, as ``Annotated`` aliases the routes declare in their signatures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from tinymlaas.api.runtime import EventBus, RunQueue
+from tinymlaas.config import Settings
+from tinymlaas.errors import AuthenticationError
+from tinymlaas.service import Services
+from tinymlaas.service.accounts import AccountService, Workspace
+from tinymlaas.store.accounts import User
+
+__all__ = [
+    "AccountsDep",
+    "CurrentUser",
+    "SettingsDep",
+    "Studio",
+    "StudioDep",
+    "WorkspaceDep",
+]
+
+
+@dataclass
+class Studio:
+    """What the app holds for its lifetime (``app.state.studio``)."""
+
+    settings: Settings
+    services: Services
+    accounts: AccountService
+    bus: EventBus
+    runs: RunQueue
+
+
+def get_studio(request: Request) -> Studio:
+    return request.app.state.studio  # type: ignore[no-any-return]
+
+
+StudioDep = Annotated[Studio, Depends(get_studio)]
+
+
+def get_settings_dep(studio: StudioDep) -> Settings:
+    return studio.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_accounts(studio: StudioDep) -> AccountService:
+    return studio.accounts
+
+
+AccountsDep = Annotated[AccountService, Depends(get_accounts)]
+
+_bearer = HTTPBearer(auto_error=False, description="A log-in or API token.")
+
+
+def get_current_user(
+    accounts: AccountsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None:
+        raise AuthenticationError("send 'Authorization: Bearer <token>'; get a token from "
+                                  "POST /api/v1/auth/login")
+    return accounts.authenticate(credentials.credentials)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_workspace(accounts: AccountsDep, user: CurrentUser) -> Workspace:
+    return accounts.workspace(user)
+
+
+WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]

@@ -1,0 +1,103 @@
+"""Datasets: streamed uploads, built-ins, Hugging Face imports, listing and download."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, artifact_response
+from tinymlaas.api.deps import SettingsDep, WorkspaceDep
+from tinymlaas.api.hub import hub_download
+from tinymlaas.api.schemas import (
+    DatasetBuiltinCreate,
+    DatasetHubImport,
+    DatasetPublic,
+    ErrorBody,
+)
+from tinymlaas.api.uploads import UPLOAD_BODY, receive_upload, safe_stem
+from tinymlaas.domain import DatasetSplits, Task
+from tinymlaas.domain.entities import NAME_PATTERN
+
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=AUTH_ERRORS)
+
+ProjectQuery = Annotated[str | None, Query(description="Project id (default: all yours).")]
+
+
+@router.get("", response_model=list[DatasetPublic])
+def list_datasets(ws: WorkspaceDep, project: ProjectQuery = None) -> object:
+    """Datasets in the user's projects."""
+    return ws.list_datasets(project)
+
+
+@router.post("", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
+             openapi_extra=UPLOAD_BODY, responses={413: {"model": ErrorBody}})
+async def upload_dataset(
+    request: Request,
+    ws: WorkspaceDep,
+    settings: SettingsDep,
+    name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    project: ProjectQuery = None,
+    task: Task | None = None,
+    label_column: Annotated[str | None, Query(max_length=200)] = None,
+    image_width: Annotated[int | None, Query(gt=0, le=4096)] = None,
+    image_height: Annotated[int | None, Query(gt=0, le=4096)] = None,
+    test_fraction: Annotated[float, Query(gt=0, lt=1)] = 0.2,
+    calibration_size: Annotated[int, Query(gt=0, le=1_000_000)] = 256,
+    seed: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    filename: Annotated[str | None, Query(
+        max_length=255, description="File name of a raw (octet-stream) body.")] = None,
+) -> object:
+    """Upload and register an .npz (X, y), a .csv or a .zip of image folders."""
+    ws.project_id(project, write=True)
+    limit = min(settings.max_upload_bytes, settings.max_dataset_bytes)
+    size = (image_width, image_height) if image_width and image_height else None
+    splits = DatasetSplits(test_fraction=test_fraction, calibration_size=calibration_size,
+                           seed=seed)
+    upload = await receive_upload(request, settings.home / "uploads", limit, filename)
+    try:
+        return await run_in_threadpool(
+            ws.add_dataset, str(upload.path), name or safe_stem(upload.filename, "dataset"),
+            project=project, task=task, label_column=label_column, image_size=size,
+            splits=splits)
+    finally:
+        upload.path.unlink(missing_ok=True)
+
+
+@router.post("/builtin", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED)
+def add_builtin(body: DatasetBuiltinCreate, ws: WorkspaceDep) -> object:
+    """Register a built-in dataset (``digits``)."""
+    return ws.add_dataset(body.source, body.name, project=body.project,
+                          splits=DatasetSplits(test_fraction=body.test_fraction,
+                                               calibration_size=body.calibration_size,
+                                               seed=body.seed))
+
+
+@router.post("/hub", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
+             responses={413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+def import_dataset(body: DatasetHubImport, ws: WorkspaceDep, settings: SettingsDep) -> object:
+    """Register a dataset file from a Hugging Face dataset repo."""
+    ws.project_id(body.project, write=True)
+    path = hub_download(body.repo_id, body.filename, revision=body.revision,
+                        repo_type="dataset", max_bytes=settings.max_dataset_bytes)
+    return ws.add_dataset(str(path), body.name or safe_stem(path.name, "dataset"),
+                          project=body.project, task=body.task, label_column=body.label_column,
+                          image_size=body.image_size,
+                          splits=DatasetSplits(test_fraction=body.test_fraction,
+                                               calibration_size=body.calibration_size,
+                                               seed=body.seed))
+
+
+@router.get("/{ref}", response_model=DatasetPublic)
+def get_dataset(ref: str, ws: WorkspaceDep) -> object:
+    """One dataset, by id or name."""
+    return ws.get_dataset(ref)
+
+
+@router.get("/{ref}/file", response_class=FileResponse, responses=DOWNLOAD)
+def download_dataset(ref: str, ws: WorkspaceDep) -> FileResponse:
+    """The dataset in its canonical form (an .npz of X and y)."""
+    artifact, path = ws.dataset_file(ref)
+    return artifact_response(artifact, path)

@@ -1,0 +1,86 @@
+"""Models: streamed uploads, Hugging Face imports, listing and download."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, artifact_response
+from tinymlaas.api.deps import SettingsDep, WorkspaceDep
+from tinymlaas.api.hub import hub_download
+from tinymlaas.api.schemas import ErrorBody, ModelHubImport, ModelPublic
+from tinymlaas.api.uploads import UPLOAD_BODY, receive_upload, safe_stem
+from tinymlaas.domain import Task
+from tinymlaas.domain.entities import NAME_PATTERN
+
+router = APIRouter(prefix="/models", tags=["models"], responses=AUTH_ERRORS)
+
+ProjectQuery = Annotated[str | None, Query(description="Project id (default: all yours).")]
+
+
+@router.get("", response_model=list[ModelPublic])
+def list_models(ws: WorkspaceDep, project: ProjectQuery = None) -> object:
+    """Models in the user's projects."""
+    return ws.list_models(project)
+
+
+@router.post("", response_model=ModelPublic, status_code=status.HTTP_201_CREATED,
+             openapi_extra=UPLOAD_BODY,
+             responses={413: {"model": ErrorBody}})
+async def upload_model(
+    request: Request,
+    ws: WorkspaceDep,
+    settings: SettingsDep,
+    name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    project: ProjectQuery = None,
+    task: Task = Task.classification,
+    input_shape: Annotated[list[int] | None, Query(
+        max_length=8, description="Input shape without batch (needed for TorchScript).")]
+    = None,
+    description: Annotated[str, Query(max_length=2000)] = "",
+    filename: Annotated[str | None, Query(
+        max_length=255, description="File name of a raw (octet-stream) body.")] = None,
+) -> object:
+    """Upload and register an ONNX, torch.export (.pt2) or TorchScript file.
+
+    The body streams to disk with a size limit (413) and is validated before anything is
+    registered; pickles and unsafe files are refused with a 4xx.
+    """
+    ws.project_id(project, write=True)
+    limit = min(settings.max_upload_bytes, settings.max_model_bytes)
+    upload = await receive_upload(request, settings.home / "uploads", limit, filename)
+    try:
+        return await run_in_threadpool(
+            ws.add_model, upload.path, name or safe_stem(upload.filename, "model"),
+            project=project, task=task, input_shape=input_shape, description=description)
+    finally:
+        upload.path.unlink(missing_ok=True)
+
+
+@router.post("/hub", response_model=ModelPublic, status_code=status.HTTP_201_CREATED,
+             responses={413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+def import_model(body: ModelHubImport, ws: WorkspaceDep, settings: SettingsDep) -> object:
+    """Register a model file from a Hugging Face repo (honours HF_ENDPOINT and the
+    offline cache)."""
+    ws.project_id(body.project, write=True)
+    path = hub_download(body.repo_id, body.filename, revision=body.revision,
+                        max_bytes=settings.max_model_bytes)
+    return ws.add_model(path, body.name or safe_stem(path.name, "model"),
+                        project=body.project, task=body.task, input_shape=body.input_shape,
+                        description=body.description or f"hf://{body.repo_id}/{body.filename}")
+
+
+@router.get("/{ref}", response_model=ModelPublic)
+def get_model(ref: str, ws: WorkspaceDep) -> object:
+    """One model, by id or name."""
+    return ws.get_model(ref)
+
+
+@router.get("/{ref}/file", response_class=FileResponse, responses=DOWNLOAD)
+def download_model(ref: str, ws: WorkspaceDep) -> FileResponse:
+    """The registered model file."""
+    artifact, path = ws.model_file(ref)
+    return artifact_response(artifact, path)

@@ -1,0 +1,47 @@
+"""Projects and sharing them."""
+
+from fastapi import APIRouter, Response, status
+
+from tinymlaas.api.common import AUTH_ERRORS
+from tinymlaas.api.deps import WorkspaceDep
+from tinymlaas.api.schemas import MemberPublic, ProjectCreate, ProjectPublic, ShareCreate
+
+router = APIRouter(prefix="/projects", tags=["projects"], responses=AUTH_ERRORS)
+
+
+@router.get("", response_model=list[ProjectPublic])
+def list_projects(ws: WorkspaceDep) -> object:
+    """Projects the user owns or that were shared with them."""
+    return ws.list_projects()
+
+
+@router.post("", response_model=ProjectPublic, status_code=status.HTTP_201_CREATED)
+def create_project(body: ProjectCreate, ws: WorkspaceDep) -> object:
+    """A new project owned by the user."""
+    return ws.create_project(body.name)
+
+
+@router.get("/{project_id}", response_model=ProjectPublic)
+def get_project(project_id: str, ws: WorkspaceDep) -> object:
+    return ws.get_project(project_id)
+
+
+@router.get("/{project_id}/members", response_model=list[MemberPublic])
+def list_members(project_id: str, ws: WorkspaceDep) -> object:
+    """The owner and everyone the project is shared with."""
+    return ws.members(project_id)
+
+
+@router.post("/{project_id}/members", response_model=MemberPublic,
+             status_code=status.HTTP_201_CREATED)
+def share_project(project_id: str, body: ShareCreate, ws: WorkspaceDep) -> object:
+    """Share the project with another registered user (owner only)."""
+    return ws.share_project(project_id, body.email, body.role)
+
+
+@router.delete("/{project_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT,
+               response_class=Response)
+def unshare_project(project_id: str, user_id: str, ws: WorkspaceDep) -> Response:
+    """Take a member's access away (owner only)."""
+    ws.unshare_project(project_id, user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,215 @@
+"""Runs: create (queued at once), cancel, resubmit, inspect, compare, download, and follow
+live through server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from starlette.background import BackgroundTask
+
+from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, artifact_response
+from tinymlaas.api.deps import StudioDep, WorkspaceDep
+from tinymlaas.api.runtime import DONE, TERMINAL, Subscription
+from tinymlaas.api.schemas import (
+    ArtifactPublic,
+    CompareRequest,
+    ComparisonPublic,
+    RunCreate,
+    RunEventPublic,
+    RunMetrics,
+    RunPublic,
+    StepLogPublic,
+)
+from tinymlaas.domain import Run, RunStatus
+from tinymlaas.errors import NotFoundError
+from tinymlaas.service.pipelines import parse_pipeline
+
+router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
+
+#: Seconds between keep-alive comments (and database checks) on a quiet event stream.
+KEEPALIVE_S = 5.0
+
+
+@router.get("", response_model=list[RunPublic])
+def list_runs(ws: WorkspaceDep, project: Annotated[str | None, Query()] = None,
+              status_filter: Annotated[RunStatus | None, Query(alias="status")] = None) -> object:
+    """Runs in the user's projects, newest first."""
+    return ws.list_runs(project, status_filter.value if status_filter else None)
+
+
+@router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
+def create_run(body: RunCreate, ws: WorkspaceDep, studio: StudioDep) -> object:
+    """Validate a pipeline (inline or a template) against its inputs and queue the run."""
+    if body.template is not None:
+        pipeline = parse_pipeline(ws.get_template(body.template).pipeline,
+                                  f"template {body.template}")
+    else:
+        pipeline = parse_pipeline(body.pipeline, "pipeline")
+    run = ws.create_run(pipeline, model=body.model, dataset=body.dataset, device=body.device,
+                        name=body.name, project=body.project)
+    studio.runs.submit_run(run)
+    return run
+
+
+@router.post("/compare", response_model=list[ComparisonPublic])
+def compare_runs(body: CompareRequest, ws: WorkspaceDep) -> object:
+    """Side by side: accuracy and its change, size and latency ratios, memory."""
+    return ws.compare(body.runs, body.reference)
+
+
+@router.get("/{ref}", response_model=RunPublic)
+def get_run(ref: str, ws: WorkspaceDep) -> object:
+    """A run with its steps' status, timing, errors and metrics."""
+    return ws.get_run(ref)
+
+
+@router.post("/{ref}/submit", response_model=RunPublic, status_code=status.HTTP_202_ACCEPTED)
+def submit_run(ref: str, ws: WorkspaceDep, studio: StudioDep) -> object:
+    """Queue a failed or cancelled run again; finished steps come from the cache."""
+    run = ws.writable_run(ref)
+    studio.runs.submit_run(run)
+    return run
+
+
+@router.post("/{ref}/cancel", response_model=RunPublic, status_code=status.HTTP_202_ACCEPTED)
+def cancel_run(ref: str, ws: WorkspaceDep, studio: StudioDep) -> object:
+    """Stop a queued or running run (its current step's process is killed)."""
+    run = ws.writable_run(ref)
+    studio.runs.cancel_run(run)
+    return ws.get_run(run.id)
+
+
+@router.post("/{ref}/rerun", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
+def rerun(ref: str, ws: WorkspaceDep, studio: StudioDep) -> object:
+    """A new run of the same pipeline and inputs, queued at once."""
+    run = ws.rerun(ref)
+    studio.runs.submit_run(run)
+    return run
+
+
+@router.get("/{ref}/logs", response_model=list[StepLogPublic])
+def run_logs(ref: str, ws: WorkspaceDep) -> object:
+    """Every step's log."""
+    return ws.get_run(ref).steps
+
+
+@router.get("/{ref}/steps/{index}/log", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}}})
+def step_log(ref: str, index: int, ws: WorkspaceDep) -> PlainTextResponse:
+    """One step's log as text (steps count from 0)."""
+    run = ws.get_run(ref)
+    if not 0 <= index < len(run.steps):
+        raise NotFoundError(f"run {run.id} has no step {index}; it has {len(run.steps)}",
+                            {"kind": "step"})
+    return PlainTextResponse(run.steps[index].log)
+
+
+@router.get("/{ref}/metrics", response_model=RunMetrics)
+def run_metrics(ref: str, ws: WorkspaceDep) -> object:
+    """Baseline and result metrics, and each step's own metrics."""
+    run = ws.get_run(ref)
+    return RunMetrics(run_id=run.id, status=run.status, baseline=run.baseline,
+                      result=run.result,
+                      steps=[{"index": s.index, "transformer": s.transformer,
+                              "status": s.status.value, "duration_s": s.duration_s,
+                              "metrics": s.metrics} for s in run.steps])
+
+
+@router.get("/{ref}/artifacts", response_model=list[ArtifactPublic])
+def run_artifacts(ref: str, ws: WorkspaceDep) -> object:
+    """The run's input model, each step's output and its final output."""
+    return ws.run_artifacts(ref)
+
+
+@router.get("/{ref}/artifacts/{sha}", response_class=FileResponse, responses=DOWNLOAD)
+def download_artifact(ref: str, sha: str, ws: WorkspaceDep) -> FileResponse:
+    """One of the run's artifacts (by sha256 or a prefix of at least 8 characters)."""
+    run = ws.get_run(ref)
+    artifact, path = ws.run_artifact(run.id, sha)
+    return artifact_response(artifact, path, f"{run.name}-{artifact.filename}")
+
+
+@router.get("/{ref}/output", response_class=FileResponse, responses=DOWNLOAD)
+def download_output(ref: str, ws: WorkspaceDep) -> FileResponse:
+    """The run's output (the optimized model or package)."""
+    run = ws.get_run(ref)
+    artifact, path = ws.run_artifact(run.id)
+    return artifact_response(artifact, path, f"{run.name}-{artifact.filename}")
+
+
+@router.get("/{ref}/export", response_class=FileResponse,
+            responses={200: {"content": {"application/zip": {}}}})
+def export_run(ref: str, ws: WorkspaceDep) -> FileResponse:
+    """A zip of the output, metrics.json, pipeline.yaml and lineage.json."""
+    run = ws.get_run(ref)
+    tmp = Path(tempfile.mkdtemp(prefix="tinymlaas-export-"))
+    try:
+        files = ws.export_run(run.id, tmp / "export")
+        archive = tmp / f"{run.name}-{run.id}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in files:
+                zf.write(path, path.name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return FileResponse(archive, media_type="application/zip", filename=archive.name,
+                        background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
+
+
+def _sse(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+def _run_json(run: Run) -> str:
+    return RunPublic.model_validate(run.model_dump()).model_dump_json()
+
+
+@router.get("/{ref}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description":
+                             "event: run (a RunPublic snapshot, first and last), "
+                             "event: progress (a RunEventPublic), event: end."}})
+async def run_events(ref: str, ws: WorkspaceDep, studio: StudioDep) -> StreamingResponse:
+    """Live progress as server-sent events.
+
+    The stream opens with the run's current state (so a late client sees what already
+    happened), then one ``progress`` event per step or evaluation update, and closes with
+    the final ``run`` state and an ``end`` event once the run has finished.
+    """
+    run = await run_in_threadpool(ws.get_run, ref)
+    subscription = studio.bus.subscribe(run.id)  # before the snapshot: no update is missed
+
+    async def stream(sub: Subscription) -> AsyncIterator[str]:
+        try:
+            current = await run_in_threadpool(studio.services.get_run, run.id)
+            yield _sse("run", _run_json(current))
+            while current.status not in TERMINAL or studio.runs.is_queued(run.id):
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    current = await run_in_threadpool(studio.services.get_run, run.id)
+                    yield ": keep-alive\n\n"
+                    continue
+                if event.stage == DONE:
+                    break
+                yield _sse("progress", RunEventPublic(
+                    run_id=event.run_id, stage=event.stage, status=event.status,
+                    progress=event.progress, message=event.message,
+                    data=json.loads(json.dumps(event.data, default=str))).model_dump_json())
+            final = await run_in_threadpool(studio.services.get_run, run.id)
+            yield _sse("run", _run_json(final))
+            yield _sse("end", json.dumps({"run_id": run.id, "status": final.status.value}))
+        finally:
+            studio.bus.unsubscribe(sub)
+
+    return StreamingResponse(stream(subscription), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,165 @@
+"""The server's run runtime: a background pool executing submitted runs and an in-process
+pub/sub of their progress events (keyed by run id) for the live event stream.
+
+Nothing here knows about HTTP; the app creates one :class:`RunQueue` at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tinymlaas.domain import Run, RunStatus
+from tinymlaas.engine import RunEvent
+from tinymlaas.errors import ConflictError
+from tinymlaas.service import Services
+
+__all__ = ["TERMINAL", "EventBus", "RunQueue", "Subscription"]
+
+log = logging.getLogger("tinymlaas.runs")
+TERMINAL = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled})
+#: The stage of the last event of a run, published after it has been recorded.
+DONE = "done"
+
+
+@dataclass(eq=False)
+class Subscription:
+    run_id: str
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[RunEvent] = field(default_factory=asyncio.Queue)
+
+
+class EventBus:
+    """Fan-out of run events from worker threads to asyncio subscribers."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscription]] = {}
+        self._lock = threading.Lock()
+
+    def subscribe(self, run_id: str) -> Subscription:
+        """Call from the event loop that will read the subscription's queue."""
+        sub = Subscription(run_id, asyncio.get_running_loop())
+        with self._lock:
+            self._subs.setdefault(run_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            subs = self._subs.get(sub.run_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[sub.run_id]
+
+    def publish(self, event: RunEvent) -> None:
+        """Thread-safe; never blocks and never raises."""
+        with self._lock:
+            subs = list(self._subs.get(event.run_id, ()))
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub.queue.put_nowait, event)
+            except RuntimeError:  # the subscriber's loop has closed
+                self.unsubscribe(sub)
+
+
+class RunQueue:
+    """Executes submitted runs in background threads with the engine.
+
+    Args:
+        services: The service facade (engine and stores).
+        bus: Where progress events go.
+        on_finished: Called with every run that ends (for notifications); errors are logged.
+        max_workers: Runs executed at once.
+    """
+
+    def __init__(self, services: Services, bus: EventBus,
+                 on_finished: Callable[[Run], object] | None = None,
+                 max_workers: int = 2) -> None:
+        self.services = services
+        self.bus = bus
+        self.on_finished = on_finished
+        self._pool = ThreadPoolExecutor(max_workers=max_workers,
+                                        thread_name_prefix="tinymlaas-run")
+        self._lock = threading.Lock()
+        self._queued: dict[str, Future[None]] = {}
+        self._closed = False
+
+    def submit(self, run_id: str) -> bool:
+        """Queue a run; False when it is already queued or executing."""
+        with self._lock:
+            if self._closed or run_id in self._queued:
+                return False
+            self._queued[run_id] = self._pool.submit(self._execute, run_id)
+            return True
+
+    def submit_run(self, run: Run) -> None:
+        """Queue a pending, failed or cancelled run (a resubmitted run resumes from the
+        step cache).
+
+        Raises:
+            ConflictError: it is queued or executing already, or it has succeeded.
+        """
+        if run.status is RunStatus.succeeded:
+            raise ConflictError(f"run {run.id} has already succeeded; rerun it for a new run")
+        if run.status is RunStatus.running or not self.submit(run.id):
+            raise ConflictError(f"run {run.id} is already queued or running")
+
+    def cancel_run(self, run: Run) -> None:
+        """Stop a queued or executing run.
+
+        Raises:
+            ConflictError: the run has finished or is not executed by this server.
+        """
+        if run.status in TERMINAL or not self.cancel(run.id):
+            raise ConflictError(f"run {run.id} is {run.status.value}; only a queued or "
+                                "running run can be cancelled")
+
+    def is_queued(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._queued
+
+    def cancel(self, run_id: str) -> bool:
+        """Ask a queued or executing run to stop; False when it is not in this queue."""
+        with self._lock:
+            if run_id not in self._queued:
+                return False
+        self.services.engine.cancel(run_id)
+        return True
+
+    def shutdown(self, wait: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _execute(self, run_id: str) -> None:
+        run: Run | None = None
+        try:
+            # A cancel that came while queued is seen by the engine before the first step.
+            run = self.services.execute_run(run_id, self.bus.publish)
+        except Exception:
+            log.exception("run %s could not be executed", run_id)
+            try:
+                self.services.meta.update_run(run_id, status=RunStatus.failed,
+                                              error="internal error while executing the run",
+                                              finished_at=datetime.now(UTC))
+                run = self.services.get_run(run_id)
+            except Exception:
+                log.exception("run %s could not be marked failed", run_id)
+        finally:
+            with self._lock:
+                self._queued.pop(run_id, None)
+        if run is None:
+            return
+        self.bus.publish(RunEvent(run_id, DONE, run.status.value,
+                                  1.0 if run.status is RunStatus.succeeded else 0.0,
+                                  run.error or ""))
+        if self.on_finished is not None:
+            try:
+                self.on_finished(run)
+            except Exception:
+                log.exception("notifications for run %s failed", run_id)

@@ -1,0 +1,435 @@
+"""Request (``*Create``) and response (``*Public``) bodies of the HTTP API.
+
+Pure pydantic, shared by the server (``response_model``) and the typed SDK
+(:class:`tinymlaas.Client`), so the two cannot drift apart. Request bodies reject unknown
+fields; response bodies ignore fields the client does not know yet.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tinymlaas.domain import ArtifactKind, RunStatus, StepStatus, Task, TensorSpec
+from tinymlaas.domain.entities import NAME_PATTERN
+
+__all__ = [
+    "ArtifactPublic",
+    "CompareRequest",
+    "ComparisonPublic",
+    "DatasetBuiltinCreate",
+    "DatasetHubImport",
+    "DatasetPublic",
+    "DeviceCreate",
+    "DevicePublic",
+    "ErrorBody",
+    "ExternalTransformerCreate",
+    "Health",
+    "LoginRequest",
+    "LoginResponse",
+    "MemberPublic",
+    "ModelHubImport",
+    "ModelPublic",
+    "ProjectCreate",
+    "ProjectPublic",
+    "RunCreate",
+    "RunEventPublic",
+    "RunMetrics",
+    "RunPublic",
+    "ShareCreate",
+    "StepLogPublic",
+    "StepPublic",
+    "TemplateCreate",
+    "TemplatePublic",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenPublic",
+    "TransformerPublic",
+    "UserCreate",
+    "UserPublic",
+    "WebhookCreate",
+    "WebhookCreated",
+    "WebhookPublic",
+]
+
+Name = str
+Ref = str
+
+
+class Create(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_entity(cls, data: Any) -> Any:
+        """Domain entities (and their nested models) validate through their dump."""
+        return data.model_dump() if isinstance(data, BaseModel) else data
+
+
+class ErrorBody(Public):
+    """The one error shape of every 4xx and 5xx response."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. not_found.")
+    message: str = Field(description="What was wrong and what to do.")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Health(Public):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+# accounts ---------------------------------------------------------------------------------
+
+
+class UserCreate(Create):
+    email: str = Field(max_length=255, examples=["ada@example.com"])
+    password: str = Field(min_length=8, max_length=1024)
+    name: str = Field(default="", max_length=100)
+
+
+class UserPublic(Public):
+    id: str
+    email: str
+    name: str
+    default_project: str
+    created_at: datetime
+
+
+class LoginRequest(Create):
+    email: str = Field(max_length=255)
+    password: str = Field(max_length=1024)
+
+
+class LoginResponse(Public):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: datetime | None
+    user: UserPublic
+
+
+class TokenCreate(Create):
+    name: str = Field(default="api", min_length=1, max_length=100)
+
+
+class TokenPublic(Public):
+    id: str
+    name: str
+    kind: str
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="The secret; shown only once.")
+
+
+class ProjectCreate(Create):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ProjectPublic(Public):
+    id: str
+    name: str
+    owner: str | None
+    created_at: datetime
+
+
+class ShareCreate(Create):
+    email: str = Field(max_length=255)
+    role: Literal["editor", "viewer"] = "editor"
+
+
+class MemberPublic(Public):
+    user_id: str
+    email: str
+    role: str
+    created_at: datetime
+
+
+# models, datasets, devices ----------------------------------------------------------------
+
+
+class ModelPublic(Public):
+    id: str
+    name: str
+    project: str
+    artifact_sha: str
+    kind: ArtifactKind
+    task: Task
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parameters: int
+    description: str
+    created_at: datetime
+
+
+class HubImport(Create):
+    repo_id: str = Field(min_length=1, max_length=200, examples=["org/tiny-model"])
+    filename: str = Field(min_length=1, max_length=500, examples=["model.onnx"])
+    revision: str | None = Field(default=None, max_length=100)
+    name: Name | None = Field(default=None, pattern=NAME_PATTERN)
+    project: str | None = None
+
+
+class ModelHubImport(HubImport):
+    task: Task = Task.classification
+    input_shape: list[int] | None = Field(default=None, max_length=8)
+    description: str = Field(default="", max_length=2000)
+
+
+class SplitsCreate(Create):
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    calibration_size: int = Field(default=256, gt=0, le=1_000_000)
+    seed: int = Field(default=0, ge=0, le=2**31)
+
+
+class DatasetBuiltinCreate(SplitsCreate):
+    source: Literal["digits"] = "digits"
+    name: Name | None = Field(default=None, pattern=NAME_PATTERN)
+    project: str | None = None
+
+
+class DatasetHubImport(HubImport, SplitsCreate):
+    task: Task | None = None
+    label_column: str | None = None
+    image_size: tuple[int, int] | None = None
+
+
+class DatasetPublic(Public):
+    id: str
+    name: str
+    project: str
+    artifact_sha: str
+    source_format: str
+    task: Task
+    num_samples: int
+    feature_shape: list[int]
+    num_classes: int | None
+    class_names: list[str]
+    splits: dict[str, Any]
+    location: str
+    created_at: datetime
+
+
+class DeviceCreate(Create):
+    name: Name = Field(pattern=NAME_PATTERN)
+    title: str = Field(default="", max_length=200)
+    category: Literal["mcu", "sbc", "edge-gpu", "server", "phone"] = "mcu"
+    arch: str = Field(min_length=1, max_length=50)
+    clock_mhz: float = Field(gt=0, le=1e6)
+    ram_kb: int = Field(gt=0, le=2**40)
+    flash_kb: int = Field(gt=0, le=2**40)
+    features: list[str] = Field(default_factory=list, max_length=50)
+    runtimes: list[str] = Field(default_factory=list, max_length=50)
+    macs_per_cycle: float = Field(default=0.5, gt=0, le=1e6)
+    notes: str = Field(default="", max_length=2000)
+
+
+class DevicePublic(Public):
+    name: str
+    title: str
+    category: str
+    arch: str
+    clock_mhz: float
+    ram_kb: int
+    flash_kb: int
+    features: list[str]
+    runtimes: list[str]
+    macs_per_cycle: float
+    custom: bool
+    notes: str
+
+
+# transformers and templates ---------------------------------------------------------------
+
+
+class TransformerPublic(Public):
+    name: str
+    version: str
+    summary: str
+    accepts: list[str]
+    produces: str
+    needs: str
+    external: bool = False
+    project: str | None = None
+    params_schema: dict[str, Any]
+
+
+class ExternalTransformerCreate(Create):
+    """A command or container image that honours the external file contract."""
+
+    name: Name = Field(pattern=NAME_PATTERN)
+    project: str | None = None
+    summary: str = Field(default="", max_length=500)
+    command: list[str] | None = Field(default=None, max_length=100,
+                                      description="argv with {in} {out} {params}.")
+    image: str | None = Field(default=None, max_length=300)
+    produces: ArtifactKind = ArtifactKind.onnx
+    config: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ExternalTransformerCreate:
+        if (self.command is None) == (self.image is None):
+            raise ValueError("give exactly one of 'command' or 'image'")
+        return self
+
+
+class TemplateCreate(Create):
+    name: Name = Field(pattern=NAME_PATTERN)
+    project: str | None = None
+    description: str = Field(default="", max_length=2000)
+    pipeline: dict[str, Any] = Field(description="A pipeline: {steps: [...], evaluate: bool}.")
+
+
+class TemplatePublic(Public):
+    id: str
+    name: str
+    project: str
+    description: str
+    pipeline: dict[str, Any]
+    builtin: bool
+
+
+# runs -------------------------------------------------------------------------------------
+
+
+class RunCreate(Create):
+    """A run from an inline pipeline or a template name (exactly one); it is queued at once."""
+
+    model: Ref = Field(min_length=1, description="Model id or name.")
+    dataset: Ref = Field(min_length=1, description="Dataset id or name.")
+    pipeline: dict[str, Any] | None = None
+    template: str | None = None
+    device: str | None = None
+    name: Name | None = Field(default=None, pattern=NAME_PATTERN)
+    project: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RunCreate:
+        if (self.pipeline is None) == (self.template is None):
+            raise ValueError("give exactly one of 'pipeline' or 'template'")
+        return self
+
+
+class StepPublic(Public):
+    index: int
+    transformer: str
+    params: dict[str, Any]
+    status: StepStatus
+    key: str | None
+    output_sha: str | None
+    progress: float
+    message: str
+    error: str | None
+    metrics: dict[str, Any]
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+
+
+class StepLogPublic(Public):
+    index: int
+    transformer: str
+    status: StepStatus
+    log: str
+
+
+class RunPublic(Public):
+    id: str
+    name: str
+    project: str
+    model_id: str
+    dataset_id: str
+    device: str | None
+    pipeline: dict[str, Any]
+    status: RunStatus
+    error: str | None
+    steps: list[StepPublic]
+    output_sha: str | None
+    baseline: dict[str, Any]
+    result: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunMetrics(Public):
+    run_id: str
+    status: RunStatus
+    baseline: dict[str, Any]
+    result: dict[str, Any]
+    steps: list[dict[str, Any]]
+
+
+class CompareRequest(Create):
+    runs: list[Ref] = Field(min_length=1, max_length=100)
+    reference: Ref | None = None
+
+
+class ComparisonPublic(Public):
+    run_id: str
+    name: str
+    status: str
+    steps: list[str]
+    accuracy: float | None = None
+    accuracy_change: float | None = None
+    top1_agreement: float | None = None
+    file_bytes: int | None = None
+    size_ratio: float | None = None
+    latency_ms: float | None = None
+    latency_ratio: float | None = None
+    peak_memory_mb: float | None = None
+    macs: int | None = None
+    parameters: int | None = None
+    reference: str
+
+
+class ArtifactPublic(Public):
+    sha256: str
+    kind: ArtifactKind
+    size_bytes: int
+    filename: str
+    parents: list[str]
+    step_key: str | None
+    created_at: datetime
+
+
+class RunEventPublic(Public):
+    """One server-sent event of ``GET /runs/{id}/events`` (``event: progress``)."""
+
+    run_id: str
+    stage: int | str
+    status: str
+    progress: float = 0.0
+    message: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+# webhooks ---------------------------------------------------------------------------------
+
+
+class WebhookCreate(Create):
+    url: str = Field(min_length=8, max_length=2000, examples=["https://ci.example.com/hook"])
+    project: str | None = None
+    secret: str | None = Field(default=None, min_length=8, max_length=255)
+    events: list[Literal["run.succeeded", "run.failed", "run.cancelled"]] | None = None
+
+
+class WebhookPublic(Public):
+    id: str
+    project: str
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(description="The HMAC-SHA256 key; shown only once.")

@@ -1,0 +1,522 @@
+"""Accounts and the per-user workspace: who may see and do what.
+
+:class:`AccountService` registers users, logs them in (argon2 password hashes, rate
+limited), issues API tokens (only their sha256 is stored) and shares projects.
+:class:`Workspace` is the :class:`~tinymlaas.service.Services` facade seen through one
+user's eyes: every lookup is limited to the projects they own or were given, and anything
+else is reported as not found, exactly like a record that does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from tinymlaas.domain import (
+    Artifact,
+    Dataset,
+    DatasetSplits,
+    Model,
+    Pipeline,
+    Project,
+    Run,
+    Task,
+)
+from tinymlaas.domain.entities import NAME_PATTERN
+from tinymlaas.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    RateLimitedError,
+    TinymlaasError,
+)
+from tinymlaas.service.pipelines import parse_pipeline
+from tinymlaas.service.services import ComparisonRow, Services
+from tinymlaas.store.accounts import (
+    AccountStore,
+    ApiToken,
+    ExternalTransformer,
+    Membership,
+    PipelineTemplate,
+    Role,
+    User,
+    Webhook,
+)
+from tinymlaas.store.metadata import new_id
+
+__all__ = [
+    "AccountService",
+    "ForbiddenError",
+    "LoginRateLimiter",
+    "TransformerInfo",
+    "Workspace",
+    "hash_token",
+]
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
+_NAME = re.compile(NAME_PATTERN)
+MIN_PASSWORD = 8
+TOKEN_PREFIX = "tmls_"
+_WRITE_ROLES = frozenset({"owner", "editor"})
+
+
+class ForbiddenError(TinymlaasError):
+    """The project is visible to the user but their role does not allow the change."""
+
+    http_status = 403
+    exit_code = 5
+    code = "forbidden"
+
+
+def hash_token(secret: str) -> str:
+    """How a token is stored: its sha256 (a random 256-bit token needs no slow hash)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LoginRateLimiter:
+    """At most ``limit`` attempts per key in any ``window_s`` seconds (in process memory).
+
+    Args:
+        limit: Attempts allowed per window.
+        window_s: Length of the sliding window in seconds.
+    """
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str) -> None:
+        """Count an attempt; raises ``RateLimitedError`` when over the limit."""
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and now - hits[0] > self.window_s:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                retry = max(1, int(self.window_s - (now - hits[0])) + 1)
+                raise RateLimitedError(f"too many log-in attempts; try again in {retry} s",
+                                       {"retry_after_s": retry})
+            hits.append(now)
+            if len(self._hits) > 10_000:  # forget idle keys so memory stays bounded
+                for stale in [k for k, v in self._hits.items()
+                              if not v or now - v[-1] > self.window_s]:
+                    del self._hits[stale]
+
+
+class AccountService:
+    """Users, log-in, API tokens and project sharing.
+
+    Args:
+        services: The service facade whose database holds the accounts.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.store = AccountStore(services.meta)
+        self.hasher = PasswordHasher()
+        self.limiter = LoginRateLimiter(self.settings.login_rate_limit,
+                                        self.settings.login_rate_window_s)
+        self._dummy_hash = self.hasher.hash(secrets.token_hex(8))
+
+    # users --------------------------------------------------------------------------------
+
+    def register(self, email: str, password: str, name: str = "") -> User:
+        """Create an account with a personal project."""
+        if not self.settings.allow_registration:
+            raise ForbiddenError("registration is closed on this server; ask its admin")
+        email = email.strip().lower()
+        if not _EMAIL.match(email):
+            raise InvalidInputError(f"{email!r} is not an email address", {"field": "email"})
+        if len(password) < MIN_PASSWORD:
+            raise InvalidInputError(f"the password needs at least {MIN_PASSWORD} characters",
+                                    {"field": "password"})
+        user = User(id=new_id("user"), email=email, name=name.strip()[:100],
+                    default_project=new_id("proj"))
+        return self.store.add_user(user, self.hasher.hash(password),
+                                   f"{(name.strip() or email.split('@')[0])[:80]}'s project")
+
+    def login(self, email: str, password: str, client: str = "") -> tuple[ApiToken, str]:
+        """Check a password and issue a session token (returned once, stored hashed)."""
+        email = email.strip().lower()
+        self.limiter.hit(f"{email}|{client}")
+        found = self.store.find_user(email)
+        try:
+            # Unknown emails cost the same hash check, so timing does not reveal accounts.
+            self.hasher.verify(found[1] if found else self._dummy_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            found = None
+        if found is None:
+            raise AuthenticationError("wrong email or password")
+        user, stored = found
+        if self.hasher.check_needs_rehash(stored):
+            self.store.set_password_hash(user.id, self.hasher.hash(password))
+        expires = _now() + timedelta(seconds=self.settings.session_ttl_s)
+        return self._issue(user, "log-in", "session", expires)
+
+    def authenticate(self, secret: str) -> User:
+        """The user a bearer token belongs to."""
+        found = self.store.find_token(hash_token(secret)) if secret else None
+        if found is None:
+            raise AuthenticationError("invalid or revoked token; log in again or create a "
+                                      "new API token")
+        token, user = found
+        if token.expires_at is not None and token.expires_at < _now():
+            raise AuthenticationError("the session has expired; log in again")
+        return user
+
+    def create_token(self, user: User, name: str) -> tuple[ApiToken, str]:
+        return self._issue(user, name.strip()[:100] or "api", "api", None)
+
+    def list_tokens(self, user: User) -> list[ApiToken]:
+        return self.store.list_tokens(user.id)
+
+    def revoke_token(self, user: User, token_id: str) -> None:
+        if not self.store.delete_token(user.id, token_id):
+            raise NotFoundError(f"token {token_id!r} not found")
+
+    def _issue(self, user: User, name: str, kind: str,
+               expires: datetime | None) -> tuple[ApiToken, str]:
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = ApiToken(id=new_id("tok"), user_id=user.id, name=name,
+                         kind=kind, expires_at=expires)  # type: ignore[arg-type]
+        return self.store.add_token(token, hash_token(secret)), secret
+
+    # workspace ----------------------------------------------------------------------------
+
+    def workspace(self, user: User) -> Workspace:
+        return Workspace(self.services, self.store, user)
+
+
+class TransformerInfo:
+    """A transformer as listed to a user: built-in, plug-in or registered external."""
+
+    def __init__(self, name: str, version: str, summary: str, accepts: list[str],
+                 produces: str, needs: str, params_schema: dict[str, Any],
+                 external: ExternalTransformer | None = None) -> None:
+        self.name = name
+        self.version = version
+        self.summary = summary
+        self.accepts = accepts
+        self.produces = produces
+        self.needs = needs
+        self.params_schema = params_schema
+        self.external = external
+
+
+class Workspace:
+    """One user's view of the product; everything outside their projects is "not found".
+
+    Args:
+        services: The shared service facade.
+        store: The account store on the same database.
+        user: Whose view this is.
+    """
+
+    def __init__(self, services: Services, store: AccountStore, user: User) -> None:
+        self.services = services
+        self.store = store
+        self.user = user
+        self.projects = store.visible_project_ids(user.id)
+
+    # projects -----------------------------------------------------------------------------
+
+    def project_id(self, ref: str | None, write: bool = False) -> str:
+        """A visible project id (default: the user's own); ``write`` needs owner or editor."""
+        project = ref or self.user.default_project
+        if project not in self.projects:
+            raise NotFoundError(f"project {project!r} not found", {"kind": "project",
+                                                                   "ref": project})
+        if write:
+            role = self.store.role_of(project, self.user.id)
+            if role not in _WRITE_ROLES:
+                raise ForbiddenError(f"you can view project {project!r} but not change it; "
+                                     "ask its owner for the editor role")
+        return project
+
+    def create_project(self, name: str) -> Project:
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise InvalidInputError("a project name has 1 to 100 characters")
+        project = self.store.add_project(Project(id=new_id("proj"), name=name,
+                                                 owner=self.user.id))
+        self.projects.add(project.id)
+        return project
+
+    def list_projects(self) -> list[Project]:
+        return self.store.list_projects(self.user.id)
+
+    def get_project(self, ref: str) -> Project:
+        project = self.store.get_project(self.project_id(ref))
+        if project is None:
+            raise NotFoundError(f"project {ref!r} not found")
+        return project
+
+    def share_project(self, ref: str, email: str, role: Role = "editor") -> Membership:
+        """Give another user access; only the owner may share."""
+        project = self.project_id(ref)
+        if self.store.role_of(project, self.user.id) != "owner":
+            raise ForbiddenError("only the project's owner can share it")
+        if role == "owner":
+            raise InvalidInputError("a project has one owner; share it as editor or viewer")
+        found = self.store.find_user(email.strip().lower())
+        if found is None:
+            raise NotFoundError(f"no account for {email!r}; they need to register first",
+                                {"kind": "user"})
+        other = found[0]
+        if other.id == self.user.id:
+            raise InvalidInputError("you already own this project")
+        self.store.add_member(project, other.id, role)
+        return next(m for m in self.store.list_members(project) if m.user_id == other.id)
+
+    def unshare_project(self, ref: str, user_id: str) -> None:
+        project = self.project_id(ref)
+        if self.store.role_of(project, self.user.id) != "owner":
+            raise ForbiddenError("only the project's owner can change who has access")
+        if not self.store.remove_member(project, user_id):
+            raise NotFoundError(f"user {user_id!r} is not a member of {project!r}")
+
+    def members(self, ref: str) -> list[Membership]:
+        return self.store.list_members(self.project_id(ref))
+
+    def _scope(self, project: str | None) -> set[str]:
+        return {self.project_id(project)} if project else self.projects
+
+    def _resolve(self, what: str, ref: str, project: str | None = None) -> str:
+        found = self.store.resolve(what, ref, self._scope(project))
+        if found is None:
+            raise NotFoundError(f"{what} {ref!r} not found", {"kind": what, "ref": ref})
+        return found
+
+    # models and datasets ------------------------------------------------------------------
+
+    def add_model(self, path: Path, name: str | None = None, *, project: str | None = None,
+                  task: Task = Task.classification, input_shape: list[int] | None = None,
+                  description: str = "") -> Model:
+        return self.services.add_model(path, name, task=task,
+                                       project=self.project_id(project, write=True),
+                                       input_shape=input_shape, description=description)
+
+    def list_models(self, project: str | None = None) -> list[Model]:
+        return [m for p in sorted(self._scope(project)) for m in self.services.list_models(p)]
+
+    def get_model(self, ref: str, project: str | None = None) -> Model:
+        return self.services.get_model(self._resolve("model", ref, project))
+
+    def model_file(self, ref: str) -> tuple[Artifact, Path]:
+        model = self.get_model(ref)
+        return (self.services.meta.get_artifact(model.artifact_sha),
+                self.services.artifact_path(model.artifact_sha))
+
+    def add_dataset(self, source: str, name: str | None = None, *, project: str | None = None,
+                    task: Task | None = None, label_column: str | None = None,
+                    image_size: tuple[int, int] | None = None,
+                    splits: DatasetSplits | None = None) -> Dataset:
+        return self.services.add_dataset(source, name, task=task, label_column=label_column,
+                                         image_size=image_size, splits=splits,
+                                         project=self.project_id(project, write=True))
+
+    def list_datasets(self, project: str | None = None) -> list[Dataset]:
+        return [d for p in sorted(self._scope(project)) for d in self.services.list_datasets(p)]
+
+    def get_dataset(self, ref: str, project: str | None = None) -> Dataset:
+        return self.services.get_dataset(self._resolve("dataset", ref, project))
+
+    def dataset_file(self, ref: str) -> tuple[Artifact, Path]:
+        dataset = self.get_dataset(ref)
+        return (self.services.meta.get_artifact(dataset.artifact_sha),
+                self.services.artifact_path(dataset.artifact_sha))
+
+    # transformers and templates -----------------------------------------------------------
+
+    def list_transformers(self) -> list[TransformerInfo]:
+        from tinymlaas.transformers.registry import list_transformers
+
+        items = [TransformerInfo(t.name, t.version, t.summary, sorted(t.accepts),
+                                 t.produces.value, t.needs, t.Params.model_json_schema())
+                 for t in list_transformers()]
+        for ext in self.store.list_externals(self.projects):
+            items.append(self._external_info(ext))
+        return items
+
+    def get_transformer(self, name: str) -> TransformerInfo:
+        for item in self.list_transformers():
+            if item.name == name:
+                return item
+        raise NotFoundError(f"unknown transformer {name!r}", {"kind": "transformer"})
+
+    def register_external(self, name: str, params: dict[str, Any], *, summary: str = "",
+                          project: str | None = None) -> TransformerInfo:
+        """Store a command or image as a named transformer (an ``external`` step)."""
+        from tinymlaas.transformers.registry import known_names, validate_params
+
+        if not _NAME.match(name):
+            raise InvalidInputError(f"transformer name {name!r} must match {NAME_PATTERN}")
+        if name in known_names():
+            raise ConflictError(f"{name!r} is a built-in transformer; pick another name")
+        clean = validate_params("external", params).model_dump(mode="json")
+        item = self.store.add_external(ExternalTransformer(
+            id=new_id("xfm"), project=self.project_id(project, write=True), name=name,
+            summary=summary, params=clean))
+        return self._external_info(item)
+
+    @staticmethod
+    def _external_info(ext: ExternalTransformer) -> TransformerInfo:
+        from tinymlaas.transformers.registry import get_transformer
+
+        base = get_transformer("external")
+        return TransformerInfo(ext.name, f"external-{base.version}", ext.summary or base.summary,
+                               sorted(base.accepts), ext.params.get("produces", "onnx"),
+                               base.needs,
+                               {"type": "object", "additionalProperties": True,
+                                "description": "Merged into the external command's "
+                                               "params.json ('config')."},
+                               ext)
+
+    def expand(self, pipeline: Pipeline) -> Pipeline:
+        """Replace steps naming a registered external transformer by ``external`` steps."""
+        externals = {e.name: e for e in self.store.list_externals(self.projects)}
+        steps = []
+        for step in pipeline.steps:
+            ext = externals.get(step.transformer)
+            if ext is None:
+                steps.append(step)
+                continue
+            params = dict(ext.params)
+            params["config"] = {**params.get("config", {}), **step.params}
+            steps.append(step.model_copy(update={"transformer": "external", "params": params}))
+        return pipeline.model_copy(update={"steps": steps})
+
+    def list_templates(self) -> list[PipelineTemplate]:
+        from tinymlaas.service.pipelines import load_pipeline
+        from tinymlaas.templates import template_names, template_path
+
+        builtin = []
+        for name in template_names():
+            pipeline = load_pipeline(template_path(name))
+            builtin.append(PipelineTemplate(id=f"builtin-{name}", project="builtin", name=name,
+                                            pipeline=pipeline.model_dump(mode="json",
+                                                                         exclude_none=True)))
+        return [*builtin, *self.store.list_templates(self.projects)]
+
+    def get_template(self, name: str) -> PipelineTemplate:
+        matches = [t for t in self.list_templates() if t.name == name or t.id == name]
+        if not matches:
+            raise NotFoundError(f"template {name!r} not found", {"kind": "template"})
+        return matches[-1]  # the user's own shadows a built-in of the same name
+
+    def create_template(self, name: str, pipeline: dict[str, Any], *, description: str = "",
+                        project: str | None = None) -> PipelineTemplate:
+        if not _NAME.match(name):
+            raise InvalidInputError(f"template name {name!r} must match {NAME_PATTERN}")
+        parsed = self._check_pipeline(parse_pipeline(pipeline, f"template {name}"))
+        return self.store.add_template(PipelineTemplate(
+            id=new_id("tpl"), project=self.project_id(project, write=True), name=name,
+            description=description,
+            pipeline=parsed.model_dump(mode="json", exclude_none=True)))
+
+    def _check_pipeline(self, pipeline: Pipeline) -> Pipeline:
+        from tinymlaas.transformers.registry import validate_params
+
+        for index, step in enumerate(self.expand(pipeline).steps, start=1):
+            validate_params(step.transformer, step.params, f"step {index} ")
+        return pipeline
+
+    # runs ---------------------------------------------------------------------------------
+
+    def create_run(self, pipeline: Pipeline, *, model: str | None = None,
+                   dataset: str | None = None, device: str | None = None,
+                   name: str | None = None, project: str | None = None) -> Run:
+        """Validate and record a pending run in one of the user's projects."""
+        project_id = self.project_id(project or pipeline.project, write=True)
+        model_ref, dataset_ref = model or pipeline.model, dataset or pipeline.dataset
+        if not model_ref or not dataset_ref:
+            raise InvalidInputError("a run needs a model and a dataset")
+        model_id = self._resolve("model", model_ref, project_id)
+        dataset_id = self._resolve("dataset", dataset_ref, project_id)
+        return self.services.create_run(self.expand(pipeline), model=model_id,
+                                        dataset=dataset_id, device=device, name=name,
+                                        project=project_id)
+
+    def get_run(self, ref: str, project: str | None = None) -> Run:
+        return self.services.get_run(self._resolve("run", ref, project))
+
+    def writable_run(self, ref: str) -> Run:
+        run = self.get_run(ref)
+        self.project_id(run.project, write=True)
+        return run
+
+    def list_runs(self, project: str | None = None, status: str | None = None) -> list[Run]:
+        runs = [r for p in self._scope(project) for r in self.services.list_runs(p, status)]
+        return sorted(runs, key=lambda r: r.created_at, reverse=True)
+
+    def rerun(self, ref: str) -> Run:
+        return self.services.rerun(self.writable_run(ref).id)
+
+    def compare(self, refs: list[str], reference: str | None = None) -> list[ComparisonRow]:
+        ids = [self._resolve("run", r) for r in refs]
+        return self.services.compare(ids, self._resolve("run", reference) if reference else None)
+
+    def export_run(self, ref: str, out_dir: Path) -> list[Path]:
+        return self.services.export_run(self.get_run(ref).id, out_dir)
+
+    def run_artifacts(self, ref: str) -> list[Artifact]:
+        run = self.get_run(ref)
+        return [self.services.meta.get_artifact(sha) for sha in self.store.run_artifacts(run.id)]
+
+    def run_artifact(self, ref: str, sha: str | None = None) -> tuple[Artifact, Path]:
+        """One of a run's artifacts (default: its output) and where its bytes are."""
+        run = self.get_run(ref)
+        if sha is None:
+            if run.output_sha is None:
+                raise NotFoundError(f"run {run.id} has no output yet (it is "
+                                    f"{run.status.value})", {"kind": "artifact"})
+            sha = run.output_sha
+        shas = self.store.run_artifacts(run.id)
+        matches = [s for s in shas if s.startswith(sha)] if len(sha) >= 8 else []
+        if len(matches) != 1:
+            raise NotFoundError(f"artifact {sha[:12]!r} not found in run {run.id}",
+                                {"kind": "artifact"})
+        return self.services.meta.get_artifact(matches[0]), self.services.artifact_path(
+            matches[0])
+
+    # webhooks -----------------------------------------------------------------------------
+
+    def add_webhook(self, url: str, *, project: str | None = None, secret: str | None = None,
+                    events: list[str] | None = None) -> Webhook:
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise InvalidInputError("a webhook URL starts with http:// or https://")
+        allowed = {"run.succeeded", "run.failed", "run.cancelled"}
+        events = events or ["run.succeeded", "run.failed"]
+        if not set(events) <= allowed:
+            raise InvalidInputError(f"webhook events are {sorted(allowed)}")
+        secret = secret or self.services.settings.webhook_secret or secrets.token_urlsafe(24)
+        return self.store.add_webhook(Webhook(id=new_id("hook"),
+                                              project=self.project_id(project, write=True),
+                                              url=url, secret=secret, events=events))
+
+    def list_webhooks(self, project: str | None = None) -> list[Webhook]:
+        return self.store.list_webhooks(self._scope(project))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        writable = {p for p in self.projects
+                    if self.store.role_of(p, self.user.id) in _WRITE_ROLES}
+        if not self.store.delete_webhook(webhook_id, writable):
+            raise NotFoundError(f"webhook {webhook_id!r} not found", {"kind": "webhook"})
