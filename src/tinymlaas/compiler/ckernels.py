@@ -7,8 +7,8 @@ but libc and libm. Kernel names read ``tm_<kernel>_<types>``, e.g. ``tm_qconv2d_
 
 Quantized kernels follow TensorFlow Lite's integer arithmetic: int32 accumulators and
 requantization with ``MultiplyByQuantizedMultiplier`` (a Q31 multiplier and a power-of-two
-shift, rounding half away from zero in the doubling high multiply, then rounding division
-by a power of two).
+shift: a saturating doubling high multiply that rounds half up, then a division by a power
+of two that rounds half away from zero), so int8 results match TFLite Micro bit for bit.
 """
 
 from __future__ import annotations
