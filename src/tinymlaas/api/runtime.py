@@ -132,9 +132,15 @@ class RunQueue:
         return True
 
     def shutdown(self, wait: bool = False) -> None:
+        """Stop taking runs; with ``wait``, cancel the executing ones and wait for them."""
         with self._lock:
             self._closed = True
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+            executing = list(self._queued)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if wait:
+            for run_id in executing:
+                self.services.engine.cancel(run_id)
+            self._pool.shutdown(wait=True)
 
     def _execute(self, run_id: str) -> None:
         run: Run | None = None

@@ -1,0 +1,448 @@
+"""``tinymlaas.Client``: a typed Python SDK for the Studio HTTP API (httpx, synchronous).
+
+::
+
+    from tinymlaas import Client
+
+    with Client("http://127.0.0.1:8000", token="tmls_...") as studio:
+        model = studio.upload_model("cnn.onnx")
+        data = studio.add_builtin_dataset("digits")
+        run = studio.create_run(model.id, data.id, template="static-int8")
+        run = studio.follow(run.id, on_event=print)    # live progress until it ends
+        studio.download_output(run.id, "optimized.onnx")
+
+Responses are the API's own schemas (:mod:`tinymlaas.api.schemas`); error responses raise
+the matching :class:`~tinymlaas.errors.TinymlaasError` subclass, carrying the server's
+message and details. Pass ``http=`` to use any ``httpx.Client`` (e.g. FastAPI's
+``TestClient``, or one with ``httpx.MockTransport``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from tinymlaas import errors
+from tinymlaas.api.schemas import (
+    ArtifactPublic,
+    ComparisonPublic,
+    DatasetPublic,
+    DevicePublic,
+    LoginResponse,
+    MemberPublic,
+    ModelPublic,
+    ProjectPublic,
+    RunEventPublic,
+    RunMetrics,
+    RunPublic,
+    StepLogPublic,
+    TemplatePublic,
+    TokenCreated,
+    TokenPublic,
+    TransformerPublic,
+    UserPublic,
+    WebhookCreated,
+    WebhookPublic,
+)
+
+__all__ = ["Client"]
+
+T = TypeVar("T", bound=BaseModel)
+API = "/api/v1"
+_CHUNK = 1 << 20
+
+
+def _error_classes() -> dict[str, type[errors.TinymlaasError]]:
+    from tinymlaas.service.accounts import ForbiddenError
+
+    classes = [getattr(errors, name) for name in errors.__all__]
+    table: dict[str, type[errors.TinymlaasError]] = {
+        cls.code: cls for cls in [*classes, ForbiddenError]}
+    table["validation_error"] = errors.InvalidInputError
+    return table
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = json.loads(response.read())
+        code, message, details = body["code"], body["message"], body.get("details") or {}
+    except (ValueError, KeyError, TypeError):
+        code, message, details = "http_error", response.text[:500] or response.reason_phrase, {}
+    cls = _error_classes().get(code)
+    if cls is None:
+        cls = {401: errors.AuthenticationError, 404: errors.NotFoundError,
+               409: errors.ConflictError, 413: errors.PayloadTooLargeError,
+               429: errors.RateLimitedError, 503: errors.ServiceUnavailableError,
+               }.get(response.status_code, errors.TinymlaasError)
+    raise cls(message, {**details, "http_status": response.status_code})
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            yield chunk
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    for chunk in _file_chunks(path):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Client:
+    """A connection to a tinymlaas server.
+
+    Args:
+        base_url: The server (default: ``$TINYMLAAS_SERVER``), e.g. ``http://host:8000``.
+        token: An API or log-in token (default: ``$TINYMLAAS_TOKEN``).
+        timeout: Seconds per request (event streams wait as long as the run takes).
+        http: An existing ``httpx.Client`` to send requests with.
+    """
+
+    def __init__(self, base_url: str | None = None, token: str | None = None, *,
+                 timeout: float = 120.0, http: httpx.Client | None = None) -> None:
+        base_url = base_url or os.environ.get("TINYMLAAS_SERVER")
+        if http is None and not base_url:
+            raise errors.InvalidInputError("give the server URL (or set TINYMLAAS_SERVER)")
+        self.token = token if token is not None else os.environ.get("TINYMLAAS_TOKEN")
+        self._http = http or httpx.Client(base_url=base_url or "", timeout=timeout)
+        self._owns_http = http is None
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # plumbing -----------------------------------------------------------------------------
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return {**headers, **(extra or {})}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request to ``/api/v1{path}``; error responses raise."""
+        headers = self._headers(kwargs.pop("headers", None))
+        if "params" in kwargs:
+            kwargs["params"] = {k: v for k, v in kwargs["params"].items() if v is not None}
+        response = self._http.request(method, API + path, headers=headers, **kwargs)
+        _raise_for_error(response)
+        return response
+
+    def _one(self, model: type[T], method: str, path: str, **kwargs: Any) -> T:
+        return model.model_validate(self.request(method, path, **kwargs).json())
+
+    def _many(self, model: type[T], path: str, **kwargs: Any) -> list[T]:
+        return TypeAdapter(list[model]).validate_python(  # type: ignore[valid-type]
+            self.request("GET", path, **kwargs).json())
+
+    def _download(self, path: str, dest: Path | str) -> Path:
+        dest = Path(dest)
+        with self._http.stream("GET", API + path, headers=self._headers()) as response:
+            _raise_for_error(response)
+            if dest.is_dir():
+                dest = dest / _attachment_name(response, "download")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.part")
+            with tmp.open("wb") as out:
+                for chunk in response.iter_bytes(_CHUNK):
+                    out.write(chunk)
+            tmp.replace(dest)
+        return dest
+
+    def _upload(self, model: type[T], path: str, file: Path | str,
+                params: dict[str, Any]) -> T:
+        file = Path(file)
+        if not file.is_file():
+            raise errors.InvalidInputError(f"{file} does not exist")
+        headers = {"Content-Type": "application/octet-stream",
+                   "X-Content-SHA256": _sha256(file)}
+        return self._one(model, "POST", path, params={**params, "filename": file.name},
+                         content=_file_chunks(file), headers=headers)
+
+    # health and accounts ------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/health").json()  # type: ignore[no-any-return]
+
+    def register(self, email: str, password: str, name: str = "") -> UserPublic:
+        return self._one(UserPublic, "POST", "/auth/register",
+                         json={"email": email, "password": password, "name": name})
+
+    def login(self, email: str, password: str) -> LoginResponse:
+        """Log in; the client uses the returned token from now on."""
+        response = self._one(LoginResponse, "POST", "/auth/login",
+                             json={"email": email, "password": password})
+        self.token = response.access_token
+        return response
+
+    def me(self) -> UserPublic:
+        return self._one(UserPublic, "GET", "/users/me")
+
+    def create_token(self, name: str = "api") -> TokenCreated:
+        return self._one(TokenCreated, "POST", "/users/me/tokens", json={"name": name})
+
+    def list_tokens(self) -> list[TokenPublic]:
+        return self._many(TokenPublic, "/users/me/tokens")
+
+    def revoke_token(self, token_id: str) -> None:
+        self.request("DELETE", f"/users/me/tokens/{token_id}")
+
+    # projects -----------------------------------------------------------------------------
+
+    def create_project(self, name: str) -> ProjectPublic:
+        return self._one(ProjectPublic, "POST", "/projects", json={"name": name})
+
+    def list_projects(self) -> list[ProjectPublic]:
+        return self._many(ProjectPublic, "/projects")
+
+    def get_project(self, project_id: str) -> ProjectPublic:
+        return self._one(ProjectPublic, "GET", f"/projects/{project_id}")
+
+    def share_project(self, project_id: str, email: str, role: str = "editor") -> MemberPublic:
+        return self._one(MemberPublic, "POST", f"/projects/{project_id}/members",
+                         json={"email": email, "role": role})
+
+    def list_members(self, project_id: str) -> list[MemberPublic]:
+        return self._many(MemberPublic, f"/projects/{project_id}/members")
+
+    def unshare_project(self, project_id: str, user_id: str) -> None:
+        self.request("DELETE", f"/projects/{project_id}/members/{user_id}")
+
+    # models -------------------------------------------------------------------------------
+
+    def upload_model(self, path: Path | str, *, name: str | None = None,
+                     project: str | None = None, task: str = "classification",
+                     input_shape: list[int] | None = None, description: str = "") -> ModelPublic:
+        """Stream a model file to the server and register it."""
+        return self._upload(ModelPublic, "/models", path, {
+            "name": name, "project": project, "task": task, "input_shape": input_shape,
+            "description": description})
+
+    def import_model(self, repo_id: str, filename: str, *, revision: str | None = None,
+                     name: str | None = None, project: str | None = None,
+                     task: str = "classification", input_shape: list[int] | None = None,
+                     description: str = "") -> ModelPublic:
+        """Register a model file from a Hugging Face repo."""
+        body = {"repo_id": repo_id, "filename": filename, "revision": revision, "name": name,
+                "project": project, "task": task, "input_shape": input_shape,
+                "description": description}
+        return self._one(ModelPublic, "POST", "/models/hub", json=body)
+
+    def list_models(self, project: str | None = None) -> list[ModelPublic]:
+        return self._many(ModelPublic, "/models", params={"project": project})
+
+    def get_model(self, ref: str) -> ModelPublic:
+        return self._one(ModelPublic, "GET", f"/models/{ref}")
+
+    def download_model(self, ref: str, dest: Path | str) -> Path:
+        return self._download(f"/models/{ref}/file", dest)
+
+    # datasets -----------------------------------------------------------------------------
+
+    def upload_dataset(self, path: Path | str, *, name: str | None = None,
+                       project: str | None = None, task: str | None = None,
+                       label_column: str | None = None,
+                       image_size: tuple[int, int] | None = None, test_fraction: float = 0.2,
+                       calibration_size: int = 256, seed: int = 0) -> DatasetPublic:
+        """Stream an .npz, .csv or image .zip to the server and register it."""
+        return self._upload(DatasetPublic, "/datasets", path, {
+            "name": name, "project": project, "task": task, "label_column": label_column,
+            "image_width": image_size[0] if image_size else None,
+            "image_height": image_size[1] if image_size else None,
+            "test_fraction": test_fraction, "calibration_size": calibration_size, "seed": seed})
+
+    def add_builtin_dataset(self, source: str = "digits", *, name: str | None = None,
+                            project: str | None = None, test_fraction: float = 0.2,
+                            calibration_size: int = 256, seed: int = 0) -> DatasetPublic:
+        return self._one(DatasetPublic, "POST", "/datasets/builtin", json={
+            "source": source, "name": name, "project": project, "test_fraction": test_fraction,
+            "calibration_size": calibration_size, "seed": seed})
+
+    def import_dataset(self, repo_id: str, filename: str, *, revision: str | None = None,
+                       name: str | None = None, project: str | None = None,
+                       task: str | None = None, label_column: str | None = None
+                       ) -> DatasetPublic:
+        """Register a dataset file from a Hugging Face dataset repo."""
+        return self._one(DatasetPublic, "POST", "/datasets/hub", json={
+            "repo_id": repo_id, "filename": filename, "revision": revision, "name": name,
+            "project": project, "task": task, "label_column": label_column})
+
+    def list_datasets(self, project: str | None = None) -> list[DatasetPublic]:
+        return self._many(DatasetPublic, "/datasets", params={"project": project})
+
+    def get_dataset(self, ref: str) -> DatasetPublic:
+        return self._one(DatasetPublic, "GET", f"/datasets/{ref}")
+
+    def download_dataset(self, ref: str, dest: Path | str) -> Path:
+        return self._download(f"/datasets/{ref}/file", dest)
+
+    # devices, transformers, templates -----------------------------------------------------
+
+    def list_devices(self) -> list[DevicePublic]:
+        return self._many(DevicePublic, "/devices")
+
+    def get_device(self, name: str) -> DevicePublic:
+        return self._one(DevicePublic, "GET", f"/devices/{name}")
+
+    def add_device(self, **spec: Any) -> DevicePublic:
+        """Register a custom device (fields of ``DeviceCreate``)."""
+        return self._one(DevicePublic, "POST", "/devices", json=spec)
+
+    def list_transformers(self) -> list[TransformerPublic]:
+        return self._many(TransformerPublic, "/transformers")
+
+    def get_transformer(self, name: str) -> TransformerPublic:
+        return self._one(TransformerPublic, "GET", f"/transformers/{name}")
+
+    def register_transformer(self, name: str, *, command: list[str] | None = None,
+                             image: str | None = None, produces: str = "onnx",
+                             config: dict[str, Any] | None = None,
+                             env: dict[str, str] | None = None, summary: str = "",
+                             project: str | None = None) -> TransformerPublic:
+        """Register a command or container image as a named (external) transformer."""
+        return self._one(TransformerPublic, "POST", "/transformers", json={
+            "name": name, "command": command, "image": image, "produces": produces,
+            "config": config or {}, "env": env or {}, "summary": summary, "project": project})
+
+    def list_templates(self) -> list[TemplatePublic]:
+        return self._many(TemplatePublic, "/templates")
+
+    def get_template(self, name: str) -> TemplatePublic:
+        return self._one(TemplatePublic, "GET", f"/templates/{name}")
+
+    def create_template(self, name: str, pipeline: dict[str, Any], *, description: str = "",
+                        project: str | None = None) -> TemplatePublic:
+        return self._one(TemplatePublic, "POST", "/templates", json={
+            "name": name, "pipeline": pipeline, "description": description,
+            "project": project})
+
+    # runs ---------------------------------------------------------------------------------
+
+    def create_run(self, model: str, dataset: str, *, pipeline: dict[str, Any] | None = None,
+                   template: str | None = None, device: str | None = None,
+                   name: str | None = None, project: str | None = None) -> RunPublic:
+        """Create and queue a run from an inline pipeline or a template."""
+        body = {"model": model, "dataset": dataset, "pipeline": pipeline, "template": template,
+                "device": device, "name": name, "project": project}
+        return self._one(RunPublic, "POST", "/runs",
+                         json={k: v for k, v in body.items() if v is not None})
+
+    def list_runs(self, project: str | None = None, status: str | None = None
+                  ) -> list[RunPublic]:
+        return self._many(RunPublic, "/runs", params={"project": project, "status": status})
+
+    def get_run(self, ref: str) -> RunPublic:
+        return self._one(RunPublic, "GET", f"/runs/{ref}")
+
+    def submit_run(self, ref: str) -> RunPublic:
+        return self._one(RunPublic, "POST", f"/runs/{ref}/submit")
+
+    def cancel_run(self, ref: str) -> RunPublic:
+        return self._one(RunPublic, "POST", f"/runs/{ref}/cancel")
+
+    def rerun(self, ref: str) -> RunPublic:
+        return self._one(RunPublic, "POST", f"/runs/{ref}/rerun")
+
+    def run_logs(self, ref: str) -> list[StepLogPublic]:
+        return self._many(StepLogPublic, f"/runs/{ref}/logs")
+
+    def step_log(self, ref: str, index: int) -> str:
+        return self.request("GET", f"/runs/{ref}/steps/{index}/log").text
+
+    def run_metrics(self, ref: str) -> RunMetrics:
+        return self._one(RunMetrics, "GET", f"/runs/{ref}/metrics")
+
+    def compare(self, runs: list[str], reference: str | None = None) -> list[ComparisonPublic]:
+        response = self.request("POST", "/runs/compare",
+                                json={"runs": runs, "reference": reference})
+        return TypeAdapter(list[ComparisonPublic]).validate_python(response.json())
+
+    def run_artifacts(self, ref: str) -> list[ArtifactPublic]:
+        return self._many(ArtifactPublic, f"/runs/{ref}/artifacts")
+
+    def download_artifact(self, ref: str, sha: str, dest: Path | str) -> Path:
+        return self._download(f"/runs/{ref}/artifacts/{sha}", dest)
+
+    def download_output(self, ref: str, dest: Path | str) -> Path:
+        """The run's output; ``dest`` may be a directory (the server's file name is used)."""
+        return self._download(f"/runs/{ref}/output", dest)
+
+    def export_run(self, ref: str, dest: Path | str) -> Path:
+        """A zip of output, metrics.json, pipeline.yaml and lineage.json."""
+        return self._download(f"/runs/{ref}/export", dest)
+
+    def events(self, ref: str) -> Iterator[tuple[str, RunEventPublic | RunPublic | dict[str, Any]]]:
+        """The run's server-sent events as ``(name, payload)``: ``run`` (a RunPublic),
+        ``progress`` (a RunEventPublic), then ``end``; the iterator stops at the end."""
+        with self._http.stream("GET", f"{API}/runs/{ref}/events", headers=self._headers(),
+                               timeout=httpx.Timeout(30.0, read=None)) as response:
+            _raise_for_error(response)
+            name, data = "message", []
+            for line in response.iter_lines():
+                if line.startswith(":"):
+                    continue
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line and data:
+                    payload = json.loads("\n".join(data))
+                    if name == "run":
+                        yield name, RunPublic.model_validate(payload)
+                    elif name == "progress":
+                        yield name, RunEventPublic.model_validate(payload)
+                    else:
+                        yield name, payload
+                    if name == "end":
+                        return
+                    name, data = "message", []
+
+    def follow(self, ref: str,
+               on_event: Callable[[RunEventPublic], object] | None = None) -> RunPublic:
+        """Wait for a run to finish, passing each progress event to ``on_event``."""
+        final: RunPublic | None = None
+        for name, payload in self.events(ref):
+            if name == "progress" and on_event is not None:
+                on_event(payload)  # type: ignore[arg-type]
+            elif name == "run":
+                final = payload  # type: ignore[assignment]
+        return final if final is not None else self.get_run(ref)
+
+    # webhooks -----------------------------------------------------------------------------
+
+    def create_webhook(self, url: str, *, project: str | None = None,
+                       secret: str | None = None,
+                       events: list[str] | None = None) -> WebhookCreated:
+        body = {"url": url, "project": project, "secret": secret, "events": events}
+        return self._one(WebhookCreated, "POST", "/webhooks",
+                         json={k: v for k, v in body.items() if v is not None})
+
+    def list_webhooks(self, project: str | None = None) -> list[WebhookPublic]:
+        return self._many(WebhookPublic, "/webhooks", params={"project": project})
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self.request("DELETE", f"/webhooks/{webhook_id}")
+
+
+def _attachment_name(response: httpx.Response, fallback: str) -> str:
+    from email.message import Message
+
+    message = Message()
+    message["content-disposition"] = response.headers.get("content-disposition", "")
+    name = message.get_filename() or fallback
+    return Path(name).name or fallback
