@@ -1,0 +1,137 @@
+"""Imports from the Hugging Face Hub: through ``HF_ENDPOINT`` (a local server speaking the
+few endpoints ``hf_hub_download`` uses) and from a pre-populated offline cache."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from api_support import API, assert_error_shape
+from fastapi.testclient import TestClient
+
+from tinymlaas.client import Client
+
+COMMIT = "a" * 40
+
+
+class FakeHub:
+    """Serves ``HEAD``/``GET /[datasets/]{repo}/resolve/{revision}/{file}``."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.requests: list[tuple[str, str]] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self, body: bool) -> None:
+                hub.requests.append((self.command, self.path))
+                key = self.path.split("?")[0].replace("/resolve/main/", "/")
+                data = hub.files.get(key)
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("X-Error-Message", "Entry not found")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self) -> None:
+                self._answer(body=False)
+
+            def do_GET(self) -> None:
+                self._answer(body=True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def fake_hub(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch,
+             tmp_path: Path) -> Iterator[FakeHub]:
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(1)
+    np.savez(buffer, X=rng.random((60, 4), dtype=np.float32), y=rng.integers(0, 2, 60))
+    hub = FakeHub({"/org/tiny/model.onnx": tiny_onnx.read_bytes(),
+                   "/datasets/org/points/train.npz": buffer.getvalue()})
+    thread = threading.Thread(target=hub.server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    yield hub
+    hub.server.shutdown()
+
+
+def test_import_through_hf_endpoint(http: TestClient, alice: Client, fake_hub: FakeHub,
+                                    tiny_onnx: Path, tmp_path: Path) -> None:
+    model = alice.import_model("org/tiny", "model.onnx", name="hub-model")
+    assert (model.name, model.kind, model.description) == ("hub-model", "onnx",
+                                                           "hf://org/tiny/model.onnx")
+    assert model.artifact_sha == hashlib.sha256(tiny_onnx.read_bytes()).hexdigest()
+    assert ("GET", "/org/tiny/resolve/main/model.onnx") in fake_hub.requests
+    # The second import of the same file comes from the cache: no new GET.
+    gets = sum(1 for method, _ in fake_hub.requests if method == "GET")
+    again = alice.import_model("org/tiny", "model.onnx", name="hub-model-2")
+    assert again.artifact_sha == model.artifact_sha
+    assert sum(1 for method, _ in fake_hub.requests if method == "GET") == gets
+
+    dataset = alice.import_dataset("org/points", "train.npz")
+    assert (dataset.name, dataset.num_samples, dataset.feature_shape) == ("train", 60, [4])
+
+    missing = http.post(f"{API}/models/hub", headers={"Authorization": f"Bearer {alice.token}"},
+                        json={"repo_id": "org/tiny", "filename": "absent.onnx"})
+    assert missing.status_code == 404
+    assert_error_shape(missing.json(), "not_found")
+    bad = http.post(f"{API}/models/hub", headers={"Authorization": f"Bearer {alice.token}"},
+                    json={"repo_id": "../etc", "filename": "../passwd"})
+    assert bad.status_code == 400
+    assert {m.name for m in alice.list_models()} == {"hub-model", "hub-model-2"}
+
+
+def _populate_cache(cache: Path, repo_id: str, filename: str, data: bytes) -> None:
+    """The exact layout hf_hub_download writes: refs, blobs and snapshot symlinks."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(data)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    snapshot = repo / "snapshots" / COMMIT / filename
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(Path("../../blobs") / blob.name)
+
+
+def test_import_offline_from_the_cache(http: TestClient, alice: Client, tiny_onnx: Path,
+                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "offline-cache"
+    _populate_cache(cache, "org/cached", "model.onnx", tiny_onnx.read_bytes())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    model = alice.import_model("org/cached", "model.onnx")
+    assert model.name == "model"
+    assert model.artifact_sha == hashlib.sha256(tiny_onnx.read_bytes()).hexdigest()
+
+    not_cached = http.post(f"{API}/models/hub",
+                           headers={"Authorization": f"Bearer {alice.token}"},
+                           json={"repo_id": "org/elsewhere", "filename": "model.onnx"})
+    assert not_cached.status_code == 404
+    assert "offline" in not_cached.json()["message"]
+    assert [m.name for m in alice.list_models()] == ["model"]
