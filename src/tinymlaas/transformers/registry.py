@@ -29,6 +29,12 @@ BUILTIN: dict[str, str] = {
     "quantize-static": "tinymlaas.transformers.onnx.quantize:QuantizeStatic",
     "fp16": "tinymlaas.transformers.onnx.fp16:Float16",
     "external": "tinymlaas.transformers.external:External",
+    "prune-structured": "tinymlaas.transformers.torch.prune_structured:PruneStructured",
+    "prune-magnitude": "tinymlaas.transformers.torch.prune_magnitude:PruneMagnitude",
+    "sparsify": "tinymlaas.transformers.torch.sparsify:Sparsify",
+    "factorize-lowrank": "tinymlaas.transformers.torch.factorize_lowrank:FactorizeLowRank",
+    "distill": "tinymlaas.transformers.torch.distill:Distill",
+    "qat": "tinymlaas.transformers.torch.qat:Qat",
 }
 
 

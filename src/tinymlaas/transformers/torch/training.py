@@ -340,13 +340,15 @@ def fine_tune(model: nn.Module, data: TrainingData, params: TrainParams, ctx: St
               teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.0,
               after_step: Callable[[], None] | None = None,
               span: tuple[float, float] = (0.1, 0.9), label: str = "fine-tuning",
-              ) -> list[float]:
+              set_mode: Callable[[bool], None] | None = None) -> list[float]:
     """Train ``model`` in place on ``data``; returns the mean loss of each epoch.
 
     With a ``teacher``, the loss is ``alpha * distillation + (1 - alpha) * task loss``; for
     tasks without labels the teacher's outputs are the target. ``after_step`` runs after
-    every optimiser step (e.g. to re-apply pruning masks).
+    every optimiser step (e.g. to re-apply pruning masks); ``set_mode`` replaces
+    ``model.train(flag)`` for graphs that switch modes differently (exported programs).
     """
+    set_mode = set_mode or model.train
     torch.manual_seed(params.seed)
     if params.epochs == 0:
         return []
@@ -359,7 +361,7 @@ def fine_tune(model: nn.Module, data: TrainingData, params: TrainParams, ctx: St
     if teacher is not None:
         teacher.eval()
     for epoch in range(params.epochs):
-        model.train()
+        set_mode(True)
         order = torch.randperm(len(data), generator=generator)
         total, batches = 0.0, 0
         for start in range(0, len(order), params.batch_size):
@@ -390,15 +392,16 @@ def fine_tune(model: nn.Module, data: TrainingData, params: TrainParams, ctx: St
         ctx.progress(span[0] + (span[1] - span[0]) * (epoch + 1) / params.epochs,
                      f"{label}: epoch {epoch + 1}/{params.epochs}, loss {losses[-1]:.4f}")
         ctx.log.info("%s epoch %d loss %.5f", label, epoch + 1, losses[-1])
-    model.eval()
+    set_mode(False)
     return losses
 
 
-def evaluate_accuracy(model: nn.Module, data: TrainingData) -> float | None:
+def evaluate_accuracy(model: nn.Module, data: TrainingData,
+                      set_mode: Callable[[bool], None] | None = None) -> float | None:
     """Top-1 accuracy in percent on ``data`` (classification only)."""
     if data.task is not Task.classification:
         return None
-    model.eval()
+    (set_mode or model.train)(False)
     with torch.no_grad():
         correct = sum(int((model(data.X[i:i + 512]).reshape(len(data.X[i:i + 512]), -1)
                            .argmax(1) == data.y[i:i + 512]).sum())
@@ -445,3 +448,64 @@ def save_exported(model: nn.Module, shape: list[int], target: Path) -> Path:
                                     f"{str(exc).strip().splitlines()[0][:300]}") from exc
     torch.export.save(program, str(target))
     return target
+
+
+# the base of the training steps ----------------------------------------------------------------
+
+
+def output_layers(model: fx.GraphModule) -> list[nn.Module]:
+    """The convolution or linear layers whose outputs reach the model output unchanged in
+    width (they fix the number of classes, so pruning must leave them alone)."""
+    layers = prunable_layers(model)
+    found: list[nn.Module] = []
+    output = next(n for n in model.graph.nodes if n.op == "output")
+    pending = list(output.all_input_nodes)
+    seen: set[fx.Node] = set()
+    while pending:
+        node = pending.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op == "call_module" and node.target in layers:
+            found.append(layers[node.target])
+            continue
+        pending.extend(n for n in node.all_input_nodes if n.op != "get_attr")
+    return found
+
+
+class TrainingStep:
+    """Mixin with the load / measure / save frame shared by the training transformers.
+
+    Subclasses implement ``transform(ctx, model, data, shape) -> (model, metrics)``.
+    """
+
+    accepts = TRAINABLE_KINDS
+    produces = ArtifactKind.torch_exported
+    needs = "train"
+
+    def transform(self, ctx: StepContext, model: fx.GraphModule, data: TrainingData,
+                  shape: list[int]) -> tuple[nn.Module, dict[str, Any]]:
+        raise NotImplementedError
+
+    def run(self, ctx: StepContext) -> Any:
+        from tinymlaas.transformers.base import StepOutput
+
+        torch.manual_seed(getattr(ctx.params, "seed", 0))
+        ctx.progress(0.02, "loading the model")
+        model = load_trainable(ctx.input_path, ctx.input_kind)
+        shape = sample_shape(ctx.input_specs, ctx.input_path, ctx.input_kind)
+        data = training_data(ctx, shape)
+        before = {"parameters_before": count_parameters(model),
+                  "macs_before": count_macs(model, shape)}
+        result, metrics = self.transform(ctx, model, data, shape)
+        ctx.progress(0.95, "exporting")
+        out = save_exported(result, shape, ctx.out_dir / "model.pt2")
+        after = {"parameters_after": count_parameters(result),
+                 "macs_after": count_macs(result, shape)}
+        summary = {**before, **after,
+                   "parameter_ratio": after["parameters_after"]
+                   / max(1, before["parameters_before"]),
+                   "mac_ratio": after["macs_after"] / max(1, before["macs_before"]),
+                   "train_accuracy": evaluate_accuracy(result, data), **metrics}
+        ctx.log.info("%s", summary)
+        return StepOutput(out, ArtifactKind.torch_exported, summary)
