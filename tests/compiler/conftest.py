@@ -63,6 +63,7 @@ def _train_cnn(x: np.ndarray, y: np.ndarray, path: Path) -> Path:
 def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, per_channel: bool,
                  activations: str = "int8") -> Path:
     """ONNX Runtime static QDQ quantization (int8 weights)."""
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -70,8 +71,6 @@ def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, per_channel: 
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    import onnx
 
     name = onnx.load(str(src)).graph.input[0].name
 

@@ -24,10 +24,10 @@ UNSUPPORTED_CASES: dict[str, str] = {
     "test_add_uint64": "uint64 tensors",
     "test_averagepool_3d_default": "3-D pooling windows",
     "test_averagepool_3d_dilations_small": "3-D pooling windows",
-    "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True": "3-D pooling windows",
-    "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False": "3-D pooling windows",
-    "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True": "3-D pooling windows",
-    "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False": "3-D pooling windows",
+    "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True": "3-D pooling windows",  # noqa: E501
+    "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False": "3-D pooling windows",  # noqa: E501
+    "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True": "3-D pooling windows",  # noqa: E501
+    "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False": "3-D pooling windows",  # noqa: E501
     "test_batchnorm_example_training_mode": "training-mode semantics",
     "test_batchnorm_epsilon_training_mode": "training-mode semantics",
     "test_dequantizelinear_e4m3fn": "float8e4m3fn tensors",

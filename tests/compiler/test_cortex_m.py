@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_tool
 from graphs import tflite_style_int8
 
+from conftest import require_tool
 from tinymlaas.compiler import HostModel, compile_onnx
 from tinymlaas.compiler.cortex_m import elf_sizes, run_cortex_m, toolchain_missing
 

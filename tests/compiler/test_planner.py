@@ -22,7 +22,8 @@ def test_random_plans_are_valid(seed: int) -> None:
     intervals = []
     for _ in range(40):
         first = int(rng.integers(0, 30))
-        intervals.append(Interval(int(rng.integers(1, 5000)), first, first + int(rng.integers(0, 6))))
+        last = first + int(rng.integers(0, 6))
+        intervals.append(Interval(int(rng.integers(1, 5000)), first, last))
     size = plan_arena(intervals)
     for i, a in enumerate(intervals):
         assert a.offset % ALIGNMENT == 0

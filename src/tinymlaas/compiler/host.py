@@ -139,7 +139,8 @@ class HostModel:
             if array.shape == shape:
                 prepared.append(np.ascontiguousarray(array).reshape(1, *shape))
                 continue
-            if shape and shape[0] == 1 and array.shape[1:] == shape[1:] and array.ndim == len(shape):
+            batched = array.ndim == len(shape) and array.shape[1:] == shape[1:]
+            if shape and shape[0] == 1 and batched:
                 batch, looped = array.shape[0], True
                 prepared.append(np.ascontiguousarray(array))
                 continue

@@ -30,7 +30,7 @@ def load_model(source: str | Path | onnx.ModelProto) -> onnx.ModelProto:
         raise InvalidInputError(f"No ONNX model at {path}.", {"path": str(path)})
     try:
         return onnx.load(str(path), load_external_data=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad input
+    except Exception as exc:
         raise InvalidInputError(f"{path.name} is not a readable ONNX model: {exc}.") from exc
 
 
@@ -83,10 +83,10 @@ def prepare(
             simplified, ok = onnxsim.simplify(model)
             if ok:
                 model = simplified
-        except Exception as exc:  # noqa: BLE001 - simplification is an optimisation only
+        except Exception as exc:
             log.info("onnxsim could not simplify the model (%s); compiling it as it is", exc)
     try:
         shapes = static_shapes(model, batch=batch)
-    except Exception as exc:  # noqa: BLE001 - shape inference failures are user errors
+    except Exception as exc:
         raise UnsupportedModelError(f"Shape inference failed: {exc}.") from exc
     return model, shapes

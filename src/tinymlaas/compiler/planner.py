@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from tinymlaas.compiler.ir import At, Buffer, Program, Tensor
 
-__all__ = ["ALIGNMENT", "Interval", "apply_inplace", "compute_lifetimes", "plan_arena", "plan_program"]
+__all__ = [
+    "ALIGNMENT",
+    "Interval",
+    "apply_inplace",
+    "compute_lifetimes",
+    "plan_arena",
+    "plan_program",
+]
 
 #: Arena offsets are multiples of this many bytes (SIMD loads, any scalar type).
 ALIGNMENT = 16
