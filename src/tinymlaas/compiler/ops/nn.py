@@ -180,13 +180,16 @@ def _fully_connected(
     elif tail.bias is not None:
         bias = tail.bias
     q_bias = _int_bias(bias, a.scale, w_scales)
+    # sum((a - az) * w) = sum(a * w) - az * sum(w): fold the input zero point into the bias.
+    folded = q_bias.astype(np.int64) - a.zero_point * w_nk.astype(np.int64).sum(axis=1)
+    q_bias = np.clip(folded, _INT32.min, _INT32.max).astype(np.int32)
     mult, shift = _requant(np.float64(a.scale) * w_scales / np.float64(tail.scale))
     out = lw.new(out_shape, tail.dtype)
     low, high = tail.int_bounds()
     lw.emit(
         f"tm_qgemm_{type_code(a.tensor.dtype)}{type_code(tail.dtype)}",
         [a.tensor, lw.const_tensor(np.ascontiguousarray(w_nk)), lw.const_tensor(q_bias), out,
-         rows, k, n_out, a.zero_point, tail.zero_point, mult, shift, low, high],
+         rows, k, n_out, 0, tail.zero_point, mult, shift, low, high],
         [out], macs=rows * k * n_out, nodes=tail.nodes,
     )
     lw.consume(tail.nodes)
