@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="tinymlaas")
     except TinymlaasError as exc:
-        err_console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err_console.print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
 
 

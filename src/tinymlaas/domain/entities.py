@@ -154,6 +154,10 @@ class Device(Entity):
 class PipelineStep(Entity):
     transformer: str
     params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0, description="Wall-clock limit of "
+                                    "this step (default: the TINYMLAAS_STEP_TIMEOUT_S setting).")
+    memory_mb: int | None = Field(default=None, gt=0, description="Resident memory limit "
+                                  "(default: the TINYMLAAS_STEP_MEMORY_MB setting).")
 
 
 class Pipeline(Entity):

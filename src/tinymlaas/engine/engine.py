@@ -31,6 +31,7 @@ from tinymlaas.domain import (
     Evaluation,
     Model,
     Pipeline,
+    PipelineStep,
     Run,
     RunStatus,
     StepRecord,
@@ -70,6 +71,7 @@ EventCallback = Callable[[RunEvent], None]
 
 @dataclass
 class PlannedStep:
+    spec: PipelineStep
     transformer: str
     version: str
     params: BaseModel
@@ -96,14 +98,11 @@ class Engine:
     """Runs pipelines against the stores through an executor."""
 
     def __init__(self, meta: MetadataStore, artifacts: LocalArtifactStore, executor: Executor,
-                 work_root: Path, *, step_timeout_s: float | None = None,
-                 step_memory_mb: int | None = None, workers: int = 2) -> None:
+                 work_root: Path, *, workers: int = 2) -> None:
         self.meta = meta
         self.artifacts = artifacts
         self.executor = executor
         self.work_root = Path(work_root)
-        self.step_timeout_s = step_timeout_s
-        self.step_memory_mb = step_memory_mb
         self.workers = workers
         self._active: dict[str, Any] = {}
         self._cancelled: set[str] = set()
@@ -132,7 +131,7 @@ class Engine:
                 raise InvalidInputError(f"{where}({step.transformer}) needs a dataset "
                                         f"({transformer.needs} split); give the run one")
             out_kind = transformer.output_kind(kind, params)
-            planned.append(PlannedStep(step.transformer, transformer.version, params, kind,
+            planned.append(PlannedStep(step, step.transformer, transformer.version, params, kind,
                                        out_kind, transformer.needs))
             kind = out_kind
         return planned
@@ -227,13 +226,12 @@ class Engine:
 
     def _dispatch(self, run_id: str, job: dict[str, Any],
                   progress: Callable[[float, str], None]) -> JobResult:
-        if self.step_timeout_s:
-            job.setdefault("timeout_s", self.step_timeout_s)
-        if self.step_memory_mb:
-            job.setdefault("memory_mb", self.step_memory_mb)
         handle = self.executor.submit(job)
         with self._lock:
             self._active[run_id] = handle
+            cancelled = run_id in self._cancelled
+        if cancelled:  # cancelled while the job was being submitted
+            self.executor.cancel(handle)
         try:
             return self.executor.wait(handle, progress)
         finally:
@@ -264,7 +262,8 @@ class Engine:
                "job_dir": str(job_dir), "transformer": plan.transformer, "params": params,
                "input": self._input_job(current, job_dir),
                "input_specs": [s.model_dump() for s in model.inputs],
-               "dataset": self._dataset_job(dataset) if plan.needs != "none" else None}
+               "dataset": self._dataset_job(dataset) if plan.needs != "none" else None,
+               "timeout_s": plan.spec.timeout_s, "memory_mb": plan.spec.memory_mb}
 
         def progress(fraction: float, message: str) -> None:
             emit(RunEvent(run.id, step.index, StepStatus.running.value, fraction, message))
