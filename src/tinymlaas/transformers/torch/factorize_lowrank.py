@@ -2,7 +2,8 @@
 
 A linear layer ``W (out x in)`` becomes ``in -> r -> out``; a ``k x k`` convolution
 becomes a ``k x k`` convolution to ``r`` channels followed by a ``1 x 1`` convolution to
-the original outputs. The rank keeps ``energy`` of the squared singular values, or is
+the original outputs. Layers producing the model output stay as they are unless
+``include_output``. The rank keeps ``energy`` of the squared singular values, or is
 ``rank_ratio`` of the full rank; a layer is only factorized when that saves parameters.
 """
 
@@ -22,6 +23,7 @@ from tinymlaas.transformers.torch.training import (
     TrainingStep,
     TrainParams,
     fine_tune,
+    output_layers,
 )
 
 __all__ = ["FactorizeLowRank", "FactorizeParams", "choose_rank", "factorize_layer"]
@@ -34,6 +36,9 @@ class FactorizeParams(TrainParams):
                                      "of the full rank, instead of the energy rule.")
     include_convs: bool = Field(default=True, description="Factorize convolutions too.")
     keep_layers: list[str] = Field(default_factory=list, description="Layers left as they are.")
+    include_output: bool = Field(default=False, description="Factorize the layers producing "
+                                 "the model output too (a narrow bottleneck before the "
+                                 "classes costs accuracy).")
     min_saving: float = Field(default=0.1, ge=0, lt=1, description="Only factorize a layer "
                               "when it saves at least this share of its weights.")
 
@@ -82,7 +87,10 @@ class FactorizeLowRank(TrainingStep, Transformer):
                   shape: list[int]) -> tuple[nn.Module, dict[str, Any]]:
         params: FactorizeParams = ctx.params
         ranks: dict[str, dict[str, int]] = {}
+        outputs = output_layers(model)
         for name, layer in selected_layers(model, params.keep_layers).items():
+            if any(layer is o for o in outputs) and not params.include_output:
+                continue
             if not isinstance(layer, nn.Linear) and (not params.include_convs or
                                                      layer.groups != 1):
                 continue
