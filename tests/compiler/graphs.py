@@ -140,3 +140,31 @@ def unsupported_graph() -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def residual_block(seed: int = 0) -> onnx.ModelProto:
+    """x -> Conv -> Relu -> Conv -> Add(x) -> Relu, NCHW 1x4x8x8 (a ResNet basic block)."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init("w1", rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32)),
+        _init("b1", rng.normal(0, 0.1, 4).astype(np.float32)),
+        _init("w2", rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32)),
+        _init("b2", rng.normal(0, 0.1, 4).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "x"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "residual",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from string import Template
 
-__all__ = ["C_TYPES", "PRELUDE", "kernel_source", "split_func"]
+__all__ = ["C_TYPES", "PRELUDE", "kernel_dependencies", "kernel_source", "split_func"]
 
 #: Element type codes used in kernel names, and their C types.
 C_TYPES: dict[str, str] = {
@@ -56,8 +56,14 @@ PRELUDE = r"""
 #define INFINITY (1.0f / 0.0f)
 #endif
 
+#if defined(__GNUC__)
+#define TM_INLINE static inline __attribute__((always_inline))
+#else
+#define TM_INLINE static inline
+#endif
+
 /* TFLite SaturatingRoundingDoublingHighMul. */
-static inline int32_t tm_srdhm(int32_t a, int32_t b) {
+TM_INLINE int32_t tm_srdhm(int32_t a, int32_t b) {
   if (a == b && a == INT32_MIN) return INT32_MAX;
   const int64_t ab = (int64_t)a * (int64_t)b;
   const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
@@ -65,7 +71,7 @@ static inline int32_t tm_srdhm(int32_t a, int32_t b) {
 }
 
 /* TFLite RoundingDivideByPOT: rounds half away from zero. */
-static inline int32_t tm_rdbpot(int32_t x, int e) {
+TM_INLINE int32_t tm_rdbpot(int32_t x, int e) {
   const int32_t mask = (int32_t)(((int64_t)1 << e) - 1);
   const int32_t rem = x & mask;
   const int32_t thr = (mask >> 1) + (x < 0 ? 1 : 0);
@@ -73,7 +79,7 @@ static inline int32_t tm_rdbpot(int32_t x, int e) {
 }
 
 /* TFLite MultiplyByQuantizedMultiplier. */
-static inline int32_t tm_mbqm(int32_t x, int32_t m, int32_t shift) {
+TM_INLINE int32_t tm_mbqm(int32_t x, int32_t m, int32_t shift) {
   const int left = shift > 0 ? shift : 0;
   const int right = shift > 0 ? 0 : -shift;
   return tm_rdbpot(tm_srdhm((int32_t)((uint32_t)x << left), m), right);
@@ -87,6 +93,18 @@ static inline int32_t tm_clampi(int32_t v, int32_t lo, int32_t hi) {
   return v < lo ? lo : (v > hi ? hi : v);
 }
 
+static inline float tm_clampf(float v, float lo, float hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* One element of TFLite's quantized Add; u and v are already offset by their zero points. */
+TM_INLINE int32_t tm_qadd1(int32_t u, int32_t v, int32_t ma, int32_t sha, int32_t mb,
+                               int32_t shb, int32_t my, int32_t shy, int32_t yz, int32_t lo,
+                               int32_t hi) {
+  const int32_t sum = tm_mbqm(u * (1 << 20), ma, sha) + tm_mbqm(v * (1 << 20), mb, shb);
+  return tm_clampi(tm_mbqm(sum, my, shy) + yz, lo, hi);
+}
+
 /* First kernel tap k with i0 + k * d >= 0. */
 static inline int tm_kbegin(int i0, int d) { return i0 >= 0 ? 0 : (-i0 + d - 1) / d; }
 
@@ -98,12 +116,42 @@ static inline int tm_kend(int i0, int d, int kn, int n) {
 }
 """
 
+_CONV_TILE = r"""
+/* Accumulate one tile [t0, t1) of an output row: every (channel, ky, kx) tap adds a weight
+   times a contiguous input run (for stride 1), so the inner loop is long and vectorises;
+   padding is skipped, never read. Shared by the plain and the fused kernels. */
+static void tm_${TILE}(const $XT* xg, const $WT* wm, $AT* acc, $AT bias, int cg, int H,
+                       int W, int KH, int KW, int SW, int DH, int DW, int PL, int iy0,
+                       int ky0, int ky1, int t0, int t1, $AT xz) {
+  (void)xz;
+  for (int i = 0; i < t1 - t0; ++i) acc[i] = bias;
+  for (int c = 0; c < cg; ++c) {
+    const $XT* xc = xg + (size_t)c * H * W;
+    const $WT* wc = wm + c * KH * KW;
+    for (int ky = ky0; ky < ky1; ++ky) {
+      const $XT* xr = xc + (iy0 + ky * DH) * W;
+      const $WT* wr = wc + ky * KW;
+      for (int kx = 0; kx < KW; ++kx) {
+        const $AT wv = ($AT)wr[kx];
+        const int off = kx * DW - PL;
+        int lo = t0, hi = t1;
+        if (W - 1 - off < 0) continue;
+        if (off < 0 && lo < (-off + SW - 1) / SW) lo = (-off + SW - 1) / SW;
+        if (hi > (W - 1 - off) / SW + 1) hi = (W - 1 - off) / SW + 1;
+        if (SW == 1) {
+          for (int ox = lo; ox < hi; ++ox) acc[ox - t0] += wv * ($AT)(xr[ox + off] - xz);
+        } else {
+          for (int ox = lo; ox < hi; ++ox) acc[ox - t0] += wv * ($AT)(xr[ox * SW + off] - xz);
+        }
+      }
+    }
+  }
+}
+"""
+
 _CONV_BODY = r"""
-/* Direct convolution, one output row at a time in tiles of TM_TILE columns: every
-   (channel, ky, kx) tap adds a weight times a contiguous input run (for stride 1) to the
-   tile, so the inner loop is long and vectorises; padding is skipped, never read. */
-#define TM_LOAD(v) $LOAD
-#define TM_STORE(a) $STORE
+/* Direct convolution, one output row at a time in tiles of TM_TILE columns. */
+#define TM_STORE(a, j) $STORE
 static void tm_${NAME}(const $XT* x, const $WT* w, const $BT* b, $YT* y,
                        int N, int C, int H, int W, int M, int OH, int OW, int KH, int KW,
                        int SH, int SW, int PT, int PL, int DH, int DW, int G, $EXTRA) {
@@ -121,48 +169,51 @@ static void tm_${NAME}(const $XT* x, const $WT* w, const $BT* b, $YT* y,
         const int ky0 = tm_kbegin(iy0, DH), ky1 = tm_kend(iy0, DH, KH, H);
         for (int t0 = 0; t0 < OW; t0 += TM_TILE) {
           const int t1 = t0 + TM_TILE < OW ? t0 + TM_TILE : OW;
-          for (int i = 0; i < t1 - t0; ++i) acc[i] = bias;
-          for (int c = 0; c < cg; ++c) {
-            const $XT* xc = xg + (size_t)c * H * W;
-            const $WT* wc = wm + c * KH * KW;
-            for (int ky = ky0; ky < ky1; ++ky) {
-              const $XT* xr = xc + (iy0 + ky * DH) * W;
-              const $WT* wr = wc + ky * KW;
-              for (int kx = 0; kx < KW; ++kx) {
-                const $AT wv = ($AT)wr[kx];
-                const int off = kx * DW - PL;
-                int lo = t0, hi = t1;
-                if (W - 1 - off < 0) continue;
-                if (off < 0 && lo < (-off + SW - 1) / SW) lo = (-off + SW - 1) / SW;
-                if (hi > (W - 1 - off) / SW + 1) hi = (W - 1 - off) / SW + 1;
-                if (SW == 1) {
-                  for (int ox = lo; ox < hi; ++ox) acc[ox - t0] += wv * TM_LOAD(xr[ox + off]);
-                } else {
-                  for (int ox = lo; ox < hi; ++ox) acc[ox - t0] += wv * TM_LOAD(xr[ox * SW + off]);
-                }
-              }
-            }
+          tm_${TILE}(xg, wm, acc, bias, cg, H, W, KH, KW, SW, DH, DW, PL, iy0, ky0, ky1, t0,
+                     t1, $ZP);
+          for (int i = 0; i < t1 - t0; ++i) {
+            const int j = oy * OW + t0 + i;
+            ym[j] = TM_STORE(acc[i], j);
           }
-          for (int i = 0; i < t1 - t0; ++i) ym[oy * OW + t0 + i] = TM_STORE(acc[i]);
         }
       }
     }
   }
 }
-#undef TM_LOAD
 #undef TM_STORE
 """
 _CONV_F32 = Template(_CONV_BODY).substitute(
     NAME="conv2d_f32", XT="float", WT="float", BT="float", YT="float", AT="float",
-    EXTRA="float lo, float hi", PRE="", LOAD="(v)",
+    EXTRA="float lo, float hi", PRE="", TILE="convtile_f32", ZP="0.0f",
     STORE="((a) < lo ? lo : ((a) > hi ? hi : (a)))",
+)
+# Convolution with a residual Add fused in: y = act(conv(x) + r); r may share y's memory.
+_CONV_ADD_F32 = Template(_CONV_BODY).substitute(
+    NAME="conv2d_add_f32", XT="float", WT="float", BT="float", YT="float", AT="float",
+    EXTRA="const float* r, float lo, float hi", TILE="convtile_f32", ZP="0.0f",
+    PRE="const float* rm = r + ((size_t)n * M + m) * OH * OW;",
+    STORE="tm_clampf((a) + rm[j], lo, hi)",
 )
 _QCONV = Template(_CONV_BODY).safe_substitute(
     NAME="qconv2d_$S", WT="int8_t", BT="int32_t", AT="int32_t",
     EXTRA=("int32_t xz, int32_t yz, const int32_t* mult, const int32_t* shift, "
            "int32_t lo, int32_t hi"),
-    PRE="const int32_t mm = mult[m], sm = shift[m];", LOAD="((int32_t)(v) - xz)",
+    PRE="const int32_t mm = mult[m], sm = shift[m];", TILE="convtile_$XC", ZP="xz",
     STORE="(($YT)tm_clampi(tm_mbqm((a), mm, sm) + yz, lo, hi))",
+)
+# Quantized convolution whose int8 result feeds a quantized residual Add (TFLite
+# arithmetic for both): the convolution's output tensor is never stored.
+_QCONV_ADD = Template(_CONV_BODY).safe_substitute(
+    NAME="qconv2d_add_$S", WT="int8_t", BT="int32_t", AT="int32_t",
+    EXTRA=("int32_t xz, int32_t cz, const int32_t* mult, const int32_t* shift, "
+           "int32_t clo, int32_t chi, const $YT* r, int32_t rz, int32_t yz, int32_t ma, "
+           "int32_t sha, int32_t mb, int32_t shb, int32_t my, int32_t shy, int32_t lo, "
+           "int32_t hi"),
+    PRE=("const int32_t mm = mult[m], sm = shift[m];\n"
+         "      const $YT* rm = r + ((size_t)n * M + m) * OH * OW;"),
+    TILE="convtile_$XC", ZP="xz",
+    STORE=("(($YT)tm_qadd1(tm_clampi(tm_mbqm((a), mm, sm) + cz, clo, chi) - cz, "
+           "(int32_t)rm[j] - rz, ma, sha, mb, shb, my, shy, yz, lo, hi))"),
 )
 
 _GEMM_F32 = r"""
@@ -176,8 +227,14 @@ static void tm_gemm_f32(const float* a, const float* b, const float* bias, float
       const float* am = a + (size_t)m * K;
       for (int n = 0; n < N; ++n) {
         const float* bn = b + (size_t)n * K;
-        float acc = 0.0f;
-        for (int k = 0; k < K; ++k) acc += am[k] * bn[k];
+        /* Eight partial sums: a fixed summation order the compiler can vectorise. */
+        float part[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        int k = 0;
+        for (; k + 8 <= K; k += 8)
+          for (int j = 0; j < 8; ++j) part[j] += am[k + j] * bn[k + j];
+        float acc = ((part[0] + part[4]) + (part[1] + part[5])) +
+                    ((part[2] + part[6]) + (part[3] + part[7]));
+        for (; k < K; ++k) acc += am[k] * bn[k];
         acc *= alpha;
         if (bias_mode == 1) acc += bias[n];
         else if (bias_mode == 2) acc += bias[(size_t)m * N + n];
@@ -634,6 +691,9 @@ BINARY_EXPR: dict[str, str] = {
 
 _FIXED: dict[str, str] = {
     "tm_conv2d_f32": _CONV_F32,
+    "tm_conv2d_add_f32": _CONV_ADD_F32,
+    "tm_convtile_f32": Template(_CONV_TILE).substitute(
+        TILE="convtile_f32", XT="float", WT="float", AT="float").replace(" - xz)", ")"),
     "tm_gemm_f32": _GEMM_F32,
     "tm_matmul_f32": _MATMUL_F32,
     "tm_avgpool_f32": _AVGPOOL_F32,
@@ -645,6 +705,8 @@ _FIXED: dict[str, str] = {
 # Templated kernels: base name -> (template, number of type parameters).
 _TEMPLATES: dict[str, tuple[str, int]] = {
     "qconv2d": (_QCONV, 2),
+    "convtile": (_CONV_TILE, 1),
+    "qconv2d_add": (_QCONV_ADD, 2),
     "qgemm": (_QGEMM, 2),
     "maxpool": (_MAXPOOL, 1),
     "qavgpool": (_QAVGPOOL, 2),
@@ -667,6 +729,16 @@ def split_func(func: str) -> tuple[str, list[str]]:
     body = func.removeprefix("tm_")
     base, _, suffix = body.rpartition("_")
     return base, _TYPE_CODE.findall(suffix)
+
+
+def kernel_dependencies(func: str) -> list[str]:
+    """Kernels that ``func`` calls, which must be defined before it."""
+    base, types = split_func(func)
+    if base in ("conv2d", "conv2d_add"):
+        return ["tm_convtile_f32"]
+    if base in ("qconv2d", "qconv2d_add"):
+        return [f"tm_convtile_{types[0]}"]
+    return []
 
 
 def kernel_source(func: str) -> str:
@@ -699,6 +771,10 @@ def kernel_source(func: str) -> str:
     xt = C_TYPES[types[0]]
     yt = C_TYPES[types[-1]]
     values = {
+        "XC": types[0],
+        "TILE": f"convtile_{types[0]}",
+        "WT": "int8_t",
+        "AT": "int32_t",
         "S": suffix,
         "XT": xt,
         "YT": yt,

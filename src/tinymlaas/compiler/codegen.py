@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from tinymlaas.compiler.ckernels import PRELUDE, kernel_source
+from tinymlaas.compiler.ckernels import PRELUDE, kernel_dependencies, kernel_source
 from tinymlaas.compiler.ir import At, Buffer, CArray, Program, Tensor
 
 __all__ = ["c_identifier", "generate"]
@@ -151,8 +151,9 @@ def generate(program: Program, name: str = "model") -> tuple[str, str]:
     for kernel in program.kernels:
         if kernel.func.startswith("opaque_"):
             raise ValueError(f"cannot generate code for unsupported {kernel.func[7:]}")
-        if kernel.func not in funcs:
-            funcs.append(kernel.func)
+        for func in [*kernel_dependencies(kernel.func), kernel.func]:
+            if func not in funcs:
+                funcs.append(func)
         written = {id(w) for w in kernel.writes}
         args = ", ".join(emitter.argument(a, written) for a in kernel.args)
         if kernel.nodes:

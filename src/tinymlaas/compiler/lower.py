@@ -133,9 +133,15 @@ class Lowering:
     handlers: ClassVar[dict[str, Handler]] = {}
 
     def __init__(
-        self, model: onnx.ModelProto, shapes: dict[str, list[int]], *, strict: bool = True
+        self,
+        model: onnx.ModelProto,
+        shapes: dict[str, list[int]],
+        *,
+        strict: bool = True,
+        fuse_residual: bool = True,
     ) -> None:
         self.model = model
+        self.fuse_residual = fuse_residual
         self.graph = model.graph
         self.shapes = shapes
         self.strict = strict
@@ -152,6 +158,9 @@ class Lowering:
             for name in node.input:
                 if name:
                     self.consumers.setdefault(name, []).append((index, node))
+        self.producers: dict[str, onnx.NodeProto] = {
+            name: node for node in self.graph.node for name in node.output if name
+        }
         self._consts: dict[str, Tensor] = {}
         self._dequantized: dict[int, Tensor] = {}
         self.input_specs: list[IOSpec] = []
@@ -412,6 +421,20 @@ class Lowering:
             isinstance(value, Const) and value.array.dtype == FLOAT
         )
 
+    def peek_qact(self, name: str) -> QAct | None:
+        """The lazily dequantized value of ``name``, even before its DQ node is visited."""
+        value = self.values.get(name)
+        if isinstance(value, QAct):
+            return value
+        node = self.producers.get(name)
+        if value is not None or node is None or node.op_type != "DequantizeLinear":
+            return None
+        source = self.values.get(node.input[0])
+        params = self.quant_params(node)
+        if not isinstance(source, Act) or params is None or source.tensor.dtype != params[2]:
+            return None
+        return QAct(source.tensor, params[0], params[1], source.origin)
+
     def consume(self, nodes: list[onnx.NodeProto]) -> None:
         """Mark fused nodes as done."""
         ids = {id(n) for n in nodes}
@@ -598,7 +621,11 @@ def _np_dtype(elem_type: int) -> np.dtype | None:
 
 
 def lower(
-    model: onnx.ModelProto, shapes: dict[str, list[int]], *, strict: bool = True
+    model: onnx.ModelProto,
+    shapes: dict[str, list[int]],
+    *,
+    strict: bool = True,
+    fuse_residual: bool = True,
 ) -> Program:
     """Lower a prepared model (static shapes) to kernel calls.
 
@@ -607,10 +634,12 @@ def lower(
         shapes: Static shape of every value.
         strict: Raise on unsupported operators; otherwise stand-ins keep the program
             usable for memory and size estimates (``Program.unsupported`` lists them).
+        fuse_residual: Fuse a residual ``Add`` into the convolution producing one of its
+            inputs, so that convolution's output is never stored (less RAM).
 
     Raises:
         UnsupportedModelError: An operator, attribute or dtype the compiler cannot handle.
     """
     from tinymlaas.compiler import ops  # noqa: F401 - registers the handlers
 
-    return Lowering(model, shapes, strict=strict).lower()
+    return Lowering(model, shapes, strict=strict, fuse_residual=fuse_residual).lower()

@@ -142,8 +142,13 @@ def conv(lw: Lowering, node: onnx.NodeProto) -> None:
             bias = lw.const64(node.input[2]) if has_bias else None
             q_bias = _int_bias(bias, x_value.scale, w_scales)
             mult, shift = _requant(np.float64(x_value.scale) * w_scales / np.float64(tail.scale))
-            out = lw.new(y_shape, tail.dtype)
             low, high = tail.int_bounds()
+            head = [x_value.tensor, lw.const_tensor(w_value.q), lw.const_tensor(q_bias)]
+            if _fused_residual(lw, node, tail, y_shape, head, geometry,
+                               [x_value.zero_point, tail.zero_point, mult, shift, low, high],
+                               macs):
+                return
+            out = lw.new(y_shape, tail.dtype)
             lw.emit(
                 f"tm_qconv2d_{type_code(x_value.tensor.dtype)}{type_code(tail.dtype)}",
                 [x_value.tensor, lw.const_tensor(w_value.q), lw.const_tensor(q_bias), out,
@@ -156,11 +161,95 @@ def conv(lw: Lowering, node: onnx.NodeProto) -> None:
     x = lw.as_float(node.input[0])
     w = lw.as_float(node.input[1])
     b = lw.as_float(node.input[2]) if has_bias else None
+    if _fused_float_residual(lw, node, y_shape, [x, w, b], geometry, macs):
+        return
     ftail = lw.match_float_tail(node)
     out = lw.new(y_shape, FLOAT)
     lw.emit("tm_conv2d_f32", [x, w, b, out, *geometry, ftail.low, ftail.high], [out],
             macs=macs, nodes=ftail.nodes)
     _emit_float_tail(lw, out, node, ftail.output, ftail.nodes)
+
+
+def _residual_add(lw: Lowering, name: str) -> tuple[onnx.NodeProto, str] | None:
+    """The ``Add`` that ``name`` feeds alone, and the Add's other input."""
+    if not lw.fuse_residual:
+        return None
+    found = lw.sole_consumer(name)
+    if not found or found[1].op_type != "Add" or len(found[1].input) != 2:
+        return None
+    add = found[1]
+    other = add.input[1] if add.input[0] == name else add.input[0]
+    return (add, other) if other != name else None
+
+
+def _fused_residual(lw: Lowering, node: onnx.NodeProto, tail: Tail, y_shape: tuple[int, ...],
+                    head: list[object], geometry: list[int], conv_args: list[object],
+                    macs: int) -> bool:
+    """Conv -> Q -> DQ -> Add(residual) -> [Relu] -> Q as one kernel (TFLite arithmetic)."""
+    found = lw.sole_consumer(tail.output)
+    if not found or found[1].op_type != "DequantizeLinear":
+        return False
+    dq = found[1]
+    if lw.quant_params(dq) != (tail.scale, tail.zero_point, tail.dtype):
+        return False
+    match = _residual_add(lw, dq.output[0])
+    if match is None:
+        return False
+    add, other = match
+    residual = lw.peek_qact(other)
+    if (residual is None or residual.tensor.shape != y_shape
+            or residual.tensor.dtype != tail.dtype):
+        return False
+    add_tail = lw.match_tail(add)
+    if add_tail is None or add_tail.dtype != tail.dtype:
+        return False
+    from tinymlaas.compiler.quant import quantize_multiplier
+
+    twice_max = 2.0 * max(tail.scale, residual.scale)
+    ma, sha = quantize_multiplier(tail.scale / twice_max)
+    mb, shb = quantize_multiplier(residual.scale / twice_max)
+    my, shy = quantize_multiplier(twice_max / ((1 << 20) * add_tail.scale))
+    low, high = add_tail.int_bounds()
+    out = lw.new(y_shape, tail.dtype)
+    x = head[0]
+    assert isinstance(x, Tensor)
+    inplace = [(out, residual.tensor)] if residual.tensor.buffer is not x.buffer else []
+    nodes = [*tail.nodes, dq, add, *add_tail.nodes]
+    lw.emit(
+        f"tm_qconv2d_add_{type_code(x.dtype)}{type_code(tail.dtype)}",
+        [*head, out, *geometry, *conv_args, residual.tensor, residual.zero_point,
+         add_tail.zero_point, ma, sha, mb, shb, my, shy, low, high],
+        [out], macs=macs, nodes=nodes, inplace=inplace,
+    )
+    lw.consume(nodes)
+    lw.set(add_tail.output, Act(out, qparams=(add_tail.scale, add_tail.zero_point)))
+    return True
+
+
+def _fused_float_residual(lw: Lowering, node: onnx.NodeProto, y_shape: tuple[int, ...],
+                          head: list[object], geometry: list[int], macs: int) -> bool:
+    """Conv -> Add(residual) -> [Relu|Clip] as one float kernel."""
+    match = _residual_add(lw, node.output[0])
+    if match is None:
+        return False
+    add, other = match
+    value = lw.values.get(other)
+    if not isinstance(value, Act) or value.tensor.dtype != FLOAT or value.tensor.shape != y_shape:
+        return False
+    tail = lw.match_float_tail(add)
+    if tail.bias is not None:
+        return False
+    out = lw.new(y_shape, FLOAT)
+    x = head[0]
+    assert isinstance(x, Tensor)
+    residual = value.tensor
+    inplace = [(out, residual)] if residual.buffer is not x.buffer else []
+    nodes = [add, *tail.nodes]
+    lw.emit("tm_conv2d_add_f32", [*head, out, *geometry, residual, tail.low, tail.high],
+            [out], macs=macs, nodes=nodes, inplace=inplace)
+    lw.consume(nodes)
+    lw.set(tail.output, Act(out))
+    return True
 
 
 def _fully_connected(
