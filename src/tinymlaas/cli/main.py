@@ -462,6 +462,11 @@ def demo(
     run_demo(epochs=epochs)
 
 
+from tinymlaas.cli.optimize import optimize_command  # noqa: E402
+
+app.command("optimize")(optimize_command)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: our errors print one readable line and exit with their code."""
     try:

@@ -1,0 +1,312 @@
+"""Accuracy-aware auto-compression: search pipelines and parameters with optuna.
+
+Every candidate is a real run (``Services.create_run`` + ``execute_run``), so it is
+evaluated, cached, compared and exported like any other. The search maximises quality and
+minimises the objective (file size, latency or RAM) at once; the result always holds the
+Pareto set, the recommended run (the best objective within the accuracy budget and the
+device's flash and RAM) and, when no candidate qualifies, the closest one with a
+per-layer sensitivity report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from tinymlaas.domain import Device, Pipeline, Run, Task
+from tinymlaas.errors import InvalidInputError
+from tinymlaas.optimize.sensitivity import LayerSensitivity, layer_sensitivity
+from tinymlaas.optimize.space import SEEDS, build_steps, suggest
+
+__all__ = ["Candidate", "Objective", "OptimizeResult", "optimize", "pareto_front"]
+
+Objective = Literal["size", "latency", "ram"]
+_log = logging.getLogger("tinymlaas.optimize")
+
+
+class Candidate(BaseModel):
+    """One evaluated pipeline."""
+
+    trial: int
+    run_id: str
+    name: str
+    steps: list[str]
+    choice: dict[str, Any]
+    status: str
+    error: str | None = None
+    accuracy: float | None = None
+    accuracy_drop: float | None = None
+    file_bytes: int | None = None
+    latency_ms: float | None = None
+    ram_bytes: int | None = None
+    flash_bytes: int | None = None
+    macs: int | None = None
+    parameters: int | None = None
+    objective: float | None = None
+    feasible: bool = False
+    violations: list[str] = Field(default_factory=list)
+    pareto: bool = False
+
+
+class OptimizeResult(BaseModel):
+    """Everything the search found."""
+
+    model: str
+    dataset: str
+    device: str | None
+    objective: Objective
+    max_accuracy_drop: float
+    budget_s: float
+    elapsed_s: float
+    baseline: dict[str, Any]
+    candidates: list[Candidate]
+    pareto: list[str] = Field(description="run ids on the accuracy/objective front")
+    recommended: str | None = Field(description="the best run meeting every constraint")
+    closest: str | None = Field(default=None, description="when none meets them: the run "
+                                "nearest to the accuracy budget among those that fit")
+    sensitivity: list[LayerSensitivity] = Field(default_factory=list)
+    message: str = ""
+
+
+def _quality(metrics: dict[str, Any], task: Task) -> float | None:
+    """Higher is better: accuracy, AUC, cosine, or negative MSE."""
+    for key in ("accuracy", "auc", "cosine_to_original"):
+        if metrics.get(key) is not None:
+            return float(metrics[key])
+    if metrics.get("mse") is not None:
+        return -float(metrics["mse"])
+    return None
+
+
+def _device_memory(path: Any, device: Device | None) -> tuple[int | None, int | None]:
+    """(RAM, flash) needs from the device analysis, when the model can be analysed."""
+    try:
+        from tinymlaas.devices.analysis import analyze_model
+
+        analysis = analyze_model(path, device)
+    except Exception as exc:  # the analysis is optional; fall back to measured figures
+        _log.info("device analysis unavailable: %s", exc)
+        return None, None
+    if analysis.fit is not None:
+        return analysis.fit.ram_needed_bytes, analysis.fit.flash_needed_bytes
+    return analysis.ram_bytes, analysis.weight_bytes
+
+
+def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
+    """Succeeded candidates that no other beats on both accuracy and objective."""
+    done = [c for c in candidates if c.accuracy is not None and c.objective is not None]
+    front = []
+    for c in done:
+        dominated = any(o.accuracy >= c.accuracy and o.objective <= c.objective and
+                        (o.accuracy > c.accuracy or o.objective < c.objective) for o in done)
+        if not dominated:
+            front.append(c)
+    return sorted(front, key=lambda c: c.objective)
+
+
+def parse_budget(text: str | float) -> float:
+    """Seconds from ``90``, ``90s``, ``10m`` or ``1h``."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    value = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if value and value[-1] in units:
+            return float(value[:-1]) * units[value[-1]]
+        return float(value)
+    except ValueError:
+        raise InvalidInputError(f"budget {text!r} is not a duration; use e.g. 90s, 10m, "
+                                "1h") from None
+
+
+class _Search:
+    def __init__(self, svc: Any, model_ref: str, dataset_ref: str, device: str | None,
+                 objective: Objective, max_drop: float, epochs: int, project: str | None,
+                 on_candidate: Callable[[Candidate], None]) -> None:
+        self.svc = svc
+        self.model = svc.get_model(model_ref, project)
+        self.dataset = svc.get_dataset(dataset_ref, project)
+        self.device = svc.get_device(device) if device else None
+        self.objective = objective
+        self.max_drop = max_drop
+        self.epochs = epochs
+        self.project = project
+        self.on_candidate = on_candidate
+        self.candidates: list[Candidate] = []
+        self.baseline: dict[str, Any] = {}
+        self.seen: dict[str, Candidate] = {}
+
+    def evaluate(self, choice: dict[str, Any]) -> Candidate:
+        steps = build_steps(choice, self.model.kind, self.epochs)
+        signature = repr([(s.transformer, sorted(s.params.items())) for s in steps])
+        if signature in self.seen:
+            return self.seen[signature]
+        index = len(self.candidates)
+        pipeline = Pipeline(name=f"optimize-{index}", steps=steps)
+        run = self.svc.create_run(pipeline, model=self.model.id, dataset=self.dataset.id,
+                                  device=self.device.name if self.device else None,
+                                  project=self.project)
+        run = self.svc.execute_run(run.id)
+        candidate = self._candidate(index, run, choice)
+        self.candidates.append(candidate)
+        self.seen[signature] = candidate
+        self.on_candidate(candidate)
+        return candidate
+
+    def _candidate(self, index: int, run: Run, choice: dict[str, Any]) -> Candidate:
+        candidate = Candidate(trial=index, run_id=run.id, name=run.name,
+                              steps=[s.transformer for s in run.steps], choice=choice,
+                              status=run.status.value, error=run.error)
+        if run.status.value != "succeeded" or not run.result:
+            return candidate
+        if not self.baseline:
+            self.baseline = {k: v for k, v in run.baseline.items() if k != "outputs_sha"}
+        task = self.dataset.task
+        result = run.result
+        quality = _quality(result, task)
+        base_quality = _quality(run.baseline, task)
+        ram, flash = _device_memory(self.svc.artifact_path(run.output_sha), self.device) \
+            if run.output_sha else (None, None)
+        candidate.accuracy = quality
+        candidate.accuracy_drop = None if quality is None or base_quality is None \
+            else base_quality - quality
+        candidate.file_bytes = result.get("file_bytes")
+        candidate.latency_ms = result.get("latency_ms_p50")
+        candidate.ram_bytes = ram if ram is not None else (
+            int(result["peak_memory_mb"] * 2**20) if result.get("peak_memory_mb") else None)
+        candidate.flash_bytes = flash if flash is not None else result.get("file_bytes")
+        candidate.macs = result.get("macs")
+        candidate.parameters = result.get("parameters")
+        candidate.objective = {"size": candidate.file_bytes, "latency": candidate.latency_ms,
+                               "ram": candidate.ram_bytes}[self.objective]
+        violations = []
+        if candidate.accuracy_drop is not None and candidate.accuracy_drop > self.max_drop:
+            violations.append(f"accuracy drop {candidate.accuracy_drop:.2f} > "
+                              f"{self.max_drop:.2f}")
+        if self.device is not None:
+            if candidate.flash_bytes and candidate.flash_bytes > self.device.flash_kb * 1024:
+                violations.append(f"flash {candidate.flash_bytes} B > "
+                                  f"{self.device.flash_kb} KiB")
+            if candidate.ram_bytes and candidate.ram_bytes > self.device.ram_kb * 1024:
+                violations.append(f"RAM {candidate.ram_bytes} B > {self.device.ram_kb} KiB")
+        candidate.violations = violations
+        candidate.feasible = not violations and candidate.objective is not None
+        return candidate
+
+
+def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
+             objective: Objective = "size", max_accuracy_drop: float = 1.0,
+             budget: str | float = "10m", max_trials: int | None = None, epochs: int = 3,
+             project: str | None = None, seed: int = 0, sensitivity: bool = True,
+             on_candidate: Callable[[Candidate], None] = lambda c: None) -> OptimizeResult:
+    """Search compression pipelines for ``model`` on ``dataset``.
+
+    Args:
+        svc: The :class:`~tinymlaas.service.Services` facade the runs go through.
+        model: Model name or id.
+        dataset: Dataset name or id.
+        device: Catalog or custom device whose flash and RAM are hard limits.
+        objective: What to minimise: ``size`` (file bytes), ``latency`` (p50 ms) or
+            ``ram`` (device analysis, else measured peak memory).
+        max_accuracy_drop: Largest accepted quality loss in points.
+        budget: Wall-clock budget (seconds or ``10m``); checked between candidates.
+        max_trials: Stop after this many candidates even with budget left.
+        epochs: Fine-tuning epochs of the training steps.
+        project: Project of the model, dataset and candidate runs.
+        seed: Seed of the sampler.
+        sensitivity: Compute the per-layer report when no candidate qualifies.
+        on_candidate: Called with each evaluated candidate (for live output).
+    """
+    import optuna
+
+    if objective not in ("size", "latency", "ram"):
+        raise InvalidInputError(f"unknown objective {objective!r}; use size, latency or ram")
+    budget_s = parse_budget(budget)
+    started = time.monotonic()
+    search = _Search(svc, model, dataset, device, objective, max_accuracy_drop, epochs,
+                     project, on_candidate)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.TPESampler(seed=seed,
+                                                                   n_startup_trials=4))
+    for seed_choice in SEEDS:
+        study.enqueue_trial(seed_choice, skip_if_exists=True)
+
+    def trial_fn(trial: optuna.Trial) -> tuple[float, float]:
+        candidate = search.evaluate(suggest(trial))
+        if candidate.accuracy is None or candidate.objective is None:
+            raise optuna.TrialPruned(candidate.error or "run failed")
+        trial.set_user_attr("run_id", candidate.run_id)
+        return candidate.accuracy, float(candidate.objective)
+
+    def stop_when_done(study: optuna.Study, trial: Any) -> None:
+        if max_trials is not None and len(search.candidates) >= max_trials:
+            study.stop()
+
+    remaining = budget_s - (time.monotonic() - started)
+    if remaining > 0:
+        study.optimize(trial_fn, timeout=remaining, callbacks=[stop_when_done],
+                       catch=(Exception,))
+    return _finish(search, started, budget_s, sensitivity)
+
+
+def _finish(search: _Search, started: float, budget_s: float,
+            with_sensitivity: bool) -> OptimizeResult:
+    candidates = search.candidates
+    front = pareto_front(candidates)
+    for c in front:
+        c.pareto = True
+    feasible = sorted([c for c in candidates if c.feasible], key=lambda c: c.objective)
+    recommended = feasible[0] if feasible else None
+    closest = None
+    report: list[LayerSensitivity] = []
+    if recommended is not None:
+        message = (f"recommended {recommended.run_id} ({' → '.join(recommended.steps)}): "
+                   f"{search.objective} {_show(recommended)}, accuracy drop "
+                   f"{recommended.accuracy_drop:.2f}")
+    else:
+        measured = [c for c in candidates if c.accuracy_drop is not None]
+        fitting = [c for c in measured if not any(v.startswith(("flash", "RAM"))
+                                                  for v in c.violations)] or measured
+        closest = min(fitting, key=lambda c: (c.accuracy_drop, c.objective or 0),
+                      default=None)
+        message = "no candidate meets every constraint"
+        if closest is not None:
+            message += (f"; closest: {closest.run_id} ({'; '.join(closest.violations)})")
+        if with_sensitivity:
+            report = _sensitivity(search)
+    return OptimizeResult(
+        model=search.model.name, dataset=search.dataset.name,
+        device=search.device.name if search.device else None, objective=search.objective,
+        max_accuracy_drop=search.max_drop, budget_s=budget_s,
+        elapsed_s=time.monotonic() - started, baseline=search.baseline,
+        candidates=candidates, pareto=[c.run_id for c in front],
+        recommended=recommended.run_id if recommended else None,
+        closest=closest.run_id if closest else None, sensitivity=report, message=message)
+
+
+def _show(candidate: Candidate) -> str:
+    value = candidate.objective
+    return f"{value:,.0f} B" if isinstance(value, int) else f"{value:.4g}"
+
+
+def _sensitivity(search: _Search) -> list[LayerSensitivity]:
+    from tinymlaas.transformers.base import DatasetAccess
+
+    dataset = search.dataset
+    if dataset.task is not Task.classification:
+        return []
+    access = DatasetAccess(path=search.svc.artifact_path(dataset.artifact_sha),
+                           task=dataset.task, splits=dataset.splits,
+                           num_classes=dataset.num_classes)
+    model = search.model
+    try:
+        return layer_sensitivity(search.svc.artifact_path(model.artifact_sha), model.kind,
+                                 model.inputs, access, search.max_drop)
+    except Exception as exc:  # the report is advice; the search result stands without it
+        _log.warning("sensitivity analysis failed: %s", exc)
+        return []
