@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import prod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -75,9 +75,9 @@ def byte_code(dtype: np.dtype) -> str:
     return _BYTE_CODES[np.dtype(dtype).itemsize]
 
 
-def attributes(node: onnx.NodeProto) -> dict[str, object]:
+def attributes(node: onnx.NodeProto) -> dict[str, Any]:
     """A node's attributes as Python values (strings decoded)."""
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for attribute in node.attribute:
         value = helper.get_attribute_value(attribute)
         if isinstance(value, bytes):
@@ -606,7 +606,7 @@ class Lowering:
         self.emit(f"opaque_{node.op_type}", [*args, *writes], writes)
 
 
-def _output_dtype(attrs: dict[str, object]) -> np.dtype:
+def _output_dtype(attrs: dict[str, Any]) -> np.dtype:
     elem = int(attrs.get("output_dtype", 0) or 0)
     dtype = _np_dtype(elem) if elem else np.dtype(np.uint8)
     return dtype if dtype is not None else np.dtype(np.uint8)

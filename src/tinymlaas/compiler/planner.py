@@ -80,7 +80,7 @@ def compute_lifetimes(program: Program) -> None:
     for step, kernel in enumerate(program.kernels):
         for arg in kernel.args:
             if hasattr(arg, "buffer"):
-                arg.buffer.touch(step)  # type: ignore[attr-defined]
+                arg.buffer.touch(step)
 
 
 def apply_inplace(program: Program) -> int:

@@ -197,7 +197,7 @@ def _runtime_clip(lw: Lowering, node: onnx.NodeProto) -> None:
     if x.dtype not in (FLOAT, *QUANT_TYPES, np.dtype(np.int16), np.dtype(np.uint16),
                        np.dtype(np.int32), np.dtype(np.int64)):
         raise lw.fail(f"{x.dtype} data is not supported")
-    bounds = []
+    bounds: list[Tensor | None] = []
     for index in (1, 2):
         if not lw.has(node, index):
             bounds.append(None)
@@ -260,7 +260,7 @@ assert set(_UNARY_OPS.values()) <= set(UNARY_EXPR)
 @register(*_UNARY_OPS)
 def unary(lw: Lowering, node: onnx.NodeProto) -> None:
     attrs = attributes(node)
-    params = [float(attrs.get(name, default)) for name, default in  # type: ignore[arg-type]
+    params = [float(attrs.get(name, default)) for name, default in
               _UNARY_PARAMS.get(node.op_type, ())]
     unary_float(lw, node, _UNARY_OPS[node.op_type], *params)
 
@@ -299,7 +299,7 @@ def softmax(lw: Lowering, node: onnx.NodeProto) -> None:
     shape = lw.shape_of(node.input[0])
     rank = len(shape)
     default = -1 if lw.opset >= 13 else 1
-    axis = int(attributes(node).get("axis", default)) % max(rank, 1)  # type: ignore[call-overload]
+    axis = int(attributes(node).get("axis", default)) % max(rank, 1)
     outer = prod(shape[:axis])
     if lw.opset >= 13:
         n, inner = shape[axis], prod(shape[axis + 1:])

@@ -63,12 +63,12 @@ def window(
     spatial = len(in_shape) - 2
     if spatial not in (1, 2):
         raise lw.fail(f"{spatial}-D windows are not supported (1-D and 2-D are)")
-    strides = list(attrs.get("strides", [1] * spatial))  # type: ignore[call-overload]
-    dilations = list(attrs.get("dilations", [1] * spatial))  # type: ignore[call-overload]
+    strides = list(attrs.get("strides", [1] * spatial))
+    dilations = list(attrs.get("dilations", [1] * spatial))
     auto_pad = str(attrs.get("auto_pad", "NOTSET"))
     ins, outs = list(in_shape[2:]), list(out_shape[2:])
     if auto_pad == "NOTSET":
-        pads = list(attrs.get("pads", [0] * 2 * spatial))  # type: ignore[call-overload]
+        pads = list(attrs.get("pads", [0] * 2 * spatial))
     elif auto_pad == "VALID":
         pads = [0] * 2 * spatial
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -121,9 +121,9 @@ def conv(lw: Lowering, node: onnx.NodeProto) -> None:
     x_shape = lw.shape_of(node.input[0])
     w_shape = lw.shape_of(node.input[1])
     y_shape = lw.out_shape(node.output[0])
-    kernel = list(attrs.get("kernel_shape", w_shape[2:]))  # type: ignore[call-overload]
+    kernel = list(attrs.get("kernel_shape", w_shape[2:]))
     win = window(lw, node, x_shape, kernel, y_shape)
-    group = int(attrs.get("group", 1))  # type: ignore[call-overload]
+    group = int(attrs.get("group", 1))
     n, c, m = x_shape[0], x_shape[1], w_shape[0]
     macs = prod(y_shape) * prod(w_shape[1:])
     geometry = [n, c, win.H, win.W, m, win.OH, win.OW, win.KH, win.KW, win.SH, win.SW,
@@ -143,7 +143,8 @@ def conv(lw: Lowering, node: onnx.NodeProto) -> None:
             q_bias = _int_bias(bias, x_value.scale, w_scales)
             mult, shift = _requant(np.float64(x_value.scale) * w_scales / np.float64(tail.scale))
             low, high = tail.int_bounds()
-            head = [x_value.tensor, lw.const_tensor(w_value.q), lw.const_tensor(q_bias)]
+            head: list[Tensor] = [x_value.tensor, lw.const_tensor(w_value.q),
+                                  lw.const_tensor(q_bias)]
             if _fused_residual(lw, node, tail, y_shape, head, geometry,
                                [x_value.zero_point, tail.zero_point, mult, shift, low, high],
                                macs):
@@ -183,7 +184,7 @@ def _residual_add(lw: Lowering, name: str) -> tuple[onnx.NodeProto, str] | None:
 
 
 def _fused_residual(lw: Lowering, node: onnx.NodeProto, tail: Tail, y_shape: tuple[int, ...],
-                    head: list[object], geometry: list[int], conv_args: list[object],
+                    head: list[Tensor], geometry: list[int], conv_args: list[object],
                     macs: int) -> bool:
     """Conv -> Q -> DQ -> Add(residual) -> [Relu] -> Q as one kernel (TFLite arithmetic)."""
     found = lw.sole_consumer(tail.output)
@@ -227,7 +228,7 @@ def _fused_residual(lw: Lowering, node: onnx.NodeProto, tail: Tail, y_shape: tup
 
 
 def _fused_float_residual(lw: Lowering, node: onnx.NodeProto, y_shape: tuple[int, ...],
-                          head: list[object], geometry: list[int], macs: int) -> bool:
+                          head: list[Tensor | None], geometry: list[int], macs: int) -> bool:
     """Conv -> Add(residual) -> [Relu|Clip] as one float kernel."""
     match = _residual_add(lw, node.output[0])
     if match is None:
@@ -288,10 +289,10 @@ def _fully_connected(
 @register("Gemm")
 def gemm(lw: Lowering, node: onnx.NodeProto) -> None:
     attrs = attributes(node)
-    alpha = float(attrs.get("alpha", 1.0))  # type: ignore[arg-type]
-    beta = float(attrs.get("beta", 1.0))  # type: ignore[arg-type]
-    trans_a = int(attrs.get("transA", 0))  # type: ignore[call-overload]
-    trans_b = int(attrs.get("transB", 0))  # type: ignore[call-overload]
+    alpha = float(attrs.get("alpha", 1.0))
+    beta = float(attrs.get("beta", 1.0))
+    trans_a = int(attrs.get("transA", 0))
+    trans_b = int(attrs.get("transB", 0))
     a_shape, b_shape = lw.shape_of(node.input[0]), lw.shape_of(node.input[1])
     if len(a_shape) != 2 or len(b_shape) != 2:
         raise lw.fail("Gemm inputs must be 2-D")
@@ -327,20 +328,21 @@ def gemm(lw: Lowering, node: onnx.NodeProto) -> None:
     else:
         b = lw.as_float(node.input[1])
         tb = trans_b
-    bias_mode, bias, runtime_c = 0, None, None
+    bias_mode, bias_tensor, runtime_c = 0, None, None
     if lw.has(node, 2):
         if c_const is not None:
             full = np.broadcast_to((c_const * beta).astype(np.float32), y_shape)
             if c_const.ndim == 0 or c_const.shape[0] == 1 or c_const.ndim == 1:
-                bias_mode, bias = 1, lw.const_tensor(np.ascontiguousarray(full[0]))
+                bias_mode, bias_tensor = 1, lw.const_tensor(np.ascontiguousarray(full[0]))
             else:
-                bias_mode, bias = 2, lw.const_tensor(np.ascontiguousarray(full))
+                bias_mode, bias_tensor = 2, lw.const_tensor(np.ascontiguousarray(full))
         else:
             runtime_c = node.input[2]
     ftail = lw.match_float_tail(node) if runtime_c is None else None
     low, high = (ftail.low, ftail.high) if ftail else (-np.inf, np.inf)
     out = lw.new(y_shape, FLOAT)
-    lw.emit("tm_gemm_f32", [a, b, bias, out, m, k, n, trans_a, tb, alpha, bias_mode, low, high],
+    lw.emit("tm_gemm_f32",
+            [a, b, bias_tensor, out, m, k, n, trans_a, tb, alpha, bias_mode, low, high],
             [out], macs=m * n * k, nodes=ftail.nodes if ftail else [])
     if ftail:
         _emit_float_tail(lw, out, node, ftail.output, ftail.nodes)
@@ -414,11 +416,11 @@ def _pool_setup(lw: Lowering, node: onnx.NodeProto) -> tuple[tuple[int, ...], tu
     attrs = attributes(node)
     x_shape = lw.shape_of(node.input[0])
     y_shape = lw.out_shape(node.output[0])
-    if int(attrs.get("storage_order", 0)):  # type: ignore[call-overload]
+    if int(attrs.get("storage_order", 0)):
         raise lw.fail("storage_order=1 is not supported")
     if len(node.output) > 1 and node.output[1]:
         raise lw.fail("the Indices output is not supported")
-    kernel = list(attrs["kernel_shape"])  # type: ignore[call-overload]
+    kernel = list(attrs["kernel_shape"])
     return x_shape, y_shape, window(lw, node, x_shape, kernel, y_shape)
 
 
@@ -463,7 +465,7 @@ def _qavgpool(lw: Lowering, node: onnx.NodeProto, value: QAct, planes: int, geom
 @register("AveragePool")
 def avgpool(lw: Lowering, node: onnx.NodeProto) -> None:
     x_shape, y_shape, win = _pool_setup(lw, node)
-    include_pad = int(attributes(node).get("count_include_pad", 0))  # type: ignore[call-overload]
+    include_pad = int(attributes(node).get("count_include_pad", 0))
     planes = x_shape[0] * x_shape[1]
     value = lw.value(node.input[0])
     if isinstance(value, QAct):
@@ -498,10 +500,10 @@ def global_avgpool(lw: Lowering, node: onnx.NodeProto) -> None:
 @register("BatchNormalization")
 def batchnorm(lw: Lowering, node: onnx.NodeProto) -> None:
     attrs = attributes(node)
-    if int(attrs.get("training_mode", 0)) or len([o for o in node.output if o]) > 1:  # type: ignore[call-overload]
+    if int(attrs.get("training_mode", 0)) or len([o for o in node.output if o]) > 1:
         raise lw.fail("training mode is not supported")
     x_shape = lw.shape_of(node.input[0])
-    eps = float(attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+    eps = float(attrs.get("epsilon", 1e-5))
     x = lw.as_float(node.input[0])
     params = [lw.as_float(node.input[i]) for i in range(1, 5)]
     out = lw.new(x_shape, FLOAT)

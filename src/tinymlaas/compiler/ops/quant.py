@@ -38,12 +38,12 @@ class _Params:
 def _params(lw: Lowering, node: onnx.NodeProto, shape: tuple[int, ...],
             default_dtype: np.dtype) -> _Params:
     attrs = attributes(node)
-    if int(attrs.get("block_size", 0) or 0):  # type: ignore[call-overload]
+    if int(attrs.get("block_size", 0) or 0):
         raise lw.fail("blocked quantization is not supported")
     scale_value = lw.value(node.input[1])
     scale_shape = lw.shape_of(node.input[1])
     size = prod(scale_shape)
-    axis = None if size == 1 else int(attrs.get("axis", 1)) % len(shape)  # type: ignore[call-overload]
+    axis = None if size == 1 else int(attrs.get("axis", 1)) % len(shape)
     if axis is not None and (len(scale_shape) != 1 or shape[axis] != size):
         raise lw.fail("the scale must be a scalar or one value per channel")
     if isinstance(scale_value, Const):
@@ -81,7 +81,7 @@ def _layout(shape: tuple[int, ...], axis: int | None) -> tuple[int, int, int]:
 @register("QuantizeLinear")
 def quantize_linear(lw: Lowering, node: onnx.NodeProto) -> None:
     attrs = attributes(node)
-    out_elem = int(attrs.get("output_dtype", 0) or 0)  # type: ignore[call-overload]
+    out_elem = int(attrs.get("output_dtype", 0) or 0)
     default = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(out_elem)) if out_elem
                else np.dtype(np.uint8))
     shape = lw.shape_of(node.input[0])

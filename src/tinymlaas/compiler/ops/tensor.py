@@ -48,7 +48,7 @@ def reshape(lw: Lowering, node: onnx.NodeProto) -> None:
 def transpose(lw: Lowering, node: onnx.NodeProto) -> None:
     value = lw.value(node.input[0])
     shape = lw.shape_of(node.input[0])
-    perm = list(attributes(node).get("perm", list(range(len(shape)))[::-1]))  # type: ignore[call-overload]
+    perm = list(attributes(node).get("perm", list(range(len(shape)))[::-1]))
     if isinstance(value, Const | QConst):
         array = value.array if isinstance(value, Const) else value.dequantize()
         if isinstance(value, QConst) and (value.axis is None or value.scale.size == 1):
@@ -93,7 +93,7 @@ def _copy_into(lw: Lowering, out: Tensor, parts: list[Tensor], axis: int) -> Non
 @register("Concat")
 def concat(lw: Lowering, node: onnx.NodeProto) -> None:
     out_shape = lw.out_shape(node.output[0])
-    axis = int(attributes(node)["axis"]) % len(out_shape)  # type: ignore[call-overload]
+    axis = int(attributes(node)["axis"]) % len(out_shape)
     names = [n for n in node.input if n]
     values = [lw.value(n) for n in names]
     if all(isinstance(v, QAct) for v in values):
@@ -107,7 +107,8 @@ def concat(lw: Lowering, node: onnx.NodeProto) -> None:
             return
         tail = lw.match_tail(node, activation=False)
         if tail is not None:
-            _requantized_concat(lw, node, values, tail, out_shape, axis)  # type: ignore[arg-type]
+            quantized = [v for v in values if isinstance(v, QAct)]
+            _requantized_concat(lw, node, quantized, tail, out_shape, axis)
             return
     raw = [v for v in values if isinstance(v, Act) and v.tensor.dtype != FLOAT]
     if raw and len(raw) == len(values) and len({v.tensor.dtype for v in raw}) == 1:
