@@ -57,13 +57,11 @@ def test_a_duplicate_name_is_an_error(tmp_path: Path, monkeypatch: pytest.Monkey
     (dist / "entry_points.txt").write_text(
         "[tinymlaas.transformers]\nfuse = tinymlaas_testplugins:Copy\n")
     monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
-    registry._table.cache_clear()
-    registry.get_transformer.cache_clear()
+    registry.reset()
     try:
         with pytest.raises(ConflictError, match="'fuse' .* already registered"):
             registry.get_transformer("fuse")
     finally:
         monkeypatch.undo()
-        registry._table.cache_clear()
-        registry.get_transformer.cache_clear()
+        registry.reset()
     assert registry.get_transformer("fuse").name == "fuse"

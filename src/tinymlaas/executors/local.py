@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.spawn
 import signal
 import threading
 import time
@@ -23,17 +24,37 @@ from tinymlaas.executors.base import Executor, JobHandle, JobResult, JobStatus, 
 
 __all__ = ["LocalExecutor"]
 
-PRELOAD = ["numpy", "onnx", "onnxruntime", "torch", "tinymlaas.executors.worker",
-           "tinymlaas.evaluation.evaluate", "tinymlaas.transformers.registry"]
+# Imported once by the fork server so that steps start warm. torch is here because every
+# PyTorch step and export needs it; the ONNX tool chain because most pipelines use it.
+PRELOAD = ["numpy", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxsim", "torch",
+           "tinymlaas.executors.worker", "tinymlaas.evaluation.evaluate",
+           "tinymlaas.evaluation.runtime", "tinymlaas.transformers.registry"]
 _POLL_S = 0.05
 _context_lock = threading.Lock()
 _context: Any = None
+_starting = threading.local()
+_original_preparation_data = multiprocessing.spawn.get_preparation_data
+
+
+def _preparation_data(name: str) -> dict[str, Any]:
+    """Like multiprocessing's, minus re-importing ``__main__`` for our own workers.
+
+    The worker's code lives in this package, so the parent's main script is never needed
+    there; importing it again would cost every step time and break scripts that lack an
+    ``if __name__ == "__main__"`` guard. Other users of multiprocessing are unaffected.
+    """
+    data = _original_preparation_data(name)
+    if getattr(_starting, "worker", False):
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+    return data
 
 
 def _fork_context() -> Any:
     global _context
     with _context_lock:
         if _context is None:
+            multiprocessing.spawn.get_preparation_data = _preparation_data
             _context = multiprocessing.get_context("forkserver")
             _context.set_forkserver_preload(PRELOAD)
         return _context
@@ -84,7 +105,11 @@ class LocalExecutor(Executor):
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / "job.json").write_text(json.dumps(job, indent=1))
         process = _fork_context().Process(target=run_job, args=(json.dumps(job),), daemon=True)
-        process.start()
+        _starting.worker = True
+        try:
+            process.start()
+        finally:
+            _starting.worker = False
         return LocalJob(job.get("job_id") or uuid.uuid4().hex, job_dir, process,
                         float(job.get("timeout_s") or self.timeout_s),
                         int(job.get("memory_mb") or self.memory_mb))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,27 @@ from tinymlaas.domain import ArtifactKind, DatasetSplits, Task, TensorSpec
 from tinymlaas.errors import TinymlaasError
 
 __all__ = ["run_job"]
+
+
+_warm_sys_path: list[str] = []
+
+
+def _warm_registry() -> None:
+    """Scan entry points once in the fork server, so forked workers inherit the table.
+
+    A worker's ``sys.path`` is the parent's, which may differ from the fork server's (plug-in
+    paths added at run time); ``run_job`` rescans then.
+    """
+    from tinymlaas.transformers.registry import known_names
+
+    _warm_sys_path[:] = sys.path
+    try:
+        known_names()
+    except TinymlaasError:
+        pass  # e.g. a duplicate plug-in name: the step that needs the table reports it
+
+
+_warm_registry()
 
 
 def _progress_writer(job_dir: Path):
@@ -94,6 +116,10 @@ def _evaluate(job: dict[str, Any], job_dir: Path, log: logging.Logger) -> dict[s
 
 def run_job(job_json: str) -> None:
     """Run one job; always leaves ``result.json`` in the job directory unless killed."""
+    if sys.path != _warm_sys_path:
+        from tinymlaas.transformers.registry import reset
+
+        reset()
     job = json.loads(job_json)
     job_dir = Path(job["job_dir"])
     log = _logger(job_dir)

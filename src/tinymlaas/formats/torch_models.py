@@ -9,14 +9,20 @@ import torch
 from tinymlaas.domain import ArtifactKind, TensorSpec
 from tinymlaas.errors import InvalidInputError, UnsupportedModelError
 
-__all__ = ["example_inputs", "inspect_torch", "load_torch_module"]
+__all__ = ["example_inputs", "inspect_torch", "load_exported_program", "load_torch_module"]
+
+
+def load_exported_program(path: Path) -> torch.export.ExportedProgram:
+    """Load a ``torch.export`` archive (artifact blobs have no ``.pt2`` suffix)."""
+    with path.open("rb") as fh:
+        return torch.export.load(fh)
 
 
 def load_torch_module(path: Path, kind: ArtifactKind) -> torch.nn.Module:
     """A module ready for inference (``eval`` mode)."""
     try:
         if kind is ArtifactKind.torch_exported:
-            module = torch.export.load(str(path)).module()
+            module = load_exported_program(path).module()
         elif kind is ArtifactKind.torchscript:
             module = torch.jit.load(str(path), map_location="cpu")
         else:
@@ -35,7 +41,7 @@ def example_inputs(path: Path, kind: ArtifactKind,
                    input_shape: list[int] | None = None) -> list[TensorSpec]:
     """Input specs (batch dimension first, named ``N`` when dynamic)."""
     if kind is ArtifactKind.torch_exported:
-        program = torch.export.load(str(path))
+        program = load_exported_program(path)
         specs = []
         user_inputs = program.graph_signature.user_inputs
         for node in program.graph.nodes:

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
 from tinymlaas.transformers.base import Transformer
 
-__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "get_transformer", "list_transformers",
-           "params_schema", "validate_params"]
+__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "get_transformer", "known_names",
+           "list_transformers", "params_schema", "reset", "validate_params"]
 
 ENTRY_POINT_GROUP = "tinymlaas.transformers"
 
@@ -47,6 +47,12 @@ def _table() -> dict[str, str]:
                                 f"registered by {table[ep.name]}; rename one of them")
         table[ep.name] = ep.value
     return table
+
+
+def reset() -> None:
+    """Forget the scanned table and loaded transformers (after ``sys.path`` changes)."""
+    _table.cache_clear()
+    get_transformer.cache_clear()
 
 
 def known_names() -> list[str]:

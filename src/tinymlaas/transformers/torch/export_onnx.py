@@ -28,7 +28,11 @@ class ExportOnnx(Transformer):
     def run(self, ctx: StepContext) -> StepOutput:
         import torch
 
-        from tinymlaas.formats.torch_models import example_inputs, load_torch_module
+        from tinymlaas.formats.torch_models import (
+            example_inputs,
+            load_exported_program,
+            load_torch_module,
+        )
 
         params: ExportParams = ctx.params
         out = ctx.out_dir / "model.onnx"
@@ -44,7 +48,7 @@ class ExportOnnx(Transformer):
                                   dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}
                                   if params.dynamic_batch else None)
             else:
-                program = torch.export.load(str(ctx.input_path))
+                program = load_exported_program(ctx.input_path)
                 torch.onnx.export(program, (), str(out),
                                   opset_version=params.opset, dynamo=True,
                                   external_data=False, optimize=params.optimize,
