@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, ge=1, description="Steps run at once by the local executor.")
     # server (``tinymlaas serve``) and remote CLI
     server_url: str | None = Field(default=None, description="Use this server instead of "
-                                   "the local stores (CLI and SDK).")
+                                   "the local stores (CLI and SDK).",
+                                   validation_alias=AliasChoices("TINYMLAAS_SERVER",
+                                                                 "TINYMLAAS_SERVER_URL"))
     token: str | None = Field(default=None, description="API token for server_url.")
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, description="Per upload.")
     server_runs: int = Field(default=2, ge=1, description="Runs executed at once by a server.")

@@ -42,6 +42,14 @@ ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", help="Project
 
 
 def services():
+    """The local service facade, or a client of the server in ``--server``/``TINYMLAAS_SERVER``."""
+    from tinymlaas.config import get_settings
+
+    settings = get_settings()
+    if settings.server_url:
+        from tinymlaas.cli.remote import RemoteServices
+
+        return RemoteServices(settings.server_url, settings.token)
     from tinymlaas.service import Services
 
     return Services()
@@ -60,9 +68,17 @@ def root(
     = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version.")] = False,
+    server: Annotated[str | None, typer.Option(help="Work against this tinymlaas server "
+                                               "(default: $TINYMLAAS_SERVER).")] = None,
+    token: Annotated[str | None, typer.Option(help="API token for --server (default: "
+                                              "$TINYMLAAS_TOKEN).")] = None,
 ) -> None:
-    if home is not None:
-        os.environ["TINYMLAAS_HOME"] = str(home)
+    overrides = {"TINYMLAAS_HOME": str(home) if home is not None else None,
+                 "TINYMLAAS_SERVER": server, "TINYMLAAS_TOKEN": token}
+    if any(value is not None for value in overrides.values()):
+        for key, value in overrides.items():
+            if value is not None:
+                os.environ[key] = value
         from tinymlaas.config import get_settings
 
         get_settings.cache_clear()
@@ -450,6 +466,21 @@ def export(ref: Annotated[str, typer.Argument(help="Run id or name.")],
     """Write a run's output model with its metrics, pipeline and lineage."""
     for path in services().export_run(ref, out):
         console.print(f"wrote {path} ({human_bytes(path.stat().st_size)})")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Start the Studio server (API under /api/v1) on this machine's stores."""
+    import uvicorn
+
+    from tinymlaas.api.app import create_app
+
+    console.print(f"tinymlaas server on http://{host}:{port} (API docs: /api/v1/docs)")
+    uvicorn.run(create_app(), host=host, port=port, log_level=log_level)
 
 
 @app.command("demo")

@@ -1,0 +1,153 @@
+"""The CLI against a server: the same methods as :class:`~tinymlaas.service.Services`
+(those the CLI calls), returning the same domain entities, implemented with
+:class:`tinymlaas.Client`. ``tinymlaas --server URL --token T ...`` picks it.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tinymlaas.client import Client
+from tinymlaas.domain import Dataset, DatasetSplits, Device, Model, Pipeline, Run, Task
+from tinymlaas.engine import RunEvent
+from tinymlaas.errors import InvalidInputError
+from tinymlaas.formats.datasets import BUILTIN_DATASETS
+from tinymlaas.service import ComparisonRow
+
+__all__ = ["RemoteServices"]
+
+
+def _run(public: Any) -> Run:
+    return Run.model_validate(public.model_dump())
+
+
+class RemoteServices:
+    """A stand-in for the local ``Services`` that talks to a tinymlaas server.
+
+    Args:
+        url: The server, e.g. ``http://127.0.0.1:8000``.
+        token: An API token (``POST /api/v1/users/me/tokens``) or log-in token.
+    """
+
+    def __init__(self, url: str, token: str | None) -> None:
+        if not token:
+            raise InvalidInputError("a server needs a token: pass --token or set "
+                                    "TINYMLAAS_TOKEN (create one with POST "
+                                    "/api/v1/users/me/tokens)")
+        self.client = Client(url, token)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # models and datasets ------------------------------------------------------------------
+
+    def add_model(self, path: Path, name: str | None = None, *,
+                  task: Task = Task.classification, project: str | None = None,
+                  input_shape: list[int] | None = None, description: str = "") -> Model:
+        project = None if project == "default" else project
+        public = self.client.upload_model(path, name=name, project=project, task=task.value,
+                                          input_shape=input_shape, description=description)
+        return Model.model_validate(public.model_dump())
+
+    def list_models(self, project: str | None = None) -> list[Model]:
+        return [Model.model_validate(m.model_dump()) for m in self.client.list_models(project)]
+
+    def get_model(self, ref: str, project: str | None = None) -> Model:
+        return Model.model_validate(self.client.get_model(ref).model_dump())
+
+    def add_dataset(self, source: str, name: str | None = None, *, task: Task | None = None,
+                    label_column: str | None = None, image_size: tuple[int, int] | None = None,
+                    splits: DatasetSplits | None = None,
+                    project: str | None = None) -> Dataset:
+        project = None if project == "default" else project
+        splits = splits or DatasetSplits()
+        if source in BUILTIN_DATASETS and not Path(source).exists():
+            public = self.client.add_builtin_dataset(
+                source, name=name, project=project, test_fraction=splits.test_fraction,
+                calibration_size=splits.calibration_size, seed=splits.seed)
+        else:
+            public = self.client.upload_dataset(
+                source, name=name, project=project, task=task.value if task else None,
+                label_column=label_column, image_size=image_size,
+                test_fraction=splits.test_fraction, calibration_size=splits.calibration_size,
+                seed=splits.seed)
+        return Dataset.model_validate(public.model_dump())
+
+    def list_datasets(self, project: str | None = None) -> list[Dataset]:
+        return [Dataset.model_validate(d.model_dump())
+                for d in self.client.list_datasets(project)]
+
+    def get_dataset(self, ref: str, project: str | None = None) -> Dataset:
+        return Dataset.model_validate(self.client.get_dataset(ref).model_dump())
+
+    # devices ------------------------------------------------------------------------------
+
+    def list_devices(self) -> list[Device]:
+        return [Device.model_validate(d.model_dump()) for d in self.client.list_devices()]
+
+    def get_device(self, name: str) -> Device:
+        return Device.model_validate(self.client.get_device(name).model_dump())
+
+    def add_device(self, device: Device) -> Device:
+        spec = device.model_dump(mode="json", exclude={"custom"})
+        return Device.model_validate(self.client.add_device(**spec).model_dump())
+
+    # runs ---------------------------------------------------------------------------------
+
+    def create_run(self, pipeline: Pipeline, *, model: str | None = None,
+                   dataset: str | None = None, device: str | None = None,
+                   name: str | None = None, project: str | None = None) -> Run:
+        """Create the run on the server; it is queued there at once."""
+        model, dataset = model or pipeline.model, dataset or pipeline.dataset
+        if not model or not dataset:
+            raise InvalidInputError("a run needs a model and a dataset: set 'model' and "
+                                    "'dataset' in the pipeline file or pass --model/--dataset")
+        body = pipeline.model_dump(mode="json", exclude={"model", "dataset", "device",
+                                                         "project"})
+        return _run(self.client.create_run(model, dataset, pipeline=body,
+                                           device=device or pipeline.device, name=name,
+                                           project=project or pipeline.project))
+
+    def execute_run(self, run_id: str,
+                    on_event: Callable[[RunEvent], None] | None = None) -> Run:
+        """Follow the server's execution of a run, passing on its progress events."""
+        def forward(event: Any) -> None:
+            if on_event is not None:
+                on_event(RunEvent(event.run_id, event.stage, event.status, event.progress,
+                                  event.message, event.data))
+
+        return _run(self.client.follow(run_id, forward))
+
+    def rerun(self, ref: str) -> Run:
+        return _run(self.client.rerun(ref))
+
+    def get_run(self, ref: str, project: str | None = None) -> Run:
+        run = _run(self.client.get_run(ref))
+        logs = {entry.index: entry.log for entry in self.client.run_logs(run.id)}
+        for step in run.steps:
+            step.log = logs.get(step.index, "")
+        return run
+
+    def list_runs(self, project: str | None = None, status: str | None = None) -> list[Run]:
+        return [_run(r) for r in self.client.list_runs(project, status)]
+
+    def compare(self, refs: list[str], reference: str | None = None) -> list[ComparisonRow]:
+        return [ComparisonRow.model_validate(r.model_dump())
+                for r in self.client.compare(refs, reference)]
+
+    def export_run(self, ref: str, out_dir: Path) -> list[Path]:
+        """Download the run's export and unpack it into ``out_dir``."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        archive = self.client.export_run(ref, out_dir / ".export.zip")
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                names = [n for n in zf.namelist() if Path(n).name == n and n]
+                for name in names:
+                    (out_dir / name).write_bytes(zf.read(name))
+        finally:
+            archive.unlink(missing_ok=True)
+        return [out_dir / name for name in names]
