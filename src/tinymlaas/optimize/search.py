@@ -47,6 +47,8 @@ class Candidate(BaseModel):
     macs: int | None = None
     parameters: int | None = None
     objective: float | None = None
+    found_after_s: float = Field(default=0.0, description="seconds into the search when "
+                                 "this candidate's run finished")
     feasible: bool = False
     violations: list[str] = Field(default_factory=list)
     pareto: bool = False
@@ -139,6 +141,7 @@ class _Search:
         self.candidates: list[Candidate] = []
         self.baseline: dict[str, Any] = {}
         self.seen: dict[str, Candidate] = {}
+        self.started = time.monotonic()
 
     def evaluate(self, choice: dict[str, Any]) -> Candidate:
         steps = build_steps(choice, self.model.kind, self.epochs)
@@ -152,6 +155,7 @@ class _Search:
                                   project=self.project)
         run = self.svc.execute_run(run.id)
         candidate = self._candidate(index, run, choice)
+        candidate.found_after_s = time.monotonic() - self.started
         self.candidates.append(candidate)
         self.seen[signature] = candidate
         self.on_candidate(candidate)
