@@ -334,11 +334,22 @@ def _show_run_summary(run: Run) -> None:
         console.print(table("Result vs input model", ["metric", "input", "output"], [
             [k, _metric(base.get(k)), _metric(res.get(k))]
             for k in _METRICS if k in res or k in base]))
+        fit = res.get("fit")
+        if fit:
+            verdict = "[green]fits[/]" if fit["fits"] else "[red]does not fit[/]"
+            console.print(
+                f"device {fit['device']}: {verdict}; flash {human_bytes(fit['flash_needed_bytes'])}"
+                f" of {human_bytes(fit['flash_available_bytes'])} "
+                f"({fit['flash_margin_pct']:.0f}% free), RAM {human_bytes(fit['ram_needed_bytes'])}"
+                f" of {human_bytes(fit['ram_available_bytes'])} ({fit['ram_margin_pct']:.0f}% "
+                f"free), latency ~{fit['latency_ms_estimate']:.3g} ms (estimate)")
+            for reason in fit["reasons"]:
+                console.print(f"  - {reason}")
 
 
 _METRICS = ["accuracy", "mse", "auc", "top1_agreement", "max_abs_diff", "file_bytes",
-            "parameters", "weight_bytes", "macs", "latency_ms_p50", "latency_ms_p95",
-            "peak_memory_mb"]
+            "parameters", "weight_bytes", "arena_bytes", "macs", "latency_ms_p50",
+            "latency_ms_p95", "peak_memory_mb"]
 
 
 def _metric(value: object) -> str:
@@ -481,6 +492,24 @@ def serve(
 
     console.print(f"tinymlaas server on http://{host}:{port} (API docs: /api/v1/docs)")
     uvicorn.run(create_app(), host=host, port=port, log_level=log_level)
+
+
+@app.command("analyze")
+def analyze(
+    model: Annotated[str, typer.Argument(help="An ONNX file, a registered model, or a run "
+                                         "(its output).")],
+    device: Annotated[str | None, typer.Option(help="Device for the fit verdict.")] = None,
+    runtime: Annotated[str, typer.Option(help="c, tflite-micro or onnxruntime.")] = "c",
+    as_json: JsonOpt = False,
+) -> None:
+    """Static analysis: weights (flash), peak activations (RAM), MACs, operator support,
+    and whether it fits a device."""
+    analysis = services().analyze(model, device, runtime)
+    if as_json:
+        return print_json(analysis)
+    console.print(table(f"Analysis of {analysis.model}", ["", ""], analysis.to_table_rows()))
+    if analysis.fit is not None and not analysis.fit.fits:
+        raise typer.Exit(1)
 
 
 @app.command("demo")

@@ -69,6 +69,8 @@ class ArtifactKind(StrEnum):
 DIRECTORY_KINDS = frozenset({ArtifactKind.c_source, ArtifactKind.docker_context})
 #: Kinds a model can be: inputs of transformers and evaluation.
 MODEL_KINDS = frozenset({ArtifactKind.onnx, ArtifactKind.torch_exported, ArtifactKind.torchscript})
+#: Kinds the evaluation can run: models, and generated C (built for the host).
+EVALUABLE_KINDS = MODEL_KINDS | {ArtifactKind.c_source}
 
 
 class TensorSpec(Entity):

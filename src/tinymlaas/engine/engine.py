@@ -28,6 +28,7 @@ from tinymlaas.domain import (
     Artifact,
     ArtifactKind,
     Dataset,
+    Device,
     Evaluation,
     Model,
     Pipeline,
@@ -37,7 +38,7 @@ from tinymlaas.domain import (
     StepRecord,
     StepStatus,
 )
-from tinymlaas.domain.entities import DIRECTORY_KINDS, MODEL_KINDS
+from tinymlaas.domain.entities import DIRECTORY_KINDS, EVALUABLE_KINDS
 from tinymlaas.errors import IncompatibleChainError, InvalidInputError
 from tinymlaas.evaluation.evaluate import EVALUATION_VERSION
 from tinymlaas.executors.base import Executor, JobResult
@@ -98,12 +99,14 @@ class Engine:
     """Runs pipelines against the stores through an executor."""
 
     def __init__(self, meta: MetadataStore, artifacts: LocalArtifactStore, executor: Executor,
-                 work_root: Path, *, workers: int = 2) -> None:
+                 work_root: Path, *, workers: int = 2,
+                 devices: Callable[[str], Device] | None = None) -> None:
         self.meta = meta
         self.artifacts = artifacts
         self.executor = executor
         self.work_root = Path(work_root)
         self.workers = workers
+        self.devices = devices
         self._active: dict[str, Any] = {}
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
@@ -303,12 +306,14 @@ class Engine:
     # evaluation ---------------------------------------------------------------------------
 
     def evaluate(self, run_id: str, artifact: Artifact, model: Model, dataset: Dataset,
-                 reference_sha: str | None, stage: str,
-                 emit: EventCallback) -> dict[str, Any]:
+                 reference_sha: str | None, stage: str, emit: EventCallback,
+                 device: Device | None = None) -> dict[str, Any]:
         """Metrics of ``artifact`` on the test split (cached by content), as a dict."""
+        device_spec = device.model_dump(mode="json") if device else None
         key = hashlib.sha256(canonical_json(
             [EVALUATION_VERSION, artifact.sha256, dataset.artifact_sha,
-             dataset.splits.model_dump(), dataset.task.value, reference_sha]).encode()).hexdigest()
+             dataset.splits.model_dump(), dataset.task.value, reference_sha,
+             device_spec]).encode()).hexdigest()
         cached = self.meta.get_evaluation(key)
         if cached is not None and self.artifacts.exists(cached.metrics.get("outputs_sha", "")):
             emit(RunEvent(run_id, stage, StepStatus.cached.value, 1.0, "cached"))
@@ -320,7 +325,7 @@ class Engine:
         job = {"kind": "evaluate", "job_id": f"{run_id}-{stage}", "job_dir": str(job_dir),
                "task": dataset.task.value, "input": self._input_job(artifact, job_dir),
                "input_specs": [s.model_dump() for s in model.inputs],
-               "dataset": self._dataset_job(dataset),
+               "dataset": self._dataset_job(dataset), "device": device_spec,
                "reference": str(self.artifacts.path(reference_sha)) if reference_sha else None}
         result = self._dispatch(run_id, job, lambda f, m: emit(
             RunEvent(run_id, stage, StepStatus.running.value, f, m)))
@@ -340,13 +345,14 @@ class Engine:
 
     def _evaluate_run(self, run: Run, model: Model, dataset: Dataset, output: Artifact,
                       emit: EventCallback) -> dict[str, Any]:
-        if not run.pipeline.evaluate or output.kind not in MODEL_KINDS:
+        if not run.pipeline.evaluate or output.kind not in EVALUABLE_KINDS:
             return {"baseline": {}, "result": {}}
+        device = self.devices(run.device) if run.device and self.devices else None
         baseline_artifact = self.meta.get_artifact(model.artifact_sha)
         baseline = self.evaluate(run.id, baseline_artifact, model, dataset, None,
-                                 "evaluate-baseline", emit)
+                                 "evaluate-baseline", emit, device)
         result = self.evaluate(run.id, output, model, dataset, baseline["outputs_sha"],
-                               "evaluate", emit)
+                               "evaluate", emit, device)
         return {"baseline": baseline, "result": result}
 
     # endings ------------------------------------------------------------------------------

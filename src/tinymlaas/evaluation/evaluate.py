@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tinymlaas.domain import ArtifactKind, Task, TensorSpec
+from tinymlaas.domain import ArtifactKind, Device, Task, TensorSpec
 
 __all__ = ["EVALUATION_VERSION", "evaluate_model", "quality_metrics"]
 
@@ -71,6 +71,10 @@ def quality_metrics(task: Task, outputs: np.ndarray, y: np.ndarray,
 
 
 def _static(path: Path, kind: ArtifactKind, runner: Any) -> dict[str, int]:
+    if kind is ArtifactKind.c_source:
+        result = runner.result
+        return {"weight_bytes": result.const_bytes, "macs": result.macs,
+                "arena_bytes": result.arena_bytes, "io_bytes": result.io_bytes}
     if kind is ArtifactKind.onnx:
         import onnx
 
@@ -92,9 +96,39 @@ def _static(path: Path, kind: ArtifactKind, runner: Any) -> dict[str, int]:
             "macs": int(counter.get_total_flops() // 2)}
 
 
+def _file_bytes(path: Path, kind: ArtifactKind, runner: Any) -> int:
+    """Bytes of the deployable model: the file, or for generated C its constant data."""
+    if kind is ArtifactKind.c_source:
+        return int(runner.result.const_bytes)
+    return os.path.getsize(path)
+
+
+def device_fit(path: Path, kind: ArtifactKind, runner: Any, device: Device) -> dict[str, Any]:
+    """The fit verdict for ``device``: flash, RAM, margins, reasons, a latency estimate.
+
+    ONNX models are analysed statically (the compiler's memory planner); generated C uses
+    the figures it was compiled with. PyTorch files get no verdict: export them first.
+    """
+    from tinymlaas.devices.analysis import Analysis, analyze_model, fit_verdict
+
+    if kind is ArtifactKind.onnx:
+        fit = analyze_model(path, device).fit
+    elif kind is ArtifactKind.c_source:
+        result = runner.result
+        analysis = Analysis(model=result.name, parameters=0, weight_bytes=result.const_bytes,
+                            activation_bytes=result.arena_bytes, io_bytes=result.io_bytes,
+                            macs=result.macs, quantized=result.quantized,
+                            memory_source="compiler", operators=[], unsupported={})
+        fit = fit_verdict(analysis, device, runtime="c")
+    else:
+        return {}
+    return {"fit": fit.model_dump(mode="json")} if fit is not None else {}
+
+
 def evaluate_model(path: Path, kind: ArtifactKind, task: Task, X: np.ndarray, y: np.ndarray,
                    *, inputs: list[TensorSpec] | None = None,
-                   reference: np.ndarray | None = None, latency_runs: int = 200,
+                   reference: np.ndarray | None = None, device: Device | None = None,
+                   latency_runs: int = 200,
                    latency_budget_s: float = 3.0,
                    progress: Callable[[float, str], None] = lambda f, m: None,
                    ) -> tuple[dict[str, Any], np.ndarray]:
@@ -107,7 +141,8 @@ def evaluate_model(path: Path, kind: ArtifactKind, task: Task, X: np.ndarray, y:
     runner = open_runner(path, kind, inputs)
     progress(0.2, f"inference on {len(X)} test samples")
     outputs = runner.predict(X)
-    metrics: dict[str, Any] = {"file_bytes": os.path.getsize(path), "test_samples": len(X)}
+    metrics: dict[str, Any] = {"file_bytes": _file_bytes(path, kind, runner),
+                               "test_samples": len(X)}
     metrics.update(quality_metrics(task, outputs, y, reference))
     progress(0.6, "latency")
     x1 = runner.prepare(X[:1])
@@ -124,4 +159,6 @@ def evaluate_model(path: Path, kind: ArtifactKind, task: Task, X: np.ndarray, y:
         metrics["peak_memory_mb"] = max(0, _proc_status_kb("VmHWM") - rss_before_kb) / 1024
     progress(0.9, "static analysis")
     metrics.update(_static(path, kind, runner))
+    if device is not None:
+        metrics.update(device_fit(path, kind, runner, device))
     return metrics, outputs

@@ -116,9 +116,48 @@ class TorchRunner:
             return time.perf_counter() - start
 
 
+class CRunner:
+    """Generated C (a ``c-source`` directory) built for this machine and called via ctypes.
+
+    Float inputs are quantized with the model's input scale and zero point when the C API
+    takes int8, and int8 outputs are dequantized, so it is measured like any other model.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        from tinymlaas.compiler import HostModel
+
+        self.model = HostModel(directory)
+        self.result = self.model.result
+        spec = self.result.inputs[0]
+        self.inputs = [TensorSpec(name=spec.name, shape=list(spec.shape), dtype=spec.dtype)]
+
+    def prepare(self, X: np.ndarray) -> np.ndarray:
+        spec = self.result.inputs[0]
+        X = fit_to_input(X, ["N", *spec.shape[1:]], "float32")
+        if np.dtype(spec.dtype).kind in "iu":
+            info = np.iinfo(np.dtype(spec.dtype))
+            q = np.round(X / (spec.scale or 1.0)) + (spec.zero_point or 0)
+            return np.clip(q, info.min, info.max).astype(spec.dtype)
+        return X.astype(spec.dtype)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.model.run(self.prepare(X)))
+        spec = self.result.outputs[0]
+        if np.dtype(spec.dtype).kind in "iu":
+            return ((out.astype(np.float32) - (spec.zero_point or 0)) * (spec.scale or 1.0))
+        return out.astype(np.float32)
+
+    def time_one(self, x: np.ndarray) -> float:
+        start = time.perf_counter()
+        self.model.run(x)
+        return time.perf_counter() - start
+
+
 def open_runner(path: Path, kind: ArtifactKind, inputs: list[TensorSpec] | None = None) -> Runner:
     if kind is ArtifactKind.onnx:
         return OnnxRunner(path)
     if kind in {ArtifactKind.torch_exported, ArtifactKind.torchscript}:
         return TorchRunner(path, kind, inputs or [])
+    if kind is ArtifactKind.c_source:
+        return CRunner(path)
     raise InvalidInputError(f"artifacts of kind {kind} cannot be evaluated")

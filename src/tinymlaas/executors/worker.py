@@ -3,7 +3,8 @@
 Job fields: ``kind`` (``transform`` or ``evaluate``), ``job_dir`` (logs, progress and
 result live there), ``input`` ``{path, kind}``, ``input_specs``, ``dataset``
 ``{path, task, splits, num_classes}`` or null, and for transforms ``transformer`` and
-``params``; for evaluations ``task`` and ``reference`` (an .npy of the original's outputs).
+``params``; for evaluations ``task``, ``reference`` (an .npy of the original's outputs) and
+``device`` (a device profile for the fit verdict) or null.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tinymlaas.domain import ArtifactKind, DatasetSplits, Task, TensorSpec
+from tinymlaas.domain import ArtifactKind, DatasetSplits, Device, Task, TensorSpec
 from tinymlaas.errors import TinymlaasError
 
 __all__ = ["run_job"]
@@ -51,6 +52,17 @@ def _progress_writer(job_dir: Path):
             fh.write(json.dumps({"progress": round(fraction, 4), "message": message}) + "\n")
 
     return report
+
+
+def _capture_output(path: Path) -> None:
+    """Send everything libraries print (to fds 1 and 2) into the step log, not the caller's
+    terminal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _logger(job_dir: Path) -> logging.Logger:
@@ -106,7 +118,8 @@ def _evaluate(job: dict[str, Any], job_dir: Path, log: logging.Logger) -> dict[s
     metrics, outputs = evaluate_model(
         Path(job["input"]["path"]), ArtifactKind(job["input"]["kind"]), Task(job["task"]),
         X, y, inputs=[TensorSpec(**s) for s in job.get("input_specs", [])],
-        reference=reference, progress=_progress_writer(job_dir))
+        reference=reference, progress=_progress_writer(job_dir),
+        device=Device(**job["device"]) if job.get("device") else None)
     out = job_dir / "outputs.npy"
     np.save(out, outputs)
     log.info("metrics: %s", json.dumps(metrics))
@@ -122,6 +135,7 @@ def run_job(job_json: str) -> None:
         reset()
     job = json.loads(job_json)
     job_dir = Path(job["job_dir"])
+    _capture_output(job_dir / "step.log")
     log = _logger(job_dir)
     try:
         body = (_transform if job["kind"] == "transform" else _evaluate)(job, job_dir, log)

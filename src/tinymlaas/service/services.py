@@ -70,7 +70,8 @@ class Services:
         self.artifacts = LocalArtifactStore(self.settings.resolved_artifacts_dir)
         self.executor = LocalExecutor(self.settings.step_timeout_s, self.settings.step_memory_mb)
         self.engine = Engine(self.meta, self.artifacts, self.executor,
-                             self.settings.home / "work", workers=self.settings.workers)
+                             self.settings.home / "work", workers=self.settings.workers,
+                             devices=self.get_device)
         self.meta.ensure_project(DEFAULT_PROJECT, "Default project")
 
     def close(self) -> None:
@@ -182,6 +183,33 @@ class Services:
 
             raise ConflictError(f"a device named {device.name!r} already exists")
         return self.meta.add_device(device.model_copy(update={"custom": True}))
+
+    def analyze(self, ref: str, device: str | None = None, runtime: str = "c"):
+        """Static analysis of an ONNX file, a registered ONNX model or a run's ONNX output."""
+        from tinymlaas.devices.analysis import analyze_model
+
+        path = Path(ref)
+        label = ref
+        if not path.is_file():
+            try:
+                model = self.meta.get_model(ref)
+                sha, kind = model.artifact_sha, model.kind
+            except NotFoundError:
+                run = self.meta.get_run(ref)
+                if run.output_sha is None:
+                    raise InvalidInputError(f"run {run.id} has no output yet") from None
+                sha = run.output_sha
+                kind = self.meta.get_artifact(sha).kind
+            if kind is not ArtifactKind.onnx:
+                raise InvalidInputError(f"{ref} is {kind}; static analysis reads ONNX (run "
+                                        "export-onnx first)")
+            path = self.artifacts.path(sha)
+        else:
+            load_onnx_checked(path, self.settings.max_model_bytes)
+        analysis = analyze_model(path, self.get_device(device) if device else None,
+                                 runtime=runtime)
+        analysis.model = label
+        return analysis
 
     # runs ---------------------------------------------------------------------------------
 

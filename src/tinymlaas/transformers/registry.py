@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "quantize-static": "tinymlaas.transformers.onnx.quantize:QuantizeStatic",
     "fp16": "tinymlaas.transformers.onnx.fp16:Float16",
     "external": "tinymlaas.transformers.external:External",
+    "compile-c": "tinymlaas.transformers.compile_c:CompileC",
     "prune-structured": "tinymlaas.transformers.torch.prune_structured:PruneStructured",
     "prune-magnitude": "tinymlaas.transformers.torch.prune_magnitude:PruneMagnitude",
     "sparsify": "tinymlaas.transformers.torch.sparsify:Sparsify",

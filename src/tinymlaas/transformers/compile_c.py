@@ -1,0 +1,92 @@
+"""``compile-c``: ONNX (float32 or int8 QDQ) to dependency-free C99, checked on the spot.
+
+The output is a directory (``model.h``, ``model.c``, ``model.json``) stored as a
+``c-source`` artifact. The generated code is built for this machine and run on calibration
+samples against ONNX Runtime on the input model; the agreement is recorded. With
+``cortex_m: true`` it is also cross-compiled for a Cortex-M4 and the real flash and RAM
+from the ELF are recorded next to the planner's figures.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+from pydantic import Field, field_validator
+
+from tinymlaas.domain import ArtifactKind
+from tinymlaas.transformers.base import Params, StepContext, StepOutput, Transformer
+
+
+class CompileParams(Params):
+    name: str = Field(default="model", description="C symbol prefix (model_run, MODEL_...).")
+    simplify: bool = Field(default=True, description="Simplify the graph (onnxsim) first.")
+    fuse_residual: bool = Field(default=True, description="Compute residual adds in place: "
+                                "less RAM on ResNet-style blocks, somewhat slower on x86.")
+    verify_samples: int = Field(default=32, ge=0, le=10_000, description="Calibration "
+                                "samples run on the host build and ONNX Runtime (0: skip).")
+    cortex_m: bool = Field(default=False, description="Also cross-compile for Cortex-M4 "
+                           "(needs gcc-arm-none-eabi) and record the ELF's flash and RAM.")
+
+    @field_validator("name")
+    @classmethod
+    def _c_identifier(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", value):
+            raise ValueError("must be a C identifier (letters, digits, underscore)")
+        return value
+
+
+class CompileC(Transformer):
+    name = "compile-c"
+    version = "1"
+    summary = "Compile to C99: weights as const arrays, one planned static arena, no malloc."
+    Params = CompileParams
+    produces = ArtifactKind.c_source
+    needs = "calibration"
+
+    def run(self, ctx: StepContext) -> StepOutput:
+        from tinymlaas.compiler import HostModel, compile_onnx
+        from tinymlaas.compiler.verify import agreement, output_lsb, reference_outputs
+        from tinymlaas.evaluation.runtime import CRunner
+
+        params: CompileParams = ctx.params
+        out = ctx.out_dir / "c-source"
+        ctx.progress(0.1, "compiling")
+        result = compile_onnx(ctx.input_path, out, name=params.name, simplify=params.simplify,
+                              fuse_residual=params.fuse_residual)
+        metrics: dict[str, object] = {
+            "arena_bytes": result.arena_bytes, "const_bytes": result.const_bytes,
+            "io_bytes": result.io_bytes, "macs": result.macs, "kernels": result.kernels,
+            "quantized": result.quantized}
+        ctx.log.info("arena %d B, constants %d B, %d kernels", result.arena_bytes,
+                     result.const_bytes, result.kernels)
+        if params.verify_samples and ctx.dataset is not None:
+            ctx.progress(0.4, "verifying against ONNX Runtime")
+            runner = CRunner(out)
+            X, _ = ctx.dataset.split("calibration")
+            x = runner.prepare(X[: params.verify_samples])
+            got = np.asarray(HostModel(result).run(x))
+            ref = np.asarray(reference_outputs(ctx.input_path, x)[0])
+            check = agreement(got, ref.reshape(got.shape),
+                              lsb=output_lsb(onnx.load(str(ctx.input_path))))
+            metrics.update(verify_max_rel_err=check.max_rel_err,
+                           verify_within_1lsb=check.fraction_within_1lsb,
+                           verify_samples=len(x))
+            ctx.log.info("agreement with ONNX Runtime: %s", check)
+        if params.cortex_m:
+            from tinymlaas.compiler.cortex_m import run_cortex_m
+            from tinymlaas.evaluation.runtime import CRunner
+
+            ctx.progress(0.7, "cross-compiling for Cortex-M4 and running it in QEMU")
+            X, _ = ctx.require_dataset().split("calibration")
+            x = CRunner(out).prepare(X[:2])
+            build = run_cortex_m(result, [x], ctx.work_dir / "cortex-m")
+            host = np.asarray(HostModel(result).run(x))
+            on_target = np.stack([sample[0] for sample in build.outputs]).reshape(host.shape)
+            metrics.update(elf_flash_bytes=build.sizes.flash_bytes,
+                           elf_ram_bytes=build.sizes.ram_bytes,
+                           code_overhead_bytes=build.code_overhead_bytes,
+                           qemu_max_abs_diff_to_host=float(np.max(np.abs(
+                               on_target.astype(np.float64) - host))))
+        return StepOutput(out, self.produces, metrics)
