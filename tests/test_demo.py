@@ -38,7 +38,7 @@ def test_demo_runs_five_pipelines_and_prints_the_comparison(settings, capsys) ->
 
 @pytest.mark.parametrize("name", template_names())
 def test_templates_plan_for_a_pytorch_model(name: str, services, registered) -> None:
-    model, dataset = registered
+    model, _ = registered
     pipeline = load_pipeline(template_path(name))
     assert services.engine.plan(pipeline, model.kind, has_dataset=True)
 

@@ -15,7 +15,7 @@ entry point maps them in one place. Messages say what was wrong and what to do.
      ├── ConflictError                   409 / 4   a name already taken
      ├── AuthenticationError             401 / 5
      ├── RateLimitedError                429 / 5
-     ├── StepFailedError                 500 / 6   a pipeline step failed; the run keeps earlier results
+     ├── StepFailedError                 500 / 6   a step failed; the run keeps earlier results
      └── ServiceUnavailableError         503 / 7   a database or worker cannot be reached
 """
 

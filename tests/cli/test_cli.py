@@ -128,7 +128,7 @@ def test_bad_model_files_store_nothing(cli, settings, tmp_path: Path) -> None:
     torch.save(torch.nn.Linear(2, 2), saved)
     for path, message in ((corrupt, "is not a valid ONNX model"),
                           (pickled, "pickle"), (saved, "torch.save pickle")):
-        code, out, err = cli("models", "add", path)
+        code, _, err = cli("models", "add", path)
         assert code == 2 and message in err, err
         assert "Traceback" not in err and len(err.strip().splitlines()) <= 3
     assert "safe" in err or ".pt2" in err

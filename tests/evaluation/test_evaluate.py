@@ -10,10 +10,10 @@ import pytest
 
 from helpers import linear_onnx
 from tinymlaas.domain import ArtifactKind, Task, TensorSpec
+from tinymlaas.errors import InvalidInputError
 from tinymlaas.evaluation.evaluate import evaluate_model, quality_metrics
 from tinymlaas.evaluation.runtime import fit_to_input
 from tinymlaas.evaluation.static import count_macs, graph_stats
-from tinymlaas.errors import InvalidInputError
 
 CNN_MACS = (32 * 8 * 8 * 1 * 9) + (64 * 8 * 8 * 32 * 9) + 1024 * 128 + 128 * 10
 CNN_PARAMS = (32 * 9 + 32) + (64 * 32 * 9 + 64) + (1024 * 128 + 128) + (128 * 10 + 10)

@@ -22,7 +22,7 @@ def load(path: Path, **kw):
 def test_builtin_digits() -> None:
     data = load_builtin("digits")
     assert data.X.shape == (1797, 1, 8, 8) and data.X.dtype == np.float32
-    assert 0.0 <= data.X.min() and data.X.max() <= 1.0
+    assert data.X.min() >= 0.0 and data.X.max() <= 1.0
     assert data.task is Task.classification and data.num_classes == 10
 
 

@@ -159,7 +159,7 @@ def test_concurrent_writers_do_not_fail(store: MetadataStore) -> None:
             for _ in range(5):
                 store.update_run(f"run-{i}", status=RunStatus.running)
                 store.update_step(f"run-{i}", 0, progress=0.5)
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]

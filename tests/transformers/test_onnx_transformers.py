@@ -94,7 +94,7 @@ def test_static_int8_qoperator_per_tensor(run_transformer, digits_onnx, test_spl
     out = run_transformer("quantize-static", fused, format="qoperator", per_channel=False,
                           calibration="percentile", num_samples=64)
     ops = _ops(out.path)
-    assert "QLinearConv" in ops and "QLinearMatMul" in ops or "QGemm" in ops
+    assert "QLinearConv" in ops and ("QLinearMatMul" in ops or "QGemm" in ops)
     assert _accuracy(out.path, test_split) >= _accuracy(fused, test_split) - 3.0
 
 

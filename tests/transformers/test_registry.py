@@ -59,7 +59,7 @@ def test_a_duplicate_name_is_an_error(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
     registry.reset()
     try:
-        with pytest.raises(ConflictError, match="'fuse' .* already registered"):
+        with pytest.raises(ConflictError, match=r"'fuse' .* already registered"):
             registry.get_transformer("fuse")
     finally:
         monkeypatch.undo()

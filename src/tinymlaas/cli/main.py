@@ -20,7 +20,7 @@ from tinymlaas.cli.render import (
     status,
     table,
 )
-from tinymlaas.domain import DatasetSplits, Device, Pipeline, Run, Task
+from tinymlaas.domain import DatasetSplits, Device, Run, Task
 from tinymlaas.errors import InvalidInputError, TinymlaasError
 
 app = typer.Typer(name="tinymlaas", no_args_is_help=True, add_completion=False,

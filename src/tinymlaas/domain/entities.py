@@ -68,7 +68,8 @@ class ArtifactKind(StrEnum):
 #: Kinds whose blob is a zip of a directory; steps see them unpacked.
 DIRECTORY_KINDS = frozenset({ArtifactKind.c_source, ArtifactKind.docker_context})
 #: Kinds a model can be: inputs of transformers and evaluation.
-MODEL_KINDS = frozenset({ArtifactKind.onnx, ArtifactKind.torch_exported, ArtifactKind.torchscript})
+MODEL_KINDS = frozenset({ArtifactKind.onnx, ArtifactKind.torch_exported,
+                         ArtifactKind.torchscript})
 #: Kinds the evaluation can run: models, and generated C (built for the host).
 EVALUABLE_KINDS = MODEL_KINDS | {ArtifactKind.c_source}
 
@@ -148,7 +149,8 @@ class Device(Entity):
     flash_kb: int = Field(gt=0)
     features: list[str] = Field(default_factory=list, description="fpu, dsp, helium, neon, avx2")
     runtimes: list[str] = Field(default_factory=list, description="c, tflite-micro, onnxruntime")
-    macs_per_cycle: float = Field(default=0.5, gt=0, description="int8 MACs per cycle, for estimates")
+    macs_per_cycle: float = Field(default=0.5, gt=0,
+                                  description="int8 MACs per cycle, for estimates")
     custom: bool = False
     notes: str = ""
 

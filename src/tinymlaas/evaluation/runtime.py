@@ -105,7 +105,8 @@ class TorchRunner:
     def predict(self, X: np.ndarray) -> np.ndarray:
         X = self.prepare(X)
         with self._torch.no_grad():
-            outs = [self.module(self._torch.from_numpy(X[i:i + 256])) for i in range(0, len(X), 256)]
+            outs = [self.module(self._torch.from_numpy(X[i:i + 256]))
+                    for i in range(0, len(X), 256)]
         return np.concatenate([o.numpy() for o in outs]).astype(np.float32)
 
     def time_one(self, x: np.ndarray) -> float:

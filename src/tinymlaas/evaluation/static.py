@@ -115,9 +115,8 @@ def count_macs(model: onnx.ModelProto, shapes: dict[str, list[int]] | None = Non
                 else:
                     total += prod(out) * prod(w[1:])
         elif op in {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "FusedMatMul"}:
-            a_index, b_index = (0, 3) if op == "QLinearMatMul" else (0, 1)
             out = shapes.get(node.output[0])
-            a = shapes.get(node.input[a_index])
+            a = shapes.get(node.input[0])
             if out and a:
                 k = a[0] if (op == "Gemm" and _attr(node, "transA", 0)) else a[-1]
                 total += prod(out) * k

@@ -9,6 +9,7 @@ result live there), ``input`` ``{path, kind}``, ``input_specs``, ``dataset``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,10 +36,9 @@ def _warm_registry() -> None:
     from tinymlaas.transformers.registry import known_names
 
     _warm_sys_path[:] = sys.path
-    try:
+    # A duplicate plug-in name is reported by the step that needs the table, not here.
+    with contextlib.suppress(TinymlaasError):
         known_names()
-    except TinymlaasError:
-        pass  # e.g. a duplicate plug-in name: the step that needs the table reports it
 
 
 _warm_registry()

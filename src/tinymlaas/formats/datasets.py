@@ -19,8 +19,15 @@ from tinymlaas.domain import DatasetSplits, Task
 from tinymlaas.errors import InvalidInputError, PayloadTooLargeError, UnsafeInputError
 from tinymlaas.formats.archives import safe_extract_zip
 
-__all__ = ["BUILTIN_DATASETS", "LoadedDataset", "load_dataset_file", "load_builtin",
-           "read_canonical", "split_indices", "write_canonical"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "LoadedDataset",
+    "load_builtin",
+    "load_dataset_file",
+    "read_canonical",
+    "split_indices",
+    "write_canonical",
+]
 
 BUILTIN_DATASETS = {"digits": "scikit-learn's 8x8 handwritten digits, 1797 images, 10 classes"}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".webp"}

@@ -56,7 +56,7 @@ def detect_model_kind(path: Path) -> ArtifactKind:
             names = [PurePosixPath(n) for n in archive.namelist()]
         parts = {p for n in names for p in n.parts}
         bases = {n.name for n in names}
-        if suffix == ".pt2" or "models" in parts and "archive_format" in bases:
+        if suffix == ".pt2" or ("models" in parts and "archive_format" in bases):
             return ArtifactKind.torch_exported
         if "code" in parts and "constants.pkl" in bases:
             return ArtifactKind.torchscript

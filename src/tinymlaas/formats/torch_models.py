@@ -53,8 +53,8 @@ def example_inputs(path: Path, kind: ArtifactKind,
                                         dtype=str(value.dtype).removeprefix("torch.")))
         return specs
     if input_shape is None:
-        raise InvalidInputError("TorchScript files do not record input shapes; give the "
-                                "input shape without the batch dimension (e.g. --input-shape 1,8,8)")
+        raise InvalidInputError("TorchScript files do not record input shapes; give the input "
+                                "shape without the batch dimension (e.g. --input-shape 1,8,8)")
     return [TensorSpec(name="input", shape=["N", *input_shape], dtype="float32")]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["template_path", "template_names"]
+__all__ = ["template_names", "template_path"]
 
 
 def template_names() -> list[str]:
