@@ -12,24 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import need_service
 from tinymlaas.config import Settings
 
 # Test plug-ins come in through the real entry-point machinery; on sys.path before any
 # worker starts, so the fork server sees them too.
 sys.path.insert(0, str(Path(__file__).parent / "plugins"))
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_ADMIN_URL = os.environ.get("TINYMLAAS_TEST_POSTGRES",
                                     "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def need_service(available: bool, what: str) -> None:
-    """Fail under CI when a required service is missing; skip with the reason elsewhere."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is required under CI but is not available")
-    pytest.skip(f"{what} is not available on this machine")
 
 
 @pytest.fixture(scope="session")

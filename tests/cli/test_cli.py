@@ -18,17 +18,6 @@ def blobs(settings) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-@pytest.fixture
-def ready(cli, digits_cnn):
-    code, out, err = cli("models", "add", digits_cnn[0], "--name", "digits-cnn")
-    assert code == 0, err
-    assert "registered model digits-cnn" in out and "151,498 parameters" in out
-    code, out, err = cli("datasets", "add", "digits")
-    assert code == 0, err
-    assert "1797 samples of shape [1, 8, 8]" in out and "10 classes" in out
-    return cli
-
-
 def test_models_and_datasets_commands(ready) -> None:
     code, out, _ = ready("models", "list")
     assert code == 0 and "digits-cnn" in out and "torch-exported" in out

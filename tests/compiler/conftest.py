@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def require_tool(available: bool, what: str) -> None:
-    """Fail under CI when a required tool is missing; skip with the reason elsewhere."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is required under CI but is not installed")
-    pytest.skip(f"{what} is not installed on this machine")
+from compiler_models import quantize_qdq
 
 
 @pytest.fixture(scope="session")
@@ -58,37 +47,6 @@ def _train_cnn(x: np.ndarray, y: np.ndarray, path: Path) -> Path:
     torch.onnx.export(net, (xt[:1],), str(path), dynamo=True, external_data=False,
                       dynamic_shapes={"t": {0: torch.export.Dim("batch")}}, verbose=False)
     return path
-
-
-def quantize_qdq(src: Path, dst: Path, calibration: np.ndarray, *, per_channel: bool,
-                 activations: str = "int8") -> Path:
-    """ONNX Runtime static QDQ quantization (int8 weights)."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    name = onnx.load(str(src)).graph.input[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{name: calibration[i:i + 1]} for i in range(len(calibration))])
-
-        def get_next(self) -> dict | None:
-            return next(self.items, None)
-
-    pre = dst.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre))
-    quantize_static(
-        str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-        activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    return dst
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from graphs import tflite_style_int8
 
-from conftest import require_tool
+from helpers import need_service as require_tool
 from tinymlaas.compiler import HostModel, compile_onnx
 from tinymlaas.compiler.cortex_m import elf_sizes, run_cortex_m, toolchain_missing
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from compiler_models import quantize_qdq
 from graphs import residual_block
 
-from conftest import quantize_qdq
 from tinymlaas.compiler import HostModel, compile_onnx
 from tinymlaas.compiler.verify import agreement, output_lsb, reference_outputs
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import need_service
+from helpers import need_service
 from tinymlaas.domain import Pipeline, RunStatus
 
 

@@ -181,7 +181,7 @@ class Pipeline(Entity):
         """Accept ``- fuse`` and ``- quantize-static: {per_channel: true}`` as steps."""
         if not isinstance(value, list):
             return value
-        out = []
+        out: list[Any] = []
         for item in value:
             if isinstance(item, str):
                 out.append({"transformer": item})

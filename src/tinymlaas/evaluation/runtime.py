@@ -20,9 +20,9 @@ def fit_to_input(X: np.ndarray, shape: list[int | str], dtype: str = "float32") 
     Works when each sample has as many elements as the input expects (e.g. 8x8 images fed to
     a 64-feature input, or NCHW data to an NHWC model with one channel).
     """
-    sample = [d for d in shape[1:]]
-    if any(not isinstance(d, int) or d <= 0 for d in sample):
+    if any(not isinstance(d, int) or d <= 0 for d in shape[1:]):
         return X.astype(dtype, copy=False)
+    sample = [int(d) for d in shape[1:]]
     expected = int(np.prod(sample))
     per_sample = int(np.prod(X.shape[1:]))
     if per_sample != expected:
@@ -38,6 +38,8 @@ def fit_to_input(X: np.ndarray, shape: list[int | str], dtype: str = "float32") 
 
 class Runner(Protocol):
     inputs: list[TensorSpec]
+
+    def prepare(self, X: np.ndarray) -> np.ndarray: ...
 
     def predict(self, X: np.ndarray) -> np.ndarray: ...
 

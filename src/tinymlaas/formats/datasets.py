@@ -12,6 +12,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class LoadedDataset:
     y: np.ndarray
     task: Task
     class_names: list[str]
-    source_format: str
+    source_format: Literal["npz", "csv", "image-zip", "builtin"]
 
     @property
     def num_classes(self) -> int | None:
@@ -47,7 +48,7 @@ class LoadedDataset:
 
 
 def _finish(X: np.ndarray, y: np.ndarray, task: Task | None, names: list[str] | None,
-            source: str) -> LoadedDataset:
+            source: Literal["npz", "csv", "image-zip", "builtin"]) -> LoadedDataset:
     if X.ndim < 2 or len(X) == 0:
         raise InvalidInputError(f"X must have samples first and at least one feature; got "
                                 f"shape {X.shape}")

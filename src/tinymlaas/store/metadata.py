@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tinymlaas.domain import (
     Artifact,
+    ArtifactKind,
     Dataset,
     Device,
     Evaluation,
@@ -342,6 +343,6 @@ def _project(row: ProjectRow) -> Project:
 
 
 def _artifact(row: ArtifactRow) -> Artifact:
-    return Artifact(sha256=row.sha256, kind=row.kind, size_bytes=row.size_bytes,
+    return Artifact(sha256=row.sha256, kind=ArtifactKind(row.kind), size_bytes=row.size_bytes,
                     filename=row.filename, parents=list(row.parents), step_key=row.step_key,
                     created_at=row.created_at)
