@@ -24,6 +24,7 @@ from tinymlaas.domain import RunStatus
 from tinymlaas.notify import Notifier
 from tinymlaas.service import Services
 from tinymlaas.service.accounts import AccountService
+from tinymlaas.web import install_web
 
 __all__ = ["API_PREFIX", "create_app", "open_studio", "recover_runs"]
 
@@ -77,4 +78,5 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     app.state.recovered = recovered
     install_error_handlers(app)
     app.include_router(api_router, prefix=API_PREFIX)
+    install_web(app)
     return app

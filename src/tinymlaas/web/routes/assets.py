@@ -1,0 +1,191 @@
+"""Models, datasets and devices (lists, upload and register forms) and the transformer
+catalog."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from tinymlaas.api.deps import StudioDep
+from tinymlaas.api.uploads import receive_upload, safe_stem
+from tinymlaas.domain import Device, Task
+from tinymlaas.errors import TinymlaasError
+from tinymlaas.web.forms import param_fields
+from tinymlaas.web.render import render
+from tinymlaas.web.routing import WebRoute
+from tinymlaas.web.session import Viewer, WebSession, check_csrf
+
+__all__ = ["router"]
+
+router = APIRouter(route_class=WebRoute)
+TASKS = [t.value for t in Task]
+
+
+def _writable_projects(viewer: Viewer) -> list[Any]:
+    ws = viewer.workspace
+    return [p for p in ws.list_projects()
+            if ws.store.role_of(p.id, viewer.user.id) in {"owner", "editor"}]
+
+
+def _project_names(viewer: Viewer) -> dict[str, str]:
+    return {p.id: p.name for p in viewer.workspace.list_projects()}
+
+
+# models -------------------------------------------------------------------------------------
+
+def _models_page(request: Request, viewer: Viewer, error: str | None = None,
+                 status_code: int = 200) -> Response:
+    return render(request, "models.html", {
+        "models": viewer.workspace.list_models(), "projects": _writable_projects(viewer),
+        "project_names": _project_names(viewer), "tasks": TASKS, "error": error},
+        viewer=viewer, status_code=status_code)
+
+
+@router.get("/models")
+def models_page(request: Request, viewer: WebSession) -> Response:
+    return _models_page(request, viewer)
+
+
+@router.post("/models")
+async def upload_model(request: Request, viewer: WebSession, studio: StudioDep) -> Response:
+    settings = studio.settings
+    limit = min(settings.max_upload_bytes, settings.max_model_bytes)
+    try:
+        upload = await receive_upload(request, settings.home / "uploads", limit)
+    except TinymlaasError as exc:
+        return _models_page(request, viewer, exc.message, exc.http_status)
+    try:
+        check_csrf(request, upload.fields.get("csrf_token"))
+        fields = upload.fields
+        task = fields.get("task") if fields.get("task") in TASKS else Task.classification.value
+        model = await run_in_threadpool(
+            viewer.workspace.add_model, upload.path,
+            fields.get("name", "").strip() or safe_stem(upload.filename, "model"),
+            project=fields.get("project") or None, task=Task(task),
+            description=fields.get("description", "")[:2000])
+    except TinymlaasError as exc:
+        return _models_page(request, viewer, exc.message, exc.http_status)
+    finally:
+        upload.path.unlink(missing_ok=True)
+    return RedirectResponse(f"/models?added={model.id}", status_code=303)
+
+
+@router.get("/models/{ref}/file")
+def download_model(ref: str, viewer: WebSession) -> Response:
+    from tinymlaas.api.routes.models import download_model as api_download
+
+    return api_download(ref, viewer.workspace)
+
+
+# datasets -----------------------------------------------------------------------------------
+
+def _datasets_page(request: Request, viewer: Viewer, error: str | None = None,
+                   status_code: int = 200) -> Response:
+    return render(request, "datasets.html", {
+        "datasets": viewer.workspace.list_datasets(), "projects": _writable_projects(viewer),
+        "project_names": _project_names(viewer), "tasks": TASKS, "error": error},
+        viewer=viewer, status_code=status_code)
+
+
+@router.get("/datasets")
+def datasets_page(request: Request, viewer: WebSession) -> Response:
+    return _datasets_page(request, viewer)
+
+
+@router.post("/datasets")
+async def upload_dataset(request: Request, viewer: WebSession, studio: StudioDep) -> Response:
+    settings = studio.settings
+    limit = min(settings.max_upload_bytes, settings.max_dataset_bytes)
+    try:
+        upload = await receive_upload(request, settings.home / "uploads", limit)
+    except TinymlaasError as exc:
+        return _datasets_page(request, viewer, exc.message, exc.http_status)
+    try:
+        check_csrf(request, upload.fields.get("csrf_token"))
+        fields = upload.fields
+        task = Task(fields["task"]) if fields.get("task") in TASKS else None
+        dataset = await run_in_threadpool(
+            viewer.workspace.add_dataset, str(upload.path),
+            fields.get("name", "").strip() or safe_stem(upload.filename, "dataset"),
+            project=fields.get("project") or None, task=task,
+            label_column=fields.get("label_column", "").strip() or None)
+    except TinymlaasError as exc:
+        return _datasets_page(request, viewer, exc.message, exc.http_status)
+    finally:
+        upload.path.unlink(missing_ok=True)
+    return RedirectResponse(f"/datasets?added={dataset.id}", status_code=303)
+
+
+@router.post("/datasets/builtin")
+def add_builtin(request: Request, viewer: WebSession, source: Annotated[str, Form()] = "digits",
+                name: Annotated[str, Form()] = "", project: Annotated[str, Form()] = "",
+                csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    try:
+        dataset = viewer.workspace.add_dataset(source, name.strip() or None,
+                                               project=project or None)
+    except TinymlaasError as exc:
+        return _datasets_page(request, viewer, exc.message, exc.http_status)
+    return RedirectResponse(f"/datasets?added={dataset.id}", status_code=303)
+
+
+# devices ------------------------------------------------------------------------------------
+
+def _devices_page(request: Request, viewer: Viewer, studio: StudioDep,
+                  errors: dict[str, str] | None = None, form: dict[str, str] | None = None,
+                  status_code: int = 200) -> Response:
+    return render(request, "devices.html", {
+        "devices": studio.services.list_devices(), "errors": errors or {},
+        "form": form or {}, "categories": ["mcu", "sbc", "edge-gpu", "server", "phone"]},
+        viewer=viewer, status_code=status_code)
+
+
+@router.get("/devices")
+def devices_page(request: Request, viewer: WebSession, studio: StudioDep) -> Response:
+    return _devices_page(request, viewer, studio)
+
+
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+@router.post("/devices")
+def add_device(request: Request, viewer: WebSession, studio: StudioDep,
+               name: Annotated[str, Form()] = "", title: Annotated[str, Form()] = "",
+               category: Annotated[str, Form()] = "mcu", arch: Annotated[str, Form()] = "",
+               clock_mhz: Annotated[str, Form()] = "", ram_kb: Annotated[str, Form()] = "",
+               flash_kb: Annotated[str, Form()] = "", features: Annotated[str, Form()] = "",
+               runtimes: Annotated[str, Form()] = "",
+               csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    form = {"name": name, "title": title, "category": category, "arch": arch,
+            "clock_mhz": clock_mhz, "ram_kb": ram_kb, "flash_kb": flash_kb,
+            "features": features, "runtimes": runtimes}
+    try:
+        device = Device(name=name.strip(), title=title.strip(), category=category,
+                        arch=arch.strip(), clock_mhz=clock_mhz or 0, ram_kb=ram_kb or 0,
+                        flash_kb=flash_kb or 0, features=_split(features),
+                        runtimes=_split(runtimes) or ["c"], custom=True)
+        studio.services.add_device(device)
+    except ValidationError as exc:
+        errors = {str(e["loc"][0]): str(e["msg"]) for e in exc.errors() if e.get("loc")}
+        return _devices_page(request, viewer, studio, errors, form, 400)
+    except TinymlaasError as exc:
+        return _devices_page(request, viewer, studio, {"name": exc.message}, form,
+                             exc.http_status)
+    return RedirectResponse(f"/devices?added={device.name}#device-{device.name}",
+                            status_code=303)
+
+
+# transformers -------------------------------------------------------------------------------
+
+@router.get("/transformers")
+def transformers_page(request: Request, viewer: WebSession) -> Response:
+    items = viewer.workspace.list_transformers()
+    return render(request, "transformers.html", {
+        "transformers": items, "fields": {t.name: param_fields(t.params_schema)
+                                          for t in items}}, viewer=viewer)

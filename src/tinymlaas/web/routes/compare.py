@@ -1,0 +1,37 @@
+"""Comparing runs: a table and trade-off plots."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from tinymlaas.web.charts import BAR_METRICS, bar_figures, scatter_figures
+from tinymlaas.web.render import render
+from tinymlaas.web.routing import WebRoute
+from tinymlaas.web.session import WebSession
+
+__all__ = ["router"]
+
+router = APIRouter(route_class=WebRoute)
+MAX_RUNS = 50
+
+
+@router.get("/projects/{project_id}/compare")
+def compare_page(request: Request, project_id: str, viewer: WebSession,
+                 run: Annotated[list[str] | None, Query(max_length=MAX_RUNS)] = None) -> Response:
+    ws = viewer.workspace
+    project = ws.get_project(project_id)
+    refs = list(dict.fromkeys(run or []))
+    context = {"project": project, "rows": [], "error": None, "metrics": BAR_METRICS}
+    if len(refs) < 2:
+        context["error"] = "select at least two runs on the dashboard to compare them"
+        return render(request, "compare.html", context, viewer=viewer, status_code=400)
+    runs = [ws.get_run(r, project.id) for r in refs]
+    rows = ws.compare([r.id for r in runs])
+    models = {r.model_id for r in runs}
+    baseline = runs[0].baseline if len(models) == 1 else None
+    context.update(rows=rows, scatters=scatter_figures(rows, baseline),
+                   bars=bar_figures(rows), baseline=baseline)
+    return render(request, "compare.html", context, viewer=viewer)

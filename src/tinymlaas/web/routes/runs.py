@@ -1,0 +1,149 @@
+"""Runs: the new-run form (template or step builder), the run page with live progress,
+its downloads, and cancel / rerun."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+
+from tinymlaas.api.deps import StudioDep
+from tinymlaas.api.routes import runs as api_runs
+from tinymlaas.errors import InvalidInputError, NotFoundError, TinymlaasError
+from tinymlaas.service.pipelines import parse_pipeline
+from tinymlaas.web.forms import StepErrors, param_fields, parse_steps, step_errors
+from tinymlaas.web.render import render
+from tinymlaas.web.routing import WebRoute
+from tinymlaas.web.session import Viewer, WebSession, check_csrf
+from tinymlaas.web.views import run_row
+
+__all__ = ["router"]
+
+router = APIRouter(route_class=WebRoute)
+MAX_NAME = 100
+
+
+def _form_page(request: Request, viewer: Viewer, project_id: str, studio: StudioDep,
+               form: dict[str, Any], errors: StepErrors | None = None,
+               status_code: int = 200) -> Response:
+    ws = viewer.workspace
+    project = ws.get_project(project_id)
+    transformers = [t for t in ws.list_transformers() if t.external is None
+                    or t.external.project in ws.projects]
+    return render(request, "run_new.html", {
+        "project": project, "models": ws.list_models(project.id),
+        "datasets": ws.list_datasets(project.id), "devices": studio.services.list_devices(),
+        "templates": ws.list_templates(), "transformers": transformers,
+        "fields": {t.name: param_fields(t.params_schema) for t in transformers},
+        "form": form, "errors": errors}, viewer=viewer, status_code=status_code)
+
+
+@router.get("/projects/{project_id}/runs/new")
+def new_run_page(request: Request, project_id: str, viewer: WebSession,
+                 studio: StudioDep) -> Response:
+    form = {"mode": "template", "template": "static-int8", "steps_json": "[]",
+            "evaluate": True}
+    return _form_page(request, viewer, project_id, studio, form)
+
+
+@router.post("/projects/{project_id}/runs")
+def create_run(request: Request, project_id: str, viewer: WebSession, studio: StudioDep,
+               name: Annotated[str, Form()] = "", model: Annotated[str, Form()] = "",
+               dataset: Annotated[str, Form()] = "", device: Annotated[str, Form()] = "",
+               mode: Annotated[str, Form()] = "template",
+               template: Annotated[str, Form()] = "",
+               steps_json: Annotated[str, Form()] = "[]",
+               evaluate: Annotated[str | None, Form()] = None,
+               csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    ws = viewer.workspace
+    project = ws.get_project(project_id)
+    form = {"name": name, "model": model, "dataset": dataset, "device": device,
+            "mode": mode, "template": template, "steps_json": steps_json,
+            "evaluate": evaluate is not None}
+    try:
+        if not model:
+            raise InvalidInputError("pick the model to compress", {"field": "model"})
+        if not dataset:
+            raise InvalidInputError("pick the dataset to calibrate and evaluate on",
+                                    {"field": "dataset"})
+        if mode == "steps":
+            pipeline = parse_pipeline({"name": "custom", "steps": parse_steps(steps_json),
+                                       "evaluate": evaluate is not None}, "pipeline")
+        else:
+            if not template:
+                raise InvalidInputError("pick a template", {"field": "template"})
+            pipeline = parse_pipeline(ws.get_template(template).pipeline,
+                                      f"template {template}")
+            pipeline = pipeline.model_copy(update={"evaluate": evaluate is not None})
+        run = ws.create_run(pipeline, model=model, dataset=dataset, device=device or None,
+                            name=name.strip()[:MAX_NAME] or None, project=project.id)
+        studio.runs.submit_run(run)
+    except TinymlaasError as exc:
+        if isinstance(exc, NotFoundError) and (exc.details or {}).get("kind") == "project":
+            raise
+        return _form_page(request, viewer, project.id, studio, form, step_errors(exc),
+                          status_code=exc.http_status)
+    return RedirectResponse(f"/runs/{run.id}", status_code=303)
+
+
+def _run_context(viewer: Viewer, ref: str) -> dict[str, Any]:
+    ws = viewer.workspace
+    run = ws.get_run(ref)
+    model = ws.get_model(run.model_id)
+    dataset = ws.get_dataset(run.dataset_id)
+    artifacts = ws.run_artifacts(run.id) if run.output_sha else []
+    role = ws.store.role_of(run.project, viewer.user.id)
+    return {"run": run, "row": run_row(run, {model.id: model.name}), "model": model,
+            "dataset": dataset, "artifacts": artifacts,
+            "project": ws.get_project(run.project), "can_write": role in {"owner", "editor"}}
+
+
+@router.get("/runs/{ref}")
+def run_page(request: Request, ref: str, viewer: WebSession) -> Response:
+    return render(request, "run.html", _run_context(viewer, ref), viewer=viewer)
+
+
+@router.get("/runs/{ref}/body")
+def run_body(request: Request, ref: str, viewer: WebSession) -> Response:
+    """The steps, metrics and downloads, for the page to swap in when the run ends."""
+    return render(request, "_run_body.html", _run_context(viewer, ref), viewer=viewer)
+
+
+@router.get("/runs/{ref}/events")
+async def run_events(ref: str, viewer: WebSession, studio: StudioDep) -> StreamingResponse:
+    """The API's live event stream, authenticated by the session cookie."""
+    return await api_runs.run_events(ref, viewer.workspace, studio)
+
+
+@router.get("/runs/{ref}/output")
+def download_output(ref: str, viewer: WebSession) -> FileResponse:
+    return api_runs.download_output(ref, viewer.workspace)
+
+
+@router.get("/runs/{ref}/artifacts/{sha}")
+def download_artifact(ref: str, sha: str, viewer: WebSession) -> FileResponse:
+    return api_runs.download_artifact(ref, sha, viewer.workspace)
+
+
+@router.get("/runs/{ref}/export")
+def export_run(ref: str, viewer: WebSession) -> FileResponse:
+    return api_runs.export_run(ref, viewer.workspace)
+
+
+@router.post("/runs/{ref}/cancel")
+def cancel_run(request: Request, ref: str, viewer: WebSession, studio: StudioDep,
+               csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    studio.runs.cancel_run(viewer.workspace.writable_run(ref))
+    return RedirectResponse(f"/runs/{ref}", status_code=303)
+
+
+@router.post("/runs/{ref}/rerun")
+def rerun(request: Request, ref: str, viewer: WebSession, studio: StudioDep,
+          csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    run = viewer.workspace.rerun(ref)
+    studio.runs.submit_run(run)
+    return RedirectResponse(f"/runs/{run.id}", status_code=303)

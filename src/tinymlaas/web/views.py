@@ -1,0 +1,50 @@
+"""View models: runs and comparisons shaped for tables (formatting stays in templates)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinymlaas.domain import Run
+
+__all__ = ["STEP_DONE", "RunRow", "run_row"]
+
+#: Step statuses that count as finished successfully.
+STEP_DONE = frozenset({"succeeded", "cached"})
+
+
+def _ratio(base: float | None, value: float | None) -> float | None:
+    return None if not base or not value else base / value
+
+
+@dataclass
+class RunRow:
+    """One run in a table: its result and how it compares with its input model."""
+
+    run: Run
+    model_name: str
+    accuracy: float | None = None
+    accuracy_change: float | None = None
+    file_bytes: int | None = None
+    size_ratio: float | None = None
+    latency_ms: float | None = None
+    latency_ratio: float | None = None
+    peak_memory_mb: float | None = None
+    fit: dict[str, Any] | None = None
+    steps: list[str] = field(default_factory=list)
+
+
+def run_row(run: Run, model_names: dict[str, str]) -> RunRow:
+    base, res = run.baseline, run.result
+    accuracy, base_acc = res.get("accuracy"), base.get("accuracy")
+    return RunRow(
+        run=run, model_name=model_names.get(run.model_id, run.model_id),
+        accuracy=accuracy,
+        accuracy_change=None if accuracy is None or base_acc is None else accuracy - base_acc,
+        file_bytes=res.get("file_bytes"),
+        size_ratio=_ratio(base.get("file_bytes"), res.get("file_bytes")),
+        latency_ms=res.get("latency_ms_p50"),
+        latency_ratio=_ratio(base.get("latency_ms_p50"), res.get("latency_ms_p50")),
+        peak_memory_mb=res.get("peak_memory_mb"),
+        fit=res.get("fit") or None,
+        steps=[s.transformer for s in run.steps])
