@@ -198,6 +198,14 @@ def test_every_error_has_one_shape(http: TestClient, alice: Client) -> None:
         (http.get(f"{API}/models"), 401, "unauthenticated"),
         (http.get(f"{API}/runs/run-0/steps/x/log", headers=auth), 422, "validation_error"),
         (http.get(f"{API}/models/nope", headers=auth), 404, "not_found"),
+        # NUL characters, which PostgreSQL refuses, are stopped at the edge.
+        (http.get(f"{API}/models/a%00b", headers=auth), 400, "invalid_input"),
+        (http.get(f"{API}/runs", headers=auth, params={"project": "a\x00"}), 400,
+         "invalid_input"),
+        (http.post(f"{API}/projects", headers=auth, json={"name": "a\x00b"}), 422,
+         "validation_error"),
+        (http.post(f"{API}/auth/login", json={"email": "a\x00@b.io", "password": "x"}), 422,
+         "validation_error"),
     ]
     for response, status, code in cases:
         assert response.status_code == status, (response.request.url, response.text)

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from tinymlaas import __version__
 from tinymlaas.api.deps import Studio
 from tinymlaas.api.errors import install_error_handlers
+from tinymlaas.api.middleware import RejectNulBytes
 from tinymlaas.api.routes import api_router
 from tinymlaas.api.runtime import EventBus, RunQueue
 from tinymlaas.config import Settings, get_settings
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     app.state.studio = studio
     app.state.recovered = recovered
     install_error_handlers(app)
+    app.add_middleware(RejectNulBytes)
     app.include_router(api_router, prefix=API_PREFIX)
     install_web(app)
     return app

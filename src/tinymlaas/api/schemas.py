@@ -58,8 +58,26 @@ Name = str
 Ref = str
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class Create(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        """No text anywhere may hold NUL characters (databases refuse them)."""
+        if _has_nul(data):
+            raise ValueError("NUL characters are not allowed")
+        return data
 
 
 class Public(BaseModel):
