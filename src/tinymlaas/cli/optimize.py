@@ -83,7 +83,8 @@ def optimize_command(
 
     if not as_json:
         console.print(f"searching for up to {budget}...")
-    result = optimize(services(), model, dataset, device=device, objective=objective,
+    result = optimize(services(), model, dataset, device=device,
+                      objective=objective,  # type: ignore[arg-type]  # checked by optimize
                       max_accuracy_drop=max_accuracy_drop, budget=budget,
                       max_trials=max_trials, epochs=epochs, project=project, seed=seed,
                       on_candidate=show)

@@ -81,7 +81,7 @@ class _Converter:
             return self.env[name]
         raise UnsupportedModelError(f"ONNX value {name!r} is used before it is produced")
 
-    def const(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray | None:
+    def const(self, node: onnx.NodeProto, index: int, what: str) -> Any:
         if index >= len(node.input) or not node.input[index]:
             return None
         name = node.input[index]
@@ -162,12 +162,12 @@ def _conv(c: _Converter, node: onnx.NodeProto) -> fx.Node:
     bias = c.const(node, 2, "bias")
     attrs = _attrs(node)
     dims = weight.ndim - 2
-    cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}.get(dims)
+    cls: Any = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}.get(dims)
     if cls is None:
         raise UnsupportedModelError(f"ONNX Conv node {node.name!r} has a {weight.ndim}-d weight")
     groups = int(attrs.get("group", 1))
     padding, explicit = _padding(node, dims)
-    conv = cls(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]),
+    conv: Any = cls(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]),
                stride=tuple(attrs.get("strides", [1] * dims)), padding=tuple(padding),
                dilation=tuple(attrs.get("dilations", [1] * dims)), groups=groups,
                bias=bias is not None)
@@ -178,9 +178,8 @@ def _conv(c: _Converter, node: onnx.NodeProto) -> fx.Node:
     return c.module(node, conv, _pad_input(c, node, c.value(node.input[0]), explicit))
 
 
-def _linear(c: _Converter, node: onnx.NodeProto, weight: np.ndarray,
-            bias: np.ndarray | None) -> fx.Node:
-    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+def _linear(c: _Converter, node: onnx.NodeProto, weight: Any, bias: Any) -> fx.Node:
+    linear: Any = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)))
         if bias is not None:
@@ -212,8 +211,8 @@ def _batch_norm(c: _Converter, node: onnx.NodeProto) -> fx.Node:
                               ((1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")))
     attrs = _attrs(node)
     rank = c.rank(node.input[0]) or 4
-    cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 5: nn.BatchNorm3d}.get(rank, nn.BatchNorm2d)
-    bn = cls(len(mean), eps=float(attrs.get("epsilon", 1e-5)),
+    cls: Any = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 5: nn.BatchNorm3d}.get(rank, nn.BatchNorm2d)
+    bn: Any = cls(len(mean), eps=float(attrs.get("epsilon", 1e-5)),
              momentum=1.0 - float(attrs.get("momentum", 0.9)))
     with torch.no_grad():
         for target, array in ((bn.weight, scale), (bn.bias, bias), (bn.running_mean, mean),
@@ -232,7 +231,7 @@ def _pool(c: _Converter, node: onnx.NodeProto) -> fx.Node:
     if node.op_type == "MaxPool":
         if len(node.output) > 1 and node.output[1]:
             raise UnsupportedModelError(f"ONNX MaxPool node {node.name!r} returns indices")
-        cls = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[dims]
+        cls: Any = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[dims]
         pool = cls(tuple(kernel), strides, tuple(padding),
                    dilation=tuple(attrs.get("dilations", [1] * dims)), ceil_mode=ceil)
         x = _pad_input(c, node, c.value(node.input[0]), explicit, float("-inf"))
@@ -300,10 +299,10 @@ def _unary_module(factory: Callable[[dict[str, Any]], nn.Module]
 
 def _clip(c: _Converter, node: onnx.NodeProto) -> fx.Node:
     attrs = _attrs(node)
-    low = c.const(node, 1, "minimum")
-    high = c.const(node, 2, "maximum")
-    low = float(low) if low is not None else float(attrs.get("min", -np.inf))
-    high = float(high) if high is not None else float(attrs.get("max", np.inf))
+    low_const = c.const(node, 1, "minimum")
+    high_const = c.const(node, 2, "maximum")
+    low = float(low_const) if low_const is not None else float(attrs.get("min", -np.inf))
+    high = float(high_const) if high_const is not None else float(attrs.get("max", np.inf))
     if low == 0.0 and high == 6.0:
         return c.module(node, nn.ReLU6(), c.value(node.input[0]))
     return c.graph.call_function(torch.clamp, (c.value(node.input[0]), low, high))

@@ -100,14 +100,14 @@ def _device_memory(path: Any, device: Device | None) -> tuple[int | None, int | 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
     """Succeeded candidates that no other beats on both accuracy and objective."""
-    done = [c for c in candidates if c.accuracy is not None and c.objective is not None]
+    done = [(c, c.accuracy, c.objective) for c in candidates
+            if c.accuracy is not None and c.objective is not None]
     front = []
-    for c in done:
-        dominated = any(o.accuracy >= c.accuracy and o.objective <= c.objective and
-                        (o.accuracy > c.accuracy or o.objective < c.objective) for o in done)
+    for c, acc, obj in done:
+        dominated = any(a >= acc and o <= obj and (a > acc or o < obj) for _, a, o in done)
         if not dominated:
-            front.append(c)
-    return sorted(front, key=lambda c: c.objective)
+            front.append((obj, c))
+    return [c for _, c in sorted(front, key=lambda pair: pair[0])]
 
 
 def parse_budget(text: str | float) -> float:
@@ -264,7 +264,7 @@ def _finish(search: _Search, started: float, budget_s: float,
     front = pareto_front(candidates)
     for c in front:
         c.pareto = True
-    feasible = sorted([c for c in candidates if c.feasible], key=lambda c: c.objective)
+    feasible = sorted([c for c in candidates if c.feasible], key=lambda c: c.objective or 0.0)
     recommended = feasible[0] if feasible else None
     closest = None
     report: list[LayerSensitivity] = []

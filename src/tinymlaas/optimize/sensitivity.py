@@ -64,7 +64,7 @@ def _quantize_probes(source: Path, dataset: DatasetAccess, baseline: float, budg
 
     X, y = dataset.split("test")
     nodes = [n.name for n in onnx.load(str(source)).graph.node if n.op_type in _QUANTIZABLE]
-    found = []
+    found: list[LayerSensitivity] = []
     for name in nodes:
         out = work / f"q-{len(found)}"
         out.mkdir()
@@ -96,8 +96,8 @@ def _prune_probes(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
 
     model = load_trainable(path, kind)
     shape = sample_shape(specs, path, kind)
-    X, y = dataset.split("test")
-    X = torch.from_numpy(np.ascontiguousarray(X.reshape(len(X), *shape)))
+    X_test, y = dataset.split("test")
+    X = torch.from_numpy(np.ascontiguousarray(X_test.reshape(len(X_test), *shape)))
     outputs = output_layers(model)
     found = []
     for name, layer in prunable_layers(model).items():

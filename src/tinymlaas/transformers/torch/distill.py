@@ -48,6 +48,7 @@ class DistillParams(TrainParams):
 
 
 def _reinitialise(model: nn.Module) -> None:
+    module: Any
     for module in model.modules():
         if module is not model and hasattr(module, "reset_parameters"):
             module.reset_parameters()

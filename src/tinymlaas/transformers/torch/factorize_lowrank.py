@@ -51,7 +51,7 @@ def choose_rank(singular: torch.Tensor, energy: float, rank_ratio: float | None)
     return min(full, int(torch.searchsorted(cumulative, torch.tensor(energy)).item()) + 1)
 
 
-def factorize_layer(layer: nn.Module, rank: int) -> nn.Sequential:
+def factorize_layer(layer: Any, rank: int) -> nn.Sequential:
     """Two layers whose product is the rank-``rank`` SVD approximation of ``layer``."""
     weight = layer.weight.detach()
     matrix = weight.reshape(weight.shape[0], -1)
@@ -61,6 +61,8 @@ def factorize_layer(layer: nn.Module, rank: int) -> nn.Sequential:
     second_w = u[:, :rank] * root[None, :]
     bias = layer.bias is not None
     if isinstance(layer, nn.Linear):
+        first: Any
+        second: Any
         first, second = nn.Linear(layer.in_features, rank, bias=False), \
             nn.Linear(rank, layer.out_features, bias=bias)
     else:

@@ -31,7 +31,7 @@ __all__ = ["MaskSet", "PruneMagnitude", "PruneMagnitudeParams", "sparsity_metric
 class MaskSet:
     """Binary masks on layer weights, re-applied after each optimiser step."""
 
-    def __init__(self, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
+    def __init__(self, layers: dict[str, Any], masks: dict[str, torch.Tensor]) -> None:
         self.layers = layers
         self.masks = masks
         self.apply()
@@ -43,7 +43,7 @@ class MaskSet:
 
 
 def selected_layers(model: fx.GraphModule, keep_layers: list[str],
-                    include_output: bool = True) -> dict[str, nn.Module]:
+                    include_output: bool = True) -> dict[str, Any]:
     layers = prunable_layers(model)
     unknown = set(keep_layers) - set(layers)
     if unknown:
@@ -59,7 +59,7 @@ def _csr_bytes(weight: np.ndarray, value_bytes: int) -> int:
     return nnz * (value_bytes + index_bytes) + (matrix.shape[0] + 1) * 4
 
 
-def sparsity_metrics(layers: dict[str, nn.Module]) -> dict[str, Any]:
+def sparsity_metrics(layers: dict[str, Any]) -> dict[str, Any]:
     """Sparsity and encoded sizes of the given layers' weights (fp32 and int8 values)."""
     per_layer: dict[str, float] = {}
     total = zeros = dense = csr = bitmask = compressed = csr_int8 = bitmask_int8 = 0
@@ -92,7 +92,7 @@ class PruneMagnitudeParams(TrainParams):
                        "increasing steps during fine-tuning (gradual pruning).")
 
 
-def magnitude_masks(layers: dict[str, nn.Module], sparsity: float,
+def magnitude_masks(layers: dict[str, Any], sparsity: float,
                     scope: str) -> dict[str, torch.Tensor]:
     """Masks keeping the largest-magnitude ``1 - sparsity`` of the weights."""
     if scope == "global":

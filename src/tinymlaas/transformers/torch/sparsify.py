@@ -41,7 +41,7 @@ def n_m_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return mask.reshape(weight.shape)
 
 
-def _n_m_bytes(layers: dict[str, nn.Module], n: int, m: int) -> int:
+def _n_m_bytes(layers: dict[str, Any], n: int, m: int) -> int:
     """fp32 values plus ceil(log2(m)) index bits per kept value."""
     bits = max(1, (m - 1).bit_length())
     total = 0

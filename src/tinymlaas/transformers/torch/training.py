@@ -19,7 +19,7 @@ import math
 import operator
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -75,15 +75,15 @@ def _shape(node: Any) -> list[Any] | None:
     return list(value.shape) if isinstance(value, torch.Tensor) else None
 
 
-def _conv_module(weight: torch.Tensor, bias: torch.Tensor | None, stride: Any, padding: Any,
+def _conv_module(weight: Any, bias: Any, stride: Any, padding: Any,
                  dilation: Any, groups: int) -> nn.Module:
     dims = weight.dim() - 2
-    cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}.get(dims)
+    cls: Any = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}.get(dims)
     if cls is None:
         raise UnsupportedModelError(f"convolution with a {weight.dim()}-d weight is not "
                                     "supported for training")
     out_ch, in_per_group = weight.shape[:2]
-    conv = cls(in_per_group * groups, out_ch, tuple(weight.shape[2:]), stride=stride,
+    conv: Any = cls(in_per_group * groups, out_ch, tuple(weight.shape[2:]), stride=stride,
                padding=padding, dilation=dilation, groups=groups, bias=bias is not None)
     with torch.no_grad():
         conv.weight.copy_(weight)
@@ -92,8 +92,8 @@ def _conv_module(weight: torch.Tensor, bias: torch.Tensor | None, stride: Any, p
     return conv
 
 
-def _linear_module(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+def _linear_module(weight: Any, bias: Any) -> nn.Linear:
+    linear: Any = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     with torch.no_grad():
         linear.weight.copy_(weight)
         if bias is not None:
@@ -101,11 +101,10 @@ def _linear_module(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear
     return linear
 
 
-def _batch_norm_module(rank: int | None, weight: torch.Tensor | None,
-                       bias: torch.Tensor | None, mean: torch.Tensor, var: torch.Tensor,
+def _batch_norm_module(rank: int | None, weight: Any, bias: Any, mean: Any, var: Any,
                        momentum: float, eps: float) -> nn.Module:
     cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 5: nn.BatchNorm3d}.get(rank or 4, nn.BatchNorm2d)
-    bn = cls(mean.shape[0], eps=eps, momentum=momentum, affine=weight is not None)
+    bn: Any = cls(mean.shape[0], eps=eps, momentum=momentum, affine=weight is not None)
     with torch.no_grad():
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var)
@@ -181,7 +180,7 @@ def rebuild_exported(path: Path) -> fx.GraphModule:
             return {k: value(v) for k, v in arg.items()}
         return arg
 
-    def tensor_of(arg: Any) -> torch.Tensor | None:
+    def tensor_of(arg: Any) -> Any:
         return None if arg is None else _get_attr(source, constants[arg])
 
     def owned(*args: Any) -> bool:
@@ -326,7 +325,7 @@ def _task_loss(task: Task, outputs: torch.Tensor, y: torch.Tensor,
     return nn.functional.mse_loss(outputs, reference)
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+def distillation_loss(student: torch.Tensor, teacher: Any, temperature: float,
                       task: Task) -> torch.Tensor:
     """Soft-target KL divergence (classification) or output MSE (other tasks)."""
     if task is Task.classification:
@@ -348,7 +347,7 @@ def fine_tune(model: nn.Module, data: TrainingData, params: TrainParams, ctx: St
     every optimiser step (e.g. to re-apply pruning masks); ``set_mode`` replaces
     ``model.train(flag)`` for graphs that switch modes differently (exported programs).
     """
-    set_mode = set_mode or model.train
+    switch: Callable[[bool], Any] = set_mode or model.train
     torch.manual_seed(params.seed)
     if params.epochs == 0:
         return []
@@ -361,7 +360,7 @@ def fine_tune(model: nn.Module, data: TrainingData, params: TrainParams, ctx: St
     if teacher is not None:
         teacher.eval()
     for epoch in range(params.epochs):
-        set_mode(True)
+        switch(True)
         order = torch.randperm(len(data), generator=generator)
         total, batches = 0.0, 0
         for start in range(0, len(order), params.batch_size):
@@ -392,7 +391,7 @@ def fine_tune(model: nn.Module, data: TrainingData, params: TrainParams, ctx: St
         ctx.progress(span[0] + (span[1] - span[0]) * (epoch + 1) / params.epochs,
                      f"{label}: epoch {epoch + 1}/{params.epochs}, loss {losses[-1]:.4f}")
         ctx.log.info("%s epoch %d loss %.5f", label, epoch + 1, losses[-1])
-    set_mode(False)
+    switch(False)
     return losses
 
 
@@ -428,7 +427,7 @@ def count_macs(model: nn.Module, shape: list[int]) -> int:
     return int(counter.get_total_flops() // 2)
 
 
-def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+def prunable_layers(model: nn.Module) -> dict[str, Any]:
     """Convolution and linear layers by name."""
     return {name: m for name, m in model.named_modules()
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))}
@@ -479,9 +478,9 @@ class TrainingStep:
     Subclasses implement ``transform(ctx, model, data, shape) -> (model, metrics)``.
     """
 
-    accepts = TRAINABLE_KINDS
-    produces = ArtifactKind.torch_exported
-    needs = "train"
+    accepts: ClassVar[frozenset[ArtifactKind]] = TRAINABLE_KINDS
+    produces: ClassVar[ArtifactKind] = ArtifactKind.torch_exported
+    needs: ClassVar[Literal["none", "calibration", "train"]] = "train"
 
     def transform(self, ctx: StepContext, model: fx.GraphModule, data: TrainingData,
                   shape: list[int]) -> tuple[nn.Module, dict[str, Any]]:
