@@ -20,7 +20,7 @@ from tinymlaas.client import Client
 COPY = [sys.executable, "-c",
         "import json, shutil, sys; shutil.copy(sys.argv[1] + '/model.onnx', sys.argv[2]); "
         "cfg = json.load(open(sys.argv[3])); "
-        "json.dump({'scale': cfg['scale']}, open(sys.argv[2] + '/metrics.json', 'w'))",
+        "json.dump(dict(scale=cfg['scale']), open(sys.argv[2] + '/metrics.json', 'w'))",
         "{in}", "{out}", "{params}"]
 
 
@@ -194,5 +194,5 @@ def test_external_transformers_and_templates(http: TestClient, alice: Client, al
     run = alice.follow(alice.create_run(alice_model.id, alice_data.id,
                                         template="copy-twice").id)
     assert run.status == "succeeded", run.error
-    assert [s.metrics for s in run.steps] == [{"scale": 2}, {"scale": 1}]
+    assert [s.metrics["scale"] for s in run.steps] == [2, 1]  # params.json reached them
     assert run.output_sha == alice_model.artifact_sha  # a copy has the same content
