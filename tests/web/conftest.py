@@ -11,15 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from web_support import CHROMIUM, PASSWORD, SCREENSHOTS, sign_up
+
 from helpers import need_service
 from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.api.deps import Studio
 from tinymlaas.api.testing import serve_in_thread
 from tinymlaas.config import Settings
-
-
 
 
 @dataclass

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHROMIUM", "PASSWORD", "SCREENSHOTS", "no_horizontal_overflow", "shot",
-           "sign_up"]
+__all__ = ["CHROMIUM", "PASSWORD", "RUN_TIMEOUT_MS", "SCREENSHOTS", "log_in",
+           "no_horizontal_overflow", "shot", "sign_up"]
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
@@ -38,3 +38,14 @@ def no_horizontal_overflow(page: Any) -> tuple[int, int]:
     """(scroll width, viewport width) of the document."""
     return page.evaluate("[document.documentElement.scrollWidth, "
                          "document.documentElement.clientWidth]")
+
+
+def log_in(page: Any, email: str, password: str = PASSWORD) -> None:
+    """Log in through the form with the keyboard only (labels, tab order, Enter)."""
+    page.goto("/login")
+    page.get_by_label("Email").focus()
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/projects"))

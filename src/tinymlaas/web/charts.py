@@ -11,9 +11,9 @@ __all__ = ["BAR_METRICS", "bar_figures", "pareto_front", "scatter_figures"]
 
 #: (key, axis title, scale) of the trade-off plots; x is minimised, accuracy maximised.
 SCATTERS = [
-    ("file_bytes", "Model size (KB)", 1 / 1024),
-    ("latency_ms", "Latency p50 (ms)", 1.0),
-    ("peak_memory_mb", "Peak RAM (MB)", 1.0),
+    ("file_bytes", "size", "Model size (KB)", 1 / 1024),
+    ("latency_ms", "latency", "Latency p50 (ms)", 1.0),
+    ("peak_memory_mb", "RAM", "Peak RAM (MB)", 1.0),
 ]
 #: (key, label) of the metrics offered by the bar chart.
 BAR_METRICS = [
@@ -50,7 +50,7 @@ def scatter_figures(rows: list[ComparisonRow],
                     baseline: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One figure per trade-off; ``baseline`` (input-model metrics) adds a reference point."""
     figures = []
-    for key, title, scale in SCATTERS:
+    for key, short, title, scale in SCATTERS:
         usable = [r for r in rows if r.accuracy is not None and getattr(r, key) is not None]
         xs = [float(getattr(r, key)) * scale for r in usable]
         ys = [float(r.accuracy) for r in usable]  # type: ignore[arg-type]
@@ -74,7 +74,7 @@ def scatter_figures(rows: list[ComparisonRow],
                 "x": [float(baseline[base_key]) * scale], "y": [float(baseline["accuracy"])],
                 "marker": {"size": 12, "symbol": "diamond", "color": "#64748b"}})
         figures.append({"id": f"plot-{key.replace('_', '-')}", "data": traces, "layout": {
-            **_LAYOUT, "title": {"text": f"Accuracy vs {title.split(' (')[0].lower()}"},
+            **_LAYOUT, "title": {"text": f"Accuracy vs {short}"},
             "xaxis": {"title": {"text": title}, "zeroline": False},
             "yaxis": {"title": {"text": "Accuracy (%)"}}}})
     return figures

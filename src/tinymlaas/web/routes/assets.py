@@ -165,15 +165,19 @@ def add_device(request: Request, viewer: WebSession, studio: StudioDep,
     form = {"name": name, "title": title, "category": category, "arch": arch,
             "clock_mhz": clock_mhz, "ram_kb": ram_kb, "flash_kb": flash_kb,
             "features": features, "runtimes": runtimes}
+    required = {"arch": arch.strip() or None}
+    missing = {k: "required, e.g. cortex-m4" for k, v in required.items() if v is None}
     try:
         device = Device(name=name.strip(), title=title.strip(), category=category,
                         arch=arch.strip(), clock_mhz=clock_mhz or 0, ram_kb=ram_kb or 0,
                         flash_kb=flash_kb or 0, features=_split(features),
                         runtimes=_split(runtimes) or ["c"], custom=True)
+        if missing:
+            return _devices_page(request, viewer, studio, missing, form, 400)
         studio.services.add_device(device)
     except ValidationError as exc:
         errors = {str(e["loc"][0]): str(e["msg"]) for e in exc.errors() if e.get("loc")}
-        return _devices_page(request, viewer, studio, errors, form, 400)
+        return _devices_page(request, viewer, studio, {**missing, **errors}, form, 400)
     except TinymlaasError as exc:
         return _devices_page(request, viewer, studio, {"name": exc.message}, form,
                              exc.http_status)
