@@ -156,6 +156,11 @@ def test_register_and_device_errors_inline(new_page: Any, grace: dict[str, Any],
 
 def test_forms_need_the_csrf_token(new_page: Any, grace: dict[str, Any]) -> None:
     page = new_page()
+    page.goto("/login")  # sets the signed-out CSRF cookie
+    forged = page.request.post("/login", form={"email": GRACE, "password": PASSWORD},
+                               max_redirects=0)
+    assert forged.status == 403
+    assert not any(c["name"] == "tinymlaas_session" for c in page.context.cookies())
     log_in(page, GRACE)
     for token in (None, "forged"):
         form = {"name": "sneaky"} if token is None else {"name": "sneaky", "csrf_token": token}
