@@ -177,7 +177,7 @@ class Client:
     # health and accounts ------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        return self.request("GET", "/health").json()  # type: ignore[no-any-return]
+        return self.request("GET", "/health").json()
 
     def register(self, email: str, password: str, name: str = "") -> UserPublic:
         return self._one(UserPublic, "POST", "/auth/register",

@@ -36,7 +36,8 @@ MEDIA_TYPES = {
 }
 
 #: OpenAPI description of a download response.
-DOWNLOAD = {200: {"content": {"application/octet-stream": {}}, "description": "The file."}}
+DOWNLOAD: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The file."}}
 
 
 def artifact_response(artifact: Artifact, path: Path, filename: str | None = None) -> FileResponse:

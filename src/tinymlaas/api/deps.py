@@ -37,7 +37,7 @@ class Studio:
 
 
 def get_studio(request: Request) -> Studio:
-    return request.app.state.studio  # type: ignore[no-any-return]
+    return request.app.state.studio
 
 
 StudioDep = Annotated[Studio, Depends(get_studio)]

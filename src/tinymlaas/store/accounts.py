@@ -312,7 +312,8 @@ class AccountStore:
                              .order_by(MemberRow.created_at))
             for member, user in rows:
                 out.append(Membership(project_id=project_id, user_id=user.id, email=user.email,
-                                      role=member.role, created_at=member.created_at))
+                                      role=member.role,  # type: ignore[arg-type]
+                                      created_at=member.created_at))
             return out
 
     def role_of(self, project_id: str, user_id: str) -> Role | None:
