@@ -24,10 +24,14 @@ BAR_METRICS = [
     ("peak_memory_mb", "Peak RAM (MB)"),
     ("file_bytes", "Size (bytes)"),
 ]
-_LAYOUT = {"margin": {"l": 56, "r": 16, "t": 40, "b": 48}, "height": 340,
+_LAYOUT: dict[str, Any] = {"margin": {"l": 56, "r": 16, "t": 40, "b": 48}, "height": 340,
            "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "#ffffff",
            "font": {"family": "system-ui, sans-serif", "size": 12},
            "legend": {"orientation": "h", "y": -0.25}}
+
+
+def _layout(**extra: Any) -> dict[str, Any]:
+    return {**_LAYOUT, **extra}
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -73,10 +77,10 @@ def scatter_figures(rows: list[ComparisonRow],
                 "type": "scatter", "mode": "markers", "name": "input model",
                 "x": [float(baseline[base_key]) * scale], "y": [float(baseline["accuracy"])],
                 "marker": {"size": 12, "symbol": "diamond", "color": "#64748b"}})
-        figures.append({"id": f"plot-{key.replace('_', '-')}", "data": traces, "layout": {
-            **_LAYOUT, "title": {"text": f"Accuracy vs {short}"},
-            "xaxis": {"title": {"text": title}, "zeroline": False},
-            "yaxis": {"title": {"text": "Accuracy (%)"}}}})
+        figures.append({"id": f"plot-{key.replace('_', '-')}", "data": traces,
+                        "layout": _layout(title={"text": f"Accuracy vs {short}"},
+                                          xaxis={"title": {"text": title}, "zeroline": False},
+                                          yaxis={"title": {"text": "Accuracy (%)"}})})
     return figures
 
 
@@ -89,6 +93,6 @@ def bar_figures(rows: list[ComparisonRow]) -> dict[str, dict[str, Any]]:
             "type": "bar", "x": [_label(r) for r in rows],
             "y": [None if v is None else float(v) for v in values],
             "marker": {"color": "#2563eb"}, "name": label}],
-            "layout": {**_LAYOUT, "title": {"text": label},
-                       "yaxis": {"title": {"text": label}}, "showlegend": False}}
+            "layout": _layout(title={"text": label}, yaxis={"title": {"text": label}},
+                              showlegend=False)}
     return figures

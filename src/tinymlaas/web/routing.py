@@ -8,7 +8,8 @@ another user's project answers 404 exactly like one that does not exist.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request, Response
@@ -37,7 +38,7 @@ def safe_next(target: str | None, fallback: str = "/projects") -> str:
 class WebRoute(APIRoute):
     """An API route whose errors render as pages."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:

@@ -61,11 +61,12 @@ async def upload_model(request: Request, viewer: WebSession, studio: StudioDep) 
     try:
         check_csrf(request, upload.fields.get("csrf_token"))
         fields = upload.fields
-        task = fields.get("task") if fields.get("task") in TASKS else Task.classification.value
+        task = fields.get("task") or ""
         model = await run_in_threadpool(
             viewer.workspace.add_model, upload.path,
             fields.get("name", "").strip() or safe_stem(upload.filename, "model"),
-            project=fields.get("project") or None, task=Task(task),
+            project=fields.get("project") or None,
+            task=Task(task) if task in TASKS else Task.classification,
             description=fields.get("description", "")[:2000])
     except TinymlaasError as exc:
         return _models_page(request, viewer, exc.message, exc.http_status)
@@ -168,10 +169,11 @@ def add_device(request: Request, viewer: WebSession, studio: StudioDep,
     required = {"arch": arch.strip() or None}
     missing = {k: "required, e.g. cortex-m4" for k, v in required.items() if v is None}
     try:
-        device = Device(name=name.strip(), title=title.strip(), category=category,
-                        arch=arch.strip(), clock_mhz=clock_mhz or 0, ram_kb=ram_kb or 0,
-                        flash_kb=flash_kb or 0, features=_split(features),
-                        runtimes=_split(runtimes) or ["c"], custom=True)
+        device = Device.model_validate({
+            "name": name.strip(), "title": title.strip(), "category": category,
+            "arch": arch.strip(), "clock_mhz": clock_mhz or 0, "ram_kb": ram_kb or 0,
+            "flash_kb": flash_kb or 0, "features": _split(features),
+            "runtimes": _split(runtimes) or ["c"], "custom": True})
         if missing:
             return _devices_page(request, viewer, studio, missing, form, 400)
         studio.services.add_device(device)

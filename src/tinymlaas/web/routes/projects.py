@@ -84,7 +84,7 @@ def share_project(request: Request, project_id: str, viewer: WebSession,
     ws = viewer.workspace
     ws.get_project(project_id)
     try:
-        ws.share_project(project_id, email, role if role in {"editor", "viewer"} else "viewer")
+        ws.share_project(project_id, email, "viewer" if role == "viewer" else "editor")
     except TinymlaasError as exc:
         return dashboard(request, project_id, viewer, share_error=exc.message)
     return RedirectResponse(f"/projects/{project_id}#members", status_code=303)
