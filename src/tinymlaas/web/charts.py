@@ -62,6 +62,7 @@ def scatter_figures(rows: list[ComparisonRow],
         traces: list[dict[str, Any]] = [{
             "type": "scatter", "mode": "markers+text", "name": "runs", "x": xs, "y": ys,
             "text": [r.name for r in usable], "textposition": "top center",
+            "cliponaxis": False,
             "hovertext": [_label(r) for r in usable], "hoverinfo": "text+x+y",
             "marker": {"size": 11, "color": "#2563eb"}}]
         if front:

@@ -194,7 +194,9 @@
   // ---- comparison: plotly charts --------------------------------------------------------------
   function initCompare(script) {
     const figures = JSON.parse(script.textContent);
-    const config = { responsive: true, displaylogo: false };
+    const narrow = window.matchMedia("(max-width: 640px)").matches;
+    const config = { responsive: true, displaylogo: false,
+                     displayModeBar: narrow ? false : "hover" };
     const draw = () => {
       if (!window.Plotly) return;
       figures.scatters.forEach((fig) => Plotly.newPlot(fig.id, fig.data, fig.layout, config));
