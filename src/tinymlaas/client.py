@@ -60,11 +60,8 @@ _CHUNK = 1 << 20
 
 
 def _error_classes() -> dict[str, type[errors.TinymlaasError]]:
-    from tinymlaas.service.accounts import ForbiddenError
-
     classes = [getattr(errors, name) for name in errors.__all__]
-    table: dict[str, type[errors.TinymlaasError]] = {
-        cls.code: cls for cls in [*classes, ForbiddenError]}
+    table: dict[str, type[errors.TinymlaasError]] = {cls.code: cls for cls in classes}
     table["validation_error"] = errors.InvalidInputError
     return table
 

@@ -14,6 +14,7 @@ entry point maps them in one place. Messages say what was wrong and what to do.
      ├── NotFoundError                   404 / 3   unknown id or name (or not yours)
      ├── ConflictError                   409 / 4   a name already taken
      ├── AuthenticationError             401 / 5
+     ├── ForbiddenError                  403 / 5   visible to you, but your role does not allow it
      ├── RateLimitedError                429 / 5
      ├── StepFailedError                 500 / 6   a step failed; the run keeps earlier results
      └── ServiceUnavailableError         503 / 7   a database or worker cannot be reached
@@ -26,6 +27,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AuthenticationError",
     "ConflictError",
+    "ForbiddenError",
     "IncompatibleChainError",
     "InvalidInputError",
     "NotFoundError",
@@ -103,6 +105,12 @@ class AuthenticationError(TinymlaasError):
     http_status = 401
     exit_code = 5
     code = "unauthenticated"
+
+
+class ForbiddenError(TinymlaasError):
+    http_status = 403
+    exit_code = 5
+    code = "forbidden"
 
 
 class RateLimitedError(TinymlaasError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,7 +87,6 @@ class RunQueue:
                                         thread_name_prefix="tinymlaas-run")
         self._lock = threading.Lock()
         self._queued: dict[str, Future[None]] = {}
-        self._returned: set[str] = set()
         self._closed = False
 
     def submit(self, run_id: str) -> bool:
@@ -130,23 +128,9 @@ class RunQueue:
         with self._lock:
             if run_id not in self._queued:
                 return False
-            submission = self._queued[run_id]
+        # The engine also stops a step whose worker is starting at this moment.
         self.services.engine.cancel(run_id)
-        # A step whose worker is starting right now has no handle to kill yet; repeat the
-        # request while this submission executes so that step is stopped too.
-        threading.Thread(target=self._keep_cancelling, args=(run_id, submission), daemon=True,
-                         name=f"cancel-{run_id}").start()
         return True
-
-    def _keep_cancelling(self, run_id: str, submission: Future[None], period_s: float = 0.2,
-                         limit_s: float = 60.0) -> None:
-        deadline = time.monotonic() + limit_s
-        while time.monotonic() < deadline:
-            time.sleep(period_s)
-            with self._lock:
-                if self._queued.get(run_id) is not submission or run_id in self._returned:
-                    return
-                self.services.engine.cancel(run_id)
 
     def shutdown(self, wait: bool = False) -> None:
         """Stop taking runs; with ``wait``, cancel the executing ones and wait for them."""
@@ -164,8 +148,6 @@ class RunQueue:
         try:
             # A cancel that came while queued is seen by the engine before the first step.
             run = self.services.execute_run(run_id, self.bus.publish)
-            with self._lock:
-                self._returned.add(run_id)  # no more cancel requests for this execution
         except Exception:
             log.exception("run %s could not be executed", run_id)
             try:
@@ -178,7 +160,6 @@ class RunQueue:
         finally:
             with self._lock:
                 self._queued.pop(run_id, None)
-                self._returned.discard(run_id)
         if run is None:
             return
         self.bus.publish(RunEvent(run_id, DONE, run.status.value,

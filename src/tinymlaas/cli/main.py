@@ -378,6 +378,11 @@ def run_pipeline(
     pipeline = load_pipeline(pipeline_file)
     run = svc.create_run(pipeline, model=model, dataset=dataset, device=device, name=name,
                          project=project)
+    _execute(svc, run, as_json)
+
+
+def _execute(svc, run: Run, as_json: bool) -> None:
+    """Execute a created run with live progress, show the outcome, exit 6 if it failed."""
     if not as_json:
         console.print(f"run [bold]{run.name}[/] ({run.id}): {len(run.steps)} step(s)")
     with RunProgress(_labels(run)) as progress:
@@ -435,15 +440,7 @@ def runs_show(ref: str, log: Annotated[bool, typer.Option(help="Print step logs.
 def runs_rerun(ref: str, as_json: JsonOpt = False) -> None:
     """Run a run's pipeline again; finished steps come from the cache."""
     svc = services()
-    run = svc.rerun(ref)
-    with RunProgress(_labels(run)) as progress:
-        run = svc.execute_run(run.id, None if as_json else progress)
-    if as_json:
-        print_json(run)
-    else:
-        _show_run_summary(run)
-    if run.status != "succeeded":
-        raise typer.Exit(6)
+    _execute(svc, svc.rerun(ref), as_json)
 
 
 @app.command("compare")

@@ -36,10 +36,10 @@ from tinymlaas.domain.entities import NAME_PATTERN
 from tinymlaas.errors import (
     AuthenticationError,
     ConflictError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
     RateLimitedError,
-    TinymlaasError,
 )
 from tinymlaas.service.pipelines import parse_pipeline
 from tinymlaas.service.services import ComparisonRow, Services
@@ -57,7 +57,6 @@ from tinymlaas.store.metadata import new_id
 
 __all__ = [
     "AccountService",
-    "ForbiddenError",
     "LoginRateLimiter",
     "TransformerInfo",
     "Workspace",
@@ -69,14 +68,6 @@ _NAME = re.compile(NAME_PATTERN)
 MIN_PASSWORD = 8
 TOKEN_PREFIX = "tmls_"
 _WRITE_ROLES = frozenset({"owner", "editor"})
-
-
-class ForbiddenError(TinymlaasError):
-    """The project is visible to the user but their role does not allow the change."""
-
-    http_status = 403
-    exit_code = 5
-    code = "forbidden"
 
 
 def hash_token(secret: str) -> str:

@@ -140,12 +140,15 @@ class MetadataStore:
 
     def add_artifact(self, artifact: Artifact) -> Artifact:
         """Record an artifact; recording the same content again returns the first record."""
-        with self.session() as s:
-            row = s.get(ArtifactRow, artifact.sha256)
-            if row is None:
-                row = ArtifactRow(**artifact.model_dump())
-                s.add(row)
-            return _artifact(row)
+        try:
+            with self.session() as s:
+                row = s.get(ArtifactRow, artifact.sha256)
+                if row is None:
+                    row = ArtifactRow(**artifact.model_dump())
+                    s.add(row)
+                return _artifact(row)
+        except IntegrityError:  # stored by another run at the same moment: same content
+            return self.get_artifact(artifact.sha256)
 
     def get_artifact(self, sha256: str) -> Artifact:
         with self.session() as s:

@@ -28,6 +28,7 @@ from torch import fx, nn
 
 from tinymlaas.domain import ArtifactKind, Task, TensorSpec
 from tinymlaas.errors import InvalidInputError, UnsupportedModelError
+from tinymlaas.formats.torch_models import load_exported_program
 from tinymlaas.transformers.base import Params, StepContext
 
 __all__ = ["TRAINABLE_KINDS", "TrainParams", "TrainingData", "count_macs", "count_parameters",
@@ -158,7 +159,7 @@ def rebuild_exported(path: Path) -> fx.GraphModule:
     channel counts can change. Other operations are kept as they are.
     """
     try:
-        source = torch.export.load(str(path)).module()
+        source = load_exported_program(path).module()
     except Exception as exc:
         raise UnsupportedModelError(f"cannot load {path.name} as a torch.export archive: "
                                     f"{str(exc).strip().splitlines()[0][:300]}") from exc

@@ -55,12 +55,13 @@ def upgrade() -> None:
     with op.batch_alter_table("project_members", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_project_members_user_id"), ["user_id"],
                               unique=False)
-    for table, extra in (
+    extras: tuple[tuple[str, list[sa.Column[object]]], ...] = (
         ("external_transformers", [sa.Column("summary", sa.Text(), nullable=False),
                                    sa.Column("params", sa.JSON(), nullable=False)]),
         ("pipeline_templates", [sa.Column("description", sa.Text(), nullable=False),
                                 sa.Column("pipeline", sa.JSON(), nullable=False)]),
-    ):
+    )
+    for table, extra in extras:
         op.create_table(
             table,
             sa.Column("id", sa.String(length=40), nullable=False),
