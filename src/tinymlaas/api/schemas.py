@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tinymlaas.domain import ArtifactKind, RunStatus, StepStatus, Task, TensorSpec
 from tinymlaas.domain.entities import NAME_PATTERN
+from tinymlaas.service.services import ComparisonRow
 
 __all__ = [
     "ArtifactPublic",
@@ -392,22 +393,8 @@ class CompareRequest(Create):
     reference: Ref | None = None
 
 
-class ComparisonPublic(Public):
-    run_id: str
-    name: str
-    status: str
-    steps: list[str]
-    accuracy: float | None = None
-    accuracy_change: float | None = None
-    top1_agreement: float | None = None
-    file_bytes: int | None = None
-    size_ratio: float | None = None
-    latency_ms: float | None = None
-    latency_ratio: float | None = None
-    peak_memory_mb: float | None = None
-    macs: int | None = None
-    parameters: int | None = None
-    reference: str
+class ComparisonPublic(Public, ComparisonRow):
+    """One run in a comparison (the service's row, as the API shows it)."""
 
 
 class ArtifactPublic(Public):
