@@ -96,6 +96,18 @@ def test_crash_hang_and_memory_hog_fail_only_their_run(services, registered, ste
     assert good.steps[1].metrics["copied_bytes"] > 100_000
 
 
+def test_files_named_by_params_key_the_cache_by_content(services, registered, tmp_path):
+    note = tmp_path / "note.txt"
+    note.write_text("first")
+    step = {"test-copy": {"note_file": str(note)}}
+    first, _ = run(services, registered, "export-onnx", step)
+    again, _ = run(services, registered, "export-onnx", step)
+    note.write_text("second")
+    edited, _ = run(services, registered, "export-onnx", step)
+    assert [r.steps[1].status for r in (first, again, edited)] == [
+        StepStatus.succeeded, StepStatus.cached, StepStatus.succeeded]
+
+
 def test_several_runs_at_once(services, registered) -> None:
     model, dataset = registered
     ids = [services.create_run(pipeline("export-onnx", t, name=t), model=model.id,

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tinymlaas.artifacts import LocalArtifactStore
+from tinymlaas.artifacts import LocalArtifactStore, sha256_file
 from tinymlaas.domain import (
     Artifact,
     ArtifactKind,
@@ -79,6 +79,7 @@ class PlannedStep:
     input_kind: ArtifactKind
     output_kind: ArtifactKind
     needs: str
+    file_params: tuple[str, ...] = ()
 
 
 def canonical_json(value: Any) -> str:
@@ -135,7 +136,7 @@ class Engine:
                                         f"({transformer.needs} split); give the run one")
             out_kind = transformer.output_kind(kind, params)
             planned.append(PlannedStep(step, step.transformer, transformer.version, params, kind,
-                                       out_kind, transformer.needs))
+                                       out_kind, transformer.needs, transformer.file_params))
             kind = out_kind
         return planned
 
@@ -245,7 +246,8 @@ class Engine:
                   model: Model, dataset: Dataset, emit: EventCallback) -> Artifact | None:
         params = plan.params.model_dump(mode="json")
         dataset_sha = dataset.artifact_sha if plan.needs != "none" else None
-        key = step_key(current.sha256, plan.transformer, plan.version, params, dataset_sha)
+        key = step_key(current.sha256, plan.transformer, plan.version,
+                       {**params, **_file_digests(params, plan.file_params)}, dataset_sha)
         cached = self.meta.cached_step(key)
         if cached is not None and self.artifacts.exists(cached[0]):
             self.meta.update_step(run.id, step.index, status=StepStatus.cached, key=key,
@@ -375,6 +377,16 @@ class Engine:
         self.meta.update_run(run.id, status=RunStatus.cancelled, error="cancelled",
                              finished_at=_now())
         return self.meta.get_run(run.id)
+
+
+def _file_digests(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    """Content hashes of the files that params name, so an edited file is not a cache hit."""
+    digests = {}
+    for name in names:
+        value = params.get(name)
+        if value and Path(value).is_file():
+            digests[f"{name}@sha256"] = sha256_file(Path(value))
+    return digests
 
 
 def _read_tail(path: Path) -> str:

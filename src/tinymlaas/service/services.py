@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -311,10 +310,6 @@ class Services:
 
     def artifact_path(self, sha: str) -> Path:
         return self.artifacts.path(sha)
-
-    def copy_artifact(self, sha: str, target: Path) -> Path:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return Path(shutil.copyfile(self.artifacts.path(sha), target))
 
 
 def _has_external(path: Path) -> bool:

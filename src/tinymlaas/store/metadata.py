@@ -157,11 +157,6 @@ class MetadataStore:
                 raise NotFoundError(f"artifact {sha256[:12]} not found")
             return _artifact(row)
 
-    def find_artifacts(self, prefix: str) -> list[Artifact]:
-        with self.session() as s:
-            rows = s.scalars(select(ArtifactRow).where(ArtifactRow.sha256.startswith(prefix)))
-            return [_artifact(r) for r in rows]
-
     # models and datasets ------------------------------------------------------------------
 
     def add_model(self, model: Model) -> Model:

@@ -103,6 +103,8 @@ class Transformer:
     accepts: ClassVar[frozenset[ArtifactKind]] = frozenset({ArtifactKind.onnx})
     produces: ClassVar[ArtifactKind] = ArtifactKind.onnx
     needs: ClassVar[Literal["none", "calibration", "train"]] = "none"
+    #: Params that name input files: their content (not just the path) keys the cache.
+    file_params: ClassVar[tuple[str, ...]] = ()
 
     def output_kind(self, input_kind: ArtifactKind, params: BaseModel) -> ArtifactKind:
         """The kind this step makes from ``input_kind`` (most always make ``produces``)."""

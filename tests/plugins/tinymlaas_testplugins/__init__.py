@@ -62,9 +62,15 @@ class Hog(Transformer):
         raise AssertionError("the memory limit did not stop this step")
 
 
+class CopyParams(Params):
+    note_file: str | None = None
+
+
 class Copy(Transformer):
     name = "test-copy"
     summary = "Copies the ONNX input unchanged (a third-party transformer that works)."
+    Params = CopyParams
+    file_params = ("note_file",)
 
     def run(self, ctx: StepContext) -> StepOutput:
         out = ctx.out_dir / "model.onnx"

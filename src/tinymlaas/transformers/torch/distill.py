@@ -65,6 +65,7 @@ def _user_student(path_text: str) -> fx.GraphModule:
 class Distill(TrainingStep, Transformer):
     name = "distill"
     version = "1"
+    file_params = ("student",)
     summary = ("Knowledge distillation into a narrower copy of the model (or a given student), "
                "on the train split.")
     Params = DistillParams
