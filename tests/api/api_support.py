@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -35,3 +38,22 @@ def assert_error_shape(body: dict, code: str | None = None) -> None:
     assert isinstance(body["details"], dict)
     if code is not None:
         assert body["code"] == code, body
+
+
+def wait_for(condition: Callable[[], bool], limit_s: float = 120.0) -> None:
+    """Poll ``condition`` until it holds (fails the test after ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.05)
+
+
+def sleep_once(marker: Path, seconds: int = 300) -> list[str]:
+    """An external step command that sleeps the first time (leaving ``marker``), then copies
+    its input: a run that hangs once and succeeds when resubmitted."""
+    return [sys.executable, "-c",
+            "import os, shutil, sys, time\n"
+            "if not os.path.exists(sys.argv[3]):\n"
+            f"    open(sys.argv[3], 'w').close(); time.sleep({seconds})\n"
+            "shutil.copy(sys.argv[1] + '/model.onnx', sys.argv[2])",
+            "{in}", "{out}", str(marker)]

@@ -9,13 +9,21 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from api_support import API, FAST, PASSWORD, assert_error_shape, make_settings, new_user
+from api_support import (
+    API,
+    FAST,
+    PASSWORD,
+    assert_error_shape,
+    make_settings,
+    new_user,
+    sleep_once,
+    wait_for,
+)
 from fastapi.testclient import TestClient
 
 from tinymlaas.api.app import create_app, open_studio
@@ -23,22 +31,6 @@ from tinymlaas.api.deps import Studio
 from tinymlaas.api.testing import serve_in_thread
 from tinymlaas.client import Client
 from tinymlaas.domain import RunStatus, StepStatus
-
-
-def wait_for(condition: Callable[[], bool], limit_s: float = 120.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, "gave up waiting"
-        time.sleep(0.05)
-
-
-def sleep_once(marker: Path) -> list[str]:
-    return [sys.executable, "-c",
-            "import os, shutil, sys, time\n"
-            "if not os.path.exists(sys.argv[3]):\n"
-            "    open(sys.argv[3], 'w').close(); time.sleep(300)\n"
-            "shutil.copy(sys.argv[1] + '/model.onnx', sys.argv[2])",
-            "{in}", "{out}", str(marker)]
 
 
 def _free_port() -> int:

@@ -7,12 +7,10 @@ import hashlib
 import io
 import json
 import sys
-import time
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
-from api_support import API, FAST, assert_error_shape
+from api_support import API, FAST, assert_error_shape, sleep_once, wait_for
 from fastapi.testclient import TestClient
 
 from tinymlaas.client import Client
@@ -22,23 +20,6 @@ COPY = [sys.executable, "-c",
         "cfg = json.load(open(sys.argv[3])); "
         "json.dump(dict(scale=cfg['scale']), open(sys.argv[2] + '/metrics.json', 'w'))",
         "{in}", "{out}", "{params}"]
-
-
-def wait_for(condition: Callable[[], bool], limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, "gave up waiting"
-        time.sleep(0.05)
-
-
-def sleep_once(marker: Path) -> list[str]:
-    """A step that sleeps for two minutes the first time, then copies its input."""
-    return [sys.executable, "-c",
-            "import os, shutil, sys, time\n"
-            "if not os.path.exists(sys.argv[3]):\n"
-            "    open(sys.argv[3], 'w').close(); time.sleep(120)\n"
-            "shutil.copy(sys.argv[1] + '/model.onnx', sys.argv[2])",
-            "{in}", "{out}", str(marker)]
 
 
 def test_builtin_template_checks_the_chain(http: TestClient, alice: Client, alice_model,
@@ -140,7 +121,7 @@ def test_invalid_pipelines_are_4xx(http: TestClient, alice: Client, alice_model,
 def test_cancel_then_resubmit(http: TestClient, alice: Client, alice_model, alice_data,
                               tmp_path: Path) -> None:
     marker = tmp_path / "slept"
-    alice.register_transformer("sleepy", command=sleep_once(marker))
+    alice.register_transformer("sleepy", command=sleep_once(marker, 120))
     run = alice.create_run(alice_model.id, alice_data.id,
                            pipeline={"steps": ["sleepy"], "evaluate": False})
     cancelled = False
