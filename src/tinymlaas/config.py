@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(default=None, description="Default HMAC-SHA256 key of "
                                        "webhooks registered without their own secret.")
     webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_allow_private: bool = Field(default=False, description="Allow webhooks to "
+                                        "loopback, private and link-local addresses.")
 
     @property
     def resolved_database_url(self) -> str:

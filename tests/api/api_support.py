@@ -19,8 +19,11 @@ API = "/api/v1"
 
 
 def make_settings(home: Path, database_url: str, **overrides: object) -> Settings:
-    return Settings(home=home, database_url=database_url, step_timeout_s=120,
-                    step_memory_mb=4096, login_rate_limit=5, **overrides)  # type: ignore[arg-type]
+    """Test settings; webhooks may target this machine (test receivers run on loopback)."""
+    values: dict[str, object] = {"step_timeout_s": 120, "step_memory_mb": 4096,
+                                 "login_rate_limit": 5, "webhook_allow_private": True,
+                                 **overrides}
+    return Settings(home=home, database_url=database_url, **values)  # type: ignore[arg-type]
 
 
 def new_user(http: TestClient, email: str) -> Client:

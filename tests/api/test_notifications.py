@@ -20,7 +20,9 @@ from api_support import FAST, make_settings, new_user
 from fastapi.testclient import TestClient
 
 from tinymlaas.api.app import create_app, open_studio
-from tinymlaas.notify import SIGNATURE_HEADER
+from tinymlaas.errors import InvalidInputError
+from tinymlaas.notify import SIGNATURE_HEADER, deliver_webhook
+from tinymlaas.notify.webhooks import check_webhook_url
 
 
 class Inbox:
@@ -130,3 +132,18 @@ def test_email_and_webhook_on_success_and_failure(tmp_path: Path, database_url: 
     finally:
         studio.runs.shutdown(wait=True)
         studio.services.close()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/hook", "http://localhost/hook",
+                                 "http://169.254.169.254/latest/meta-data",
+                                 "http://10.0.0.7/hook", "http://[::1]/hook", "ftp://x/hook"])
+def test_webhooks_to_internal_addresses_are_refused(url: str) -> None:
+    with pytest.raises(InvalidInputError):
+        check_webhook_url(url, allow_private=False)
+
+
+def test_webhook_url_checks_allow_public_and_configured_private() -> None:
+    check_webhook_url("https://93.184.216.34/hook", allow_private=False)
+    check_webhook_url("http://127.0.0.1:8080/hook", allow_private=True)
+    with pytest.raises(InvalidInputError, match=r"internal address 127\.0\.0\.1"):
+        deliver_webhook("http://127.0.0.1:9/hook", "secret", "run.succeeded", {})

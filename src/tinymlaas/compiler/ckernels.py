@@ -171,10 +171,7 @@ static void tm_${NAME}(const $XT* x, const $WT* w, const $BT* b, $YT* y,
           const int t1 = t0 + TM_TILE < OW ? t0 + TM_TILE : OW;
           tm_${TILE}(xg, wm, acc, bias, cg, H, W, KH, KW, SW, DH, DW, PL, iy0, ky0, ky1, t0,
                      t1, $ZP);
-          for (int i = 0; i < t1 - t0; ++i) {
-            const int j = oy * OW + t0 + i;
-            ym[j] = TM_STORE(acc[i], j);
-          }
+          $ROWSTORE
         }
       }
     }
@@ -182,10 +179,16 @@ static void tm_${NAME}(const $XT* x, const $WT* w, const $BT* b, $YT* y,
 }
 #undef TM_STORE
 """
+# Stores one tile of accumulators through TM_STORE (inlined into the kernel).
+_ROW_INLINE = """for (int i = 0; i < t1 - t0; ++i) {
+            const int j = oy * OW + t0 + i;
+            ym[j] = TM_STORE(acc[i], j);
+          }"""
 _CONV_F32 = Template(_CONV_BODY).substitute(
     NAME="conv2d_f32", XT="float", WT="float", BT="float", YT="float", AT="float",
     EXTRA="float lo, float hi", PRE="", TILE="convtile_f32", ZP="0.0f",
     STORE="((a) < lo ? lo : ((a) > hi ? hi : (a)))",
+    ROWSTORE=_ROW_INLINE,
 )
 # Convolution with a residual Add fused in: y = act(conv(x) + r); r may share y's memory.
 _CONV_ADD_F32 = Template(_CONV_BODY).substitute(
@@ -193,6 +196,7 @@ _CONV_ADD_F32 = Template(_CONV_BODY).substitute(
     EXTRA="const float* r, float lo, float hi", TILE="convtile_f32", ZP="0.0f",
     PRE="const float* rm = r + ((size_t)n * M + m) * OH * OW;",
     STORE="tm_clampf((a) + rm[j], lo, hi)",
+    ROWSTORE=_ROW_INLINE,
 )
 _QCONV = Template(_CONV_BODY).safe_substitute(
     NAME="qconv2d_$S", WT="int8_t", BT="int32_t", AT="int32_t",
@@ -200,10 +204,29 @@ _QCONV = Template(_CONV_BODY).safe_substitute(
            "int32_t lo, int32_t hi"),
     PRE="const int32_t mm = mult[m], sm = shift[m];", TILE="convtile_$XC", ZP="xz",
     STORE="(($YT)tm_clampi(tm_mbqm((a), mm, sm) + yz, lo, hi))",
+    ROWSTORE=_ROW_INLINE,
 )
 # Quantized convolution whose int8 result feeds a quantized residual Add (TFLite
-# arithmetic for both): the convolution's output tensor is never stored.
-_QCONV_ADD = Template(_CONV_BODY).safe_substitute(
+# arithmetic for both): the convolution's output tensor is never stored. The requantization
+# and the Add of a tile run in a separate, never inlined function: inlined, their 64-bit
+# arithmetic and a dozen live parameters crowd the registers of the convolution loop nest,
+# and GCC compiled the tap loop (where all the time goes) markedly slower than in the plain
+# kernel, which made the fused kernel slower than a convolution plus a separate Add.
+_QADD_TILE = r"""
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void tm_qaddtile_$S(const int32_t* acc, int n, $YT* y, const $YT* r, int32_t mm,
+                           int32_t sm, int32_t cz, int32_t clo, int32_t chi, int32_t rz,
+                           int32_t yz, int32_t ma, int32_t sha, int32_t mb, int32_t shb,
+                           int32_t my, int32_t shy, int32_t lo, int32_t hi) {
+  /* y may be r (in place): element i is read before it is written. */
+  for (int i = 0; i < n; ++i)
+    y[i] = ($YT)tm_qadd1(tm_clampi(tm_mbqm(acc[i], mm, sm) + cz, clo, chi) - cz,
+                         (int32_t)r[i] - rz, ma, sha, mb, shb, my, shy, yz, lo, hi);
+}
+"""
+_QCONV_ADD = _QADD_TILE + Template(_CONV_BODY).safe_substitute(
     NAME="qconv2d_add_$S", WT="int8_t", BT="int32_t", AT="int32_t",
     EXTRA=("int32_t xz, int32_t cz, const int32_t* mult, const int32_t* shift, "
            "int32_t clo, int32_t chi, const $YT* r, int32_t rz, int32_t yz, int32_t ma, "
@@ -211,9 +234,10 @@ _QCONV_ADD = Template(_CONV_BODY).safe_substitute(
            "int32_t hi"),
     PRE=("const int32_t mm = mult[m], sm = shift[m];\n"
          "      const $YT* rm = r + ((size_t)n * M + m) * OH * OW;"),
-    TILE="convtile_$XC", ZP="xz",
-    STORE=("(($YT)tm_qadd1(tm_clampi(tm_mbqm((a), mm, sm) + cz, clo, chi) - cz, "
-           "(int32_t)rm[j] - rz, ma, sha, mb, shb, my, shy, yz, lo, hi))"),
+    TILE="convtile_$XC", ZP="xz", STORE="(a)",
+    ROWSTORE=("tm_qaddtile_$S(acc, t1 - t0, ym + oy * OW + t0, rm + oy * OW + t0, mm, sm, "
+              "cz, clo, chi,\n                         rz, yz, ma, sha, mb, shb, my, shy, lo, "
+              "hi);"),
 )
 
 _GEMM_F32 = r"""
@@ -786,4 +810,14 @@ def kernel_source(func: str) -> str:
         values["YT"] = xt
         low, high = _RANGES[types[0]]
         values["LO"], values["HI"] = str(low), str(high)
-    return Template(template).substitute(values)
+    text = Template(template).substitute(values)
+    if base == "convtile":
+        # Integer taps: |x - xz| <= 255 and |w| <= 128, so every product fits int16 exactly
+        # (|p| <= 32640); 16-bit multiplies vectorise to twice the lanes of 32-bit ones
+        # (and SSE2 has no 32-bit lane multiply). Bit-exact: the sum stays int32.
+        text = text.replace("const int32_t wv = (int32_t)wr[kx];",
+                            "const int16_t wv = (int16_t)wr[kx];")
+        for index in ("ox + off", "ox * SW + off"):
+            text = text.replace(f"wv * (int32_t)(xr[{index}] - xz)",
+                                f"(int16_t)(wv * (int16_t)(xr[{index}] - xz))")
+    return text

@@ -53,7 +53,8 @@ class Notifier:
             try:
                 sent["webhooks"][hook.id] = deliver_webhook(
                     hook.url, hook.secret, event, payload,
-                    timeout_s=self.settings.webhook_timeout_s)
+                    timeout_s=self.settings.webhook_timeout_s,
+                    allow_private=self.settings.webhook_allow_private)
             except Exception as exc:  # a receiver's problem must not affect the run
                 log.warning("webhook %s for run %s failed: %s", hook.id, run.id, exc)
                 sent["webhooks"][hook.id] = None

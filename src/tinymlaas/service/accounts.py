@@ -492,8 +492,9 @@ class Workspace:
 
     def add_webhook(self, url: str, *, project: str | None = None, secret: str | None = None,
                     events: list[str] | None = None) -> Webhook:
-        if not re.match(r"^https?://[^\s/]+", url):
-            raise InvalidInputError("a webhook URL starts with http:// or https://")
+        from tinymlaas.notify.webhooks import check_webhook_url
+
+        check_webhook_url(url, allow_private=self.services.settings.webhook_allow_private)
         allowed = {"run.succeeded", "run.failed", "run.cancelled"}
         events = events or ["run.succeeded", "run.failed"]
         if not set(events) <= allowed:
