@@ -16,13 +16,15 @@ from tinymlaas.client import Client
 @pytest.fixture
 def alice_world(alice: Client, alice_model, alice_data, tmp_path: Path) -> dict[str, str]:
     """Alice's project with a model, a dataset, a finished run, a template, an external
-    transformer and a webhook."""
+    transformer, a webhook and a custom device."""
     run = alice.create_run(alice_model.id, alice_data.id, pipeline=FAST, name="mine")
     run = alice.follow(run.id)
     assert run.status == "succeeded", run.error
     alice.create_template("my-fuse", FAST)
     alice.register_transformer("copy", command=["cp", "-r", "{in}/.", "{out}"])
     hook = alice.create_webhook("http://127.0.0.1:9/hook")
+    alice.add_device(name="lab-board", arch="cortex-m4", clock_mhz=80, ram_kb=128,
+                     flash_kb=512)
     return {"project": alice.me().default_project, "model": alice_model.id,
             "model_name": alice_model.name, "dataset": alice_data.id, "run": run.id,
             "run_name": run.name, "sha": run.output_sha or "", "hook": hook.id}
@@ -44,7 +46,7 @@ def test_every_resource_of_another_user_is_404(http: TestClient, alice: Client, 
              f"/runs/{run}/artifacts", f"/runs/{run}/artifacts/{w['sha']}",
              f"/runs/{run}/output", f"/runs/{run}/export", f"/runs/{run}/events",
              f"/projects/{w['project']}", f"/projects/{w['project']}/members",
-             "/templates/my-fuse", "/transformers/copy"]
+             "/templates/my-fuse", "/transformers/copy", "/devices/lab-board"]
     writes = [
         ("POST", f"/runs/{run}/submit", None), ("POST", f"/runs/{run}/cancel", None),
         ("POST", f"/runs/{run}/rerun", None),
@@ -55,6 +57,8 @@ def test_every_resource_of_another_user_is_404(http: TestClient, alice: Client, 
         ("POST", "/datasets/builtin", {"project": w["project"]}),
         ("POST", "/templates", {"name": "t", "pipeline": FAST, "project": w["project"]}),
         ("POST", "/webhooks", {"url": "http://127.0.0.1:9/x", "project": w["project"]}),
+        ("POST", "/devices", {"name": "d", "arch": "x", "clock_mhz": 1, "ram_kb": 1,
+                              "flash_kb": 1, "project": w["project"]}),
         ("POST", f"/projects/{w['project']}/members", {"email": "bob@example.com"}),
         ("DELETE", f"/webhooks/{w['hook']}", None),
     ]
@@ -78,6 +82,12 @@ def test_every_resource_of_another_user_is_404(http: TestClient, alice: Client, 
     assert [p.id for p in bob.list_projects()] == [bob.me().default_project]
     assert "copy" not in {t.name for t in bob.list_transformers()}
     assert "my-fuse" not in {t.name for t in bob.list_templates()}
+    assert "lab-board" not in {d.name for d in bob.list_devices()}
+    # Bob may use the same name in his own project; Alice's device is untouched.
+    mine = bob.add_device(name="lab-board", arch="cortex-m0plus", clock_mhz=48, ram_kb=32,
+                          flash_kb=256)
+    assert mine.project == bob.me().default_project
+    assert alice.get_device("lab-board").arch == "cortex-m4"
     # ... and nothing of Alice's changed.
     assert alice.get_run(run).status == "succeeded"
     assert [h.id for h in alice.list_webhooks()] == [w["hook"]]

@@ -138,13 +138,40 @@ def test_step_cache_and_evaluations(store: MetadataStore) -> None:
     assert got is not None and got.metrics == {"accuracy": 1.0}
 
 
-def test_custom_devices(store: MetadataStore) -> None:
-    device = Device(name="my-board", arch="cortex-m4", clock_mhz=80, ram_kb=128, flash_kb=512,
-                    custom=True)
-    store.add_device(device)
-    assert store.list_custom_devices() == [device]
-    with pytest.raises(ConflictError):
+def test_custom_devices_belong_to_a_project(store: MetadataStore) -> None:
+    device = Device(name="my-board", arch="cortex-m4", clock_mhz=80, ram_kb=128, flash_kb=512)
+    stored = store.add_device(device)
+    assert stored.project == "default" and stored.custom
+    other = store.add_device(device.model_copy(update={"project": "p2", "ram_kb": 64}))
+    assert store.list_custom_devices() == [stored, other]
+    assert store.list_custom_devices({"p2"}) == [other]
+    assert store.list_custom_devices({"nobody"}) == []
+    with pytest.raises(ConflictError, match="in project 'default'"):
         store.add_device(device)
+
+
+def test_upgrading_moves_existing_devices_into_the_default_project(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from tinymlaas.store.metadata import MIGRATIONS, _create_engine
+
+    engine = _create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+        connection.execute(sa.text("INSERT INTO devices (name, spec) VALUES (:n, :s)"),
+                           {"n": "old-board", "s": '{"name": "old-board", "arch": "cortex-m4", '
+                            '"clock_mhz": 64, "ram_kb": 256, "flash_kb": 1024}'})
+    engine.dispose()
+    store = MetadataStore(database_url)
+    try:
+        [device] = store.list_custom_devices()
+        assert (device.name, device.project, device.custom) == ("old-board", "default", True)
+    finally:
+        store.close()
 
 
 def test_concurrent_writers_do_not_fail(store: MetadataStore) -> None:

@@ -249,6 +249,7 @@ class DeviceCreate(Create):
     runtimes: list[str] = Field(default_factory=list, max_length=50)
     macs_per_cycle: float = Field(default=0.5, gt=0, le=1e6)
     notes: str = Field(default="", max_length=2000)
+    project: Ref | None = Field(default=None, description="Owning project (default: yours).")
 
 
 class DevicePublic(Public):
@@ -264,6 +265,7 @@ class DevicePublic(Public):
     macs_per_cycle: float
     custom: bool
     notes: str
+    project: str | None = None
 
 
 # transformers and templates ---------------------------------------------------------------

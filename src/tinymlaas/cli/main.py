@@ -252,8 +252,9 @@ def devices_add(
     features: Annotated[str, typer.Option(help="Comma-separated: fpu,dsp,helium,neon.")] = "",
     runtimes: Annotated[str, typer.Option(help="Comma-separated: c,tflite-micro.")] = "c",
     macs_per_cycle: Annotated[float, typer.Option(help="MACs per cycle, for estimates.")] = 0.5,
+    project: ProjectOpt = None,
 ) -> None:
-    """Register a custom device."""
+    """Register a custom device in a project."""
     from pydantic import ValidationError
 
     try:
@@ -261,7 +262,7 @@ def devices_add(
                         clock_mhz=clock_mhz, ram_kb=ram_kb, flash_kb=flash_kb,
                         features=[f for f in features.split(",") if f],
                         runtimes=[r for r in runtimes.split(",") if r],
-                        macs_per_cycle=macs_per_cycle, custom=True)
+                        macs_per_cycle=macs_per_cycle, custom=True, project=project)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidInputError(f"invalid device: {problems}") from None

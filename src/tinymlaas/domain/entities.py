@@ -152,6 +152,8 @@ class Device(Entity):
     macs_per_cycle: float = Field(default=0.5, gt=0,
                                   description="int8 MACs per cycle, for estimates")
     custom: bool = False
+    project: str | None = Field(default=None, description="The project owning a custom "
+                                "device; none for the shipped catalog.")
     notes: str = ""
 
 

@@ -101,7 +101,7 @@ class Engine:
 
     def __init__(self, meta: MetadataStore, artifacts: LocalArtifactStore, executor: Executor,
                  work_root: Path, *, workers: int = 2,
-                 devices: Callable[[str], Device] | None = None) -> None:
+                 devices: Callable[[str, str], Device] | None = None) -> None:
         self.meta = meta
         self.artifacts = artifacts
         self.executor = executor
@@ -349,7 +349,7 @@ class Engine:
                       emit: EventCallback) -> dict[str, Any]:
         if not run.pipeline.evaluate or output.kind not in EVALUABLE_KINDS:
             return {"baseline": {}, "result": {}}
-        device = self.devices(run.device) if run.device and self.devices else None
+        device = self.devices(run.device, run.project) if run.device and self.devices else None
         baseline_artifact = self.meta.get_artifact(model.artifact_sha)
         baseline = self.evaluate(run.id, baseline_artifact, model, dataset, None,
                                  "evaluate-baseline", emit, device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from tinymlaas.domain import (
     Task,
 )
 from tinymlaas.engine import Engine, RunEvent
-from tinymlaas.errors import InvalidInputError, NotFoundError
+from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
 from tinymlaas.executors import LocalExecutor
 from tinymlaas.formats import datasets as ds
 from tinymlaas.formats.models import detect_model_kind, inspect_model, load_onnx_checked
@@ -70,7 +70,7 @@ class Services:
         self.executor = LocalExecutor(self.settings.step_timeout_s, self.settings.step_memory_mb)
         self.engine = Engine(self.meta, self.artifacts, self.executor,
                              self.settings.home / "work", workers=self.settings.workers,
-                             devices=self.get_device)
+                             devices=lambda name, project: self.get_device(name, {project}))
         self.meta.ensure_project(DEFAULT_PROJECT, "Default project")
 
     def close(self) -> None:
@@ -164,24 +164,28 @@ class Services:
 
     # devices ------------------------------------------------------------------------------
 
-    def list_devices(self) -> list[Device]:
+    def list_devices(self, projects: Collection[str] | None = None) -> list[Device]:
+        """The catalog and the custom devices (of ``projects`` when given)."""
         from tinymlaas.devices.catalog import load_catalog
 
-        return [*load_catalog(), *self.meta.list_custom_devices()]
+        return [*load_catalog(), *self.meta.list_custom_devices(projects)]
 
-    def get_device(self, name: str) -> Device:
-        for device in self.list_devices():
+    def get_device(self, name: str, projects: Collection[str] | None = None) -> Device:
+        """A catalog device, or a custom one of ``projects`` (any project when not given)."""
+        known = self.list_devices(projects)
+        for device in known:
             if device.name == name:
                 return device
         raise NotFoundError(f"unknown device {name!r}; `tinymlaas devices list` shows the "
-                            "catalog", {"known": [d.name for d in self.list_devices()]})
+                            "catalog", {"known": [d.name for d in known]})
 
     def add_device(self, device: Device) -> Device:
-        if any(d.name == device.name for d in self.list_devices()):
-            from tinymlaas.errors import ConflictError
+        """Register a custom device in its project; catalog names are taken."""
+        from tinymlaas.devices.catalog import load_catalog
 
-            raise ConflictError(f"a device named {device.name!r} already exists")
-        return self.meta.add_device(device.model_copy(update={"custom": True}))
+        if any(d.name == device.name for d in load_catalog()):
+            raise ConflictError(f"{device.name!r} is a catalog device; pick another name")
+        return self.meta.add_device(device)
 
     def analyze(self, ref: str, device: str | None = None, runtime: str = "c"):
         """Static analysis of an ONNX file, a registered ONNX model or a run's ONNX output."""
@@ -226,7 +230,7 @@ class Services:
         dataset_entity = self.meta.get_dataset(dataset_ref, project)
         device_name = device or pipeline.device
         if device_name:
-            self.get_device(device_name)
+            self.get_device(device_name, {model_entity.project})
         return self.engine.create_run(pipeline, model_entity, dataset_entity, device_name,
                                       name, project)
 

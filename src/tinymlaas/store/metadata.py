@@ -7,7 +7,7 @@ failing) by default; PostgreSQL by URL. The schema is created and upgraded by Al
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,14 +188,22 @@ class MetadataStore:
     # devices ------------------------------------------------------------------------------
 
     def add_device(self, device: Device) -> Device:
-        self._insert(DeviceRow(name=device.name, spec=device.model_dump(mode="json")),
-                     f"a device named {device.name!r} already exists")
+        """Record a custom device in its project (``device.project``)."""
+        project = device.project or "default"
+        device = device.model_copy(update={"project": project, "custom": True})
+        self._insert(DeviceRow(project=project, name=device.name,
+                               spec=device.model_dump(mode="json")),
+                     f"a device named {device.name!r} already exists in project {project!r}")
         return device
 
-    def list_custom_devices(self) -> list[Device]:
+    def list_custom_devices(self, projects: Collection[str] | None = None) -> list[Device]:
+        """Custom devices, of the given projects only when ``projects`` is given."""
         with self.session() as s:
-            return [Device.model_validate(r.spec)
-                    for r in s.scalars(select(DeviceRow).order_by(DeviceRow.name))]
+            query = select(DeviceRow).order_by(DeviceRow.name, DeviceRow.project)
+            if projects is not None:
+                query = query.where(DeviceRow.project.in_(list(projects)))
+            return [Device.model_validate({**r.spec, "project": r.project, "custom": True})
+                    for r in s.scalars(query)]
 
     # runs ---------------------------------------------------------------------------------
 

@@ -91,9 +91,10 @@ class DatasetRow(Base):
 
 
 class DeviceRow(Base):
-    """Custom devices; the shipped catalog lives in the package, not the database."""
+    """Custom devices of a project; the shipped catalog lives in the package."""
 
     __tablename__ = "devices"
+    project: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     spec: Mapped[dict[str, Any]]
 

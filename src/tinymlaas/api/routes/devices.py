@@ -1,4 +1,4 @@
-"""Devices: the shipped catalog plus custom devices."""
+"""Devices: the shipped catalog plus the custom devices of the user's projects."""
 
 from fastapi import APIRouter, status
 
@@ -11,16 +11,18 @@ router = APIRouter(prefix="/devices", tags=["devices"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=list[DevicePublic])
-def list_devices(studio: StudioDep, _ws: WorkspaceDep) -> object:
-    return studio.services.list_devices()
+def list_devices(studio: StudioDep, ws: WorkspaceDep) -> object:
+    return studio.services.list_devices(ws.projects)
 
 
 @router.post("", response_model=DevicePublic, status_code=status.HTTP_201_CREATED)
-def add_device(body: DeviceCreate, studio: StudioDep, _ws: WorkspaceDep) -> object:
-    """Register a custom device (visible to every user of this server)."""
-    return studio.services.add_device(Device(**body.model_dump(), custom=True))
+def add_device(body: DeviceCreate, studio: StudioDep, ws: WorkspaceDep) -> object:
+    """Register a custom device in a project (visible to that project's members)."""
+    project = ws.project_id(body.project, write=True)
+    return studio.services.add_device(
+        Device(**body.model_dump(exclude={"project"}), custom=True, project=project))
 
 
 @router.get("/{name}", response_model=DevicePublic)
-def get_device(name: str, studio: StudioDep, _ws: WorkspaceDep) -> object:
-    return studio.services.get_device(name)
+def get_device(name: str, studio: StudioDep, ws: WorkspaceDep) -> object:
+    return studio.services.get_device(name, ws.projects)

@@ -140,7 +140,8 @@ def _devices_page(request: Request, viewer: Viewer, studio: StudioDep,
                   errors: dict[str, str] | None = None, form: dict[str, str] | None = None,
                   status_code: int = 200) -> Response:
     return render(request, "devices.html", {
-        "devices": studio.services.list_devices(), "errors": errors or {},
+        "devices": studio.services.list_devices(viewer.workspace.projects),
+        "errors": errors or {},
         "form": form or {}, "categories": ["mcu", "sbc", "edge-gpu", "server", "phone"]},
         viewer=viewer, status_code=status_code)
 
@@ -173,7 +174,8 @@ def add_device(request: Request, viewer: WebSession, studio: StudioDep,
             "name": name.strip(), "title": title.strip(), "category": category,
             "arch": arch.strip(), "clock_mhz": clock_mhz or 0, "ram_kb": ram_kb or 0,
             "flash_kb": flash_kb or 0, "features": _split(features),
-            "runtimes": _split(runtimes) or ["c"], "custom": True})
+            "runtimes": _split(runtimes) or ["c"], "custom": True,
+            "project": viewer.workspace.project_id(None, write=True)})
         if missing:
             return _devices_page(request, viewer, studio, missing, form, 400)
         studio.services.add_device(device)

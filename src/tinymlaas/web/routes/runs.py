@@ -33,7 +33,8 @@ def _form_page(request: Request, viewer: Viewer, project_id: str, studio: Studio
                     or t.external.project in ws.projects]
     return render(request, "run_new.html", {
         "project": project, "models": ws.list_models(project.id),
-        "datasets": ws.list_datasets(project.id), "devices": studio.services.list_devices(),
+        "datasets": ws.list_datasets(project.id),
+        "devices": studio.services.list_devices({project.id}),
         "templates": ws.list_templates(), "transformers": transformers,
         "fields": {t.name: param_fields(t.params_schema) for t in transformers},
         "form": form, "errors": errors}, viewer=viewer, status_code=status_code)
