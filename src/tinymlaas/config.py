@@ -8,6 +8,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,7 +36,19 @@ class Settings(BaseSettings):
     max_archive_ratio: float = Field(default=200.0, gt=1)
     step_timeout_s: float = Field(default=3600.0, gt=0, description="Per-step wall clock limit.")
     step_memory_mb: int = Field(default=8192, gt=0, description="Per-step resident memory limit.")
-    workers: int = Field(default=2, ge=1, description="Steps run at once by the local executor.")
+    workers: int = Field(default=2, ge=1, le=64,
+                         description="Steps run at once by the local executor.")
+    max_classes: int = Field(default=10_000, ge=2, le=1_000_000, description="Most classes "
+                             "(largest label + 1) a classification dataset may have.")
+    # foreign code: command and image steps
+    external_steps: Literal["off", "admins", "everyone"] | None = Field(
+        default=None, description="Who may register or run command and image (external) "
+        "steps. Unset: 'off' for `tinymlaas serve`, 'everyone' for the local CLI.")
+    sandbox_user: str = Field(default="nobody", description="The unprivileged user command "
+                              "steps run as when the server runs as root.")
+    # run leases: a run being executed is owned by one process, which renews its lease
+    lease_ttl_s: float = Field(default=60.0, gt=1, le=86_400, description="A run whose lease "
+                               "was not renewed for this long is recovered by a server.")
     # server (``tinymlaas serve``) and remote CLI
     server_url: str | None = Field(default=None, description="Use this server instead of "
                                    "the local stores (CLI and SDK).",
@@ -49,6 +63,9 @@ class Settings(BaseSettings):
     login_rate_limit: int = Field(default=10, ge=1, description="Log-in attempts per window "
                                   "per account and client.")
     login_rate_window_s: float = Field(default=60.0, gt=0)
+    trusted_proxies: str = Field(default="", description="Comma-separated addresses or "
+                                 "networks of reverse proxies whose X-Forwarded-For is "
+                                 "believed; from anyone else it is ignored.")
     session_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0, description="Log-in token life.")
     allow_registration: bool = Field(default=True, description="Anyone may create an account.")
     # notifications
@@ -60,7 +77,11 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     webhook_secret: str | None = Field(default=None, description="Default HMAC-SHA256 key of "
                                        "webhooks registered without their own secret.")
-    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    webhook_attempts: int = Field(default=4, ge=1, le=20, description="Deliveries tried per "
+                                  "event (with exponential backoff).")
+    webhook_queue_size: int = Field(default=1000, ge=1, le=1_000_000, description="Pending "
+                                    "webhook deliveries kept; more are dropped and logged.")
     webhook_allow_private: bool = Field(default=False, description="Allow webhooks to "
                                         "loopback, private and link-local addresses.")
 

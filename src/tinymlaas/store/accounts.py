@@ -58,6 +58,7 @@ class User(_Entity):
     email: str
     name: str = ""
     default_project: str
+    is_admin: bool = False
     created_at: datetime = Field(default_factory=_now)
 
 
@@ -119,6 +120,7 @@ class UserRow(Base):
     name: Mapped[str] = mapped_column(String(100))
     password_hash: Mapped[str] = mapped_column(String(255))
     default_project: Mapped[str] = mapped_column(String(40))
+    is_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime]
 
 
@@ -421,7 +423,7 @@ class AccountStore:
 
 def _user(row: UserRow) -> User:
     return User(id=row.id, email=row.email, name=row.name, default_project=row.default_project,
-                created_at=row.created_at)
+                is_admin=row.is_admin, created_at=row.created_at)
 
 
 def _token(row: TokenRow) -> ApiToken:

@@ -322,13 +322,18 @@ class MetadataStore:
     @staticmethod
     def _run(s: Session, row: RunRow) -> Run:
         steps = s.scalars(select(StepRow).where(StepRow.run_id == row.id).order_by(StepRow.index))
-        data = {c.name: getattr(row, c.name) for c in RunRow.__table__.columns}
+        data = {c.name: getattr(row, c.name) for c in RunRow.__table__.columns
+                if c.name not in _LEASE_COLUMNS}
         data["steps"] = [
             StepRecord.model_validate({c.name: getattr(st, c.name)
                                        for c in StepRow.__table__.columns if c.name != "run_id"})
             for st in steps
         ]
         return Run.model_validate(data)
+
+
+#: Who executes a run is the store's business, not part of the run entity.
+_LEASE_COLUMNS = frozenset({"lease_owner", "lease_expires_at"})
 
 
 def _now() -> datetime:

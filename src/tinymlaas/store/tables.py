@@ -116,6 +116,9 @@ class RunRow(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Who executes the run ("host:pid:process start"), renewed by heartbeat until it ends.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
 
 
 class StepRow(Base):
