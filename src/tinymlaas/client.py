@@ -39,6 +39,7 @@ from tinymlaas.api.schemas import (
     MemberPublic,
     ModelPublic,
     ProjectPublic,
+    RegistrationResponse,
     RunEventPublic,
     RunMetrics,
     RunPublic,
@@ -176,8 +177,10 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/health").json()
 
-    def register(self, email: str, password: str, name: str = "") -> UserPublic:
-        return self._one(UserPublic, "POST", "/auth/register",
+    def register(self, email: str, password: str, name: str = "") -> RegistrationResponse:
+        """Create an account; the answer does not say whether the address had one already
+        (log in to find out)."""
+        return self._one(RegistrationResponse, "POST", "/auth/register",
                          json={"email": email, "password": password, "name": name})
 
     def login(self, email: str, password: str) -> LoginResponse:

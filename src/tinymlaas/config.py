@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import AliasChoices, Field
@@ -61,7 +60,9 @@ class Settings(BaseSettings):
                                      "runs a stopped server left running (they resume from "
                                      "the step cache) instead of only marking them failed.")
     login_rate_limit: int = Field(default=10, ge=1, description="Log-in attempts per window "
-                                  "per account and client.")
+                                  "per account.")
+    login_rate_limit_client: int = Field(default=30, ge=1, description="Log-in attempts per "
+                                         "window per client address.")
     login_rate_window_s: float = Field(default=60.0, gt=0)
     trusted_proxies: str = Field(default="", description="Comma-separated addresses or "
                                  "networks of reverse proxies whose X-Forwarded-For is "

@@ -19,10 +19,11 @@ API = "/api/v1"
 
 
 def make_settings(home: Path, database_url: str, **overrides: object) -> Settings:
-    """Test settings; webhooks may target this machine (test receivers run on loopback)."""
+    """Test settings; webhooks may target this machine (test receivers run on loopback) and
+    everyone may run command steps (the tests' slow and failing steps are commands)."""
     values: dict[str, object] = {"step_timeout_s": 120, "step_memory_mb": 4096,
                                  "login_rate_limit": 5, "webhook_allow_private": True,
-                                 **overrides}
+                                 "external_steps": "everyone", **overrides}
     return Settings(home=home, database_url=database_url, **values)  # type: ignore[arg-type]
 
 

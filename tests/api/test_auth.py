@@ -21,11 +21,38 @@ def test_register_login_and_me(http: TestClient, alice: Client) -> None:
     assert projects[0].owner == me.id
 
 
-def test_duplicate_email_is_a_conflict(http: TestClient, alice: Client) -> None:
-    response = http.post(f"{API}/auth/register",
-                         json={"email": "Alice@Example.com", "password": PASSWORD})
-    assert response.status_code == 409
-    assert_error_shape(response.json(), "conflict")
+def test_registration_does_not_tell_who_has_an_account(http: TestClient, alice: Client) -> None:
+    taken = http.post(f"{API}/auth/register",
+                      json={"email": "Alice@Example.com", "password": "another " + PASSWORD})
+    new = http.post(f"{API}/auth/register",
+                    json={"email": "carol@example.com", "password": PASSWORD})
+    assert taken.status_code == new.status_code == 202
+    assert taken.json()["message"] == new.json()["message"]
+    assert set(taken.json()) == set(new.json()) == {"email", "message"}
+    # The existing account is untouched: its own password works, the stranger's does not.
+    assert http.post(f"{API}/auth/login", json={"email": "alice@example.com",
+                                                "password": PASSWORD}).status_code == 200
+    assert http.post(f"{API}/auth/login", json={"email": "alice@example.com",
+                                                "password": "another " + PASSWORD}
+                     ).status_code == 401
+
+
+def test_first_account_is_the_admin(http: TestClient, alice: Client, bob: Client) -> None:
+    assert alice.me().is_admin is True
+    assert bob.me().is_admin is False
+
+
+def test_guessable_passwords_are_refused(http: TestClient) -> None:
+    for weak in ("password123", "alicealice", "qwertyuiop", "carol@example.com1"):
+        response = http.post(f"{API}/auth/register",
+                             json={"email": "carol@example.com", "password": weak})
+        assert response.status_code == 400, weak
+        body = response.json()
+        assert_error_shape(body, "invalid_input")
+        assert body["details"]["field"] == "password"
+        assert body["details"]["score"] < body["details"]["required_score"]
+    assert http.post(f"{API}/auth/login", json={"email": "carol@example.com",
+                                                "password": "password123"}).status_code == 401
 
 
 def test_bad_registration_inputs(http: TestClient) -> None:
@@ -94,14 +121,14 @@ def test_login_is_rate_limited(http: TestClient, alice: Client) -> None:
     # Other accounts are not affected.
     other = http.post(f"{API}/auth/register", json={"email": "carol@example.com",
                                                     "password": PASSWORD})
-    assert other.status_code == 201
+    assert other.status_code == 202
     assert http.post(f"{API}/auth/login", json={"email": "carol@example.com",
                                                 "password": PASSWORD}).status_code == 200
 
 
 def test_sdk_raises_typed_errors(alice: Client) -> None:
     try:
-        alice.register("alice@example.com", PASSWORD)
+        alice.register_transformer("fuse", command=["true"])
         raise AssertionError("expected a conflict")
     except ConflictError as exc:
         assert exc.details["http_status"] == 409

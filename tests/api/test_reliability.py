@@ -41,7 +41,8 @@ def _free_port() -> int:
 
 def _start_server(home: Path, database_url: str, port: int, resume: bool) -> subprocess.Popen:
     env = {**os.environ, "TINYMLAAS_HOME": str(home), "TINYMLAAS_DATABASE_URL": database_url,
-           "TINYMLAAS_RESUME_INTERRUPTED": "true" if resume else "false"}
+           "TINYMLAAS_RESUME_INTERRUPTED": "true" if resume else "false",
+           "TINYMLAAS_EXTERNAL_STEPS": "everyone"}
     process = subprocess.Popen(
         [sys.executable, "-m", "tinymlaas.cli.main", "serve", "--port", str(port),
          "--log-level", "warning"], env=env, start_new_session=True,

@@ -30,6 +30,10 @@ def sign_up(page: Any, email: str, password: str, name: str = "") -> str:
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Register").click()
+    page.wait_for_url(re.compile(r"/login\?registered=true$"))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
     page.wait_for_url(re.compile(r"/projects/proj-[0-9a-f]+$"))
     return page.url.rsplit("/", 1)[1]
 

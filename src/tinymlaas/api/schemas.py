@@ -118,7 +118,15 @@ class UserPublic(Public):
     email: str
     name: str
     default_project: str
+    is_admin: bool = False
     created_at: datetime
+
+
+class RegistrationResponse(Public):
+    """The same answer whether or not the address already had an account."""
+
+    email: str
+    message: str
 
 
 class LoginRequest(Create):

@@ -31,11 +31,14 @@ datasets_app = typer.Typer(no_args_is_help=True, help="Register and inspect data
 devices_app = typer.Typer(no_args_is_help=True, help="The device catalog and custom devices.")
 transformers_app = typer.Typer(no_args_is_help=True, help="The pipeline steps available.")
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect and rerun runs.")
+users_app = typer.Typer(no_args_is_help=True, help="Server accounts and the admin role "
+                        "(run on the server, against its database).")
 app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(devices_app, name="devices")
 app.add_typer(transformers_app, name="transformers")
 app.add_typer(runs_app, name="runs")
+app.add_typer(users_app, name="users")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", help="Project id.")]
@@ -483,13 +486,50 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Start the Studio server (API under /api/v1) on this machine's stores."""
+    """Start the Studio server (API under /api/v1) on this machine's stores.
+
+    Command and image steps are off unless TINYMLAAS_EXTERNAL_STEPS allows them;
+    X-Forwarded-For is believed only from TINYMLAAS_TRUSTED_PROXIES.
+    """
     import uvicorn
 
     from tinymlaas.api.app import create_app
+    from tinymlaas.config import get_settings
 
+    proxies = get_settings().trusted_proxies.strip()
     console.print(f"tinymlaas server on http://{host}:{port} (API docs: /api/v1/docs)")
-    uvicorn.run(create_app(), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(), host=host, port=port, log_level=log_level,
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+
+
+# users -------------------------------------------------------------------------------------
+
+def _accounts():
+    from tinymlaas.service import Services
+    from tinymlaas.service.accounts import AccountService
+
+    return AccountService(Services())
+
+
+@users_app.command("list")
+def users_list(as_json: JsonOpt = False) -> None:
+    """The server's accounts and who is an admin."""
+    users = _accounts().store.list_users()
+    if as_json:
+        return print_json(users)
+    console.print(table("Users", ["email", "name", "admin", "created"],
+                        [[u.email, u.name, "yes" if u.is_admin else "", u.created_at]
+                         for u in users]))
+
+
+@users_app.command("promote")
+def users_promote(email: Annotated[str, typer.Argument(help="The account's email.")],
+                  revoke: Annotated[bool, typer.Option("--revoke", help="Take the admin role "
+                                                       "away instead.")] = False) -> None:
+    """Make an account an admin (admins may run command and image steps when
+    TINYMLAAS_EXTERNAL_STEPS=admins)."""
+    user = _accounts().promote(email, admin=not revoke)
+    console.print(f"{user.email} is {'now' if user.is_admin else 'no longer'} an admin")
 
 
 @app.command("analyze")

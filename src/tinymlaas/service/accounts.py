@@ -66,6 +66,13 @@ __all__ = [
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
 _NAME = re.compile(NAME_PATTERN)
 MIN_PASSWORD = 8
+#: zxcvbn's score (0-4) a password needs: "safely unguessable" against online attacks.
+MIN_PASSWORD_SCORE = 3
+#: Characters of a password the strength estimator reads (its cost grows with length).
+_ESTIMATED_CHARS = 100
+#: The one answer to a registration, whether or not the address already had an account.
+REGISTERED = ("If this address had no account, it has one now with a personal project: "
+              "log in with it.")
 TOKEN_PREFIX = "tmls_"
 _WRITE_ROLES = frozenset({"owner", "editor"})
 
@@ -77,6 +84,29 @@ def hash_token(secret: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def check_password(password: str, user_inputs: list[str]) -> None:
+    """Refuse short passwords and ones a strength estimator (zxcvbn) finds guessable.
+
+    Raises:
+        InvalidInputError: with zxcvbn's warning and suggestions.
+    """
+    from zxcvbn import zxcvbn
+
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInputError(f"the password needs at least {MIN_PASSWORD} characters",
+                                {"field": "password"})
+    verdict = zxcvbn(password[:_ESTIMATED_CHARS], user_inputs=user_inputs)
+    if verdict["score"] < MIN_PASSWORD_SCORE:
+        feedback = verdict["feedback"]
+        hints = " ".join(filter(None, [feedback.get("warning"), *feedback.get("suggestions",
+                                                                               [])]))
+        raise InvalidInputError(
+            "the password is too easy to guess" + (f": {hints}" if hints else "; use a "
+                                                   "few uncommon words"),
+            {"field": "password", "score": verdict["score"],
+             "required_score": MIN_PASSWORD_SCORE})
 
 
 class LoginRateLimiter:
@@ -125,29 +155,51 @@ class AccountService:
         self.hasher = PasswordHasher()
         self.limiter = LoginRateLimiter(self.settings.login_rate_limit,
                                         self.settings.login_rate_window_s)
+        self.client_limiter = LoginRateLimiter(self.settings.login_rate_limit_client,
+                                               self.settings.login_rate_window_s)
         self._dummy_hash = self.hasher.hash(secrets.token_hex(8))
 
     # users --------------------------------------------------------------------------------
 
-    def register(self, email: str, password: str, name: str = "") -> User:
-        """Create an account with a personal project."""
+    def register(self, email: str, password: str, name: str = "") -> User | None:
+        """Create an account with a personal project; the first account is the admin.
+
+        An address that already has an account gets None after the same work, and the
+        entry points answer both cases alike (:data:`REGISTERED`), so registration does not
+        tell a stranger which addresses have accounts.
+        """
         if not self.settings.allow_registration:
             raise ForbiddenError("registration is closed on this server; ask its admin")
         email = email.strip().lower()
         if not _EMAIL.match(email):
             raise InvalidInputError(f"{email!r} is not an email address", {"field": "email"})
-        if len(password) < MIN_PASSWORD:
-            raise InvalidInputError(f"the password needs at least {MIN_PASSWORD} characters",
-                                    {"field": "password"})
+        check_password(password, [email, *email.split("@"), name])
         user = User(id=new_id("user"), email=email, name=name.strip()[:100],
                     default_project=new_id("proj"))
-        return self.store.add_user(user, self.hasher.hash(password),
-                                   f"{(name.strip() or email.split('@')[0])[:80]}'s project")
+        password_hash = self.hasher.hash(password)
+        try:
+            return self.store.add_user(user, password_hash,
+                                       f"{(name.strip() or email.split('@')[0])[:80]}'s project")
+        except ConflictError:
+            return None
+
+    def promote(self, email: str, admin: bool = True) -> User:
+        """Make an account an admin (or not): ``tinymlaas users promote EMAIL`` on the server."""
+        user = self.store.set_admin(email.strip().lower(), admin)
+        if user is None:
+            raise NotFoundError(f"no account for {email!r}", {"kind": "user"})
+        return user
 
     def login(self, email: str, password: str, client: str = "") -> tuple[ApiToken, str]:
-        """Check a password and issue a session token (returned once, stored hashed)."""
+        """Check a password and issue a session token (returned once, stored hashed).
+
+        Attempts are limited per account (against guessing one password from many
+        addresses) and per client address (against trying many accounts from one). An
+        unknown email and a wrong password get the same answer after the same work.
+        """
         email = email.strip().lower()
-        self.limiter.hit(f"{email}|{client}")
+        self.limiter.hit(f"account|{email}")
+        self.client_limiter.hit(f"client|{client}")
         found = self.store.find_user(email)
         try:
             # Unknown emails cost the same hash check, so timing does not reveal accounts.
@@ -194,6 +246,17 @@ class AccountService:
 
     def workspace(self, user: User) -> Workspace:
         return Workspace(self.services, self.store, user)
+
+
+def _unambiguous(what: str, ref: str, found: list[tuple[str, str]]) -> tuple[str, str]:
+    """The one match, or the newest when all are in one project; a name that several of
+    the user's projects use is a 409 listing the candidates."""
+    if len({project for _, project in found}) > 1:
+        raise ConflictError(
+            f"{what} name {ref!r} is used in several of your projects; give its id or the "
+            "project", {"kind": what, "ref": ref,
+                        "candidates": [{"id": i, "project": p} for i, p in found]})
+    return found[0]
 
 
 class TransformerInfo:
@@ -291,10 +354,12 @@ class Workspace:
         return {self.project_id(project)} if project else self.projects
 
     def _resolve(self, what: str, ref: str, project: str | None = None) -> str:
+        """The id of the ``what`` with id or name ``ref`` in ``project`` (default: any of
+        the user's projects). A name found in several projects is ambiguous: 409."""
         found = self.store.resolve(what, ref, self._scope(project))
-        if found is None:
+        if not found:
             raise NotFoundError(f"{what} {ref!r} not found", {"kind": what, "ref": ref})
-        return found
+        return _unambiguous(what, ref, found)[0]
 
     # models and datasets ------------------------------------------------------------------
 
@@ -348,16 +413,20 @@ class Workspace:
         return items
 
     def get_transformer(self, name: str) -> TransformerInfo:
-        for item in self.list_transformers():
-            if item.name == name:
-                return item
-        raise NotFoundError(f"unknown transformer {name!r}", {"kind": "transformer"})
+        matches = [item for item in self.list_transformers() if item.name == name]
+        if not matches:
+            raise NotFoundError(f"unknown transformer {name!r}", {"kind": "transformer"})
+        if len(matches) > 1:
+            _unambiguous("transformer", name, [(m.external.id, m.external.project)
+                                               for m in matches if m.external])
+        return matches[0]
 
     def register_external(self, name: str, params: dict[str, Any], *, summary: str = "",
                           project: str | None = None) -> TransformerInfo:
         """Store a command or image as a named transformer (an ``external`` step)."""
         from tinymlaas.transformers.registry import known_names, validate_params
 
+        self.check_foreign_code()
         if not _NAME.match(name):
             raise InvalidInputError(f"transformer name {name!r} must match {NAME_PATTERN}")
         if name in known_names():
@@ -381,9 +450,32 @@ class Workspace:
                                                "params.json ('config')."},
                                ext)
 
-    def expand(self, pipeline: Pipeline) -> Pipeline:
-        """Replace steps naming a registered external transformer by ``external`` steps."""
-        externals = {e.name: e for e in self.store.list_externals(self.projects)}
+    def check_foreign_code(self, pipeline: Pipeline | None = None) -> None:
+        """May this user register (no ``pipeline``) or run ``pipeline``'s command and image
+        steps? The operator decides with ``TINYMLAAS_EXTERNAL_STEPS``.
+
+        Raises:
+            ForbiddenError: naming the setting that would allow it.
+        """
+        if pipeline is not None and all(step.transformer != "external"
+                                        for step in pipeline.steps):
+            return
+        policy = self.services.settings.external_steps or "off"
+        if policy == "everyone" or (policy == "admins" and self.user.is_admin):
+            return
+        who = ("admins only; ask an admin, or the operator to set "
+               "TINYMLAAS_EXTERNAL_STEPS=everyone" if policy == "admins" else
+               "off; the operator can allow them with TINYMLAAS_EXTERNAL_STEPS=admins "
+               "or everyone")
+        raise ForbiddenError(f"command and image steps run foreign code on the server, and "
+                             f"on this server they are {who}",
+                             {"setting": "TINYMLAAS_EXTERNAL_STEPS", "value": policy})
+
+    def expand(self, pipeline: Pipeline, project: str | None = None) -> Pipeline:
+        """Replace steps naming an external transformer registered in ``project`` (default:
+        the user's own) by ``external`` steps; other projects' names mean nothing here."""
+        project_id = self.project_id(project or pipeline.project)
+        externals = {e.name: e for e in self.store.list_externals({project_id})}
         steps = []
         for step in pipeline.steps:
             ext = externals.get(step.transformer)
@@ -407,26 +499,36 @@ class Workspace:
                                                                          exclude_none=True)))
         return [*builtin, *self.store.list_templates(self.projects)]
 
-    def get_template(self, name: str) -> PipelineTemplate:
-        matches = [t for t in self.list_templates() if t.name == name or t.id == name]
+    def get_template(self, name: str, project: str | None = None) -> PipelineTemplate:
+        """A template by id, or by name among the built-ins and ``project``'s templates (any
+        of the user's projects when not given; a name in several is ambiguous: 409). A
+        project's template shadows a built-in of the same name."""
+        scope = self._scope(project)
+        templates = [t for t in self.list_templates() if t.project in scope | {"builtin"}]
+        matches = [t for t in templates if t.id == name] or \
+            [t for t in templates if t.name == name]
         if not matches:
             raise NotFoundError(f"template {name!r} not found", {"kind": "template"})
-        return matches[-1]  # the user's own shadows a built-in of the same name
+        own = [t for t in matches if t.project != "builtin"]
+        if len(own) > 1:
+            _unambiguous("template", name, [(t.id, t.project) for t in own])
+        return matches[-1]
 
     def create_template(self, name: str, pipeline: dict[str, Any], *, description: str = "",
                         project: str | None = None) -> PipelineTemplate:
         if not _NAME.match(name):
             raise InvalidInputError(f"template name {name!r} must match {NAME_PATTERN}")
-        parsed = self._check_pipeline(parse_pipeline(pipeline, f"template {name}"))
+        project_id = self.project_id(project, write=True)
+        parsed = self._check_pipeline(parse_pipeline(pipeline, f"template {name}"), project_id)
         return self.store.add_template(PipelineTemplate(
-            id=new_id("tpl"), project=self.project_id(project, write=True), name=name,
+            id=new_id("tpl"), project=project_id, name=name,
             description=description,
             pipeline=parsed.model_dump(mode="json", exclude_none=True)))
 
-    def _check_pipeline(self, pipeline: Pipeline) -> Pipeline:
+    def _check_pipeline(self, pipeline: Pipeline, project: str) -> Pipeline:
         from tinymlaas.transformers.registry import validate_params
 
-        for index, step in enumerate(self.expand(pipeline).steps, start=1):
+        for index, step in enumerate(self.expand(pipeline, project).steps, start=1):
             validate_params(step.transformer, step.params, f"step {index} ")
         return pipeline
 
@@ -442,7 +544,9 @@ class Workspace:
             raise InvalidInputError("a run needs a model and a dataset")
         model_id = self._resolve("model", model_ref, project_id)
         dataset_id = self._resolve("dataset", dataset_ref, project_id)
-        return self.services.create_run(self.expand(pipeline), model=model_id,
+        expanded = self.expand(pipeline, project_id)
+        self.check_foreign_code(expanded)
+        return self.services.create_run(expanded, model=model_id,
                                         dataset=dataset_id, device=device, name=name,
                                         project=project_id)
 
@@ -454,12 +558,18 @@ class Workspace:
         self.project_id(run.project, write=True)
         return run
 
+    def runnable_run(self, ref: str) -> Run:
+        """A run this user may execute again (resubmit or rerun)."""
+        run = self.writable_run(ref)
+        self.check_foreign_code(run.pipeline)
+        return run
+
     def list_runs(self, project: str | None = None, status: str | None = None) -> list[Run]:
         runs = [r for p in self._scope(project) for r in self.services.list_runs(p, status)]
         return sorted(runs, key=lambda r: r.created_at, reverse=True)
 
     def rerun(self, ref: str) -> Run:
-        return self.services.rerun(self.writable_run(ref).id)
+        return self.services.rerun(self.runnable_run(ref).id)
 
     def compare(self, refs: list[str], reference: str | None = None) -> list[ComparisonRow]:
         ids = [self._resolve("run", r) for r in refs]

@@ -196,9 +196,12 @@ class AccountStore:
     # users --------------------------------------------------------------------------------
 
     def add_user(self, user: User, password_hash: str, project_name: str) -> User:
-        """Create a user and their personal project in one transaction."""
+        """Create a user and their personal project in one transaction; the first account
+        becomes the admin."""
         try:
             with self.meta.session() as s:
+                if s.scalars(select(UserRow.id).limit(1)).first() is None:
+                    user = user.model_copy(update={"is_admin": True})
                 s.add(ProjectRow(id=user.default_project, name=project_name, owner=user.id,
                                  created_at=user.created_at))
                 s.add(UserRow(password_hash=password_hash, **user.model_dump()))
@@ -219,6 +222,19 @@ class AccountStore:
         with self.meta.session() as s:
             row = s.scalars(select(UserRow).where(UserRow.email == email)).first()
             return None if row is None else (_user(row), row.password_hash)
+
+    def set_admin(self, email: str, admin: bool) -> User | None:
+        """Grant or take the admin role; None when no account has ``email``."""
+        with self.meta.session() as s:
+            row = s.scalars(select(UserRow).where(UserRow.email == email)).first()
+            if row is None:
+                return None
+            row.is_admin = admin
+            return _user(row)
+
+    def list_users(self) -> list[User]:
+        with self.meta.session() as s:
+            return [_user(row) for row in s.scalars(select(UserRow).order_by(UserRow.created_at))]
 
     def set_password_hash(self, user_id: str, password_hash: str) -> None:
         with self.meta.session() as s:
@@ -330,19 +346,20 @@ class AccountStore:
 
     # visibility of the engine's records ---------------------------------------------------
 
-    def resolve(self, what: str, ref: str, projects: set[str]) -> str | None:
-        """The id of the ``what`` (model, dataset, run) named or identified by ``ref``
-        within ``projects`` (newest first by name), or None."""
+    def resolve(self, what: str, ref: str, projects: set[str]) -> list[tuple[str, str]]:
+        """``(id, project)`` of the ``what`` (model, dataset, run) with id ``ref``, else of
+        those named ``ref``, within ``projects``, newest first."""
         table = _REF_TABLES[what]
         if not projects:
-            return None
+            return []
         with self.meta.session() as s:
             row = s.get(table, ref)
             if row is not None and row.project in projects:
-                return row.id
-            query = (select(table.id).where(table.name == ref, table.project.in_(projects))
+                return [(row.id, row.project)]
+            query = (select(table.id, table.project)
+                     .where(table.name == ref, table.project.in_(projects))
                      .order_by(table.created_at.desc()))
-            return s.scalars(query).first()
+            return [(found.id, found.project) for found in s.execute(query)]
 
     def run_artifacts(self, run_id: str) -> list[str]:
         """Shas a run may hand out: its input model, its step outputs and its output."""

@@ -4,16 +4,27 @@ from fastapi import APIRouter, Request, status
 
 from tinymlaas.api.common import ERRORS
 from tinymlaas.api.deps import AccountsDep
-from tinymlaas.api.schemas import ErrorBody, LoginRequest, LoginResponse, UserCreate, UserPublic
+from tinymlaas.api.schemas import (
+    ErrorBody,
+    LoginRequest,
+    LoginResponse,
+    RegistrationResponse,
+    UserCreate,
+    UserPublic,
+)
+from tinymlaas.service.accounts import REGISTERED
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/register", response_model=UserPublic, status_code=status.HTTP_201_CREATED,
-             responses={**ERRORS, 403: {"model": ErrorBody}, 409: {"model": ErrorBody}})
+@router.post("/register", response_model=RegistrationResponse,
+             status_code=status.HTTP_202_ACCEPTED,
+             responses={**ERRORS, 403: {"model": ErrorBody}})
 def register(body: UserCreate, accounts: AccountsDep) -> object:
-    """Create an account (with a personal project)."""
-    return accounts.register(body.email, body.password, body.name)
+    """Create an account with a personal project, then log in. The answer is the same
+    whether or not the address already had an account (the first account is the admin)."""
+    accounts.register(body.email, body.password, body.name)
+    return RegistrationResponse(email=body.email.strip().lower(), message=REGISTERED)
 
 
 @router.post("/login", response_model=LoginResponse,

@@ -51,7 +51,8 @@ def list_runs(ws: WorkspaceDep, project: Annotated[str | None, Query()] = None,
 def create_run(body: RunCreate, ws: WorkspaceDep, studio: StudioDep) -> object:
     """Validate a pipeline (inline or a template) against its inputs and queue the run."""
     if body.template is not None:
-        pipeline = parse_pipeline(ws.get_template(body.template).pipeline,
+        pipeline = parse_pipeline(ws.get_template(body.template,
+                                                  ws.project_id(body.project)).pipeline,
                                   f"template {body.template}")
     else:
         pipeline = parse_pipeline(body.pipeline, "pipeline")
@@ -76,7 +77,7 @@ def get_run(ref: str, ws: WorkspaceDep) -> object:
 @router.post("/{ref}/submit", response_model=RunPublic, status_code=status.HTTP_202_ACCEPTED)
 def submit_run(ref: str, ws: WorkspaceDep, studio: StudioDep) -> object:
     """Queue a failed or cancelled run again; finished steps come from the cache."""
-    run = ws.writable_run(ref)
+    run = ws.runnable_run(ref)
     studio.runs.submit_run(run)
     return run
 

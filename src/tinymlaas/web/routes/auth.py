@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from tinymlaas.api.deps import StudioDep
 from tinymlaas.errors import TinymlaasError
-from tinymlaas.service.accounts import hash_token
+from tinymlaas.service.accounts import REGISTERED, hash_token
 from tinymlaas.web.render import render
 from tinymlaas.web.routing import WebRoute, safe_next
 from tinymlaas.web.session import (
@@ -30,16 +30,20 @@ def home(viewer: OptionalViewer) -> Response:
 
 
 @router.get("/login")
-def login_page(request: Request, viewer: OptionalViewer, next: str | None = None) -> Response:
+def login_page(request: Request, viewer: OptionalViewer, next: str | None = None,
+               registered: bool = False) -> Response:
     if viewer is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    return render(request, "login.html", {"next": safe_next(next, ""), "form": {}})
+    return render(request, "login.html", {"next": safe_next(next, ""), "form": {},
+                                          "notice": REGISTERED if registered else None})
 
 
 def _signed_in(request: Request, studio: StudioDep, email: str, password: str,
                target: str) -> Response:
     client = request.client.host if request.client else ""
-    _token, secret = studio.accounts.login(email, password, client)
+    token, secret = studio.accounts.login(email, password, client)
+    # Without a page to return to, the user lands on their own project.
+    target = target or f"/projects/{studio.accounts.store.get_user(token.user_id).default_project}"
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, request, secret, studio.settings.session_ttl_s)
     return response
@@ -51,7 +55,7 @@ def login(request: Request, studio: StudioDep, email: Annotated[str, Form()] = "
           csrf_token: Annotated[str, Form()] = "") -> Response:
     check_csrf(request, csrf_token)
     try:
-        return _signed_in(request, studio, email, password, safe_next(next))
+        return _signed_in(request, studio, email, password, safe_next(next, ""))
     except TinymlaasError as exc:
         return render(request, "login.html", {"next": safe_next(next, ""), "error": exc.message,
                                               "form": {"email": email}},
@@ -71,8 +75,9 @@ def register(request: Request, studio: StudioDep, email: Annotated[str, Form()] 
              csrf_token: Annotated[str, Form()] = "") -> Response:
     check_csrf(request, csrf_token)
     try:
-        user = studio.accounts.register(email, password, name)
-        return _signed_in(request, studio, email, password, f"/projects/{user.default_project}")
+        # New address or not, the answer is the same: on to the log-in page.
+        studio.accounts.register(email, password, name)
+        return RedirectResponse("/login?registered=true", status_code=303)
     except TinymlaasError as exc:
         field = str(exc.details.get("field", "")) if exc.details else ""
         errors = {field: exc.message} if field else {"form": exc.message}

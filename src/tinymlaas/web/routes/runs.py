@@ -75,7 +75,7 @@ def create_run(request: Request, project_id: str, viewer: WebSession, studio: St
         else:
             if not template:
                 raise InvalidInputError("pick a template", {"field": "template"})
-            pipeline = parse_pipeline(ws.get_template(template).pipeline,
+            pipeline = parse_pipeline(ws.get_template(template, project.id).pipeline,
                                       f"template {template}")
             pipeline = pipeline.model_copy(update={"evaluate": evaluate is not None})
         run = ws.create_run(pipeline, model=model, dataset=dataset, device=device or None,
