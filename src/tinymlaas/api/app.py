@@ -40,7 +40,8 @@ def open_studio(settings: Settings | None = None) -> Studio:
     accounts = AccountService(services)
     bus = EventBus()
     notifier = Notifier(settings, accounts.store)
-    runs = RunQueue(services, bus, notifier.run_finished, max_workers=settings.server_runs)
+    # Runs only queue their notifications: the notifier delivers from threads of its own.
+    runs = RunQueue(services, bus, notifier, max_workers=settings.server_runs)
     return Studio(settings, services, accounts, bus, runs)
 
 
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         studio.runs.shutdown(wait=False)
+        if isinstance(studio.runs.on_finished, Notifier):
+            studio.runs.on_finished.close(timeout_s=2.0)  # then gives up on the rest
 
     app = FastAPI(title="tinymlaas Studio API", version=__version__, lifespan=lifespan,
                   description="Register models, datasets and devices; run compression "
