@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_support import CHROMIUM, PASSWORD, SCREENSHOTS, sign_up
+from web_support import CHROMIUM, PASSWORD, SCREENSHOTS, sign_up, watch_csp
 
 from helpers import need_service
 from tinymlaas.api.app import create_app, open_studio
@@ -69,8 +69,13 @@ def screenshots() -> Path:
 
 @pytest.fixture
 def new_page(browser: Any, site: Site) -> Iterator[Callable[..., Any]]:
-    """``new_page(width=1366, height=860)``: a page in a fresh browser context (own cookies)."""
+    """``new_page(width=1366, height=860)``: a page in a fresh browser context (own cookies).
+
+    Every page's console is watched: a Content-Security-Policy violation on any page a test
+    visits fails that test (at teardown), so each page keeps working under the policy.
+    """
     contexts = []
+    logs: list[list[str]] = []
 
     def make(width: int = 1366, height: int = 860, **options: Any) -> Any:
         context = browser.new_context(base_url=site.url,
@@ -78,11 +83,15 @@ def new_page(browser: Any, site: Site) -> Iterator[Callable[..., Any]]:
                                       accept_downloads=True, **options)
         context.set_default_timeout(30_000)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        logs.append(watch_csp(page))
+        return page
 
     yield make
     for context in contexts:
         context.close()
+    violations = [line for log in logs for line in log]
+    assert not violations, "Content-Security-Policy violations:\n" + "\n".join(violations)
 
 
 @pytest.fixture

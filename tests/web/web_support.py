@@ -3,17 +3,50 @@
 from __future__ import annotations
 
 import re
+import weakref
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHROMIUM", "PASSWORD", "RUN_TIMEOUT_MS", "SCREENSHOTS", "log_in",
-           "no_horizontal_overflow", "shot", "sign_up"]
+__all__ = ["CHROMIUM", "PASSWORD", "RUN_TIMEOUT_MS", "SCREENSHOTS", "csp_violations", "log_in",
+           "no_horizontal_overflow", "shot", "sign_up", "watch_csp"]
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 #: Long enough for a run on two shared, busy CPU cores.
 RUN_TIMEOUT_MS = 300_000
+
+
+#: Reports every Content-Security-Policy violation of the page on its console too (Chrome
+#: logs most of them itself; this catches the rest with the blocked URL and directive).
+_REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  console.error(`CSP violation: ${e.effectiveDirective} blocked ${e.blockedURI || "inline"}`
+                + ` at ${e.sourceFile || ""}:${e.lineNumber || 0}`);
+});
+"""
+_CSP_LOGS: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
+
+
+def watch_csp(page: Any) -> list[str]:
+    """Collect the page's Content-Security-Policy violations from its console, as
+    ``"<page url>: <message>"``; the list fills as the page runs."""
+    found: list[str] = []
+
+    def on_console(message: Any) -> None:
+        text = message.text
+        if "Content Security Policy" in text or text.startswith("CSP violation:"):
+            found.append(f"{page.url}: {text}")
+
+    page.add_init_script(_REPORT_VIOLATIONS)
+    page.on("console", on_console)
+    _CSP_LOGS[page] = found
+    return found
+
+
+def csp_violations(page: Any) -> list[str]:
+    """The violations :func:`watch_csp` collected on ``page`` so far (the list itself)."""
+    return _CSP_LOGS[page]
 
 
 def shot(page: Any, name: str) -> Path:

@@ -16,8 +16,9 @@ from fastapi import FastAPI
 
 from tinymlaas import __version__
 from tinymlaas.api.deps import Studio
+from tinymlaas.api.docs import install_docs
 from tinymlaas.api.errors import install_error_handlers
-from tinymlaas.api.middleware import RejectNulBytes
+from tinymlaas.api.middleware import RejectNulBytes, SecurityHeaders
 from tinymlaas.api.routes import api_router
 from tinymlaas.api.runtime import EventBus, RunQueue
 from tinymlaas.config import Settings, get_settings
@@ -76,12 +77,14 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     app = FastAPI(title="tinymlaas Studio API", version=__version__, lifespan=lifespan,
                   description="Register models, datasets and devices; run compression "
                               "pipelines; compare and download the results.",
-                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
-                  redoc_url=None)
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None)
     app.state.studio = studio
     app.state.recovered = recovered
     install_error_handlers(app)
     app.add_middleware(RejectNulBytes)
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, the 400s above too
     app.include_router(api_router, prefix=API_PREFIX)
+    install_docs(app, API_PREFIX)  # /api/v1/docs and /api/v1/redoc, no CDN
     install_web(app)
     return app

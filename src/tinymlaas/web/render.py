@@ -72,8 +72,6 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     page = {"request": request, "viewer": viewer, "csrf": csrf_token(request),
             "path": request.url.path, **(context or {})}
     response = HTMLResponse(_ENV.get_template(template).render(page), status_code=status_code)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"  # the rest: api.middleware.SecurityHeaders
     remember_csrf(request, response)
     return response
