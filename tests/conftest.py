@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +114,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
     finally:
         _drop_postgres(url)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory command steps may read and write: as root they run as the sandbox user,
+    who cannot enter pytest's private ``tmp_path``."""
+    path = Path(tempfile.mkdtemp(prefix="tinymlaas-test-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

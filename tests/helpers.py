@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -20,6 +24,28 @@ def need_service(available: bool, what: str) -> None:
     if not available:
         pytest.fail(f"{what} is required by this test but is not available "
                     "(`make test` installs the tools; start the service)")
+
+
+@functools.cache
+def step_python() -> str:
+    """A Python that command steps can run: this one, unless steps run as the sandbox user
+    (tests run as root) and cannot reach it (a venv under a private home); then the system's.
+    """
+    candidates = [sys.executable, "/usr/local/bin/python3", "/usr/bin/python3"]
+    for exe in candidates:
+        if not os.path.exists(exe):
+            continue
+        if os.geteuid() != 0:
+            return exe
+        try:
+            probe = subprocess.run([exe, "-c", "pass"], user="nobody", capture_output=True,
+                                   check=False, env={"PATH": "/usr/bin:/bin"}, cwd="/")
+        except OSError:
+            continue
+        if probe.returncode == 0:
+            return exe
+    pytest.fail(f"none of {candidates} can be run by the sandbox user 'nobody'; command "
+                "steps need a Python it can execute")
 
 
 def linear_onnx(path: Path, features: int = 64, classes: int = 10, seed: int = 0) -> Path:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from helpers import step_python
 from tinymlaas.client import Client
 from tinymlaas.config import Settings
 
@@ -54,8 +54,9 @@ def wait_for(condition: Callable[[], bool], limit_s: float = 120.0) -> None:
 
 def sleep_once(marker: Path, seconds: int = 300) -> list[str]:
     """An external step command that sleeps the first time (leaving ``marker``), then copies
-    its input: a run that hangs once and succeeds when resubmitted."""
-    return [sys.executable, "-c",
+    its input: a run that hangs once and succeeds when resubmitted. ``marker`` must be in a
+    directory the sandbox user may write (the ``shared_dir`` fixture)."""
+    return [step_python(), "-c",
             "import os, shutil, sys, time\n"
             "if not os.path.exists(sys.argv[3]):\n"
             f"    open(sys.argv[3], 'w').close(); time.sleep({seconds})\n"

@@ -60,8 +60,8 @@ def _start_server(home: Path, database_url: str, port: int, resume: bool) -> sub
 
 
 def test_server_killed_mid_run_leaves_no_run_running(tmp_path: Path, database_url: str,
-                                                     tiny_onnx: Path) -> None:
-    home, port, marker = tmp_path / "home", _free_port(), tmp_path / "slept"
+                                                     tiny_onnx: Path, shared_dir: Path) -> None:
+    home, port, marker = tmp_path / "home", _free_port(), shared_dir / "slept"
     server = _start_server(home, database_url, port, resume=False)
     try:
         client = Client(f"http://127.0.0.1:{port}")

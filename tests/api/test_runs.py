@@ -6,16 +6,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 import zipfile
 from pathlib import Path
 
 from api_support import API, FAST, assert_error_shape, sleep_once, wait_for
 from fastapi.testclient import TestClient
 
+from helpers import step_python
 from tinymlaas.client import Client
 
-COPY = [sys.executable, "-c",
+COPY = [step_python(), "-c",
         "import json, shutil, sys; shutil.copy(sys.argv[1] + '/model.onnx', sys.argv[2]); "
         "cfg = json.load(open(sys.argv[3])); "
         "json.dump(dict(scale=cfg['scale']), open(sys.argv[2] + '/metrics.json', 'w'))",
@@ -119,8 +119,8 @@ def test_invalid_pipelines_are_4xx(http: TestClient, alice: Client, alice_model,
 
 
 def test_cancel_then_resubmit(http: TestClient, alice: Client, alice_model, alice_data,
-                              tmp_path: Path) -> None:
-    marker = tmp_path / "slept"
+                              shared_dir: Path) -> None:
+    marker = shared_dir / "slept"
     alice.register_transformer("sleepy", command=sleep_once(marker, 120))
     run = alice.create_run(alice_model.id, alice_data.id,
                            pipeline={"steps": ["sleepy"], "evaluate": False})

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import sys
 
 import pytest
 
+from helpers import step_python
 from tinymlaas.domain import Pipeline, RunStatus, StepStatus
 from tinymlaas.engine import step_key
 from tinymlaas.errors import IncompatibleChainError, InvalidInputError
@@ -65,7 +65,7 @@ def test_step_keys_depend_on_everything_that_matters() -> None:
 
 
 def test_a_failing_step_keeps_earlier_results_and_resumes(services, registered) -> None:
-    fail = {"external": {"command": [sys.executable, "-c",
+    fail = {"external": {"command": [step_python(), "-c",
                                      "import sys; sys.exit('calibration tool broke')"]}}
     failed, _ = run(services, registered, "export-onnx", "fuse", fail, "fp16")
     assert failed.status is RunStatus.failed

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
 
-from helpers import linear_onnx
+from helpers import linear_onnx, step_python
 from tinymlaas.errors import InvalidInputError, StepFailedError
 from tinymlaas.transformers.external import docker_argv
 
@@ -24,15 +23,15 @@ print("external step done")
 
 
 @pytest.fixture
-def script(tmp_path: Path) -> Path:
-    path = tmp_path / "step.py"
+def script(shared_dir: Path) -> Path:
+    path = shared_dir / "step.py"
     path.write_text(SCRIPT)
     return path
 
 
 def test_command_contract(run_transformer, tmp_path: Path, script: Path) -> None:
     model = linear_onnx(tmp_path / "m.onnx")
-    out = run_transformer("external", model, command=[sys.executable, str(script), "{in}",
+    out = run_transformer("external", model, command=[step_python(), str(script), "{in}",
                                                       "{out}", "{params}"],
                           config={"factor": 21})
     assert out.metrics == {"factor": 42}
@@ -44,13 +43,13 @@ def test_failure_reports_the_last_line(run_transformer, tmp_path: Path) -> None:
     model = linear_onnx(tmp_path / "m.onnx")
     with pytest.raises(StepFailedError, match="exited with 3: boom"):
         run_transformer("external", model, command=[
-            sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"])
+            step_python(), "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"])
 
 
 def test_output_must_be_one_file(run_transformer, tmp_path: Path) -> None:
     model = linear_onnx(tmp_path / "m.onnx")
     with pytest.raises(StepFailedError, match="exactly one file"):
-        run_transformer("external", model, command=[sys.executable, "-c", "pass"])
+        run_transformer("external", model, command=[step_python(), "-c", "pass"])
     with pytest.raises(InvalidInputError, match="not found"):
         run_transformer("external", model, command=["/no/such/tool"])
 

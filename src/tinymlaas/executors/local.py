@@ -4,13 +4,26 @@ The fork server imports the heavy libraries once, so a step starts in millisecon
 a crash, a hang or runaway memory still only takes its own process down. The parent
 watches every job for its wall-clock timeout and resident-memory limit (the process and
 its children) and kills it when either is crossed.
+
+Nothing a step starts outlives it: the worker is a child subreaper (double-forked and
+``setsid`` descendants stay its descendants), and a cancel, a timeout or the end of the
+job kills every descendant and the groups they lead. Processes die with their parent: the
+fork server exits when this process does, a worker dies with the fork server, a command
+with its worker. With a ``state_dir`` each job's processes are also recorded there
+(:mod:`tinymlaas.executors.procs`) and a new executor ends those a killed one left behind.
+
+A worker's unexpected exception reaches the user as one line with a reference; its
+traceback goes to the ``tinymlaas.steps`` log, never into the result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import multiprocessing
 import multiprocessing.spawn
+import os
 import signal
 import threading
 import time
@@ -21,6 +34,13 @@ from typing import Any
 import psutil
 
 from tinymlaas.executors.base import Executor, JobHandle, JobResult, JobStatus, ProgressCallback
+from tinymlaas.executors.procs import (
+    ProcessBook,
+    kill_recorded,
+    new_scratch_dir,
+    remove_scratch_dir,
+)
+from tinymlaas.transformers.sandbox import kill_descendants
 
 __all__ = ["LocalExecutor"]
 
@@ -30,6 +50,7 @@ PRELOAD = ["numpy", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxsim"
            "tinymlaas.executors.worker", "tinymlaas.evaluation.evaluate",
            "tinymlaas.evaluation.runtime", "tinymlaas.transformers.registry"]
 _POLL_S = 0.05
+step_log = logging.getLogger("tinymlaas.steps")
 _context_lock = threading.Lock()
 _context: Any = None
 _starting = threading.local()
@@ -62,12 +83,14 @@ def _fork_context() -> Any:
 
 class LocalJob(JobHandle):
     def __init__(self, job_id: str, job_dir: Path, process: Any, timeout_s: float,
-                 memory_mb: int) -> None:
+                 memory_mb: int, scratch: Path, record: dict[str, Any] | None) -> None:
         self.job_id = job_id
         self.job_dir = job_dir
         self.process = process
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.scratch = scratch
+        self.record = record
         self.started = time.monotonic()
         self.stop_reason: str | None = None
 
@@ -77,13 +100,21 @@ def _failure(message: str, error_type: str) -> JobResult:
             "error_type": error_type}
 
 
-def _rss_mb(pid: int) -> float:
+def _tree(pid: int) -> list[psutil.Process]:
+    """The process and its descendants (empty when it is gone)."""
     try:
         proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-        return sum(p.memory_info().rss for p in procs) / 2**20
+        return [proc, *proc.children(recursive=True)]
     except psutil.Error:
-        return 0.0
+        return []
+
+
+def _rss_mb(procs: list[psutil.Process]) -> float:
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total / 2**20
 
 
 class LocalExecutor(Executor):
@@ -92,27 +123,51 @@ class LocalExecutor(Executor):
     Args:
         timeout_s: Default wall-clock limit of a job.
         memory_mb: Default resident-memory limit of a job (process and children).
+        sandbox_user: The user command steps run as when this process is root.
+        state_dir: Where running jobs' processes are recorded; the leftovers of a dead
+            executor recorded there are killed now (``swept`` lists their job ids).
     """
 
-    def __init__(self, timeout_s: float = 3600.0, memory_mb: int = 8192) -> None:
+    def __init__(self, timeout_s: float = 3600.0, memory_mb: int = 8192, *,
+                 sandbox_user: str = "nobody", state_dir: Path | None = None) -> None:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.sandbox_user = sandbox_user
+        self.book = ProcessBook(state_dir) if state_dir is not None else None
+        self.swept = self.book.sweep() if self.book is not None else []
 
     def submit(self, job: dict[str, Any]) -> LocalJob:
         from tinymlaas.executors.worker import run_job
 
+        job_id = job.get("job_id") or uuid.uuid4().hex
+        timeout_s = float(job.get("timeout_s") or self.timeout_s)
+        memory_mb = int(job.get("memory_mb") or self.memory_mb)
         job_dir = Path(job["job_dir"])
         job_dir.mkdir(parents=True, exist_ok=True)
+        scratch = new_scratch_dir()
+        job = {**job, "timeout_s": timeout_s, "memory_mb": memory_mb, "owner_pid": os.getpid(),
+               "sandbox": {"user": self.sandbox_user, "timeout_s": timeout_s,
+                           "memory_mb": memory_mb, "scratch": str(scratch)}}
         (job_dir / "job.json").write_text(json.dumps(job, indent=1))
+        record = self.book.open(job_id, scratch) if self.book is not None else None
         process = _fork_context().Process(target=run_job, args=(json.dumps(job),), daemon=True)
         _starting.worker = True
         try:
             process.start()
+        except BaseException:
+            remove_scratch_dir(scratch)
+            if record is not None and self.book is not None:
+                self.book.close(record)
+            raise
         finally:
             _starting.worker = False
-        return LocalJob(job.get("job_id") or uuid.uuid4().hex, job_dir, process,
-                        float(job.get("timeout_s") or self.timeout_s),
-                        int(job.get("memory_mb") or self.memory_mb))
+        handle = LocalJob(job_id, job_dir, process, timeout_s, memory_mb, scratch, record)
+        self._record(handle, _tree(process.pid))
+        return handle
+
+    def _record(self, handle: LocalJob, procs: list[psutil.Process]) -> None:
+        if self.book is not None and handle.record is not None:
+            self.book.add(handle.record, procs)
 
     def status(self, handle: JobHandle) -> JobStatus:
         assert isinstance(handle, LocalJob)
@@ -125,6 +180,17 @@ class LocalExecutor(Executor):
 
     def wait(self, handle: JobHandle, on_progress: ProgressCallback | None = None) -> JobResult:
         assert isinstance(handle, LocalJob)
+        try:
+            result = self._wait(handle, on_progress)
+        finally:
+            self._release(handle)
+        traceback = result.pop("traceback", None)
+        if traceback:
+            step_log.error("step %s failed unexpectedly (reference %s):\n%s", handle.job_id,
+                           result.get("ref"), traceback)
+        return result
+
+    def _wait(self, handle: LocalJob, on_progress: ProgressCallback | None) -> JobResult:
         progress_file = handle.job_dir / "progress.jsonl"
         read = 0
         peak_mb = 0.0
@@ -141,7 +207,9 @@ class LocalExecutor(Executor):
                     on_progress(event["progress"], event["message"])
             if not handle.process.is_alive():
                 break
-            rss = _rss_mb(handle.process.pid)
+            tree = _tree(handle.process.pid)
+            self._record(handle, tree)
+            rss = _rss_mb(tree)
             peak_mb = max(peak_mb, rss)
             if rss > handle.memory_mb:
                 handle.stop_reason = (f"out of memory: the step used {rss:.0f} MB, over its "
@@ -169,10 +237,17 @@ class LocalExecutor(Executor):
 
     @staticmethod
     def _kill(handle: LocalJob) -> None:
-        try:
-            proc = psutil.Process(handle.process.pid)
-            for child in proc.children(recursive=True):
-                child.kill()
-            proc.kill()
-        except psutil.Error:
-            pass
+        """Kill the worker's descendants (and the groups they lead), then the worker."""
+        kill_descendants(handle.process.pid)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(handle.process.pid).kill()
+        if handle.record is not None:
+            kill_recorded(handle.record)
+
+    def _release(self, handle: LocalJob) -> None:
+        """After the job: end anything of it still running, remove its scratch and record."""
+        if handle.record is not None:
+            kill_recorded(handle.record)
+        remove_scratch_dir(handle.scratch)
+        if self.book is not None and handle.record is not None:
+            self.book.close(handle.record)

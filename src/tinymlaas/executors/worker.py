@@ -4,7 +4,16 @@ Job fields: ``kind`` (``transform`` or ``evaluate``), ``job_dir`` (logs, progres
 result live there), ``input`` ``{path, kind}``, ``input_specs``, ``dataset``
 ``{path, task, splits, num_classes}`` or null, and for transforms ``transformer`` and
 ``params``; for evaluations ``task``, ``reference`` (an .npy of the original's outputs) and
-``device`` (a device profile for the fit verdict) or null.
+``device`` (a device profile for the fit verdict) or null. The executor adds the effective
+``timeout_s`` and ``memory_mb``, ``owner_pid`` (its own pid) and ``sandbox`` (``user``,
+``timeout_s``, ``memory_mb``, ``scratch``: the policy of command steps, see
+:mod:`tinymlaas.transformers.sandbox`).
+
+A worker is contained: it is a child subreaper (nothing a step starts escapes its tree), it
+dies with its parent, the fork server, killing its descendants first, and it kills them
+when the job ends. An unexpected exception shows in the step log and error as one line with
+a short reference; the traceback goes only into the result's ``traceback``, which the
+executor logs to the server log and drops.
 """
 
 from __future__ import annotations
@@ -13,13 +22,18 @@ import contextlib
 import json
 import logging
 import os
+import secrets
+import signal
 import sys
+import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
 from tinymlaas.domain import ArtifactKind, DatasetSplits, Device, Task, TensorSpec
 from tinymlaas.errors import TinymlaasError
+from tinymlaas.transformers import sandbox
 
 __all__ = ["run_job"]
 
@@ -127,29 +141,94 @@ def _evaluate(job: dict[str, Any], job_dir: Path, log: logging.Logger) -> dict[s
             "metrics": metrics}
 
 
+def _die_with_descendants(signum: int, frame: object) -> None:
+    """The parent died (or we were told to stop): take everything we started along."""
+    with contextlib.suppress(Exception):
+        sandbox.kill_descendants()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _contain(owner_pid: int) -> None:
+    """Make this worker a subreaper that dies, with its descendants, when its parent does."""
+    signal.signal(signal.SIGTERM, _die_with_descendants)
+    # multiprocessing hands each child the write end of the pipe whose end of file tells the
+    # fork server that the executor is gone; held here, it would keep the fork server (and
+    # so this worker) alive after a ``kill -9`` of the executor. A nested fork server, if a
+    # step wants one, is started afresh.
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    alive_fd = getattr(server, "_forkserver_alive_fd", None)
+    if alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive_fd)
+        server._forkserver_alive_fd = None  # type: ignore[union-attr]
+    sandbox.set_child_subreaper()
+    sandbox.set_parent_death_signal(signal.SIGTERM)
+    with contextlib.suppress(Exception):
+        import psutil
+
+        if not psutil.pid_exists(owner_pid):  # the executor died before the signal was armed
+            _die_with_descendants(signal.SIGTERM, None)
+
+
+def _short_warning(message: Warning | str, category: type[Warning], filename: str,
+                   lineno: int, line: str | None = None) -> str:
+    """Warnings in the step log without the server's source paths."""
+    return f"{category.__name__}: {sandbox.public_message(str(message))}\n"
+
+
+def _policy(job: dict[str, Any], started: float) -> sandbox.Policy:
+    spec = job.get("sandbox") or {}
+    timeout_s = float(spec.get("timeout_s") or job.get("timeout_s") or 3600.0)
+    return sandbox.Policy(
+        user=spec.get("user") or "nobody", timeout_s=timeout_s,
+        memory_mb=int(spec.get("memory_mb") or job.get("memory_mb") or 8192),
+        deadline=started + timeout_s,
+        scratch=Path(spec["scratch"]) if spec.get("scratch") else None,
+        contained=job.get("owner_pid") is not None)
+
+
+def _unexpected(exc: Exception, log: logging.Logger) -> dict[str, Any]:
+    """The step's result for a failure nobody planned for: one line for the user (no
+    traceback, no server paths), the traceback for the server log."""
+    ref = secrets.token_hex(4)
+    kind = type(exc).__name__
+    text = str(exc).strip().splitlines()
+    first = sandbox.public_message(text[0][:500]) if text else ""
+    log.error("error %s: %s: %s", ref, kind, first)
+    return {"ok": False, "output": None, "metrics": {},
+            "error": f"{kind}: {first} (reference {ref}; the details are in the server log)",
+            "error_type": kind, "ref": ref, "traceback": traceback.format_exc()}
+
+
 def run_job(job_json: str) -> None:
     """Run one job; always leaves ``result.json`` in the job directory unless killed."""
+    started = time.monotonic()
+    job = json.loads(job_json)
+    if job.get("owner_pid") is not None:
+        _contain(int(job["owner_pid"]))
     if sys.path != _warm_sys_path:
         from tinymlaas.transformers.registry import reset
 
         reset()
-    job = json.loads(job_json)
     job_dir = Path(job["job_dir"])
     _capture_output(job_dir / "step.log")
+    warnings.formatwarning = _short_warning
     log = _logger(job_dir)
     try:
-        body = (_transform if job["kind"] == "transform" else _evaluate)(job, job_dir, log)
+        with sandbox.applied(_policy(job, started)):
+            body = (_transform if job["kind"] == "transform" else _evaluate)(job, job_dir, log)
         result = {"ok": True, "error": None, "error_type": None, **body}
     except TinymlaasError as exc:
         log.error("%s", exc.message)
         result = {"ok": False, "output": None, "metrics": {}, "error": exc.message,
                   "error_type": type(exc).__name__}
     except Exception as exc:  # any library failure becomes the step's stated cause
-        log.error("%s", traceback.format_exc())
-        text = str(exc).strip().splitlines()
-        result = {"ok": False, "output": None, "metrics": {},
-                  "error": f"{type(exc).__name__}: {text[0][:500] if text else ''}",
-                  "error_type": type(exc).__name__}
+        result = _unexpected(exc, log)
+    finally:
+        if job.get("owner_pid") is not None:
+            sandbox.kill_descendants(reap=True)
     tmp = job_dir / "result.json.tmp"
     tmp.write_text(json.dumps(result))
     os.replace(tmp, job_dir / "result.json")

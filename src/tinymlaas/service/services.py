@@ -29,6 +29,7 @@ from tinymlaas.domain import (
 from tinymlaas.engine import Engine, RunEvent
 from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
 from tinymlaas.executors import LocalExecutor
+from tinymlaas.executors.procs import private_dir
 from tinymlaas.formats import datasets as ds
 from tinymlaas.formats.models import detect_model_kind, inspect_model, load_onnx_checked
 from tinymlaas.store import MetadataStore
@@ -64,10 +65,12 @@ class Services:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.settings.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.home)  # 0700: out of reach of the sandbox user
         self.meta = MetadataStore(self.settings.resolved_database_url)
         self.artifacts = LocalArtifactStore(self.settings.resolved_artifacts_dir)
-        self.executor = LocalExecutor(self.settings.step_timeout_s, self.settings.step_memory_mb)
+        self.executor = LocalExecutor(self.settings.step_timeout_s, self.settings.step_memory_mb,
+                                      sandbox_user=self.settings.sandbox_user,
+                                      state_dir=self.settings.home / "procs")
         self.engine = Engine(self.meta, self.artifacts, self.executor,
                              self.settings.home / "work", workers=self.settings.workers,
                              devices=lambda name, project: self.get_device(name, {project}))
