@@ -191,13 +191,13 @@ class Receiver:
                     receiver.started += 1
                 if hold:
                     receiver.release.wait(hold_s)
+                with lock:  # counted before the answer, which may settle the delivery
+                    receiver.finished += 1
                 self.send_response(statuses[min(index, len(statuses) - 1)])
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                with lock:
-                    receiver.finished += 1
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
@@ -306,6 +306,10 @@ def test_a_rebound_webhook_of_a_real_run_never_reaches_loopback(
                                               pipeline=FAST).id)
         assert run.status == "succeeded"
         queue = _notifier(studio).queue
+        deadline = time.monotonic() + 30
+        while queue.stats()["queued"] < 1:  # queued just after the run is seen finished
+            assert time.monotonic() < deadline, "the webhook was not queued"
+            time.sleep(0.05)
         assert queue.wait_idle(30)
         assert queue.stats()["failed"] == 1 and queue.stats()["delivered"] == 0
     assert lookups[1:] == ["127.0.0.1"]  # refused once, and not retried
@@ -344,6 +348,9 @@ def test_a_slow_receiver_does_not_delay_anybodys_runs(
         assert slow.finished == 0  # ... while the slow receiver still holds both requests
         queue = _notifier(studio).queue
         assert queue.stats()["active"] == 2
+        while queue.stats()["queued"] < 3:  # queued just after the run is seen finished
+            assert time.monotonic() < deadline, "the third webhook was not queued"
+            time.sleep(0.05)
 
         slow.release.set()
         assert queue.wait_idle(30)
