@@ -42,7 +42,8 @@ def _free_port() -> int:
 def _start_server(home: Path, database_url: str, port: int, resume: bool) -> subprocess.Popen:
     env = {**os.environ, "TINYMLAAS_HOME": str(home), "TINYMLAAS_DATABASE_URL": database_url,
            "TINYMLAAS_RESUME_INTERRUPTED": "true" if resume else "false",
-           "TINYMLAAS_EXTERNAL_STEPS": "everyone"}
+           "TINYMLAAS_EXTERNAL_STEPS": "everyone",
+           "TINYMLAAS_LEASE_TTL_S": "2"}  # a killed server's runs are recovered 2 s later
     process = subprocess.Popen(
         [sys.executable, "-m", "tinymlaas.cli.main", "serve", "--port", str(port),
          "--log-level", "warning"], env=env, start_new_session=True,
@@ -77,6 +78,8 @@ def test_server_killed_mid_run_leaves_no_run_running(tmp_path: Path, database_ur
         server.wait()
 
         server = _start_server(home, database_url, port, resume=False)
+        # Recovered (at start-up or by the reaper) once the killed server's lease expired.
+        wait_for(lambda: client.get_run(run.id).status != RunStatus.running, 30)
         after = client.get_run(run.id)
         assert after.status == RunStatus.failed
         assert "interrupted" in (after.error or "")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import os
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from helpers import step_python
 from tinymlaas.domain import Pipeline, RunStatus, StepStatus
 from tinymlaas.engine import step_key
-from tinymlaas.errors import IncompatibleChainError, InvalidInputError
+from tinymlaas.errors import ConflictError, IncompatibleChainError, InvalidInputError
 
 
 def pipeline(*steps, name: str = "p") -> Pipeline:
@@ -137,14 +142,73 @@ def test_impossible_chains_are_rejected_before_anything_runs(services, registere
 def test_interrupted_runs_are_failed_and_resumable(services, registered) -> None:
     model, dataset = registered
     created = services.create_run(pipeline("export-onnx"), model=model.id, dataset=dataset.id)
+    # Left running without a lease, as a process from before leases leaves it.
     services.meta.update_run(created.id, status=RunStatus.running)
     services.meta.update_step(created.id, 0, status=StepStatus.running)
-    assert services.engine.fail_interrupted() == [created.id]
+    assert services.engine.recover_expired() == [created.id]
     stuck = services.get_run(created.id)
     assert stuck.status is RunStatus.failed and "interrupted" in stuck.error
     assert stuck.steps[0].status is StepStatus.failed
+    assert services.meta.run_lease(created.id) == (None, None)
     again = services.execute_run(services.rerun(created.id).id)
     assert again.status is RunStatus.succeeded
+
+
+def test_a_run_leased_by_another_process_is_neither_executed_nor_recovered(
+        services, registered) -> None:
+    model, dataset = registered
+    created = services.create_run(pipeline("export-onnx"), model=model.id, dataset=dataset.id)
+    assert services.meta.acquire_lease(created.id, "elsewhere:1:1", 60,
+                                       status=RunStatus.running)
+    before = services.get_run(created.id)
+    with pytest.raises(ConflictError, match="being executed already"):
+        services.execute_run(created.id)
+    assert services.engine.recover_expired() == []
+    assert services.get_run(created.id) == before
+    assert services.meta.run_lease(created.id)[0] == "elsewhere:1:1"
+    # Its owner stops renewing: once the lease has expired the run is recovered.
+    assert services.meta.release_lease(created.id, "elsewhere:1:1")
+    assert services.meta.acquire_lease(created.id, "elsewhere:1:1", -1)
+    assert services.engine.recover_expired() == [created.id]
+    recovered = services.get_run(created.id)
+    assert recovered.status is RunStatus.failed and "interrupted" in recovered.error
+    assert services.meta.run_lease(created.id) == (None, None)
+
+
+def test_an_executing_run_holds_a_lease_that_its_heartbeat_renews(services, registered) -> None:
+    model, dataset = registered
+    services.engine.lease_ttl_s = 1.2  # renewed every 0.4 s; the step sleeps 2.5 s
+    slow = {"external": {"command": [
+        step_python(), "-c", "import shutil, sys, time; time.sleep(2.5); "
+        "shutil.copy(sys.argv[1] + '/model.onnx', sys.argv[2])", "{in}", "{out}"]}}
+    created = services.create_run(pipeline("export-onnx", slow), model=model.id,
+                                  dataset=dataset.id)
+    seen: list[tuple[datetime, str | None, datetime | None]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            owner, expires = services.meta.run_lease(created.id)
+            seen.append((datetime.now(UTC), owner, expires))
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = services.execute_run(created.id)
+    finally:
+        done.set()
+        watcher.join()
+    assert result.status is RunStatus.succeeded, result.error
+    held = [(at, expires) for at, owner, expires in seen if owner is not None]
+    assert {owner for _, owner, _ in seen} <= {services.engine.owner, None}
+    assert held[-1][0] - held[0][0] > timedelta(seconds=2)  # longer than the TTL ...
+    assert all(expires is not None and expires > at for at, expires in held)  # ... never lapsed
+    assert len({expires for _, expires in held}) >= 4  # renewed again and again
+    host, pid, _started = services.engine.owner.rsplit(":", 2)
+    assert (host, pid) == (socket.gethostname(), str(os.getpid()))
+    assert services.meta.run_lease(created.id) == (None, None)  # released with the outcome
+    assert services.meta.expired_running_runs() == []
 
 
 def test_cancel_stops_a_running_step(services, registered) -> None:

@@ -1,9 +1,11 @@
 """The Studio app: one FastAPI application serving the API under ``/api/v1``.
 
-:func:`create_app` opens the stores, recovers runs a stopped server left behind (marked
+:func:`create_app` opens the stores, recovers runs a stopped process left behind (marked
 failed, then resubmitted so they resume from the step cache) and starts the background
-run queue. Run it with ``tinymlaas serve`` (one process: runs execute in its threads and
-their steps in worker processes).
+run queue; while it serves, a reaper recovers every lease TTL the runs whose executing
+process (another server, a CLI run) stopped renewing their lease. Run it with
+``tinymlaas serve`` (one process: runs execute in its threads and their steps in worker
+processes).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tinymlaas.api.docs import install_docs
 from tinymlaas.api.errors import install_error_handlers
 from tinymlaas.api.middleware import RejectNulBytes, SecurityHeaders
 from tinymlaas.api.routes import api_router
-from tinymlaas.api.runtime import EventBus, RunQueue
+from tinymlaas.api.runtime import EventBus, Reaper, RunQueue
 from tinymlaas.config import Settings, get_settings
 from tinymlaas.domain import RunStatus
 from tinymlaas.notify import Notifier
@@ -46,14 +48,16 @@ def open_studio(settings: Settings | None = None) -> Studio:
     return Studio(settings, services, accounts, bus, runs)
 
 
-def recover_runs(studio: Studio) -> dict[str, list[str]]:
-    """Leave no run stuck: mark runs left ``running`` as failed; with ``resume_interrupted``
-    queue them again, with the ``pending`` ones, so they resume from the step cache."""
-    interrupted = studio.services.engine.fail_interrupted()
-    pending = studio.services.meta.runs_with_status(RunStatus.pending)
+def recover_runs(studio: Studio, *, pending: bool = True) -> dict[str, list[str]]:
+    """Leave no run stuck: mark failed the runs left ``running`` by a process that stopped
+    (their lease expired; runs another live process executes are left alone); with
+    ``resume_interrupted`` queue them again, with the ``pending`` ones when ``pending``, so
+    they resume from the step cache."""
+    interrupted = studio.services.engine.recover_expired()
+    waiting = studio.services.meta.runs_with_status(RunStatus.pending) if pending else []
     resumed: list[str] = []
     if studio.settings.resume_interrupted:
-        for run_id in [*interrupted, *pending]:
+        for run_id in [*interrupted, *waiting]:
             if studio.runs.submit(run_id):
                 resumed.append(run_id)
     if interrupted:
@@ -69,7 +73,10 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        reaper = Reaper(lambda: recover_runs(studio, pending=False),
+                        studio.settings.lease_ttl_s).start()
         yield
+        reaper.stop()
         studio.runs.shutdown(wait=False)
         if isinstance(studio.runs.on_finished, Notifier):
             studio.runs.on_finished.close(timeout_s=2.0)  # then gives up on the rest

@@ -1,7 +1,8 @@
 """The server's run runtime: a background pool executing submitted runs and an in-process
 pub/sub of their progress events (keyed by run id) for the live event stream.
 
-Nothing here knows about HTTP; the app creates one :class:`RunQueue` at start-up.
+Nothing here knows about HTTP; the app creates one :class:`RunQueue` at start-up, and a
+:class:`Reaper` while it serves.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tinymlaas.engine import RunEvent
 from tinymlaas.errors import ConflictError
 from tinymlaas.service import Services
 
-__all__ = ["TERMINAL", "EventBus", "RunQueue", "Subscription"]
+__all__ = ["TERMINAL", "EventBus", "Reaper", "RunQueue", "Subscription"]
 
 log = logging.getLogger("tinymlaas.runs")
 TERMINAL = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled})
@@ -148,6 +149,8 @@ class RunQueue:
         try:
             # A cancel that came while queued is seen by the engine before the first step.
             run = self.services.execute_run(run_id, self.bus.publish)
+        except ConflictError as exc:  # another process executes it: leave it alone
+            log.warning("run %s not executed here: %s", run_id, exc.message)
         except Exception:
             log.exception("run %s could not be executed", run_id)
             try:
@@ -170,3 +173,32 @@ class RunQueue:
                 self.on_finished(run)
             except Exception:
                 log.exception("notifications for run %s failed", run_id)
+
+
+class Reaper:
+    """Calls ``recover`` every ``interval_s`` seconds in a background thread until stopped
+    (the server recovers runs whose executing process stopped, while it is up)."""
+
+    def __init__(self, recover: Callable[[], object], interval_s: float) -> None:
+        self.recover = recover
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tinymlaas-reaper",
+                                        daemon=True)
+
+    def start(self) -> Reaper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.recover()
+            except Exception:
+                log.exception("recovering interrupted runs failed; retrying in %.0f s",
+                              self.interval_s)

@@ -6,14 +6,24 @@ used)``; a key with a stored output is a cache hit and is not rerun, which also 
 rerun of a failed run resume after its last finished step. Other steps go to the executor,
 one worker process each. Then the input model (the baseline) and the output are evaluated
 the same way, the output against the baseline's outputs.
+
+Several processes may share one database (servers, CLI runs). A run being executed holds a
+lease in the metadata store: taken atomically when it moves to ``running``, renewed by one
+heartbeat thread per engine every third of the lease's life, released with the run's
+outcome. Only a ``running`` run whose lease has expired was left by a process that stopped;
+:meth:`Engine.recover_expired` marks those failed (a rerun resumes them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shutil
+import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pydantic import BaseModel
 
 from tinymlaas.artifacts import LocalArtifactStore, sha256_file
@@ -39,14 +50,16 @@ from tinymlaas.domain import (
     StepStatus,
 )
 from tinymlaas.domain.entities import DIRECTORY_KINDS, EVALUABLE_KINDS
-from tinymlaas.errors import IncompatibleChainError, InvalidInputError
+from tinymlaas.errors import ConflictError, IncompatibleChainError, InvalidInputError
 from tinymlaas.evaluation.evaluate import EVALUATION_VERSION
 from tinymlaas.executors.base import Executor, JobResult
 from tinymlaas.store import MetadataStore
 from tinymlaas.store.metadata import new_id
 from tinymlaas.transformers.registry import get_transformer, validate_params
 
-__all__ = ["Engine", "PlannedStep", "RunEvent", "step_key"]
+__all__ = ["Engine", "PlannedStep", "RunEvent", "lease_owner", "step_key"]
+
+log = logging.getLogger("tinymlaas.engine")
 
 _LOG_TAIL = 64 * 1024
 _FILENAMES = {ArtifactKind.onnx: "model.onnx", ArtifactKind.c_source: "c-source.zip",
@@ -96,20 +109,36 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def lease_owner() -> str:
+    """This process as a lease owner: ``host:pid:process start`` (a reused pid differs)."""
+    started = int(psutil.Process().create_time())
+    return f"{socket.gethostname()[:150]}:{os.getpid()}:{started}"
+
+
+INTERRUPTED = ("interrupted: the process running it stopped; rerun it to resume from the "
+               "last finished step")
+
+
 class Engine:
     """Runs pipelines against the stores through an executor."""
 
     def __init__(self, meta: MetadataStore, artifacts: LocalArtifactStore, executor: Executor,
                  work_root: Path, *, workers: int = 2,
-                 devices: Callable[[str, str], Device] | None = None) -> None:
+                 devices: Callable[[str, str], Device] | None = None,
+                 lease_ttl_s: float = 60.0, owner: str | None = None) -> None:
         self.meta = meta
         self.artifacts = artifacts
         self.executor = executor
         self.work_root = Path(work_root)
         self.workers = workers
         self.devices = devices
+        self.lease_ttl_s = lease_ttl_s
+        self.owner = owner or lease_owner()
         self._active: dict[str, Any] = {}
         self._cancelled: set[str] = set()
+        self._busy: set[str] = set()  # runs this engine executes or recovers right now
+        self._leased: set[str] = set()  # runs it executes under a lease (the heartbeat's)
+        self._heartbeat: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # planning -----------------------------------------------------------------------------
@@ -167,32 +196,131 @@ class Engine:
         if handle is not None:
             self.executor.cancel(handle)
 
-    def fail_interrupted(self) -> list[str]:
-        """Mark runs left ``running`` by a stopped process as failed; a rerun resumes them."""
-        ids = self.meta.runs_with_status(RunStatus.running)
-        for run_id in ids:
-            run = self.meta.get_run(run_id)
-            for step in run.steps:
-                if step.status in {StepStatus.running, StepStatus.pending}:
-                    self.meta.update_step(run_id, step.index, status=StepStatus.failed
-                                          if step.status is StepStatus.running
-                                          else StepStatus.skipped,
-                                          error="interrupted" if step.status
-                                          is StepStatus.running else None)
-            self.meta.update_run(run_id, status=RunStatus.failed, finished_at=_now(),
-                                 error="interrupted: the process running it stopped; rerun it "
-                                 "to resume from the last finished step")
-        return ids
+    def recover_expired(self) -> list[str]:
+        """Mark failed the runs left ``running`` by a process that stopped (their lease
+        expired, or they have none); a rerun resumes them. Runs whose owner still renews its
+        lease are left alone. Each is taken with its lease first, so when several processes
+        recover at once each run is recovered once. Returns the recovered ids."""
+        recovered = []
+        for run_id in self.meta.expired_running_runs(_now()):
+            with self._lock:
+                if run_id in self._busy:
+                    continue
+                self._busy.add(run_id)
+            try:
+                if not self.meta.acquire_lease(run_id, self.owner, self.lease_ttl_s,
+                                               status_from={RunStatus.running}):
+                    continue  # renewed by its owner, or recovered by another process
+                run = self.meta.get_run(run_id)
+                for step in run.steps:
+                    if step.status in {StepStatus.running, StepStatus.pending}:
+                        running = step.status is StepStatus.running
+                        self.meta.update_step(
+                            run_id, step.index,
+                            status=StepStatus.failed if running else StepStatus.skipped,
+                            error="interrupted" if running else None)
+                if self.meta.release_lease(run_id, self.owner, status=RunStatus.failed,
+                                           finished_at=_now(), error=INTERRUPTED):
+                    recovered.append(run_id)
+            finally:
+                with self._lock:
+                    self._busy.discard(run_id)
+        return recovered
 
     def execute(self, run_id: str, on_event: EventCallback | None = None) -> Run:
-        """Run every step of ``run_id`` (cache hits skip work), then evaluate."""
+        """Run every step of ``run_id`` (cache hits skip work), then evaluate.
+
+        Raises:
+            ConflictError: another process (or this one) is executing the run; nothing
+                about the run is changed.
+        """
         emit = on_event or (lambda event: None)
         run = self.meta.get_run(run_id)
         model = self.meta.get_model(run.model_id)
         dataset = self.meta.get_dataset(run.dataset_id)
-        self.meta.update_run(run_id, status=RunStatus.running, started_at=_now(), error=None)
-        current = self.meta.get_artifact(model.artifact_sha)
+        self._take_lease(run_id)
         try:
+            return self._execute(run, model, dataset, emit)
+        finally:
+            with self._lock:
+                self._busy.discard(run_id)
+                self._leased.discard(run_id)
+            try:  # a no-op when the outcome was recorded (that released the lease)
+                self.meta.release_lease(run_id, self.owner)
+            except Exception:
+                log.exception("the lease of run %s could not be released; it expires "
+                              "in %.0f s", run_id, self.lease_ttl_s)
+
+    # leases -------------------------------------------------------------------------------
+
+    def _take_lease(self, run_id: str) -> None:
+        busy = ConflictError(f"run {run_id} is being executed already, by a process that "
+                             "holds its lease; wait for it to finish (or, if that process "
+                             "stopped, for its lease to expire)", {"run": run_id})
+        with self._lock:
+            if run_id in self._busy:
+                raise busy
+            self._busy.add(run_id)
+        taken = False
+        try:
+            taken = self.meta.acquire_lease(run_id, self.owner, self.lease_ttl_s,
+                                            status=RunStatus.running, started_at=_now(),
+                                            error=None)
+        finally:
+            with self._lock:
+                if not taken:
+                    self._busy.discard(run_id)
+                else:
+                    self._leased.add(run_id)
+                    if self._heartbeat is None:
+                        self._heartbeat = threading.Thread(
+                            target=self._renew_leases, name="tinymlaas-lease-heartbeat",
+                            daemon=True)
+                        self._heartbeat.start()
+        if not taken:
+            raise busy
+
+    def _renew_leases(self) -> None:
+        """The heartbeat: renew the leases of the runs this engine executes every third of
+        their life; stops when there are none (the next run starts it again). A run whose
+        lease was taken over (this process stalled past its expiry) is stopped here."""
+        interval = self.lease_ttl_s / 3
+        stopped: set[str] = set()
+        while True:
+            with self._lock:
+                if not self._leased:
+                    self._heartbeat = None
+                    return
+            time.sleep(interval)
+            with self._lock:
+                ids = set(self._leased)
+            if not ids:
+                continue
+            try:
+                held = set(self.meta.renew_leases(self.owner, ids, self.lease_ttl_s))
+            except Exception:
+                log.exception("run leases could not be renewed; retrying in %.1f s", interval)
+                continue
+            with self._lock:
+                lost = (ids - held - stopped) & self._leased
+                stopped &= self._leased
+            stopped |= lost
+            for run_id in lost:
+                log.warning("run %s was taken over by another process (its lease expired); "
+                            "stopping it here", run_id)
+                self.cancel(run_id)
+
+    def _end(self, run_id: str, **fields: Any) -> None:
+        """Record the run's outcome and release its lease in one update, only while this
+        engine still holds the lease."""
+        if not self.meta.release_lease(run_id, self.owner, **fields):
+            log.warning("run %s: outcome %s not recorded: another process took the run over",
+                        run_id, fields.get("status"))
+
+    def _execute(self, run: Run, model: Model, dataset: Dataset, emit: EventCallback) -> Run:
+        run_id = run.id
+        try:
+            current = self.meta.get_artifact(model.artifact_sha)
             planned = self.plan(run.pipeline, model.kind, has_dataset=True)
             for step, plan in zip(run.steps, planned, strict=True):
                 if run_id in self._cancelled:
@@ -204,15 +332,14 @@ class Engine:
             result = self._evaluate_run(run, model, dataset, current, emit)
         except Exception as exc:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            self.meta.update_run(run_id, status=RunStatus.failed, error=message,
-                                 finished_at=_now())
+            self._end(run_id, status=RunStatus.failed, error=message, finished_at=_now())
             emit(RunEvent(run_id, "run", RunStatus.failed.value, message=message))
             return self.meta.get_run(run_id)
         finally:
             with self._lock:
                 self._cancelled.discard(run_id)
-        self.meta.update_run(run_id, status=RunStatus.succeeded, output_sha=current.sha256,
-                             finished_at=_now(), **result)
+        self._end(run_id, status=RunStatus.succeeded, output_sha=current.sha256,
+                  finished_at=_now(), **result)
         emit(RunEvent(run_id, "run", RunStatus.succeeded.value, 1.0))
         return self.meta.get_run(run_id)
 
@@ -368,14 +495,13 @@ class Engine:
         failed = self.meta.get_run(run.id).steps[index]
         status = RunStatus.cancelled if failed.status is StepStatus.cancelled else RunStatus.failed
         message = f"step {index + 1} ({failed.transformer}) {failed.status.value}: {failed.error}"
-        self.meta.update_run(run.id, status=status, error=message, finished_at=_now())
+        self._end(run.id, status=status, error=message, finished_at=_now())
         return self.meta.get_run(run.id)
 
     def _finish_cancelled(self, run: Run, index: int) -> Run:
         self.meta.update_step(run.id, index, status=StepStatus.cancelled)
         self._skip_rest(run, index)
-        self.meta.update_run(run.id, status=RunStatus.cancelled, error="cancelled",
-                             finished_at=_now())
+        self._end(run.id, status=RunStatus.cancelled, error="cancelled", finished_at=_now())
         return self.meta.get_run(run.id)
 
 

@@ -73,6 +73,7 @@ class Services:
                                       state_dir=self.settings.home / "procs")
         self.engine = Engine(self.meta, self.artifacts, self.executor,
                              self.settings.home / "work", workers=self.settings.workers,
+                             lease_ttl_s=self.settings.lease_ttl_s,
                              devices=lambda name, project: self.get_device(name, {project}))
         self.meta.ensure_project(DEFAULT_PROJECT, "Default project")
 

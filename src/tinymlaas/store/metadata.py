@@ -9,13 +9,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import CursorResult, Engine, create_engine, event, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -250,6 +250,73 @@ class MetadataStore:
         with self.session() as s:
             query = select(RunRow.id).where(RunRow.status.in_([st.value for st in statuses]))
             return list(s.scalars(query))
+
+    # run leases ---------------------------------------------------------------------------
+    # A run being executed carries a lease: its owner ("host:pid:process start") and an
+    # expiry the owner keeps pushing forward. A ``running`` run whose lease has expired (or
+    # that has none, from before leases) was left behind by a process that stopped. Every
+    # change below is one conditional UPDATE, so two processes never both take a run.
+
+    def acquire_lease(self, run_id: str, owner: str, ttl_s: float, *,
+                      status_from: Collection[RunStatus] | None = None,
+                      **fields: Any) -> bool:
+        """Take the lease of ``run_id`` for ``owner`` (setting ``fields`` too) unless the
+        run is ``running`` under an unexpired lease; with ``status_from``, only from those
+        statuses. False, and nothing changed, when it was not taken."""
+        now = _now()
+        free = or_(RunRow.status != RunStatus.running.value, RunRow.lease_expires_at.is_(None),
+                   RunRow.lease_expires_at < now)
+        query = update(RunRow).where(RunRow.id == run_id, free)
+        if status_from is not None:
+            query = query.where(RunRow.status.in_([st.value for st in status_from]))
+        values = {name: value.value if isinstance(value, RunStatus) else value
+                  for name, value in fields.items()}
+        query = query.values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_s),
+                             **values)
+        with self.session() as s:
+            taken = s.execute(query, execution_options={"synchronize_session": False})
+            return bool(cast(CursorResult[Any], taken).rowcount)
+
+    def renew_leases(self, owner: str, run_ids: Collection[str], ttl_s: float) -> list[str]:
+        """Push the expiry of ``owner``'s leases on ``run_ids`` to ``ttl_s`` from now; the
+        ids whose lease ``owner`` still held (the others were taken over)."""
+        if not run_ids:
+            return []
+        ids = list(run_ids)
+        mine = (RunRow.id.in_(ids), RunRow.lease_owner == owner)
+        with self.session() as s:
+            s.execute(update(RunRow).where(*mine).values(
+                lease_expires_at=_now() + timedelta(seconds=ttl_s)),
+                execution_options={"synchronize_session": False})
+            return list(s.scalars(select(RunRow.id).where(*mine)))
+
+    def release_lease(self, run_id: str, owner: str, **fields: Any) -> bool:
+        """Give up ``owner``'s lease of ``run_id``, recording ``fields`` (the run's outcome)
+        in the same update; False, and nothing changed, when ``owner`` no longer holds it."""
+        values = {name: value.value if isinstance(value, RunStatus) else value
+                  for name, value in fields.items()}
+        query = update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner).values(
+            lease_owner=None, lease_expires_at=None, **values)
+        with self.session() as s:
+            released = s.execute(query, execution_options={"synchronize_session": False})
+            return bool(cast(CursorResult[Any], released).rowcount)
+
+    def expired_running_runs(self, now: datetime | None = None) -> list[str]:
+        """Ids of ``running`` runs whose lease expired before ``now`` or that have none."""
+        now = now or _now()
+        with self.session() as s:
+            return list(s.scalars(select(RunRow.id).where(
+                RunRow.status == RunStatus.running.value,
+                or_(RunRow.lease_expires_at.is_(None), RunRow.lease_expires_at < now))
+                .order_by(RunRow.created_at)))
+
+    def run_lease(self, run_id: str) -> tuple[str | None, datetime | None]:
+        """The lease of ``run_id``: ``(owner, expires_at)``, both None when it has none."""
+        with self.session() as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                raise NotFoundError(f"run {run_id!r} not found")
+            return row.lease_owner, row.lease_expires_at
 
     # step cache and evaluations -----------------------------------------------------------
 
