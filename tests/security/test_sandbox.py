@@ -8,6 +8,7 @@ import logging
 import os
 import pwd
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ import pytest
 from helpers import linear_onnx, step_python
 from tinymlaas.config import Settings
 from tinymlaas.domain import Pipeline, RunStatus, StepStatus
-from tinymlaas.executors.procs import process_start
+from tinymlaas.executors.procs import OWNER_FILE, new_scratch_dir, process_start
 from tinymlaas.service import Services
 from tinymlaas.transformers import sandbox
 from tinymlaas.transformers.external import docker_argv
@@ -364,8 +365,13 @@ def test_startup_sweep_kills_only_orphans_of_dead_owners(home: Path) -> None:
             "name": f"{name}.json", "job_id": name, "scratch": None,
             "owner": {**owners[name], "host": socket.gethostname()},
             "procs": [[proc.pid, start]], "groups": [[proc.pid, start]]}))
+    # Scratch directories name their owner: a dead one's go whatever home it used.
+    dead_scratch, live_scratch = new_scratch_dir(), new_scratch_dir()
+    (dead_scratch / OWNER_FILE).write_text(json.dumps(
+        {"pid": dead.pid, "start": dead_start, "host": socket.gethostname()}))
     try:
         services = Services(Settings(home=home))
+        assert not dead_scratch.exists() and live_scratch.exists()
         assert sorted(services.executor.swept) == ["orphan", "reused"]
         services.close()
         assert sleepers["orphan"].wait(5) == -signal.SIGKILL
@@ -376,6 +382,7 @@ def test_startup_sweep_kills_only_orphans_of_dead_owners(home: Path) -> None:
         for proc in sleepers.values():
             proc.kill()
             proc.wait()
+        shutil.rmtree(live_scratch, ignore_errors=True)
 
 
 # (h) no tracebacks or server paths in what users see ---------------------------------------

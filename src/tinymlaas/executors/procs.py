@@ -3,11 +3,13 @@
 While a step runs, its executor keeps a small JSON record in ``<home>/procs/``: the owner
 (the executor's process: pid, start time, host), the step's processes (pid and start time:
 the worker and every descendant seen), the process groups they lead, and the step's
-scratch directory. The record goes when the step ends. A server killed with ``kill -9``
-cannot remove its records; its workers and commands die with it (parent-death signals),
-and the next start (:meth:`ProcessBook.sweep`) kills whatever a record names whose owner is
-gone, a dead pid or one reused by a newer process, and removes the scratch directory. A
-record whose owner is alive (a CLI run beside a server shares the home) is left alone.
+scratch directory (in the system's temporary directory, naming its owner too). The record
+goes when the step ends. A server killed with ``kill -9`` cannot remove its records; its
+workers and commands die with it (parent-death signals), and the next start
+(:meth:`ProcessBook.sweep`) kills whatever a record names whose owner is gone, a dead pid or
+one reused by a newer process, and removes the scratch directory, as it does any scratch
+directory of a dead owner. A record whose owner is alive (a CLI run beside a server shares
+the home) is left alone.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ import psutil
 
 from tinymlaas.transformers.sandbox import kill_descendants, kill_group, remove_tree
 
-__all__ = ["ProcessBook", "kill_recorded", "private_dir", "process_start", "same_process"]
+__all__ = ["ProcessBook", "kill_recorded", "new_scratch_dir", "private_dir", "process_start",
+           "same_process", "sweep_scratch_dirs"]
 
 log = logging.getLogger("tinymlaas.steps")
 SCRATCH_PREFIX = "tinymlaas-job-"
+OWNER_FILE = ".owner"
 _MAX_PROCS = 2000
 
 
@@ -58,12 +62,45 @@ def same_process(pid: int, start: float | None) -> bool:
     return now is not None and start is not None and abs(now - start) < 0.01
 
 
+def _owner() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"pid": pid, "start": process_start(pid), "host": socket.gethostname()}
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether the recorded owner still runs (on another host: assumed so)."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    return same_process(int(owner["pid"]), owner.get("start"))
+
+
 def new_scratch_dir() -> Path:
     """A private directory for one job's working directories, outside the data home: only
-    its owner lists it, others may pass through it (to their own step directory)."""
+    its owner lists it, others may pass through it (to their own step directory). It names
+    its owner, so that any later start can remove it if the owner died (whatever its home)."""
     path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
     path.chmod(0o711)
+    fd = os.open(path / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(_owner(), fh)
     return path
+
+
+def sweep_scratch_dirs() -> int:
+    """Remove the scratch directories (ours) of executors that died; returns how many."""
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            if path.is_symlink() or path.stat().st_uid != os.geteuid():
+                continue
+            owner = json.loads((path / OWNER_FILE).read_text())
+            if _owner_alive(owner):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours, or not finished being made
+        remove_scratch_dir(path)
+        removed += 1
+    return removed
 
 
 def remove_scratch_dir(path: str | Path | None) -> None:
@@ -95,10 +132,6 @@ class ProcessBook:
     def __init__(self, state_dir: Path) -> None:
         self.dir = private_dir(Path(state_dir))
 
-    def _owner(self) -> dict[str, Any]:
-        pid = os.getpid()
-        return {"pid": pid, "start": process_start(pid), "host": socket.gethostname()}
-
     def _write(self, name: str, record: dict[str, Any]) -> None:
         tmp = self.dir / f".{name}.tmp"
         tmp.write_text(json.dumps(record))
@@ -107,7 +140,7 @@ class ProcessBook:
     def open(self, job_id: str, scratch: Path | None) -> dict[str, Any]:
         """A new record for a job about to start."""
         name = f"{uuid.uuid4().hex}.json"
-        record: dict[str, Any] = {"name": name, "job_id": job_id, "owner": self._owner(),
+        record: dict[str, Any] = {"name": name, "job_id": job_id, "owner": _owner(),
                                   "scratch": str(scratch) if scratch else None, "procs": [],
                                   "groups": []}
         self._write(name, record)
@@ -142,7 +175,6 @@ class ProcessBook:
     def sweep(self) -> list[str]:
         """Kill the leftovers of steps whose owner is gone; returns their job ids."""
         swept: list[str] = []
-        host = socket.gethostname()
         for path in sorted(self.dir.glob("*.json")):
             try:
                 record = json.loads(path.read_text())
@@ -151,7 +183,7 @@ class ProcessBook:
                 log.warning("removing unreadable process record %s", path.name)
                 path.unlink(missing_ok=True)
                 continue
-            if owner.get("host") != host or same_process(int(owner["pid"]), owner.get("start")):
+            if _owner_alive(owner):
                 continue
             try:
                 kill_recorded(record)
@@ -160,6 +192,7 @@ class ProcessBook:
                 log.exception("could not clean up after step %s", record.get("job_id"))
             path.unlink(missing_ok=True)
             swept.append(str(record.get("job_id")))
+        sweep_scratch_dirs()
         if swept:
             log.warning("stopped the leftover processes of %d step(s) of a server that "
                         "died: %s", len(swept), ", ".join(swept))
