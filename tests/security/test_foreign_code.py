@@ -10,9 +10,10 @@ import sys
 import pytest
 from security_support import API, Server, finished
 
+from helpers import step_python
 from tinymlaas.client import Client
 
-COPY = [sys.executable, "-c", "import shutil, sys; shutil.copy(sys.argv[1] + '/model.onnx', "
+COPY = [step_python(), "-c", "import shutil, sys; shutil.copy(sys.argv[1] + '/model.onnx', "
         "sys.argv[2])", "{in}", "{out}"]
 INLINE = {"steps": [{"transformer": "external", "params": {"command": COPY}}],
           "evaluate": False}

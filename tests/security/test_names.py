@@ -4,13 +4,12 @@ that several of a user's projects use is a 409 listing the candidates."""
 
 from __future__ import annotations
 
-import sys
-
 from security_support import API, Server
 
+from helpers import step_python
 from tinymlaas.client import Client
 
-COPY = [sys.executable, "-c", "import shutil, sys; shutil.copy(sys.argv[1] + '/model.onnx', "
+COPY = [step_python(), "-c", "import shutil, sys; shutil.copy(sys.argv[1] + '/model.onnx', "
         "sys.argv[2])", "{in}", "{out}"]
 FAST = {"steps": ["fuse"], "evaluate": False}
 

@@ -53,8 +53,10 @@ def test_login_by_keyboard_and_wrong_password(new_page: Any, grace: dict[str, An
     assert page.get_by_label("Email").input_value() == GRACE
     shot(page, "10-login-error")
     log_in(page, GRACE)
-    assert page.locator("#project-list").get_by_text("Grace's project").is_visible()
-    shot(page, "11-projects")
+    # Without a page to return to, log-in lands on the user's own project.
+    page.wait_for_url(re.compile(r"/projects/proj-[0-9a-f]+$"))
+    assert page.get_by_role("heading", name="Grace's project").is_visible()
+    shot(page, "11-own-project")
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url(re.compile(r"/login$"))
     page.goto(f"/projects/{grace['project']}")
