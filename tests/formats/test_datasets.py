@@ -12,7 +12,8 @@ from tinymlaas.domain import DatasetSplits, Task
 from tinymlaas.errors import InvalidInputError, PayloadTooLargeError, UnsafeInputError
 from tinymlaas.formats.datasets import load_builtin, load_dataset_file, split_indices
 
-CAPS = {"max_bytes": 50 * 2**20, "max_entries": 1000, "max_ratio": 100.0}
+CAPS = {"max_bytes": 50 * 2**20, "max_entries": 1000, "max_ratio": 100.0,
+        "max_classes": 10_000}
 
 
 def load(path: Path, **kw):

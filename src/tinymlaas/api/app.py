@@ -23,6 +23,7 @@ from tinymlaas.api.errors import install_error_handlers
 from tinymlaas.api.middleware import RejectNulBytes, SecurityHeaders
 from tinymlaas.api.routes import api_router
 from tinymlaas.api.runtime import EventBus, Reaper, RunQueue
+from tinymlaas.api.uploads import sweep_stale_uploads
 from tinymlaas.config import Settings, get_settings
 from tinymlaas.domain import RunStatus
 from tinymlaas.notify import Notifier
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     """The app; pass ``studio`` to share one between apps (tests), else one is opened."""
     studio = studio or open_studio(settings)
     recovered = recover_runs(studio)
+    sweep_stale_uploads(studio.settings.home / "uploads")  # left by a crashed server
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

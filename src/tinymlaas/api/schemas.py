@@ -8,12 +8,17 @@ fields; response bodies ignore fields the client does not know yet.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tinymlaas.domain import ArtifactKind, RunStatus, StepStatus, Task, TensorSpec
-from tinymlaas.domain.entities import NAME_PATTERN
+from tinymlaas.domain.entities import (
+    MAX_CALIBRATION_SIZE,
+    MAX_SEED,
+    NAME_PATTERN,
+    check_json_numbers,
+)
 from tinymlaas.service.services import ComparisonRow
 
 __all__ = [
@@ -57,6 +62,10 @@ __all__ = [
 
 Name = str
 Ref = str
+#: One dimension of a model input shape given by a user (without the batch dimension).
+InputDim = Annotated[int, Field(ge=1, le=1 << 20)]
+#: One side of the size images are resized to.
+ImageSide = Annotated[int, Field(ge=1, le=4096)]
 
 
 def _has_nul(value: Any) -> bool:
@@ -78,6 +87,13 @@ class Create(BaseModel):
         """No text anywhere may hold NUL characters (databases refuse them)."""
         if _has_nul(data):
             raise ValueError("NUL characters are not allowed")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_numbers(cls, data: Any) -> Any:
+        """No number anywhere (free-form fields too) may be NaN, infinite or beyond 64 bits."""
+        check_json_numbers(data, "request bodies")
         return data
 
 
@@ -207,14 +223,14 @@ class HubImport(Create):
 
 class ModelHubImport(HubImport):
     task: Task = Task.classification
-    input_shape: list[int] | None = Field(default=None, max_length=8)
+    input_shape: list[InputDim] | None = Field(default=None, max_length=8)
     description: str = Field(default="", max_length=2000)
 
 
 class SplitsCreate(Create):
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)
-    calibration_size: int = Field(default=256, gt=0, le=1_000_000)
-    seed: int = Field(default=0, ge=0, le=2**31)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, allow_inf_nan=False)
+    calibration_size: int = Field(default=256, gt=0, le=MAX_CALIBRATION_SIZE)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class DatasetBuiltinCreate(SplitsCreate):
@@ -226,7 +242,7 @@ class DatasetBuiltinCreate(SplitsCreate):
 class DatasetHubImport(HubImport, SplitsCreate):
     task: Task | None = None
     label_column: str | None = None
-    image_size: tuple[int, int] | None = None
+    image_size: tuple[ImageSide, ImageSide] | None = None
 
 
 class DatasetPublic(Public):
@@ -250,12 +266,12 @@ class DeviceCreate(Create):
     title: str = Field(default="", max_length=200)
     category: Literal["mcu", "sbc", "edge-gpu", "server", "phone"] = "mcu"
     arch: str = Field(min_length=1, max_length=50)
-    clock_mhz: float = Field(gt=0, le=1e6)
+    clock_mhz: float = Field(gt=0, le=1e6, allow_inf_nan=False)
     ram_kb: int = Field(gt=0, le=2**40)
     flash_kb: int = Field(gt=0, le=2**40)
     features: list[str] = Field(default_factory=list, max_length=50)
     runtimes: list[str] = Field(default_factory=list, max_length=50)
-    macs_per_cycle: float = Field(default=0.5, gt=0, le=1e6)
+    macs_per_cycle: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False)
     notes: str = Field(default="", max_length=2000)
     project: Ref | None = Field(default=None, description="Owning project (default: yours).")
 

@@ -2,9 +2,11 @@
 way and cut off at a size limit (413), so a large upload never sits in memory.
 
 Two body forms are accepted: the raw file (``application/octet-stream``, file name in the
-``filename`` query parameter) or ``multipart/form-data`` with one ``file`` part. The temp
-file is removed whatever happens: the client disconnecting, the limit, a bad body, or
-the caller finishing with it.
+``filename`` query parameter) or ``multipart/form-data`` with one ``file`` part, a boundary
+of 1 to 70 characters (RFC 2046) and its closing boundary: a body that ends before it is
+refused, so a truncated file is never registered. The temp file is removed whatever
+happens: the client disconnecting, the limit, a bad body, or the caller finishing with it;
+:func:`sweep_stale_uploads` removes those a crashed server left behind.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,12 +26,15 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from tinymlaas.errors import InvalidInputError, PayloadTooLargeError
+from tinymlaas.errors import InvalidInputError, PayloadTooLargeError, TinymlaasError
 
-__all__ = ["UPLOAD_BODY", "Upload", "receive_upload", "safe_stem"]
+__all__ = ["UPLOAD_BODY", "Upload", "receive_upload", "safe_stem", "sweep_stale_uploads"]
 
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 _MAX_FIELD_BYTES = 64 * 1024
+#: RFC 2046: a multipart boundary has 1 to 70 characters.
+MAX_BOUNDARY_CHARS = 70
+_TEMP_PREFIX = ".upload-"
 #: OpenAPI request body of upload routes (FastAPI cannot infer it from a streamed body).
 UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -87,17 +93,30 @@ class _FormReader:
         self._is_file = False
         self._buffer = bytearray()
         self._field_bytes = 0
-        self.parser = MultipartParser(boundary, {
-            "on_part_begin": self._part_begin, "on_header_field": self._header_field,
-            "on_header_value": self._header_value, "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
-            "on_part_end": self._part_end})
+        #: The closing boundary was reached: the body is complete.
+        self.ended = False
+        try:
+            self.parser = MultipartParser(boundary, {
+                "on_part_begin": self._part_begin, "on_header_field": self._header_field,
+                "on_header_value": self._header_value, "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
+                "on_part_end": self._part_end, "on_end": self._end})
+        except Exception as exc:  # the parser refuses some boundaries with its own errors
+            raise InvalidInputError(f"unusable multipart boundary: {exc}") from None
 
     def feed(self, chunk: bytes) -> None:
         try:
             self.parser.write(chunk)
+        except TinymlaasError:
+            raise  # ours, from a callback: the size limit, a second file part, ...
         except MultipartParseError as exc:
             raise InvalidInputError(f"malformed multipart body: {exc}") from None
+        except Exception as exc:  # any other parser failure is still a bad body
+            raise InvalidInputError(f"malformed multipart body ({type(exc).__name__})") \
+                from None
+
+    def _end(self) -> None:
+        self.ended = True
 
     def _part_begin(self) -> None:
         self._headers, self._name, self._is_file = {}, None, False
@@ -145,7 +164,7 @@ def _suffix(filename: str) -> str:
 @contextmanager
 def _temp_file(directory: Path, suffix: str) -> Iterator[tuple[BinaryIO, Path]]:
     directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=directory, prefix=".upload-", suffix=suffix)
+    fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX, suffix=suffix)
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -172,6 +191,10 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int,
     multipart = content_type == b"multipart/form-data"
     if multipart and not options.get(b"boundary"):
         raise InvalidInputError("multipart body without a boundary")
+    if multipart and len(options[b"boundary"]) > MAX_BOUNDARY_CHARS:
+        raise InvalidInputError(f"the multipart boundary has {len(options[b'boundary'])} "
+                                f"characters; at most {MAX_BOUNDARY_CHARS} are allowed "
+                                "(RFC 2046)", {"limit": MAX_BOUNDARY_CHARS})
     name = filename or "upload"
     with _temp_file(directory, _suffix(name) if not multipart else ".part") as (fh, path):
         sink = _Sink(fh, max_bytes)
@@ -188,6 +211,9 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int,
         os.fsync(fh.fileno())
         fields: dict[str, str] = {}
         if form is not None:
+            if not form.ended:
+                raise InvalidInputError("the multipart body ended before its closing "
+                                        "boundary; nothing was stored")
             if form.filename is None:
                 raise InvalidInputError("the multipart body has no 'file' part")
             name, fields = filename or form.filename, form.fields
@@ -202,3 +228,23 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int,
     if final != path:
         path.rename(final)
     return Upload(final, Path(name).name, sha, sink.size, fields)
+
+
+def sweep_stale_uploads(directory: Path, older_than_s: float = 3600.0) -> int:
+    """Remove upload temp files (``.upload-*``) not modified for ``older_than_s`` seconds:
+    those a crashed or killed server left. Younger ones may be live uploads of another
+    server process on the same home and are kept. Returns how many were removed."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    try:
+        candidates = list(Path(directory).glob(f"{_TEMP_PREFIX}*"))
+    except OSError:
+        return 0
+    for path in candidates:
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue  # gone already, or not ours to remove
+    return removed

@@ -5,6 +5,7 @@ Stores never hand out ORM rows; entry points render these.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -31,6 +32,38 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+#: Bounds of user-supplied numbers: pipelines, steps, splits and devices.
+MAX_STEPS = 64
+MAX_STEP_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_STEP_MEMORY_MB = 1024 * 1024  # 1 TiB
+MAX_SEED = 2**32 - 1
+MAX_CALIBRATION_SIZE = 1_000_000
+#: Step params: nesting depth, and the range of whole numbers (64-bit signed).
+MAX_PARAMS_DEPTH = 32
+_INT64 = 2**63
+
+
+def check_json_numbers(value: Any, where: str = "params") -> None:
+    """Refuse NaN, infinities, integers beyond 64 bits and nesting deeper than
+    :data:`MAX_PARAMS_DEPTH` anywhere in a JSON-like value (iteratively: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_PARAMS_DEPTH:
+            raise ValueError(f"{where} are nested more than {MAX_PARAMS_DEPTH} levels deep")
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"{where} hold {item!r}; numbers must be finite")
+        elif isinstance(item, int):
+            if not -_INT64 <= item < _INT64:
+                raise ValueError(f"{where} hold a whole number beyond 64 bits")
+        elif isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
 
 
 def utcnow() -> datetime:
@@ -116,9 +149,9 @@ class Model(Entity):
 class DatasetSplits(Entity):
     """How samples are split, deterministically, by a seeded permutation."""
 
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)
-    calibration_size: int = Field(default=256, gt=0)
-    seed: int = 0
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, allow_inf_nan=False)
+    calibration_size: int = Field(default=256, gt=0, le=MAX_CALIBRATION_SIZE)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class Dataset(Entity):
@@ -144,12 +177,12 @@ class Device(Entity):
     title: str = ""
     category: Literal["mcu", "sbc", "edge-gpu", "server", "phone"] = "mcu"
     arch: str = Field(description="e.g. cortex-m4, cortex-m7, xtensa-lx7, cortex-a72, x86-64")
-    clock_mhz: float = Field(gt=0)
-    ram_kb: int = Field(gt=0)
-    flash_kb: int = Field(gt=0)
+    clock_mhz: float = Field(gt=0, le=1e6, allow_inf_nan=False)
+    ram_kb: int = Field(gt=0, le=2**40)
+    flash_kb: int = Field(gt=0, le=2**40)
     features: list[str] = Field(default_factory=list, description="fpu, dsp, helium, neon, avx2")
     runtimes: list[str] = Field(default_factory=list, description="c, tflite-micro, onnxruntime")
-    macs_per_cycle: float = Field(default=0.5, gt=0,
+    macs_per_cycle: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False,
                                   description="int8 MACs per cycle, for estimates")
     custom: bool = False
     project: str | None = Field(default=None, description="The project owning a custom "
@@ -160,10 +193,19 @@ class Device(Entity):
 class PipelineStep(Entity):
     transformer: str
     params: dict[str, Any] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0, description="Wall-clock limit of "
-                                    "this step (default: the TINYMLAAS_STEP_TIMEOUT_S setting).")
-    memory_mb: int | None = Field(default=None, gt=0, description="Resident memory limit "
-                                  "(default: the TINYMLAAS_STEP_MEMORY_MB setting).")
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_STEP_TIMEOUT_S,
+                                    allow_inf_nan=False, description="Wall-clock limit of "
+                                    "this step, at most 7 days (default: the "
+                                    "TINYMLAAS_STEP_TIMEOUT_S setting).")
+    memory_mb: int | None = Field(default=None, gt=0, le=MAX_STEP_MEMORY_MB,
+                                  description="Resident memory limit, at most 1 TiB (default: "
+                                  "the TINYMLAAS_STEP_MEMORY_MB setting).")
+
+    @field_validator("params")
+    @classmethod
+    def _finite_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_json_numbers(value)
+        return value
 
 
 class Pipeline(Entity):
@@ -174,7 +216,8 @@ class Pipeline(Entity):
     dataset: str | None = None
     device: str | None = None
     project: str | None = None
-    steps: list[PipelineStep] = Field(default_factory=list)
+    steps: list[PipelineStep] = Field(default_factory=list, max_length=MAX_STEPS,
+                                      description=f"At most {MAX_STEPS} steps.")
     evaluate: bool = True
 
     @field_validator("steps", mode="before")

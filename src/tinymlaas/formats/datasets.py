@@ -3,16 +3,36 @@
 The canonical form is ``X`` (float32, samples first) and ``y`` (int64 class indices for
 classification, float32 otherwise), plus ``class_names``. Splits are a pure function of the
 sample count and the split settings, so every worker sees the same ones.
+
+Every file is hostile until checked, in bounded time and memory:
+
+* ``X`` holds integers or floats, finite once in float32, with samples first, 1 to
+  :data:`MAX_FEATURE_DIMS` feature dimensions of at least one element and at most
+  :data:`MAX_SAMPLE_VALUES` values per sample.
+* Class labels are whole numbers from 0, and the largest plus one (the class count) is at
+  most ``max_classes`` (the ``TINYMLAAS_MAX_CLASSES`` setting); nothing is sized by a label
+  before that is checked. Labels given as text (NPZ string arrays, CSV label columns) are
+  class names: they map to indices in sorted order (or in the order of an NPZ's
+  ``class_names``), so a text label always means classification.
+* Regression targets are finite in float32.
+* An NPZ's arrays are checked from their headers before they are read: no object arrays,
+  declared sizes within the bytes actually there, and the unpacked total and compression
+  ratio within the same caps as archives. CSV files stream row by row into compact arrays.
+  Image zips are capped in class folders, pixels per image, output size and decoded bytes.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import tempfile
+import unicodedata
 import zipfile
+import zlib
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,6 +42,10 @@ from tinymlaas.formats.archives import safe_extract_zip
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "MAX_CLASS_NAME_CHARS",
+    "MAX_FEATURE_DIMS",
+    "MAX_IMAGE_SIDE",
+    "MAX_SAMPLE_VALUES",
     "LoadedDataset",
     "load_builtin",
     "load_dataset_file",
@@ -32,6 +56,21 @@ __all__ = [
 
 BUILTIN_DATASETS = {"digits": "scikit-learn's 8x8 handwritten digits, 1797 images, 10 classes"}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".webp"}
+
+#: Feature dimensions after the sample dimension (so ``X`` has at most 8 dimensions).
+MAX_FEATURE_DIMS = 7
+#: Values in one sample (the product of the feature shape).
+MAX_SAMPLE_VALUES = 2**26
+#: Longest class name, in characters.
+MAX_CLASS_NAME_CHARS = 256
+#: Largest side of the images of a dataset (after resizing).
+MAX_IMAGE_SIDE = 4096
+#: Most pixels of one image file before decoding (larger ones are refused, not decoded).
+_MAX_SOURCE_PIXELS = 8192 * 8192
+#: Integer labels with at most this many distinct values mean classification when the task
+#: is not given.
+_INFERRED_CLASSES = 1000
+_NPZ_ARRAYS = ("X", "y", "class_names")
 
 
 @dataclass
@@ -47,32 +86,150 @@ class LoadedDataset:
         return len(self.class_names) if self.task is Task.classification else None
 
 
+def _show(value: Any) -> str:
+    """A number for a message: whole numbers in full when short, else in %g form."""
+    number = float(value)
+    if number.is_integer() and abs(number) < 1e15:
+        return str(int(number))
+    return f"{number:g}"
+
+
+def _features(X: np.ndarray) -> np.ndarray:
+    """``X`` as float32 after checking its type, shape and values."""
+    if X.dtype.kind == "b":
+        X = X.astype(np.uint8)
+    if X.dtype.kind not in "iuf":
+        raise InvalidInputError(f"X must hold numbers (integers or floats); it holds "
+                                f"{X.dtype}", {"dtype": str(X.dtype)})
+    if not 2 <= X.ndim <= MAX_FEATURE_DIMS + 1:
+        raise InvalidInputError(f"X must have samples first and 1 to {MAX_FEATURE_DIMS} "
+                                f"feature dimensions; got shape {tuple(X.shape)}",
+                                {"shape": list(X.shape)})
+    if len(X) == 0 or 0 in X.shape[1:]:
+        raise InvalidInputError(f"X must hold at least one sample of at least one value; got "
+                                f"shape {tuple(X.shape)}", {"shape": list(X.shape)})
+    per_sample = math.prod(X.shape[1:])
+    if per_sample > MAX_SAMPLE_VALUES:
+        raise InvalidInputError(f"one sample of X holds {per_sample} values; the limit is "
+                                f"{MAX_SAMPLE_VALUES}", {"shape": list(X.shape)})
+    with np.errstate(over="ignore"):  # beyond float32 becomes infinity, refused below
+        X = X.astype(np.float32, copy=False)
+    if not np.isfinite(X).all():
+        raise InvalidInputError("X must be finite: no NaN or infinity, and every value within "
+                                "float32 range")
+    return X
+
+
+def _check_names(names: list[str], max_classes: int) -> list[str]:
+    if len(names) > max_classes:
+        raise InvalidInputError(f"the dataset has {len(names)} classes; the limit is "
+                                f"{max_classes} (the TINYMLAAS_MAX_CLASSES setting)",
+                                {"classes": len(names), "max_classes": max_classes})
+    for name in names:
+        if len(name) > MAX_CLASS_NAME_CHARS or any(
+                unicodedata.category(c) in {"Cc", "Cs"} for c in name):
+            raise InvalidInputError(f"class name {name[:40]!r} is not allowed: class names are "
+                                    f"text of at most {MAX_CLASS_NAME_CHARS} characters "
+                                    "without control characters")
+    return names
+
+
+def _text_labels(y: np.ndarray, names: list[str] | None,
+                 max_classes: int) -> tuple[np.ndarray, list[str]]:
+    """Class indices and names from labels given as text (class names)."""
+    if y.ndim != 1:
+        raise InvalidInputError(f"class labels must be one per sample (a 1-D y); got shape "
+                                f"{tuple(y.shape)}")
+    if y.dtype.kind == "S":
+        try:
+            y = np.char.decode(y, "utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInputError("text labels must be UTF-8") from None
+    labels, inverse = np.unique(y, return_inverse=True)
+    if len(labels) > max_classes:
+        raise InvalidInputError(f"y holds {len(labels)} different class names; the limit is "
+                                f"{max_classes} (the TINYMLAAS_MAX_CLASSES setting)",
+                                {"classes": len(labels), "max_classes": max_classes})
+    found = [str(label) for label in labels]
+    if names is None:
+        return inverse.astype(np.int64).reshape(-1), _check_names(found, max_classes)
+    position = {name: i for i, name in enumerate(names)}
+    unknown = [label for label in found if label not in position]
+    if unknown:
+        raise InvalidInputError(f"label {unknown[0][:40]!r} is not one of class_names",
+                                {"unknown": [u[:40] for u in unknown[:10]]})
+    order = np.array([position[label] for label in found], dtype=np.int64)
+    return order[inverse.reshape(-1)], names
+
+
+def _class_indices(y: np.ndarray, names: list[str] | None, max_classes: int) -> np.ndarray:
+    """Numeric class labels as int64 indices, checked before anything is sized by them."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise InvalidInputError(f"class labels must be one per sample (a 1-D y); got shape "
+                                f"{tuple(y.shape)}")
+    if y.dtype.kind == "f" and not np.array_equal(y, np.floor(y)):
+        raise InvalidInputError("class labels must be whole numbers (0, 1, 2, ...); for "
+                                "continuous targets use task=regression")
+    low, high = y.min(), y.max()
+    if low < 0:
+        raise InvalidInputError(f"class labels must be non-negative integers (0, 1, 2, ...); "
+                                f"found {_show(low)}")
+    limit = len(names) if names is not None else max_classes
+    if high >= limit:
+        if names is not None:
+            raise InvalidInputError(f"class label {_show(high)} has no class name: "
+                                    f"class_names has {len(names)} entries")
+        raise InvalidInputError(
+            f"the largest class label is {_show(high)}, which means {_show(float(high) + 1)} "
+            f"classes; the limit is {max_classes} (the TINYMLAAS_MAX_CLASSES setting). Labels "
+            "are class indices 0, 1, 2, ...; for continuous targets use task=regression",
+            {"largest_label": _show(high), "max_classes": max_classes})
+    return y.astype(np.int64)
+
+
 def _finish(X: np.ndarray, y: np.ndarray, task: Task | None, names: list[str] | None,
-            source: Literal["npz", "csv", "image-zip", "builtin"]) -> LoadedDataset:
-    if X.ndim < 2 or len(X) == 0:
-        raise InvalidInputError(f"X must have samples first and at least one feature; got "
-                                f"shape {X.shape}")
+            source: Literal["npz", "csv", "image-zip", "builtin"], *,
+            max_classes: int) -> LoadedDataset:
+    X = _features(np.asarray(X))
+    y = np.asarray(y)
+    if y.ndim == 0 or y.ndim > MAX_FEATURE_DIMS + 1:
+        raise InvalidInputError(f"y must have samples first; got shape {tuple(y.shape)}")
     if len(X) != len(y):
         raise InvalidInputError(f"X has {len(X)} samples but y has {len(y)}")
-    if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X.astype(np.float64))):
-        raise InvalidInputError("X must be numeric and finite (no NaN or infinity)")
-    if task is None:
-        integral = np.issubdtype(y.dtype, np.integer) or (
-            np.issubdtype(y.dtype, np.number) and np.all(np.mod(y, 1) == 0))
-        task = Task.classification if integral and len(np.unique(y)) <= 1000 and y.ndim == 1 \
-            else Task.regression
-    if task is Task.classification:
-        if names is None:
-            labels = np.unique(y)
-            if labels.min() < 0:
-                raise InvalidInputError("class labels must be non-negative integers")
-            names = [str(i) for i in range(int(labels.max()) + 1)]
+    if names is not None:
+        names = _check_names(names, max_classes)
+    if y.dtype.kind in "US":
+        if task not in (None, Task.classification):
+            raise InvalidInputError(f"y holds text, which are class names; a {task.value} "
+                                    "dataset needs numeric targets")
+        indices, names = _text_labels(y, names, max_classes)
+        return LoadedDataset(X=X, y=indices, task=Task.classification, class_names=names,
+                             source_format=source)
+    if y.dtype.kind == "b":
         y = y.astype(np.int64)
+    if y.dtype.kind not in "iuf":
+        raise InvalidInputError(f"y must hold numbers (class indices 0, 1, 2, ... or "
+                                f"regression targets) or class names as text; it holds "
+                                f"{y.dtype}", {"dtype": str(y.dtype)})
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise InvalidInputError("labels must be finite numbers (no NaN or infinity)")
+    if task is None:
+        integral = y.dtype.kind in "iu" or np.array_equal(y, np.floor(y))
+        task = Task.classification if integral and y.ndim == 1 and \
+            len(np.unique(y)) <= _INFERRED_CLASSES else Task.regression
+    if task is Task.classification:
+        y = _class_indices(y, names, max_classes)
+        if names is None:
+            names = [str(i) for i in range(int(y.max()) + 1)]
     else:
-        y = y.astype(np.float32)
+        with np.errstate(over="ignore"):
+            y = y.astype(np.float32)
+        if not np.isfinite(y).all():
+            raise InvalidInputError("regression targets must be within float32 range")
         names = []
-    return LoadedDataset(X=X.astype(np.float32), y=y, task=task, class_names=names,
-                         source_format=source)
+    return LoadedDataset(X=X, y=y, task=task, class_names=names, source_format=source)
 
 
 def load_builtin(name: str) -> LoadedDataset:
@@ -83,58 +240,155 @@ def load_builtin(name: str) -> LoadedDataset:
 
     digits = load_digits()
     X = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    return _finish(X, digits.target, Task.classification, [str(i) for i in range(10)], "builtin")
+    return _finish(X, digits.target, Task.classification, [str(i) for i in range(10)], "builtin",
+                   max_classes=10)
 
 
-def _load_npz(path: Path, task: Task | None) -> LoadedDataset:
+def _check_npz(path: Path, *, max_bytes: int, max_ratio: float) -> None:
+    """Check an NPZ's arrays from its directory and headers, before any is read."""
+    from numpy.lib import format as npy
+
     try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidInputError(f"{path.name} is not a readable NPZ file: {exc}") from exc
+    with zf:
+        members = {info.filename: info for info in zf.infolist()}
+        total = sum(info.file_size for info in members.values())
+        packed = max(1, sum(info.compress_size for info in members.values()))
+        if total > max_bytes:
+            raise PayloadTooLargeError(f"{path.name} unpacks to {total} bytes; the limit is "
+                                       f"{max_bytes}", {"limit_bytes": max_bytes})
+        if total / packed > max_ratio:
+            raise PayloadTooLargeError(f"{path.name} compression ratio {total / packed:.0f}:1 "
+                                       f"exceeds {max_ratio:.0f}:1 (possible zip bomb)")
+        for key in _NPZ_ARRAYS:
+            info = members.get(f"{key}.npy")
+            if info is None:
+                continue
+            with zf.open(info) as fh:
+                version = npy.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = npy.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, _, dtype = npy.read_array_header_2_0(fh)
+                else:
+                    raise InvalidInputError(f"{path.name}: array {key} uses .npy format "
+                                            f"version {version}; save it with numpy.savez")
+            if dtype.hasobject:
+                raise UnsafeInputError(f"{path.name} holds pickled objects in array {key}, "
+                                       "which are refused; save plain numeric arrays")
+            declared = math.prod(shape) * dtype.itemsize
+            if declared > info.file_size:
+                raise InvalidInputError(f"{path.name}: array {key} declares shape "
+                                        f"{tuple(shape)} ({declared} bytes) but holds only "
+                                        f"{info.file_size} bytes")
+
+
+def _load_npz(path: Path, task: Task | None, *, max_bytes: int, max_ratio: float,
+              max_classes: int) -> LoadedDataset:
+    try:
+        _check_npz(path, max_bytes=max_bytes, max_ratio=max_ratio)
         with np.load(path, allow_pickle=False) as data:
             missing = {"X", "y"} - set(data.files)
             if missing:
                 raise InvalidInputError(f"{path.name} lacks array(s) {sorted(missing)}; an NPZ "
                                         "dataset holds X (features) and y (labels)")
             X, y = data["X"], data["y"]
-            names = [str(n) for n in data["class_names"]] if "class_names" in data.files else None
-    except ValueError as exc:
-        raise UnsafeInputError(f"{path.name} holds pickled objects, which are refused; save "
-                               "plain numeric arrays") from exc
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise InvalidInputError(f"{path.name} is not a readable NPZ file: {exc}") from exc
-    return _finish(X, y, task, names, "npz")
+            raw_names = data["class_names"] if "class_names" in data.files else None
+    except (InvalidInputError, PayloadTooLargeError):
+        raise
+    except (ValueError, OSError, EOFError, KeyError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error) as exc:  # RuntimeError: an encrypted member
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InvalidInputError(f"{path.name} is not a readable NPZ file: {first}") from exc
+    names = None
+    if raw_names is not None:
+        if raw_names.ndim != 1 or raw_names.dtype.kind not in "USiu":
+            raise InvalidInputError(f"{path.name}: class_names must be a 1-D array of text")
+        try:
+            names = [n.decode("utf-8") if isinstance(n, bytes) else str(n)
+                     for n in raw_names.tolist()]
+        except UnicodeDecodeError:
+            raise InvalidInputError(f"{path.name}: class_names must be UTF-8 text") from None
+    return _finish(X, y, task, names, "npz", max_classes=max_classes)
 
 
-def _load_csv(path: Path, label_column: str | None, task: Task | None) -> LoadedDataset:
+def _load_csv(path: Path, label_column: str | None, task: Task | None, *,
+              max_classes: int) -> LoadedDataset:
+    """Stream rows into compact arrays: features as float32, labels as float64 while they
+    are all numbers, else as indices of (at most ``max_classes``) class names."""
+    features = array("f")
+    numbers: array | None = array("d")
+    index_of: dict[str, int] = {}
+    indices: array | None = array("q")
+    rows = 0
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if not header:
+                raise InvalidInputError(f"{path.name} needs a header row and at least one "
+                                        "data row")
+            label = label_column or header[-1]
+            if label not in header:
+                shown = ", ".join(h[:40] for h in header[:50])
+                raise InvalidInputError(f"label column {label[:100]!r} is not in {path.name}; "
+                                        f"columns: {shown}")
+            col = header.index(label)
+            width = len(header)
+            for row in reader:
+                if not row:
+                    continue  # blank line
+                if len(row) != width:
+                    raise InvalidInputError(f"{path.name} line {reader.line_num} has "
+                                            f"{len(row)} fields; the header has {width}")
+                raw = row.pop(col)
+                try:
+                    features.extend(float(v) for v in row)
+                except ValueError as exc:
+                    raise InvalidInputError(f"{path.name} line {reader.line_num}: every "
+                                            f"feature must be a number ({exc})") from None
+                if numbers is not None:
+                    try:
+                        numbers.append(float(raw))
+                    except ValueError:
+                        numbers = None
+                if indices is not None:
+                    if raw not in index_of and len(index_of) >= max_classes:
+                        indices = None  # more names than classes allowed: numbers only
+                    else:
+                        indices.append(index_of.setdefault(raw, len(index_of)))
+                if numbers is None and indices is None:
+                    raise InvalidInputError(
+                        f"{path.name}: the label column {label[:100]!r} holds more than "
+                        f"{max_classes} different class names; the limit is {max_classes} "
+                        "(the TINYMLAAS_MAX_CLASSES setting)", {"max_classes": max_classes})
+                rows += 1
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{path.name} is not UTF-8 text") from exc
-    if len(rows) < 2:
+    except csv.Error as exc:
+        raise InvalidInputError(f"{path.name} is not a readable CSV file: {exc}") from exc
+    if rows == 0:
         raise InvalidInputError(f"{path.name} needs a header row and at least one data row")
-    header, body = rows[0], rows[1:]
-    label = label_column or header[-1]
-    if label not in header:
-        raise InvalidInputError(f"label column {label!r} is not in {path.name}; columns: "
-                                f"{', '.join(header)}")
-    col = header.index(label)
-    try:
-        X = np.array([[float(v) for i, v in enumerate(r) if i != col] for r in body],
-                     dtype=np.float32)
-    except ValueError as exc:
-        raise InvalidInputError(f"{path.name}: every feature must be a number ({exc})") from exc
-    raw = [r[col] for r in body]
-    try:
-        y = np.array([float(v) for v in raw])
-        names = None
-    except ValueError:
-        names = sorted(set(raw))
-        y = np.array([names.index(v) for v in raw])
-        task = task or Task.classification
-    return _finish(X, y, task, names, "csv")
+    X = np.frombuffer(features, dtype=np.float32).reshape(rows, width - 1)
+    if numbers is not None:
+        return _finish(X, np.frombuffer(numbers, dtype=np.float64), task, None, "csv",
+                       max_classes=max_classes)
+    assert indices is not None
+    if task not in (None, Task.classification):
+        raise InvalidInputError(f"{path.name}: the label column holds text, which are class "
+                                f"names; a {task.value} dataset needs numeric targets")
+    found = list(index_of)
+    names = sorted(found)
+    rank = {name: i for i, name in enumerate(names)}
+    remap = np.array([rank[name] for name in found], dtype=np.int64)
+    y = remap[np.frombuffer(indices, dtype=np.int64)]
+    return _finish(X, y, Task.classification, names, "csv", max_classes=max_classes)
 
 
 def _load_image_zip(path: Path, image_size: tuple[int, int] | None, *, max_entries: int,
-                    max_bytes: int, max_ratio: float) -> LoadedDataset:
+                    max_bytes: int, max_ratio: float, max_classes: int) -> LoadedDataset:
     from PIL import Image, UnidentifiedImageError
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,49 +403,84 @@ def _load_image_zip(path: Path, image_size: tuple[int, int] | None, *, max_entri
         if len(classes) < 2:
             raise InvalidInputError("an image dataset zip needs one folder per class (at least "
                                     "two), each holding images")
+        if len(classes) > max_classes:
+            raise InvalidInputError(f"the zip has {len(classes)} class folders; the limit is "
+                                    f"{max_classes} (the TINYMLAAS_MAX_CLASSES setting)",
+                                    {"classes": len(classes), "max_classes": max_classes})
+        _check_names(classes, max_classes)
         images, labels = [], []
         mode = None
+        decoded = 0
         for label, name in enumerate(classes):
             for file in sorted((root / name).rglob("*")):
-                if file.suffix.lower() not in _IMAGE_SUFFIXES:
+                if file.suffix.lower() not in _IMAGE_SUFFIXES or not file.is_file():
                     continue
+                where = file.relative_to(root)
                 try:
                     with Image.open(file) as img:
-                        img.load()
+                        if img.width * img.height > _MAX_SOURCE_PIXELS:
+                            raise InvalidInputError(
+                                f"{where} is {img.width}x{img.height} pixels; images may "
+                                f"have at most {_MAX_SOURCE_PIXELS} pixels")
                         mode = mode or ("L" if img.mode in {"L", "1", "I", "I;16"} else "RGB")
                         size = image_size or (img.width, img.height)
+                        if max(size) > MAX_IMAGE_SIDE:
+                            raise InvalidInputError(
+                                f"{where} is {size[0]}x{size[1]} pixels; give an image size "
+                                f"of at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} to resize to")
+                        decoded += size[0] * size[1] * (1 if mode == "L" else 3) * 4
+                        if decoded > max_bytes:
+                            raise PayloadTooLargeError(
+                                f"the decoded images take more than {max_bytes} bytes; give "
+                                "a smaller image size", {"limit_bytes": max_bytes})
+                        img.load()
                         image_size = size
                         images.append(np.asarray(img.convert(mode).resize(size),
                                                  dtype=np.float32) / 255.0)
-                except (UnidentifiedImageError, OSError) as exc:
-                    raise InvalidInputError(f"{file.relative_to(root)} is not a readable "
-                                            f"image: {exc}") from exc
+                except (InvalidInputError, PayloadTooLargeError):
+                    raise
+                except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
+                    raise InvalidInputError(f"{where} is not a readable image: {exc}") from exc
+                except Exception as exc:  # decoders raise all sorts on malformed files
+                    raise InvalidInputError(f"{where} is not a readable image "
+                                            f"({type(exc).__name__})") from exc
                 labels.append(label)
         if not images:
             raise InvalidInputError("the zip holds no images (png, jpg, bmp, gif, pgm, webp)")
     X = np.stack(images)
     X = X[:, None, :, :] if X.ndim == 3 else X.transpose(0, 3, 1, 2)
-    return _finish(X, np.array(labels), Task.classification, classes, "image-zip")
+    return _finish(X, np.array(labels), Task.classification, classes, "image-zip",
+                   max_classes=max_classes)
 
 
 def load_dataset_file(path: Path, *, task: Task | None = None, label_column: str | None = None,
                       image_size: tuple[int, int] | None = None, max_bytes: int,
-                      max_entries: int, max_ratio: float) -> LoadedDataset:
-    """Load a user's dataset file into canonical arrays, validating everything."""
+                      max_entries: int, max_ratio: float, max_classes: int) -> LoadedDataset:
+    """Load a user's dataset file into canonical arrays, validating everything.
+
+    Raises:
+        PayloadTooLargeError: over ``max_bytes`` (the file, or unpacked).
+        UnsafeInputError: pickles, unsafe archive entries.
+        InvalidInputError: anything else wrong with the file, its features or labels.
+    """
     size = path.stat().st_size
     if size > max_bytes:
         raise PayloadTooLargeError(f"{path.name} is {size} bytes; the limit is {max_bytes}")
+    if image_size is not None and not all(1 <= side <= MAX_IMAGE_SIDE for side in image_size):
+        raise InvalidInputError(f"image size {image_size[0]}x{image_size[1]} is out of range; "
+                                f"each side is 1 to {MAX_IMAGE_SIDE} pixels")
     suffix = path.suffix.lower()
     if suffix in {".pkl", ".pickle", ".joblib"}:
         raise UnsafeInputError(f"{path.name} is a pickle file, which is refused; use NPZ, CSV "
                                "or a zip of image folders")
     if suffix == ".npz":
-        return _load_npz(path, task)
+        return _load_npz(path, task, max_bytes=max_bytes, max_ratio=max_ratio,
+                         max_classes=max_classes)
     if suffix in {".csv", ".tsv", ".txt"}:
-        return _load_csv(path, label_column, task)
+        return _load_csv(path, label_column, task, max_classes=max_classes)
     if suffix == ".zip":
         return _load_image_zip(path, image_size, max_entries=max_entries, max_bytes=max_bytes,
-                               max_ratio=max_ratio)
+                               max_ratio=max_ratio, max_classes=max_classes)
     raise InvalidInputError(f"{path.name}: unknown dataset format; use .npz (X, y), .csv "
                             f"(features + label column), a .zip of image folders, or a "
                             f"built-in ({', '.join(BUILTIN_DATASETS)})")

@@ -143,7 +143,8 @@ class Services:
             data = ds.load_dataset_file(path, task=task, label_column=label_column,
                                         image_size=image_size, max_bytes=s.max_dataset_bytes,
                                         max_entries=s.max_archive_entries,
-                                        max_ratio=s.max_archive_ratio)
+                                        max_ratio=s.max_archive_ratio,
+                                        max_classes=s.max_classes)
             default_name = path.stem
         if task is not None:
             data.task = task

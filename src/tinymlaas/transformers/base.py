@@ -24,9 +24,10 @@ __all__ = ["DatasetAccess", "NoParams", "Params", "StepContext", "StepOutput", "
 
 
 class Params(BaseModel):
-    """Base of every transformer's parameters: unknown fields are errors."""
+    """Base of every transformer's parameters: unknown fields are errors, and so are NaN and
+    infinite numbers (fields that size work also carry an upper bound, ``le=``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class NoParams(Params):

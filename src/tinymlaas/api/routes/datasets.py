@@ -19,7 +19,8 @@ from tinymlaas.api.schemas import (
 )
 from tinymlaas.api.uploads import UPLOAD_BODY, receive_upload, safe_stem
 from tinymlaas.domain import DatasetSplits, Task
-from tinymlaas.domain.entities import NAME_PATTERN
+from tinymlaas.domain.entities import MAX_CALIBRATION_SIZE, MAX_SEED, NAME_PATTERN
+from tinymlaas.formats.datasets import MAX_IMAGE_SIDE
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=AUTH_ERRORS)
 
@@ -42,11 +43,11 @@ async def upload_dataset(
     project: ProjectQuery = None,
     task: Task | None = None,
     label_column: Annotated[str | None, Query(max_length=200)] = None,
-    image_width: Annotated[int | None, Query(gt=0, le=4096)] = None,
-    image_height: Annotated[int | None, Query(gt=0, le=4096)] = None,
-    test_fraction: Annotated[float, Query(gt=0, lt=1)] = 0.2,
-    calibration_size: Annotated[int, Query(gt=0, le=1_000_000)] = 256,
-    seed: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    image_width: Annotated[int | None, Query(gt=0, le=MAX_IMAGE_SIDE)] = None,
+    image_height: Annotated[int | None, Query(gt=0, le=MAX_IMAGE_SIDE)] = None,
+    test_fraction: Annotated[float, Query(gt=0, lt=1, allow_inf_nan=False)] = 0.2,
+    calibration_size: Annotated[int, Query(gt=0, le=MAX_CALIBRATION_SIZE)] = 256,
+    seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     filename: Annotated[str | None, Query(
         max_length=255, description="File name of a raw (octet-stream) body.")] = None,
 ) -> object:
@@ -98,6 +99,8 @@ def get_dataset(ref: str, ws: WorkspaceDep) -> object:
 
 @router.get("/{ref}/file", response_class=FileResponse, responses=DOWNLOAD)
 def download_dataset(ref: str, ws: WorkspaceDep) -> FileResponse:
-    """The dataset in its canonical form (an .npz of X and y)."""
-    artifact, path = ws.dataset_file(ref)
-    return artifact_response(artifact, path)
+    """The dataset in its canonical form (an .npz of X and y), named after the dataset
+    (identical content is stored once: the stored blob's first name may be another's)."""
+    dataset = ws.get_dataset(ref)
+    artifact, path = ws.dataset_file(dataset.id)
+    return artifact_response(artifact, path, f"{dataset.name}.npz")

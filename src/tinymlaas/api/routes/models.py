@@ -11,14 +11,23 @@ from fastapi.responses import FileResponse
 from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, artifact_response
 from tinymlaas.api.deps import SettingsDep, WorkspaceDep
 from tinymlaas.api.hub import hub_download
-from tinymlaas.api.schemas import ErrorBody, ModelHubImport, ModelPublic
+from tinymlaas.api.schemas import ErrorBody, InputDim, ModelHubImport, ModelPublic
 from tinymlaas.api.uploads import UPLOAD_BODY, receive_upload, safe_stem
-from tinymlaas.domain import Task
+from tinymlaas.domain import ArtifactKind, Model, Task
 from tinymlaas.domain.entities import NAME_PATTERN
 
 router = APIRouter(prefix="/models", tags=["models"], responses=AUTH_ERRORS)
 
 ProjectQuery = Annotated[str | None, Query(description="Project id (default: all yours).")]
+
+_SUFFIXES = {ArtifactKind.onnx: ".onnx", ArtifactKind.torch_exported: ".pt2",
+             ArtifactKind.torchscript: ".pt"}
+
+
+def model_filename(model: Model) -> str:
+    """The download name of a model's file: the model's own name, never the name the blob
+    had when first stored (identical content is stored once, whoever uploaded it first)."""
+    return f"{model.name}{_SUFFIXES.get(model.kind, '')}"
 
 
 @router.get("", response_model=list[ModelPublic])
@@ -37,7 +46,7 @@ async def upload_model(
     name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     project: ProjectQuery = None,
     task: Task = Task.classification,
-    input_shape: Annotated[list[int] | None, Query(
+    input_shape: Annotated[list[InputDim] | None, Query(
         max_length=8, description="Input shape without batch (needed for TorchScript).")]
     = None,
     description: Annotated[str, Query(max_length=2000)] = "",
@@ -81,6 +90,7 @@ def get_model(ref: str, ws: WorkspaceDep) -> object:
 
 @router.get("/{ref}/file", response_class=FileResponse, responses=DOWNLOAD)
 def download_model(ref: str, ws: WorkspaceDep) -> FileResponse:
-    """The registered model file."""
-    artifact, path = ws.model_file(ref)
-    return artifact_response(artifact, path)
+    """The registered model file, named after the model."""
+    model = ws.get_model(ref)
+    artifact, path = ws.model_file(model.id)
+    return artifact_response(artifact, path, model_filename(model))

@@ -8,7 +8,7 @@ least ``ratio``; layers that produce the model output keep their width.
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -41,8 +41,9 @@ class PruneStructuredParams(TrainParams):
                                  "(uneven widths) instead of the same ratio per layer.")
     keep_layers: list[str] = Field(default_factory=list, description="Layer names whose "
                                    "output channels must stay (the output layer always does).")
-    layer_ratios: dict[str, float] = Field(default_factory=dict, description="Per-layer "
-                                           "channel ratios overriding the searched one.")
+    layer_ratios: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=dict, description="Per-layer channel ratios overriding the searched "
+        "one, each in [0, 1).")
     round_to: int | None = Field(default=None, ge=1, le=64, description="Keep channel counts "
                                  "multiples of this (SIMD-friendly).")
 

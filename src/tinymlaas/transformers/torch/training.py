@@ -48,7 +48,8 @@ class TrainParams(Params):
                         "train split (0: no fine-tuning).")
     lr: float = Field(default=1e-3, gt=0, le=1.0, description="Adam learning rate.")
     batch_size: int = Field(default=64, ge=1, le=8192, description="Training batch size.")
-    seed: int = Field(default=0, description="Seed of shuffling and initialisation.")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1,
+                      description="Seed of shuffling and initialisation.")
 
 
 # loading ---------------------------------------------------------------------------------
