@@ -61,12 +61,13 @@ def test_rerun_is_served_from_the_cache(services, registered) -> None:
 
 
 def test_step_keys_depend_on_everything_that_matters() -> None:
-    base = step_key("a" * 64, "fuse", "1", {"x": 1, "y": 2}, None)
-    assert base == step_key("a" * 64, "fuse", "1", {"y": 2, "x": 1}, None)  # canonical JSON
-    assert len({base, step_key("b" * 64, "fuse", "1", {"x": 1, "y": 2}, None),
-                step_key("a" * 64, "fuse", "2", {"x": 1, "y": 2}, None),
-                step_key("a" * 64, "fuse", "1", {"x": 2, "y": 2}, None),
-                step_key("a" * 64, "fuse", "1", {"x": 1, "y": 2}, "d" * 64)}) == 5
+    base = step_key("a" * 64, "fuse", "1", {"x": 1, "y": 2}, None, "p")
+    assert base == step_key("a" * 64, "fuse", "1", {"y": 2, "x": 1}, None, "p")  # canonical
+    assert len({base, step_key("b" * 64, "fuse", "1", {"x": 1, "y": 2}, None, "p"),
+                step_key("a" * 64, "fuse", "2", {"x": 1, "y": 2}, None, "p"),
+                step_key("a" * 64, "fuse", "1", {"x": 2, "y": 2}, None, "p"),
+                step_key("a" * 64, "fuse", "1", {"x": 1, "y": 2}, "d" * 64, "p"),
+                step_key("a" * 64, "fuse", "1", {"x": 1, "y": 2}, None, "q")}) == 6
 
 
 def test_a_failing_step_keeps_earlier_results_and_resumes(services, registered) -> None:

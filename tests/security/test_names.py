@@ -4,7 +4,7 @@ that several of a user's projects use is a 409 listing the candidates."""
 
 from __future__ import annotations
 
-from security_support import API, Server
+from security_support import API, Server, finished
 
 from helpers import step_python
 from tinymlaas.client import Client
@@ -59,3 +59,24 @@ def test_shared_project_names_do_not_leak_into_own_project(make_server, tiny_onn
         assert http.get(f"{API}/models/{alice_model.id}").json()["id"] == alice_model.id
     # Alice's own lookups are unchanged by sharing: she sees only her project's names.
     assert alice.get_model("net").id == alice_model.id
+
+
+def test_another_users_step_cache_tells_nothing(server: Server, alice: Client,
+                                                mallory: Client, tiny_onnx) -> None:
+    pipeline = {"steps": ["fuse"], "evaluate": True}
+
+    def run(client: Client) -> dict:
+        model = client.upload_model(tiny_onnx, name="same")
+        data = client.add_builtin_dataset("digits", name="same")
+        created = client.create_run(model.id, data.id, pipeline=pipeline)
+        done = finished(client, created.id)
+        assert done.status == "succeeded", done.error
+        return done.model_dump()
+
+    first = run(alice)
+    again = finished(alice, alice.rerun(first["id"]).id).model_dump()
+    assert [s["status"] for s in again["steps"]] == ["cached"]  # the cache works...
+    theirs = run(mallory)
+    # ... but only inside a project: the same content and pipeline run afresh for mallory.
+    assert [s["status"] for s in theirs["steps"]] == ["succeeded"]
+    assert theirs["steps"][0]["duration_s"] > 0

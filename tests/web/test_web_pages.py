@@ -4,15 +4,11 @@ and a phone-width layout."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from web_support import PASSWORD, log_in, no_horizontal_overflow, shot
-
-from tinymlaas.api.testing import write_digits_onnx
-from tinymlaas.domain import Pipeline, RunStatus
+from web_support import PASSWORD, log_in, no_horizontal_overflow, shot, user_with_runs
 
 GRACE = "grace@example.com"
 
@@ -20,25 +16,7 @@ GRACE = "grace@example.com"
 @pytest.fixture(scope="module")
 def grace(site: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A user with a small ONNX model, the digits dataset and two finished runs."""
-    accounts = site.studio.accounts
-    user = accounts.register(GRACE, PASSWORD, "Grace")
-    ws = accounts.workspace(user)
-    model = ws.add_model(write_digits_onnx(tmp_path_factory.mktemp("grace") / "logreg.onnx"),
-                         "logreg")
-    dataset = ws.add_dataset("digits")
-    runs = []
-    for name, steps in (("fused", ["fuse"]), ("int8-dynamic", ["fuse", "quantize-dynamic"])):
-        run = ws.create_run(Pipeline(name=name, steps=steps), model=model.id,
-                            dataset=dataset.id, device="arduino-nano-33-ble-sense")
-        site.studio.runs.submit_run(run)
-        runs.append(run.id)
-    deadline = time.monotonic() + 300
-    while any(site.studio.services.get_run(r).status not in
-              {RunStatus.succeeded, RunStatus.failed} for r in runs):
-        assert time.monotonic() < deadline, "the fixture runs did not finish"
-        time.sleep(0.5)
-    assert all(site.studio.services.get_run(r).status is RunStatus.succeeded for r in runs)
-    return {"project": user.default_project, "runs": runs, "model": model.id}
+    return user_with_runs(site, GRACE, "Grace", tmp_path_factory.mktemp("grace"))
 
 
 def test_login_by_keyboard_and_wrong_password(new_page: Any, grace: dict[str, Any],

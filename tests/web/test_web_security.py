@@ -5,15 +5,11 @@ page do not run, and the API docs render with every request off the server refus
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from web_support import PASSWORD, csp_violations, log_in, shot
-
-from tinymlaas.api.testing import write_digits_onnx
-from tinymlaas.domain import Pipeline, RunStatus
+from web_support import csp_violations, log_in, shot, user_with_runs
 
 EMAIL = "hedy@example.com"
 
@@ -21,25 +17,7 @@ EMAIL = "hedy@example.com"
 @pytest.fixture(scope="module")
 def hedy(site: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A user with a small ONNX model, the digits dataset and two finished runs."""
-    accounts = site.studio.accounts
-    user = accounts.register(EMAIL, PASSWORD, "Hedy")
-    ws = accounts.workspace(user)
-    model = ws.add_model(write_digits_onnx(tmp_path_factory.mktemp("hedy") / "logreg.onnx"),
-                         "logreg")
-    dataset = ws.add_dataset("digits")
-    runs = []
-    for name, steps in (("fused", ["fuse"]), ("int8-dynamic", ["fuse", "quantize-dynamic"])):
-        run = ws.create_run(Pipeline(name=name, steps=steps), model=model.id,
-                            dataset=dataset.id, device="arduino-nano-33-ble-sense")
-        site.studio.runs.submit_run(run)
-        runs.append(run.id)
-    deadline = time.monotonic() + 300
-    while any(site.studio.services.get_run(r).status not in
-              {RunStatus.succeeded, RunStatus.failed} for r in runs):
-        assert time.monotonic() < deadline, "the fixture runs did not finish"
-        time.sleep(0.5)
-    assert all(site.studio.services.get_run(r).status is RunStatus.succeeded for r in runs)
-    return {"project": user.default_project, "runs": runs, "model": model.id}
+    return user_with_runs(site, EMAIL, "Hedy", tmp_path_factory.mktemp("hedy"))
 
 
 def _policy(response: Any) -> dict[str, str]:

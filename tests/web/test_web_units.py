@@ -28,7 +28,8 @@ def test_param_fields_follow_the_schema() -> None:
 def test_parse_steps_accepts_the_builder_shape_only() -> None:
     steps = parse_steps('[{"transformer": "fuse", "params": {"simplify": false}}]')
     assert steps == [{"transformer": "fuse", "params": {"simplify": False}}]
-    for bad in ("not json", '{"transformer": "fuse"}', '[{"params": {}}]', "[1]"):
+    nested = '[{"transformer": "fuse", "params": {"a": ' + "[" * 100_000 + "]" * 100_000 + "}}]"
+    for bad in ("not json", '{"transformer": "fuse"}', '[{"params": {}}]', "[1]", nested):
         with pytest.raises(InvalidInputError):
             parse_steps(bad)
     with pytest.raises(InvalidInputError) as caught:

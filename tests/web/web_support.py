@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import time
 import weakref
 from pathlib import Path
 from typing import Any
 
+from tinymlaas.api.testing import write_digits_onnx
+from tinymlaas.domain import Pipeline, RunStatus
+
 __all__ = ["CHROMIUM", "PASSWORD", "RUN_TIMEOUT_MS", "SCREENSHOTS", "csp_violations", "log_in",
-           "no_horizontal_overflow", "shot", "sign_up", "watch_csp"]
+           "no_horizontal_overflow", "shot", "sign_up", "user_with_runs", "watch_csp"]
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
@@ -86,3 +90,27 @@ def log_in(page: Any, email: str, password: str = PASSWORD) -> None:
     page.keyboard.type(password)
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/projects"))
+
+
+def user_with_runs(site: Any, email: str, name: str, tmp: Path) -> dict[str, Any]:
+    """Register ``email`` with a small ONNX model, the digits dataset and two finished runs;
+    returns their project, run ids and model id."""
+    accounts = site.studio.accounts
+    user = accounts.register(email, PASSWORD, name)
+    assert user is not None, f"{email} has an account already"
+    ws = accounts.workspace(user)
+    model = ws.add_model(write_digits_onnx(tmp / "logreg.onnx"), "logreg")
+    dataset = ws.add_dataset("digits")
+    runs = []
+    for run_name, steps in (("fused", ["fuse"]), ("int8-dynamic", ["fuse", "quantize-dynamic"])):
+        run = ws.create_run(Pipeline(name=run_name, steps=steps), model=model.id,
+                            dataset=dataset.id, device="arduino-nano-33-ble-sense")
+        site.studio.runs.submit_run(run)
+        runs.append(run.id)
+    deadline = time.monotonic() + 300
+    while any(site.studio.services.get_run(r).status not in
+              {RunStatus.succeeded, RunStatus.failed} for r in runs):
+        assert time.monotonic() < deadline, "the fixture runs did not finish"
+        time.sleep(0.5)
+    assert all(site.studio.services.get_run(r).status is RunStatus.succeeded for r in runs)
+    return {"project": user.default_project, "runs": runs, "model": model.id}

@@ -100,8 +100,11 @@ def canonical_json(value: Any) -> str:
 
 
 def step_key(input_sha: str, transformer: str, version: str, params: dict[str, Any],
-             dataset_sha: str | None) -> str:
-    payload = canonical_json([input_sha, f"{transformer}@{version}", params, dataset_sha])
+             dataset_sha: str | None, project: str) -> str:
+    """The cache key of a step. It includes the run's project: a cache hit, its speed and
+    its metrics would otherwise tell one user what another has already run."""
+    payload = canonical_json([input_sha, f"{transformer}@{version}", params, dataset_sha,
+                              project])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -374,7 +377,8 @@ class Engine:
         params = plan.params.model_dump(mode="json")
         dataset_sha = dataset.artifact_sha if plan.needs != "none" else None
         key = step_key(current.sha256, plan.transformer, plan.version,
-                       {**params, **_file_digests(params, plan.file_params)}, dataset_sha)
+                       {**params, **_file_digests(params, plan.file_params)}, dataset_sha,
+                       run.project)
         cached = self.meta.cached_step(key)
         if cached is not None and self.artifacts.exists(cached[0]):
             self.meta.update_step(run.id, step.index, status=StepStatus.cached, key=key,
@@ -437,12 +441,13 @@ class Engine:
     def evaluate(self, run_id: str, artifact: Artifact, model: Model, dataset: Dataset,
                  reference_sha: str | None, stage: str, emit: EventCallback,
                  device: Device | None = None) -> dict[str, Any]:
-        """Metrics of ``artifact`` on the test split (cached by content), as a dict."""
+        """Metrics of ``artifact`` on the test split (cached by content within the dataset's
+        project, like steps), as a dict."""
         device_spec = device.model_dump(mode="json") if device else None
         key = hashlib.sha256(canonical_json(
             [EVALUATION_VERSION, artifact.sha256, dataset.artifact_sha,
              dataset.splits.model_dump(), dataset.task.value, reference_sha,
-             device_spec]).encode()).hexdigest()
+             device_spec, dataset.project]).encode()).hexdigest()
         cached = self.meta.get_evaluation(key)
         if cached is not None and self.artifacts.exists(cached.metrics.get("outputs_sha", "")):
             emit(RunEvent(run_id, stage, StepStatus.cached.value, 1.0, "cached"))

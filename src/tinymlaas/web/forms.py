@@ -102,7 +102,7 @@ def parse_steps(text: str) -> list[dict[str, Any]]:
     """
     try:
         steps = json.loads(text or "[]")
-    except ValueError:
+    except (ValueError, RecursionError):  # malformed, or nested past the parser's depth
         raise InvalidInputError("the step list could not be read; reload the page") from None
     if not isinstance(steps, list) or len(steps) > MAX_STEPS or not all(
             isinstance(s, dict) and isinstance(s.get("transformer"), str)
