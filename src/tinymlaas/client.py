@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,6 +85,26 @@ def _raise_for_error(response: httpx.Response) -> None:
     raise cls(message, {**details, "http_status": response.status_code})
 
 
+@contextmanager
+def _reachable(url: object) -> Iterator[None]:
+    """Turn a failure to reach the server (refused, unknown host, timeout, dropped
+    connection) into a ``ServiceUnavailableError`` naming the server."""
+    url = str(url).rstrip("/")
+    try:
+        yield
+    except httpx.TimeoutException:
+        raise errors.ServiceUnavailableError(
+            f"the tinymlaas server at {url} did not answer in time; check that it is "
+            "running and reachable (--server or TINYMLAAS_SERVER)", {"server": url}
+        ) from None
+    except httpx.TransportError as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        raise errors.ServiceUnavailableError(
+            f"cannot reach the tinymlaas server at {url} ({reason}); check that it is "
+            "running and the address (--server or TINYMLAAS_SERVER)",
+            {"server": url, "reason": reason}) from None
+
+
 def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
@@ -137,7 +158,8 @@ class Client:
         headers = self._headers(kwargs.pop("headers", None))
         if "params" in kwargs:
             kwargs["params"] = {k: v for k, v in kwargs["params"].items() if v is not None}
-        response = self._http.request(method, API + path, headers=headers, **kwargs)
+        with _reachable(self._http.base_url):
+            response = self._http.request(method, API + path, headers=headers, **kwargs)
         _raise_for_error(response)
         return response
 
@@ -150,7 +172,8 @@ class Client:
 
     def _download(self, path: str, dest: Path | str) -> Path:
         dest = Path(dest)
-        with self._http.stream("GET", API + path, headers=self._headers()) as response:
+        with _reachable(self._http.base_url), \
+                self._http.stream("GET", API + path, headers=self._headers()) as response:
             _raise_for_error(response)
             if dest.is_dir():
                 dest = dest / _attachment_name(response, "download")
@@ -389,8 +412,9 @@ class Client:
     def events(self, ref: str) -> Iterator[tuple[str, RunEventPublic | RunPublic | dict[str, Any]]]:
         """The run's server-sent events as ``(name, payload)``: ``run`` (a RunPublic),
         ``progress`` (a RunEventPublic), then ``end``; the iterator stops at the end."""
-        with self._http.stream("GET", f"{API}/runs/{ref}/events", headers=self._headers(),
-                               timeout=httpx.Timeout(30.0, read=None)) as response:
+        with _reachable(self._http.base_url), \
+                self._http.stream("GET", f"{API}/runs/{ref}/events", headers=self._headers(),
+                                  timeout=httpx.Timeout(30.0, read=None)) as response:
             _raise_for_error(response)
             name, data = "message", []
             for line in response.iter_lines():

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from tinymlaas.cli.render import console, fmt, human_bytes, print_json, table
+from tinymlaas.errors import InvalidInputError
 
 __all__ = ["optimize_command", "render_result"]
 
@@ -81,9 +82,17 @@ def optimize_command(
                           f"{candidate.status}, accuracy {fmt(candidate.accuracy, '.2f')}, "
                           f"size {human_bytes(candidate.file_bytes)}")
 
+    svc = services()
+    if not hasattr(svc, "artifact_path"):
+        # The search reads candidates' files from the stores it runs against; a server
+        # keeps them on its own machine. Refused before any run is created.
+        raise InvalidInputError(
+            "optimize does not work with --server yet: the search reads every candidate's "
+            "files from the local stores; run `tinymlaas optimize` on the server's machine "
+            "(same --home), or here without --server")
     if not as_json:
         console.print(f"searching for up to {budget}...")
-    result = optimize(services(), model, dataset, device=device,
+    result = optimize(svc, model, dataset, device=device,
                       objective=objective,  # type: ignore[arg-type]  # checked by optimize
                       max_accuracy_drop=max_accuracy_drop, budget=budget,
                       max_trials=max_trials, epochs=epochs, project=project, seed=seed,

@@ -5,15 +5,25 @@
 
 from __future__ import annotations
 
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tinymlaas.client import Client
-from tinymlaas.domain import Dataset, DatasetSplits, Device, Model, Pipeline, Run, Task
+from tinymlaas.domain import (
+    ArtifactKind,
+    Dataset,
+    DatasetSplits,
+    Device,
+    Model,
+    Pipeline,
+    Run,
+    Task,
+)
 from tinymlaas.engine import RunEvent
-from tinymlaas.errors import InvalidInputError
+from tinymlaas.errors import InvalidInputError, NotFoundError
 from tinymlaas.formats.datasets import BUILTIN_DATASETS
 from tinymlaas.service import ComparisonRow
 
@@ -124,6 +134,11 @@ class RemoteServices:
     def rerun(self, ref: str) -> Run:
         return _run(self.client.rerun(ref))
 
+    def cancel_run(self, ref: str) -> Run:
+        """Ask the server to stop a queued or running run; the run as it is now (a running
+        step's process is being stopped)."""
+        return _run(self.client.cancel_run(ref))
+
     def get_run(self, ref: str, project: str | None = None) -> Run:
         run = _run(self.client.get_run(ref))
         logs = {entry.index: entry.log for entry in self.client.run_logs(run.id)}
@@ -151,3 +166,45 @@ class RemoteServices:
         finally:
             archive.unlink(missing_ok=True)
         return [out_dir / name for name in names]
+
+    # analysis -----------------------------------------------------------------------------
+
+    def analyze(self, ref: str, device: str | None = None, runtime: str = "c"):
+        """Static analysis here of an ONNX file, or of a registered ONNX model or a run's ONNX
+        output downloaded from the server; the device profile comes from the server."""
+        from tinymlaas.config import get_settings
+        from tinymlaas.devices.analysis import analyze_model
+        from tinymlaas.formats.models import load_onnx_checked
+
+        profile = self.get_device(device) if device else None
+        max_bytes = get_settings().max_model_bytes
+        path = Path(ref)
+        if path.is_file():
+            load_onnx_checked(path, max_bytes)
+            analysis = analyze_model(path, profile, runtime=runtime)
+        else:
+            with tempfile.TemporaryDirectory(prefix="tinymlaas-analyze-") as tmp:
+                local = self._download_onnx(ref, Path(tmp))
+                load_onnx_checked(local, max_bytes)
+                analysis = analyze_model(local, profile, runtime=runtime)
+        analysis.model = ref
+        return analysis
+
+    def _download_onnx(self, ref: str, folder: Path) -> Path:
+        """The ONNX file of a registered model or of a run's output, in ``folder``."""
+        try:
+            model = self.client.get_model(ref)
+        except NotFoundError:
+            run = self.client.get_run(ref)
+            if run.output_sha is None:
+                raise InvalidInputError(f"run {run.id} has no output yet") from None
+            kinds = {a.sha256: a.kind for a in self.client.run_artifacts(run.id)}
+            kind = kinds.get(run.output_sha)
+            if kind is not None and kind is not ArtifactKind.onnx:
+                raise InvalidInputError(f"{ref} is {kind}; static analysis reads ONNX (run "
+                                        "export-onnx first)") from None
+            return self.client.download_output(run.id, folder / "model.onnx")
+        if model.kind is not ArtifactKind.onnx:
+            raise InvalidInputError(f"{ref} is {model.kind}; static analysis reads ONNX (run "
+                                    "export-onnx first)")
+        return self.client.download_model(model.id, folder / "model.onnx")
