@@ -21,7 +21,7 @@ from tinymlaas.cli.render import (
     table,
 )
 from tinymlaas.domain import DatasetSplits, Device, Run, Task
-from tinymlaas.errors import ConflictError, InvalidInputError, TinymlaasError
+from tinymlaas.errors import InvalidInputError, TinymlaasError
 
 app = typer.Typer(name="tinymlaas", no_args_is_help=True, add_completion=False,
                   help="Compress, compile and compare ML models for a target device.",
@@ -453,7 +453,7 @@ def runs_cancel(ref: Annotated[str, typer.Argument(help="Run id or name.")],
     """Stop a queued or running run. With --server the server stops it (its running step's
     process is killed); locally only a run that no process is executing can be cancelled."""
     svc = services()
-    run = svc.cancel_run(ref) if hasattr(svc, "cancel_run") else _cancel_local(svc, ref)
+    run = svc.cancel_run(ref)
     if as_json:
         return print_json(run)
     if run.status.value == "cancelled":
@@ -461,46 +461,6 @@ def runs_cancel(ref: Annotated[str, typer.Argument(help="Run id or name.")],
     else:
         console.print(f"run [bold]{run.name}[/] ({run.id}): cancelling (it is "
                       f"{run.status.value}; its current step is being stopped)")
-
-
-def _cancel_local(svc, ref: str) -> Run:
-    """Cancel a run in the local stores. A run is executed by the process that started it,
-    so only a pending run, or a running one whose process stopped (its lease expired), is
-    marked cancelled here; one that a live process executes is left to that process."""
-    from datetime import UTC, datetime
-
-    from tinymlaas.domain import RunStatus, StepStatus
-
-    run = svc.get_run(ref)
-    if run.status not in {RunStatus.pending, RunStatus.running}:
-        raise ConflictError(f"run {run.id} is {run.status.value}; only a queued or running "
-                            "run can be cancelled", {"run": run.id, "status": run.status.value})
-    engine, meta = svc.engine, svc.meta
-    taken = meta.acquire_lease(run.id, engine.owner, engine.lease_ttl_s,
-                               status_from={RunStatus.pending, RunStatus.running},
-                               status=RunStatus.cancelled, error="cancelled",
-                               finished_at=datetime.now(UTC))
-    if not taken:
-        owner, _ = meta.run_lease(run.id)
-        current = svc.get_run(run.id)
-        if current.status is RunStatus.running:
-            raise ConflictError(
-                f"run {run.id} is being executed by another process ({owner}); stop it "
-                "there (Ctrl-C in its terminal), or, for a server's run, with `tinymlaas "
-                f"--server URL runs cancel {run.id}`", {"run": run.id, "owner": owner})
-        raise ConflictError(f"run {run.id} is {current.status.value}; only a queued or "
-                            "running run can be cancelled",
-                            {"run": run.id, "status": current.status.value})
-    try:
-        stopped = False
-        for step in run.steps:
-            if step.status in {StepStatus.pending, StepStatus.running}:
-                meta.update_step(run.id, step.index,
-                                 status=StepStatus.skipped if stopped else StepStatus.cancelled)
-                stopped = True
-    finally:
-        meta.release_lease(run.id, engine.owner)
-    return svc.get_run(run.id)
 
 
 @app.command("compare")

@@ -105,6 +105,13 @@ MODEL_KINDS = frozenset({ArtifactKind.onnx, ArtifactKind.torch_exported,
                          ArtifactKind.torchscript})
 #: Kinds the evaluation can run: models, and generated C (built for the host).
 EVALUABLE_KINDS = MODEL_KINDS | {ArtifactKind.c_source}
+#: The file name an artifact of each kind goes by when nobody named it.
+FILE_NAMES = {ArtifactKind.onnx: "model.onnx", ArtifactKind.torch_exported: "model.pt2",
+              ArtifactKind.torchscript: "model.pt", ArtifactKind.c_source: "c-source.zip",
+              ArtifactKind.docker_context: "docker-context.zip",
+              ArtifactKind.bundle_zip: "bundle.zip", ArtifactKind.dataset_npz: "dataset.npz",
+              ArtifactKind.report: "report.json", ArtifactKind.outputs_npy: "outputs.npy",
+              ArtifactKind.file: "file.bin"}
 
 
 class TensorSpec(Entity):

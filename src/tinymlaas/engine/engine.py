@@ -49,7 +49,7 @@ from tinymlaas.domain import (
     StepRecord,
     StepStatus,
 )
-from tinymlaas.domain.entities import DIRECTORY_KINDS, EVALUABLE_KINDS
+from tinymlaas.domain.entities import DIRECTORY_KINDS, EVALUABLE_KINDS, FILE_NAMES
 from tinymlaas.errors import ConflictError, IncompatibleChainError, InvalidInputError
 from tinymlaas.evaluation.evaluate import EVALUATION_VERSION
 from tinymlaas.executors.base import Executor, JobResult
@@ -62,10 +62,6 @@ __all__ = ["Engine", "PlannedStep", "RunEvent", "lease_owner", "step_key"]
 log = logging.getLogger("tinymlaas.engine")
 
 _LOG_TAIL = 64 * 1024
-_FILENAMES = {ArtifactKind.onnx: "model.onnx", ArtifactKind.c_source: "c-source.zip",
-              ArtifactKind.docker_context: "docker-context.zip",
-              ArtifactKind.outputs_npy: "outputs.npy", ArtifactKind.bundle_zip: "bundle.zip",
-              ArtifactKind.torch_exported: "model.pt2", ArtifactKind.torchscript: "model.pt"}
 
 
 @dataclass
@@ -432,7 +428,7 @@ class Engine:
                       key: str | None) -> Artifact:
         sha, size = (self.artifacts.put_directory(path) if path.is_dir()
                      else self.artifacts.put_file(path))
-        filename = _FILENAMES.get(kind, path.name)
+        filename = FILE_NAMES.get(kind, path.name)
         return self.meta.add_artifact(Artifact(sha256=sha, kind=kind, size_bytes=size,
                                                filename=filename, parents=parents, step_key=key))
 

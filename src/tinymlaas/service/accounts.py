@@ -377,9 +377,9 @@ class Workspace:
         return self.services.get_model(self._resolve("model", ref, project))
 
     def model_file(self, ref: str) -> tuple[Artifact, Path]:
-        model = self.get_model(ref)
-        return (self.services.meta.get_artifact(model.artifact_sha),
-                self.services.artifact_path(model.artifact_sha))
+        """The model's file, named after this model (never after another user's upload of
+        the same content)."""
+        return self.services.model_file(self.get_model(ref))
 
     def add_dataset(self, source: str, name: str | None = None, *, project: str | None = None,
                     task: Task | None = None, label_column: str | None = None,
@@ -396,9 +396,8 @@ class Workspace:
         return self.services.get_dataset(self._resolve("dataset", ref, project))
 
     def dataset_file(self, ref: str) -> tuple[Artifact, Path]:
-        dataset = self.get_dataset(ref)
-        return (self.services.meta.get_artifact(dataset.artifact_sha),
-                self.services.artifact_path(dataset.artifact_sha))
+        """The dataset's canonical NPZ, named after this dataset."""
+        return self.services.dataset_file(self.get_dataset(ref))
 
     # transformers and templates -----------------------------------------------------------
 
@@ -579,8 +578,10 @@ class Workspace:
         return self.services.export_run(self.get_run(ref).id, out_dir)
 
     def run_artifacts(self, ref: str) -> list[Artifact]:
+        """The run's input model, step outputs and output, with the names and times its
+        people may see (:meth:`Services.named_artifacts`)."""
         run = self.get_run(ref)
-        return [self.services.meta.get_artifact(sha) for sha in self.store.run_artifacts(run.id)]
+        return self.services.named_artifacts(run, self.store.run_artifacts(run.id))
 
     def run_artifact(self, ref: str, sha: str | None = None) -> tuple[Artifact, Path]:
         """One of a run's artifacts (default: its output) and where its bytes are."""
@@ -595,8 +596,8 @@ class Workspace:
         if len(matches) != 1:
             raise NotFoundError(f"artifact {sha[:12]!r} not found in run {run.id}",
                                 {"kind": "artifact"})
-        return self.services.meta.get_artifact(matches[0]), self.services.artifact_path(
-            matches[0])
+        return (self.services.named_artifacts(run, matches)[0],
+                self.services.artifact_path(matches[0]))
 
     # webhooks -----------------------------------------------------------------------------
 

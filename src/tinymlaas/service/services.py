@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ from tinymlaas.domain import (
     Pipeline,
     Run,
     RunStatus,
+    StepStatus,
     Task,
 )
+from tinymlaas.domain.entities import FILE_NAMES
 from tinymlaas.engine import Engine, RunEvent
 from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
 from tinymlaas.executors import LocalExecutor
@@ -109,9 +112,7 @@ class Services:
                        for t in model.graph.initializer) or _has_external(path):
                     source = Path(tmp) / "model.onnx"
                     onnx.save(model, str(source))
-            suffix = {ArtifactKind.onnx: ".onnx", ArtifactKind.torch_exported: ".pt2"}.get(
-                kind, ".pt")
-            artifact = self._store_file(source, kind, f"{name}{suffix}")
+            artifact = self._store_file(source, kind, _model_filename(name, kind))
         return self.meta.add_model(Model(
             id=new_id("model"), name=name, project=project, artifact_sha=artifact.sha256,
             kind=kind, task=task, inputs=info.inputs, outputs=info.outputs,
@@ -239,6 +240,42 @@ class Services:
         return self.engine.create_run(pipeline, model_entity, dataset_entity, device_name,
                                       name, project)
 
+    def cancel_run(self, ref: str) -> Run:
+        """Cancel a run in these stores. A run is executed by the process that started it,
+        so only a pending run, or a running one whose process stopped (its lease expired), is
+        marked cancelled here; one that a live process executes is left to that process."""
+        run = self.get_run(ref)
+        if run.status not in {RunStatus.pending, RunStatus.running}:
+            raise ConflictError(f"run {run.id} is {run.status.value}; only a queued or "
+                                "running run can be cancelled",
+                                {"run": run.id, "status": run.status.value})
+        engine, meta = self.engine, self.meta
+        taken = meta.acquire_lease(run.id, engine.owner, engine.lease_ttl_s,
+                                   status_from={RunStatus.pending, RunStatus.running},
+                                   status=RunStatus.cancelled, error="cancelled",
+                                   finished_at=datetime.now(UTC))
+        if not taken:
+            owner, _ = meta.run_lease(run.id)
+            current = self.get_run(run.id)
+            if current.status is RunStatus.running:
+                raise ConflictError(
+                    f"run {run.id} is being executed by another process ({owner}); stop it "
+                    "there (Ctrl-C in its terminal), or, for a server's run, with `tinymlaas "
+                    f"--server URL runs cancel {run.id}`", {"run": run.id, "owner": owner})
+            raise ConflictError(f"run {run.id} is {current.status.value}; only a queued or "
+                                "running run can be cancelled",
+                                {"run": run.id, "status": current.status.value})
+        try:
+            stopped = False
+            for step in run.steps:
+                if step.status in {StepStatus.pending, StepStatus.running}:
+                    meta.update_step(run.id, step.index, status=StepStatus.skipped if stopped
+                                     else StepStatus.cancelled)
+                    stopped = True
+        finally:
+            meta.release_lease(run.id, engine.owner)
+        return self.get_run(run.id)
+
     def execute_run(self, run_id: str,
                     on_event: Callable[[RunEvent], None] | None = None) -> Run:
         return self.engine.execute(run_id, on_event)
@@ -291,7 +328,7 @@ class Services:
                                     "has an output to export")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        output = self.meta.get_artifact(run.output_sha)
+        output = self.named_artifacts(run, [run.output_sha])[0]
         written = [self.artifacts.export(output.sha256, out_dir / output.filename)]
         metrics = {"run": run.id, "name": run.name, "baseline": run.baseline,
                    "result": run.result,
@@ -300,25 +337,63 @@ class Services:
             ("metrics.json", json.dumps(metrics, indent=2, default=str)),
             ("pipeline.yaml", yaml.safe_dump(run.pipeline.model_dump(mode="json"),
                                              sort_keys=False)),
-            ("lineage.json", json.dumps(self.lineage(output.sha256), indent=2, default=str)),
+            ("lineage.json", json.dumps(self.lineage(run), indent=2, default=str)),
         ):
             target = out_dir / name
             target.write_text(content)
             written.append(target)
         return written
 
-    def lineage(self, sha: str) -> list[dict[str, Any]]:
-        """The chain of artifacts that led to ``sha``, newest first."""
-        chain = []
-        current: str | None = sha
+    def lineage(self, run: Run) -> list[dict[str, Any]]:
+        """The chain of artifacts that led to ``run``'s output, newest first (named as in
+        :meth:`named_artifacts`)."""
+        shas = []
+        current = run.output_sha
         while current:
-            artifact = self.meta.get_artifact(current)
-            chain.append(artifact.model_dump(mode="json"))
-            current = artifact.parents[0] if artifact.parents else None
-        return chain
+            shas.append(current)
+            parents = self.meta.get_artifact(current).parents
+            current = parents[0] if parents else None
+        return [a.model_dump(mode="json") for a in self.named_artifacts(run, shas)]
+
+    def named_artifacts(self, run: Run, shas: list[str]) -> list[Artifact]:
+        """``run``'s artifacts ``shas`` as its people see them.
+
+        Identical content is stored once, so a blob keeps the file name and time of whoever
+        stored it first, perhaps another user. Here the run's input is named after the run's
+        own model and dated at its registration; the rest go by their kind's file name and
+        the time the step of this run that made them finished.
+        """
+        model = self.meta.get_model(run.model_id)
+        finished = {s.output_sha: s.finished_at for s in run.steps if s.output_sha}
+        named = []
+        for sha in shas:
+            artifact = self.meta.get_artifact(sha)
+            if sha == model.artifact_sha:
+                name, when = _model_filename(model.name, model.kind), model.created_at
+            else:
+                name = FILE_NAMES.get(artifact.kind, artifact.kind.value)
+                when = finished.get(sha) or run.created_at
+            named.append(artifact.model_copy(update={"filename": name, "created_at": when}))
+        return named
+
+    def model_file(self, model: Model) -> tuple[Artifact, Path]:
+        """A model's blob, named after the model (see :meth:`named_artifacts`)."""
+        artifact = self.meta.get_artifact(model.artifact_sha).model_copy(update={
+            "filename": _model_filename(model.name, model.kind), "created_at": model.created_at})
+        return artifact, self.artifacts.path(model.artifact_sha)
+
+    def dataset_file(self, dataset: Dataset) -> tuple[Artifact, Path]:
+        """A dataset's canonical NPZ, named after the dataset."""
+        artifact = self.meta.get_artifact(dataset.artifact_sha).model_copy(update={
+            "filename": f"{dataset.name}.npz", "created_at": dataset.created_at})
+        return artifact, self.artifacts.path(dataset.artifact_sha)
 
     def artifact_path(self, sha: str) -> Path:
         return self.artifacts.path(sha)
+
+
+def _model_filename(name: str, kind: ArtifactKind) -> str:
+    return f"{name}{Path(FILE_NAMES[kind]).suffix}"
 
 
 def _has_external(path: Path) -> bool:

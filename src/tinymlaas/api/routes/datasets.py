@@ -101,6 +101,5 @@ def get_dataset(ref: str, ws: WorkspaceDep) -> object:
 def download_dataset(ref: str, ws: WorkspaceDep) -> FileResponse:
     """The dataset in its canonical form (an .npz of X and y), named after the dataset
     (identical content is stored once: the stored blob's first name may be another's)."""
-    dataset = ws.get_dataset(ref)
-    artifact, path = ws.dataset_file(dataset.id)
-    return artifact_response(artifact, path, f"{dataset.name}.npz")
+    artifact, path = ws.dataset_file(ref)
+    return artifact_response(artifact, path)

@@ -13,22 +13,12 @@ from tinymlaas.api.deps import SettingsDep, WorkspaceDep
 from tinymlaas.api.hub import hub_download
 from tinymlaas.api.schemas import ErrorBody, InputDim, ModelHubImport, ModelPublic
 from tinymlaas.api.uploads import UPLOAD_BODY, receive_upload, safe_stem
-from tinymlaas.domain import ArtifactKind, Model, Task
+from tinymlaas.domain import Task
 from tinymlaas.domain.entities import NAME_PATTERN
 
 router = APIRouter(prefix="/models", tags=["models"], responses=AUTH_ERRORS)
 
 ProjectQuery = Annotated[str | None, Query(description="Project id (default: all yours).")]
-
-_SUFFIXES = {ArtifactKind.onnx: ".onnx", ArtifactKind.torch_exported: ".pt2",
-             ArtifactKind.torchscript: ".pt"}
-
-
-def model_filename(model: Model) -> str:
-    """The download name of a model's file: the model's own name, never the name the blob
-    had when first stored (identical content is stored once, whoever uploaded it first)."""
-    return f"{model.name}{_SUFFIXES.get(model.kind, '')}"
-
 
 @router.get("", response_model=list[ModelPublic])
 def list_models(ws: WorkspaceDep, project: ProjectQuery = None) -> object:
@@ -91,6 +81,5 @@ def get_model(ref: str, ws: WorkspaceDep) -> object:
 @router.get("/{ref}/file", response_class=FileResponse, responses=DOWNLOAD)
 def download_model(ref: str, ws: WorkspaceDep) -> FileResponse:
     """The registered model file, named after the model."""
-    model = ws.get_model(ref)
-    artifact, path = ws.model_file(model.id)
-    return artifact_response(artifact, path, model_filename(model))
+    artifact, path = ws.model_file(ref)
+    return artifact_response(artifact, path)

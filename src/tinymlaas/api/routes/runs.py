@@ -20,7 +20,6 @@ from starlette.background import BackgroundTask
 
 from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, artifact_response
 from tinymlaas.api.deps import StudioDep, WorkspaceDep
-from tinymlaas.api.routes.models import model_filename
 from tinymlaas.api.runtime import DONE, TERMINAL, Subscription
 from tinymlaas.api.schemas import (
     ArtifactPublic,
@@ -32,7 +31,7 @@ from tinymlaas.api.schemas import (
     RunPublic,
     StepLogPublic,
 )
-from tinymlaas.domain import Artifact, ArtifactKind, Run, RunStatus
+from tinymlaas.domain import Run, RunStatus
 from tinymlaas.domain.entities import MAX_STEPS
 from tinymlaas.errors import NotFoundError
 from tinymlaas.service.pipelines import parse_pipeline
@@ -41,44 +40,6 @@ router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
 
 #: Seconds between keep-alive comments (and database checks) on a quiet event stream.
 KEEPALIVE_S = 5.0
-
-#: Names of step outputs, by kind (what the engine names them).
-_OUTPUT_NAMES = {ArtifactKind.onnx: "model.onnx", ArtifactKind.c_source: "c-source.zip",
-                 ArtifactKind.docker_context: "docker-context.zip",
-                 ArtifactKind.outputs_npy: "outputs.npy", ArtifactKind.bundle_zip: "bundle.zip",
-                 ArtifactKind.torch_exported: "model.pt2", ArtifactKind.torchscript: "model.pt",
-                 ArtifactKind.dataset_npz: "dataset.npz", ArtifactKind.report: "report.json"}
-
-
-def own_run_artifacts(ws: WorkspaceDep, run: Run) -> list[Artifact]:
-    """The run's artifacts as this run's owners may see them.
-
-    Identical content is stored once, so a stored artifact keeps the file name and time of
-    whoever stored it first, possibly another user. Here the run's input model is named
-    after the run's own model and dated when it was registered; step outputs get their
-    kind's name and the time their step of this run finished.
-    """
-    model = ws.get_model(run.model_id)
-    finished = {s.output_sha: s.finished_at or run.created_at
-                for s in run.steps if s.output_sha}
-    own = []
-    for artifact in ws.run_artifacts(run.id):
-        if artifact.sha256 == model.artifact_sha:
-            name, when = model_filename(model), model.created_at
-        else:
-            name = _OUTPUT_NAMES.get(artifact.kind, f"{artifact.kind.value}.bin")
-            when = finished.get(artifact.sha256, run.created_at)
-        own.append(artifact.model_copy(update={"filename": name, "created_at": when}))
-    return own
-
-
-def _own_artifact(ws: WorkspaceDep, run: Run, sha: str | None = None) -> tuple[Artifact, Path]:
-    artifact, path = ws.run_artifact(run.id, sha)
-    named = {a.sha256: a for a in own_run_artifacts(ws, run)}
-    return named.get(artifact.sha256, artifact.model_copy(update={
-        "filename": _OUTPUT_NAMES.get(artifact.kind, "output.bin"),
-        "created_at": run.created_at})), path
-
 
 @router.get("", response_model=list[RunPublic])
 def list_runs(ws: WorkspaceDep, project: Annotated[str | None, Query()] = None,
@@ -170,14 +131,14 @@ def run_metrics(ref: str, ws: WorkspaceDep) -> object:
 @router.get("/{ref}/artifacts", response_model=list[ArtifactPublic])
 def run_artifacts(ref: str, ws: WorkspaceDep) -> object:
     """The run's input model, each step's output and its final output."""
-    return own_run_artifacts(ws, ws.get_run(ref))
+    return ws.run_artifacts(ref)
 
 
 @router.get("/{ref}/artifacts/{sha}", response_class=FileResponse, responses=DOWNLOAD)
 def download_artifact(ref: str, sha: str, ws: WorkspaceDep) -> FileResponse:
     """One of the run's artifacts (by sha256 or a prefix of at least 8 characters)."""
     run = ws.get_run(ref)
-    artifact, path = _own_artifact(ws, run, sha)
+    artifact, path = ws.run_artifact(run.id, sha)
     return artifact_response(artifact, path, f"{run.name}-{artifact.filename}")
 
 
@@ -185,7 +146,7 @@ def download_artifact(ref: str, sha: str, ws: WorkspaceDep) -> FileResponse:
 def download_output(ref: str, ws: WorkspaceDep) -> FileResponse:
     """The run's output (the optimized model or package)."""
     run = ws.get_run(ref)
-    artifact, path = _own_artifact(ws, run)
+    artifact, path = ws.run_artifact(run.id)
     return artifact_response(artifact, path, f"{run.name}-{artifact.filename}")
 
 
@@ -197,34 +158,15 @@ def export_run(ref: str, ws: WorkspaceDep) -> FileResponse:
     tmp = Path(tempfile.mkdtemp(prefix="tinymlaas-export-"))
     try:
         files = ws.export_run(run.id, tmp / "export")
-        own = {a.sha256: a for a in own_run_artifacts(ws, run)}
         archive = tmp / f"{run.name}-{run.id}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-            for i, path in enumerate(files):
-                if i == 0:  # the output, under the name this run's owners see
-                    mine = own.get(run.output_sha or "")
-                    zf.write(path, mine.filename if mine else f"output{path.suffix}")
-                elif path.name == "lineage.json":
-                    zf.writestr(path.name, _own_lineage(path, own, run))
-                else:
-                    zf.write(path, path.name)
+            for path in files:
+                zf.write(path, path.name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return FileResponse(archive, media_type="application/zip", filename=archive.name,
                         background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
-
-
-def _own_lineage(path: Path, own: dict[str, Artifact], run: Run) -> str:
-    """lineage.json with the names and times this run's owners may see."""
-    chain = json.loads(path.read_text())
-    for entry in chain:
-        mine = own.get(entry.get("sha256", ""))
-        names = {kind.value: name for kind, name in _OUTPUT_NAMES.items()}
-        entry["filename"] = mine.filename if mine else names.get(str(entry.get("kind")),
-                                                                 "output.bin")
-        entry["created_at"] = (mine.created_at if mine else run.created_at).isoformat()
-    return json.dumps(chain, indent=2)
 
 
 def _sse(event: str, data: str) -> str:

@@ -94,7 +94,7 @@ def _run_context(viewer: Viewer, ref: str) -> dict[str, Any]:
     run = ws.get_run(ref)
     model = ws.get_model(run.model_id)
     dataset = ws.get_dataset(run.dataset_id)
-    artifacts = api_runs.own_run_artifacts(ws, run) if run.output_sha else []
+    artifacts = ws.run_artifacts(run.id) if run.output_sha else []
     role = ws.store.role_of(run.project, viewer.user.id)
     return {"run": run, "row": run_row(run, {model.id: model.name}), "model": model,
             "dataset": dataset, "artifacts": artifacts,
