@@ -441,6 +441,23 @@ static void tm_gap_f32(const float* x, float* y, int P, int HW) {
 }
 """
 
+# Mean over the middle axis of an (outer, R, inner) array; reductions over the trailing axes
+# (inner = 1) use tm_gap_f32.
+_REDUCE_MEAN_F32 = r"""
+static void tm_reduce_mean_f32(const float* x, float* y, int O, int R, int I) {
+  for (int o = 0; o < O; ++o) {
+    const float* xo = x + (size_t)o * R * I;
+    float* yo = y + (size_t)o * I;
+    for (int i = 0; i < I; ++i) yo[i] = 0.0f;
+    for (int r = 0; r < R; ++r) {
+      const float* xr = xo + (size_t)r * I;
+      for (int i = 0; i < I; ++i) yo[i] += xr[i];
+    }
+    for (int i = 0; i < I; ++i) yo[i] /= (float)R;
+  }
+}
+"""
+
 _UNARY_F32 = r"""
 static void tm_unary_${OP}_f32(const float* x, float* y, int32_t n, float p0, float p1) {
   (void)p0;
@@ -722,6 +739,7 @@ _FIXED: dict[str, str] = {
     "tm_matmul_f32": _MATMUL_F32,
     "tm_avgpool_f32": _AVGPOOL_F32,
     "tm_gap_f32": _GAP_F32,
+    "tm_reduce_mean_f32": _REDUCE_MEAN_F32,
     "tm_softmax_f32": _SOFTMAX_F32,
     "tm_copy2d": _COPY2D,
     "tm_batchnorm_f32": _BATCHNORM_F32,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 
 import numpy as np
@@ -497,6 +497,76 @@ def global_avgpool(lw: Lowering, node: onnx.NodeProto) -> None:
     lw.set(node.output[0], Act(out))
 
 
+def _reduce_axes(lw: Lowering, node: onnx.NodeProto, rank: int) -> list[int] | None:
+    """The sorted, non-negative axes a Reduce* node reduces; None means none (a no-op)."""
+    attrs = attributes(node)
+    if lw.opset >= 18 or lw.has(node, 1):
+        axes: list[int] = []
+        if lw.has(node, 1):
+            given = lw.const(node.input[1])
+            if given is None:
+                raise lw.fail("the axes input must be a constant (it is computed at run time)")
+            axes = [int(a) for a in np.asarray(given).ravel()]
+        if not axes and int(attrs.get("noop_with_empty_axes", 0)):
+            return None
+    else:
+        axes = [int(a) for a in attrs.get("axes", [])]
+    if not axes:
+        return list(range(rank))
+    if any(not -rank <= a < rank for a in axes):
+        raise lw.fail(f"axes {axes} are out of range for a rank-{rank} input")
+    return sorted({a % rank for a in axes})
+
+
+@register("ReduceMean")
+def reduce_mean(lw: Lowering, node: onnx.NodeProto) -> None:
+    """Mean over any axes. Each run of adjacent reduced axes becomes one pass over an
+    (outer, reduced, inner) view, the last run first; over the trailing axes that is
+    GlobalAveragePool's kernel, and ``DQ -> ReduceMean -> Q`` over the trailing axes is the
+    integer average pool. ``keepdims`` only changes the shape, never the memory."""
+    x_shape = lw.shape_of(node.input[0])
+    y_shape = lw.out_shape(node.output[0])
+    value = lw.value(node.input[0])
+    axes = _reduce_axes(lw, node, len(x_shape))
+    if axes is None or all(x_shape[a] == 1 for a in axes):
+        if isinstance(value, Act | QAct):
+            lw.set(node.output[0], replace(value, tensor=lw.view(value.tensor, y_shape)))
+        else:
+            lw.set(node.output[0], Act(lw.view(lw.as_float(node.input[0]), y_shape)))
+        return
+    if prod(x_shape) == 0:
+        raise lw.fail("empty tensors are not supported")
+    runs: list[list[int]] = []
+    for a in axes:
+        if x_shape[a] == 1:
+            continue
+        if runs and runs[-1][-1] == a - 1:
+            runs[-1].append(a)
+        else:
+            runs.append([a])
+    if isinstance(value, QAct) and len(runs) == 1 and runs[0][-1] == len(x_shape) - 1:
+        tail = lw.match_tail(node)
+        if tail is not None:
+            hw = prod(x_shape[runs[0][0]:])
+            geometry = [1, hw, 1, 1, 1, hw, 1, 1, 0, 0, 0, 0, 1, 1]
+            _qavgpool(lw, node, value, prod(x_shape[:runs[0][0]]), geometry, 0, y_shape, tail)
+            return
+    x = lw.as_float(node.input[0])
+    shape = list(x_shape)
+    for run in reversed(runs):
+        outer, reduced = prod(shape[:run[0]]), prod(shape[run[0]:run[-1] + 1])
+        inner = prod(shape[run[-1] + 1:])
+        for a in run:
+            shape[a] = 1
+        out = lw.new(shape, FLOAT)
+        if inner == 1:
+            lw.emit("tm_gap_f32", [x, out, outer, reduced], [out])
+        else:
+            lw.emit("tm_reduce_mean_f32", [x, out, outer, reduced, inner], [out])
+        x = out
+    lw.set(node.output[0], Act(lw.view(x, y_shape)))
+
+
 @register("BatchNormalization")
 def batchnorm(lw: Lowering, node: onnx.NodeProto) -> None:
     attrs = attributes(node)
@@ -513,5 +583,6 @@ def batchnorm(lw: Lowering, node: onnx.NodeProto) -> None:
     lw.set(node.output[0], Act(out))
 
 
-__all__ += ["avgpool", "batchnorm", "conv", "gemm", "global_avgpool", "matmul", "maxpool"]
+__all__ += ["avgpool", "batchnorm", "conv", "gemm", "global_avgpool", "matmul", "maxpool",
+            "reduce_mean"]
 _ = (Const,)
