@@ -28,7 +28,7 @@ from tinymlaas.config import Settings, get_settings
 from tinymlaas.domain import RunStatus
 from tinymlaas.notify import Notifier
 from tinymlaas.service import Services
-from tinymlaas.service.accounts import AccountService
+from tinymlaas.service.users import AccountService
 from tinymlaas.web import install_web
 
 __all__ = ["API_PREFIX", "create_app", "open_studio", "recover_runs"]

@@ -12,7 +12,8 @@ from tinymlaas.api.runtime import EventBus, RunQueue
 from tinymlaas.config import Settings
 from tinymlaas.errors import AuthenticationError
 from tinymlaas.service import Services
-from tinymlaas.service.accounts import AccountService, Workspace
+from tinymlaas.service.users import AccountService
+from tinymlaas.service.workspace import Workspace
 from tinymlaas.store.accounts import User
 
 __all__ = [

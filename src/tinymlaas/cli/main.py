@@ -522,7 +522,7 @@ def serve(
 
 def _accounts():
     from tinymlaas.service import Services
-    from tinymlaas.service.accounts import AccountService
+    from tinymlaas.service.users import AccountService
 
     return AccountService(Services())
 

@@ -23,7 +23,7 @@ from fastapi import Depends, Request, Response
 
 from tinymlaas.api.deps import Studio, get_studio
 from tinymlaas.errors import AuthenticationError, TinymlaasError
-from tinymlaas.service.accounts import Workspace
+from tinymlaas.service.workspace import Workspace
 from tinymlaas.store.accounts import User
 
 __all__ = [

@@ -12,7 +12,7 @@ from tinymlaas.api.schemas import (
     UserCreate,
     UserPublic,
 )
-from tinymlaas.service.accounts import REGISTERED
+from tinymlaas.service.users import REGISTERED
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

@@ -5,7 +5,7 @@ from fastapi import APIRouter, status
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import WorkspaceDep
 from tinymlaas.api.schemas import ExternalTransformerCreate, TransformerPublic
-from tinymlaas.service.accounts import TransformerInfo
+from tinymlaas.service.workspace import TransformerInfo
 
 router = APIRouter(prefix="/transformers", tags=["transformers"], responses=AUTH_ERRORS)
 

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from tinymlaas.api.deps import StudioDep
 from tinymlaas.errors import TinymlaasError
-from tinymlaas.service.accounts import REGISTERED, hash_token
+from tinymlaas.service.users import REGISTERED, hash_token
 from tinymlaas.web.render import render
 from tinymlaas.web.routing import WebRoute, safe_next
 from tinymlaas.web.session import (
