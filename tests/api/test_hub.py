@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +27,7 @@ class FakeHub:
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = files
         self.requests: list[tuple[str, str]] = []
+        self.plain_404 = False
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,8 +40,9 @@ class FakeHub:
                 data = hub.files.get(key)
                 if data is None:
                     self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound")
-                    self.send_header("X-Error-Message", "Entry not found")
+                    if not hub.plain_404:
+                        self.send_header("X-Error-Code", "EntryNotFound")
+                        self.send_header("X-Error-Message", "Entry not found")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -132,6 +135,67 @@ def test_import_offline_from_the_cache(http: TestClient, alice: Client, tiny_onn
     not_cached = http.post(f"{API}/models/hub",
                            headers={"Authorization": f"Bearer {alice.token}"},
                            json={"repo_id": "org/elsewhere", "filename": "model.onnx"})
-    assert not_cached.status_code == 404
-    assert "offline" in not_cached.json()["message"]
+    # Offline and not cached: the file may exist, so "try again", not "not found".
+    assert not_cached.status_code == 503
+    assert_error_shape(not_cached.json(), "service_unavailable")
+    message = not_cached.json()["message"]
+    assert "offline mode (HF_HUB_OFFLINE=1)" in message
+    assert "org/elsewhere/model.onnx is not in the local cache" in message
     assert [m.name for m in alice.list_models()] == ["model"]
+
+
+class _NoWait:
+    """``time`` for huggingface_hub's retry loop, without the waiting."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def test_an_unreachable_hub_is_503_with_a_retry_hint(
+        http: TestClient, alice: Client, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    no_wait = _NoWait()
+    monkeypatch.setattr("huggingface_hub.utils._http.time", no_wait)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    auth = {"Authorization": f"Bearer {alice.token}"}
+    for route, repo in (("models/hub", "org/tiny"), ("datasets/hub", "org/points")):
+        response = http.post(f"{API}/{route}", headers=auth,
+                             json={"repo_id": repo, "filename": "model.onnx"})
+        assert response.status_code == 503, response.text
+        body = response.json()
+        assert_error_shape(body, "service_unavailable")
+        assert body["message"].startswith(
+            "the Hugging Face Hub cannot be reached (http://127.0.0.1:9: ")
+        assert "ConnectError" in body["message"] or "refused" in body["message"]
+        assert body["message"].endswith("try again later, or set HF_HUB_OFFLINE=1 with the "
+                                        "file in the local cache")
+        assert body["details"]["kind"] == "hub_unreachable"
+        assert body["details"]["endpoint"] == "http://127.0.0.1:9"
+        assert body["details"]["retry_after_s"] > 0
+    assert no_wait.sleeps  # the hub client retried before giving up
+    assert alice.list_models() == [] and alice.list_datasets() == []
+
+
+def test_a_hub_answering_404_stays_404(http: TestClient, alice: Client,
+                                       fake_hub: FakeHub) -> None:
+    auth = {"Authorization": f"Bearer {alice.token}"}
+    for repo, filename in (("org/tiny", "absent.onnx"), ("org/no-such-repo", "model.onnx")):
+        response = http.post(f"{API}/models/hub", headers=auth,
+                             json={"repo_id": repo, "filename": filename})
+        assert response.status_code == 404, response.text
+        assert_error_shape(response.json(), "not_found")
+        assert response.json()["message"] == f"{repo}/{filename} was not found on the Hub"
+    fake_hub.plain_404 = True  # a mirror that answers a bare 404, no X-Error-Code
+    response = http.post(f"{API}/models/hub", headers=auth,
+                         json={"repo_id": "org/other", "filename": "model.onnx"})
+    assert response.status_code == 404, response.text
+    assert_error_shape(response.json(), "not_found")

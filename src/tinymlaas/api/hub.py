@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tinymlaas.errors import (
     InvalidInputError,
@@ -33,6 +33,43 @@ def _check(repo_id: str, filename: str) -> None:
         raise InvalidInputError(f"{filename!r} is not a file path inside the repo")
 
 
+def _fetch(**kwargs: Any) -> str:
+    from huggingface_hub import hf_hub_download
+
+    return str(hf_hub_download(**kwargs))
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status the Hub answered with, from ``exc`` or an exception it chains."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        status = getattr(getattr(current, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _cause(exc: BaseException) -> str:
+    """The root cause of a failed fetch in a few words (the innermost exception)."""
+    seen: set[int] = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _unreachable(where: str, endpoint: str | None, cause: str) -> ServiceUnavailableError:
+    hub = endpoint or "https://huggingface.co"
+    return ServiceUnavailableError(
+        f"the Hugging Face Hub cannot be reached ({hub}: {cause}) to fetch {where}; try again "
+        "later, or set HF_HUB_OFFLINE=1 with the file in the local cache",
+        {"kind": "hub_unreachable", "endpoint": hub, "retry_after_s": 60})
+
+
 def hub_download(repo_id: str, filename: str, *, revision: str | None = None,
                  repo_type: Literal["model", "dataset"] = "model",
                  max_bytes: int | None = None) -> Path:
@@ -40,40 +77,58 @@ def hub_download(repo_id: str, filename: str, *, revision: str | None = None,
 
     Raises:
         InvalidInputError: a malformed repo id or file name.
-        NotFoundError: no such repo, revision or file (or, offline, not cached).
+        NotFoundError: the Hub answered that there is no such repo, revision or file.
         PayloadTooLargeError: the file is larger than ``max_bytes``.
-        ServiceUnavailableError: the Hub (or mirror) cannot be reached.
+        ServiceUnavailableError: the Hub (or mirror) cannot be reached: connection errors,
+            timeouts, server errors, or offline mode with the file not in the cache.
     """
     _check(repo_id, filename)
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
         HFValidationError,
+        LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+    endpoint = os.environ.get("HF_ENDPOINT") or None
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
     try:
-        path = Path(hf_hub_download(
-            repo_id=repo_id, filename=filename, revision=revision, repo_type=repo_type,
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-            cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline))
+        path = Path(_fetch(repo_id=repo_id, filename=filename, revision=revision,
+                           repo_type=repo_type, endpoint=endpoint,
+                           cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                           local_files_only=offline))
+    except LocalEntryNotFoundError as exc:
+        # Not in the cache and the Hub was not asked (offline) or did not answer: the file
+        # may well exist, so this is "try again", not "not found" -- unless the Hub (or a
+        # mirror that sends no Hub error code) did answer 404.
+        if _status(exc) == 404:
+            raise NotFoundError(f"{where} was not found on the Hub",
+                                {"kind": "hub_file", "error": "NotFound"}) from None
+        if offline:
+            raise _unreachable(where, endpoint, f"offline mode (HF_HUB_OFFLINE=1) and {where} "
+                               "is not in the local cache") from None
+        raise _unreachable(where, endpoint, _cause(exc)) from None
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        hint = " in the local cache (offline mode)" if offline else " on the Hub"
-        raise NotFoundError(f"{where} was not found{hint}",
+        # The Hub answered: no such repo, revision or file.
+        raise NotFoundError(f"{where} was not found on the Hub",
                             {"kind": "hub_file", "error": type(exc).__name__}) from None
     except HFValidationError as exc:
         raise InvalidInputError(f"{where}: {str(exc).splitlines()[0][:300]}") from None
-    except (OfflineModeIsEnabled, HfHubHTTPError, OSError) as exc:
-        raise ServiceUnavailableError(f"cannot fetch {where} from the Hugging Face Hub: "
-                                      f"{str(exc).splitlines()[0][:300]}") from None
-    except Exception as exc:  # httpx transport errors and the like
-        raise ServiceUnavailableError(f"cannot fetch {where} from the Hugging Face Hub: "
-                                      f"{type(exc).__name__}") from None
+    except HfHubHTTPError as exc:
+        status = _status(exc)
+        if status == 404:
+            raise NotFoundError(f"{where} was not found on the Hub",
+                                {"kind": "hub_file", "error": type(exc).__name__}) from None
+        raise _unreachable(where, endpoint, f"HTTP {status}" if status else _cause(exc)) \
+            from None
+    except OfflineModeIsEnabled:
+        raise _unreachable(where, endpoint, "offline mode (HF_HUB_OFFLINE=1)") from None
+    except Exception as exc:  # connection errors, timeouts, OSError and the like
+        raise _unreachable(where, endpoint, _cause(exc)) from None
     if max_bytes is not None and path.stat().st_size > max_bytes:
         raise PayloadTooLargeError(f"{where} is larger than the limit of {max_bytes} bytes",
                                    {"limit_bytes": max_bytes})
