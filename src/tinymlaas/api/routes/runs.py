@@ -3,43 +3,35 @@ live through server-sent events."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import shutil
-import tempfile
-import zipfile
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 from fastapi import Path as PathParam
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
-from starlette.background import BackgroundTask
 
-from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, artifact_response
+from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD
 from tinymlaas.api.deps import StudioDep, WorkspaceDep
-from tinymlaas.api.runtime import DONE, TERMINAL, Subscription
+from tinymlaas.api.responses import (
+    run_artifact_response,
+    run_events_response,
+    run_export_response,
+)
 from tinymlaas.api.schemas import (
     ArtifactPublic,
     CompareRequest,
     ComparisonPublic,
     RunCreate,
-    RunEventPublic,
     RunMetrics,
     RunPublic,
     StepLogPublic,
 )
-from tinymlaas.domain import Run, RunStatus
+from tinymlaas.domain import RunStatus
 from tinymlaas.domain.entities import MAX_STEPS
 from tinymlaas.errors import NotFoundError
 from tinymlaas.service.pipelines import parse_pipeline
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
 
-#: Seconds between keep-alive comments (and database checks) on a quiet event stream.
-KEEPALIVE_S = 5.0
 
 @router.get("", response_model=list[RunPublic])
 def list_runs(ws: WorkspaceDep, project: Annotated[str | None, Query()] = None,
@@ -137,44 +129,20 @@ def run_artifacts(ref: str, ws: WorkspaceDep) -> object:
 @router.get("/{ref}/artifacts/{sha}", response_class=FileResponse, responses=DOWNLOAD)
 def download_artifact(ref: str, sha: str, ws: WorkspaceDep) -> FileResponse:
     """One of the run's artifacts (by sha256 or a prefix of at least 8 characters)."""
-    run = ws.get_run(ref)
-    artifact, path = ws.run_artifact(run.id, sha)
-    return artifact_response(artifact, path, f"{run.name}-{artifact.filename}")
+    return run_artifact_response(ws, ref, sha)
 
 
 @router.get("/{ref}/output", response_class=FileResponse, responses=DOWNLOAD)
 def download_output(ref: str, ws: WorkspaceDep) -> FileResponse:
     """The run's output (the optimized model or package)."""
-    run = ws.get_run(ref)
-    artifact, path = ws.run_artifact(run.id)
-    return artifact_response(artifact, path, f"{run.name}-{artifact.filename}")
+    return run_artifact_response(ws, ref)
 
 
 @router.get("/{ref}/export", response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}}})
 def export_run(ref: str, ws: WorkspaceDep) -> FileResponse:
     """A zip of the output, metrics.json, pipeline.yaml and lineage.json."""
-    run = ws.get_run(ref)
-    tmp = Path(tempfile.mkdtemp(prefix="tinymlaas-export-"))
-    try:
-        files = ws.export_run(run.id, tmp / "export")
-        archive = tmp / f"{run.name}-{run.id}.zip"
-        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in files:
-                zf.write(path, path.name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return FileResponse(archive, media_type="application/zip", filename=archive.name,
-                        background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
-
-
-def _sse(event: str, data: str) -> str:
-    return f"event: {event}\ndata: {data}\n\n"
-
-
-def _run_json(run: Run) -> str:
-    return RunPublic.model_validate(run.model_dump()).model_dump_json()
+    return run_export_response(ws, ref)
 
 
 @router.get("/{ref}/events", response_class=StreamingResponse,
@@ -188,31 +156,4 @@ async def run_events(ref: str, ws: WorkspaceDep, studio: StudioDep) -> Streaming
     happened), then one ``progress`` event per step or evaluation update, and closes with
     the final ``run`` state and an ``end`` event once the run has finished.
     """
-    run = await run_in_threadpool(ws.get_run, ref)
-    subscription = studio.bus.subscribe(run.id)  # before the snapshot: no update is missed
-
-    async def stream(sub: Subscription) -> AsyncIterator[str]:
-        try:
-            current = await run_in_threadpool(studio.services.get_run, run.id)
-            yield _sse("run", _run_json(current))
-            while current.status not in TERMINAL or studio.runs.is_queued(run.id):
-                try:
-                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    current = await run_in_threadpool(studio.services.get_run, run.id)
-                    yield ": keep-alive\n\n"
-                    continue
-                if event.stage == DONE:
-                    break
-                yield _sse("progress", RunEventPublic(
-                    run_id=event.run_id, stage=event.stage, status=event.status,
-                    progress=event.progress, message=event.message,
-                    data=json.loads(json.dumps(event.data, default=str))).model_dump_json())
-            final = await run_in_threadpool(studio.services.get_run, run.id)
-            yield _sse("run", _run_json(final))
-            yield _sse("end", json.dumps({"run_id": run.id, "status": final.status.value}))
-        finally:
-            studio.bus.unsubscribe(sub)
-
-    return StreamingResponse(stream(subscription), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return await run_events_response(ws, ref, studio)

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from tinymlaas.api.deps import StudioDep
+from tinymlaas.api.responses import model_file_response
 from tinymlaas.api.uploads import receive_upload, safe_stem
 from tinymlaas.domain import Device, Task
 from tinymlaas.errors import TinymlaasError
@@ -77,9 +78,7 @@ async def upload_model(request: Request, viewer: WebSession, studio: StudioDep) 
 
 @router.get("/models/{ref}/file")
 def download_model(ref: str, viewer: WebSession) -> Response:
-    from tinymlaas.api.routes.models import download_model as api_download
-
-    return api_download(ref, viewer.workspace)
+    return model_file_response(viewer.workspace, ref)
 
 
 # datasets -----------------------------------------------------------------------------------

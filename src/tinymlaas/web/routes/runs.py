@@ -9,7 +9,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from tinymlaas.api.deps import StudioDep
-from tinymlaas.api.routes import runs as api_runs
+from tinymlaas.api.responses import (
+    run_artifact_response,
+    run_events_response,
+    run_export_response,
+)
 from tinymlaas.errors import InvalidInputError, NotFoundError, TinymlaasError
 from tinymlaas.service.pipelines import parse_pipeline
 from tinymlaas.web.forms import StepErrors, param_fields, parse_steps, step_errors
@@ -115,22 +119,22 @@ def run_body(request: Request, ref: str, viewer: WebSession) -> Response:
 @router.get("/runs/{ref}/events")
 async def run_events(ref: str, viewer: WebSession, studio: StudioDep) -> StreamingResponse:
     """The API's live event stream, authenticated by the session cookie."""
-    return await api_runs.run_events(ref, viewer.workspace, studio)
+    return await run_events_response(viewer.workspace, ref, studio)
 
 
 @router.get("/runs/{ref}/output")
 def download_output(ref: str, viewer: WebSession) -> FileResponse:
-    return api_runs.download_output(ref, viewer.workspace)
+    return run_artifact_response(viewer.workspace, ref)
 
 
 @router.get("/runs/{ref}/artifacts/{sha}")
 def download_artifact(ref: str, sha: str, viewer: WebSession) -> FileResponse:
-    return api_runs.download_artifact(ref, sha, viewer.workspace)
+    return run_artifact_response(viewer.workspace, ref, sha)
 
 
 @router.get("/runs/{ref}/export")
 def export_run(ref: str, viewer: WebSession) -> FileResponse:
-    return api_runs.export_run(ref, viewer.workspace)
+    return run_export_response(viewer.workspace, ref)
 
 
 @router.post("/runs/{ref}/cancel")
