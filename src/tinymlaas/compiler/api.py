@@ -39,9 +39,16 @@ class CompileResult(BaseModel):
     quantized: bool = Field(description="whether any integer (fixed-point) kernel is used")
 
     def write_meta(self) -> Path:
-        """Store this result next to the sources (``model.json``)."""
+        """Store this result next to the sources (``model.json``).
+
+        The paths in it are relative to the directory (``.``, ``model.h``, ``model.c``): the
+        sources move (artifact store, export, device), and :meth:`read_meta` re-anchors them.
+        """
         path = self.directory / META_FILE
-        path.write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        portable = self.model_copy(update={"directory": Path("."),
+                                           "header": Path(self.header.name),
+                                           "source": Path(self.source.name)})
+        path.write_text(portable.model_dump_json(indent=2), encoding="utf-8")
         return path
 
     @classmethod

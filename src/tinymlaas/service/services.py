@@ -328,16 +328,35 @@ class Services:
                                     "has an output to export")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        import re
+
+        # An export leaves this machine: a path on it (a step's file parameter such as
+        # distill's student, a path in a message) is reduced to its file name.
+        absolute = re.compile(r"(?<![\w.:/~-])/(?:[^\s'\"/:,;()\[\]{}<>|]+/)+"
+                              r"([^\s'\"/:,;()\[\]{}<>|]*)")
+
+        def relative(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: relative(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [relative(v) for v in value]
+            if isinstance(value, Path) or (isinstance(value, str) and value.startswith("/")
+                                           and "\n" not in value and Path(value).name):
+                return Path(value).name
+            if isinstance(value, str):
+                return absolute.sub(lambda m: m.group(1) or ".", value)
+            return value
+
         output = self.named_artifacts(run, [run.output_sha])[0]
         written = [self.artifacts.export(output.sha256, out_dir / output.filename)]
         metrics = {"run": run.id, "name": run.name, "baseline": run.baseline,
                    "result": run.result,
                    "steps": [s.model_dump(mode="json", exclude={"log"}) for s in run.steps]}
         for name, content in (
-            ("metrics.json", json.dumps(metrics, indent=2, default=str)),
-            ("pipeline.yaml", yaml.safe_dump(run.pipeline.model_dump(mode="json"),
+            ("metrics.json", json.dumps(relative(metrics), indent=2, default=str)),
+            ("pipeline.yaml", yaml.safe_dump(relative(run.pipeline.model_dump(mode="json")),
                                              sort_keys=False)),
-            ("lineage.json", json.dumps(self.lineage(run), indent=2, default=str)),
+            ("lineage.json", json.dumps(relative(self.lineage(run)), indent=2, default=str)),
         ):
             target = out_dir / name
             target.write_text(content)
