@@ -12,7 +12,7 @@ from tinymlaas.templates import template_names, template_path
 
 
 def test_demo_runs_five_pipelines_and_prints_the_comparison(settings, capsys) -> None:
-    from tinymlaas.demo import DEMO_PIPELINES, run_demo
+    from tinymlaas.cli.demo import DEMO_PIPELINES, run_demo
     from tinymlaas.service import Services
 
     run_ids = run_demo(epochs=15)

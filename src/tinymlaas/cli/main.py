@@ -321,7 +321,8 @@ def transformers_show(name: str, as_json: JsonOpt = False) -> None:
 
 # runs --------------------------------------------------------------------------------------
 
-def _labels(run: Run) -> dict[int | str, str]:
+def run_labels(run: Run) -> dict[int | str, str]:
+    """The progress bar labels of a run's steps and evaluations."""
     labels: dict[int | str, str] = {s.index: f"{s.index + 1}. {s.transformer}" for s in run.steps}
     if run.pipeline.evaluate:
         labels["evaluate-baseline"] = "evaluate input model"
@@ -329,7 +330,8 @@ def _labels(run: Run) -> dict[int | str, str]:
     return labels
 
 
-def _show_run_summary(run: Run) -> None:
+def show_run_summary(run: Run) -> None:
+    """Print a run's status, its metrics against the input model and the device fit."""
     colour = "green" if run.status == "succeeded" else "red"
     console.print(f"run [bold]{run.name}[/] ({run.id}): [{colour}]{run.status}[/]"
                   + (f": {run.error}" if run.error else ""))
@@ -389,12 +391,12 @@ def _execute(svc, run: Run, as_json: bool) -> None:
     """Execute a created run with live progress, show the outcome, exit 6 if it failed."""
     if not as_json:
         console.print(f"run [bold]{run.name}[/] ({run.id}): {len(run.steps)} step(s)")
-    with RunProgress(_labels(run)) as progress:
+    with RunProgress(run_labels(run)) as progress:
         run = svc.execute_run(run.id, None if as_json else progress)
     if as_json:
         print_json(run)
     else:
-        _show_run_summary(run)
+        show_run_summary(run)
     if run.status != "succeeded":
         raise typer.Exit(6)
 
@@ -437,7 +439,7 @@ def runs_show(ref: str, log: Annotated[bool, typer.Option(help="Print step logs.
         for s in run.steps:
             console.rule(f"step {s.index + 1}: {s.transformer}")
             console.print(s.log or "(no log)", markup=False, highlight=False)
-    _show_run_summary(run)
+    show_run_summary(run)
 
 
 @runs_app.command("rerun")
@@ -571,7 +573,7 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Training epochs of the demo CNN.")] = 15,
 ) -> None:
     """Train a CNN on digits, run five pipelines and print the comparison."""
-    from tinymlaas.demo import run_demo
+    from tinymlaas.cli.demo import run_demo
 
     run_demo(epochs=epochs)
 
