@@ -30,6 +30,7 @@ demo: $(STAMP)
 	$(VENV)/bin/tinymlaas demo
 
 test: $(STAMP) system-deps
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
