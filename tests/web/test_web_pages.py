@@ -128,7 +128,7 @@ def test_register_and_device_errors_inline(new_page: Any, grace: dict[str, Any],
     assert page.get_by_label("Name").input_value() == "bad name!"
     shot(page, "15-device-errors")
     for label, value in (("Name", "my-board"), ("Architecture", "cortex-m4"),
-                         ("Clock (MHz)", "80"), ("RAM (KB)", "96"), ("Flash (KB)", "512")):
+                         ("Clock (MHz)", "80"), ("RAM (KiB)", "96"), ("Flash (KiB)", "512")):
         page.get_by_label(label, exact=True).fill(value)
     page.get_by_role("button", name="Register device").click()
     assert page.locator("#device-my-board.added").is_visible()

@@ -12,7 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tinymlaas.domain.units import human_bytes, human_kib, human_mib
 from tinymlaas.engine import RunEvent
+
+__all__ = ["RunProgress", "console", "err_console", "fmt", "human_bytes", "human_kib",
+           "human_mib", "print_json", "status", "table"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -29,16 +33,6 @@ def print_json(data: Any) -> None:
     elif isinstance(data, list):
         data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
     console.print_json(json.dumps(data, default=str))
-
-
-def human_bytes(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(value) < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(value)
 
 
 def fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:

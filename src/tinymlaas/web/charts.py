@@ -11,9 +11,9 @@ __all__ = ["BAR_METRICS", "bar_figures", "pareto_front", "scatter_figures"]
 
 #: (key, axis title, scale) of the trade-off plots; x is minimised, accuracy maximised.
 SCATTERS = [
-    ("file_bytes", "size", "Model size (KB)", 1 / 1024),
+    ("file_bytes", "size", "Model size (KiB)", 1 / 1024),
     ("latency_ms", "latency", "Latency p50 (ms)", 1.0),
-    ("peak_memory_mb", "RAM", "Peak RAM (MB)", 1.0),
+    ("peak_memory_mb", "RAM", "Peak RAM (MiB)", 1.0),
 ]
 #: (key, label) of the metrics offered by the bar chart.
 BAR_METRICS = [
@@ -21,7 +21,7 @@ BAR_METRICS = [
     ("accuracy_change", "Accuracy change (points)"),
     ("size_ratio", "Size reduction (×)"),
     ("latency_ratio", "Speed-up (×)"),
-    ("peak_memory_mb", "Peak RAM (MB)"),
+    ("peak_memory_mb", "Peak RAM (MiB)"),
     ("file_bytes", "Size (bytes)"),
 ]
 _LAYOUT: dict[str, Any] = {"margin": {"l": 56, "r": 16, "t": 40, "b": 48}, "height": 340,

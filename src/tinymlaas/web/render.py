@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tinymlaas import __version__
+from tinymlaas.domain.units import human_bytes, human_kib, human_mib
 from tinymlaas.web.session import Viewer, csrf_token, remember_csrf
 
 __all__ = ["environment", "render"]
@@ -20,14 +21,17 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
 def fmt_bytes(value: float | None) -> str:
-    if value is None:
-        return "–"
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(size) < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"  # pragma: no cover
+    return human_bytes(value, "–")
+
+
+def fmt_kib(value: float | None) -> str:
+    """The device catalog's ``ram_kb``/``flash_kb`` (KiB)."""
+    return human_kib(value, "–")
+
+
+def fmt_mib(value: float | None) -> str:
+    """A run's ``peak_memory_mb`` (MiB)."""
+    return human_mib(value, "–")
 
 
 def fmt_num(value: float | None, digits: int = 2, suffix: str = "") -> str:
@@ -57,8 +61,8 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATE_DIR),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
-    env.filters.update(bytes=fmt_bytes, num=fmt_num, ratio=fmt_ratio, delta=fmt_delta,
-                       time=fmt_time)
+    env.filters.update(bytes=fmt_bytes, kib=fmt_kib, mib=fmt_mib, num=fmt_num,
+                       ratio=fmt_ratio, delta=fmt_delta, time=fmt_time)
     env.globals.update(ratio_of=ratio, version=__version__)
     return env
 
