@@ -97,6 +97,44 @@ def test_inline_pipeline_events_metrics_and_downloads(http: TestClient, alice: C
     assert [r.id for r in alice.list_runs(status="succeeded")] == [baseline.id, run.id]
 
 
+def test_compare_warns_when_runs_start_from_different_models(
+        http: TestClient, alice: Client, alice_model, alice_data, tiny_onnx: Path,
+        tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(tiny_onnx))
+    bias = model.graph.initializer[1]
+    values = numpy_helper.to_array(bias).copy()
+    values[0] += 1.0
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(tmp_path / "other.onnx"))
+    other = alice.upload_model(tmp_path / "other.onnx", name="other")
+    assert other.artifact_sha != alice_model.artifact_sha
+    runs = [alice.create_run(model_id, alice_data.id, pipeline=FAST, name=name).id
+            for model_id, name in ((alice_model.id, "a"), (alice_model.id, "b"),
+                                   (other.id, "c"))]
+
+    same = alice.compare(runs[:2])
+    assert [r.warnings for r in same] == [[], []]
+    assert [r.source_model for r in same] == [alice_model.id] * 2
+    assert [r.source_model_sha for r in same] == [alice_model.artifact_sha] * 2
+
+    mixed = alice.compare([runs[0], runs[2]])
+    assert [r.source_model for r in mixed] == [alice_model.id, other.id]
+    assert mixed[0].warnings == mixed[1].warnings and len(mixed[0].warnings) == 1
+    assert "different models" in mixed[0].warnings[0]
+    assert f"other ({other.id})" in mixed[0].warnings[0]
+    # the response is still a list of rows; each row carries the new fields
+    raw = http.post(f"{API}/runs/compare", json={"runs": [runs[0], runs[2]]},
+                    headers={"Authorization": f"Bearer {alice.token}"})
+    assert raw.status_code == 200 and isinstance(raw.json(), list)
+    assert raw.json()[1]["source_model"] == other.id
+    assert raw.json()[0]["warnings"] == mixed[0].warnings
+    for run in runs:
+        alice.follow(run)
+
+
 def test_invalid_pipelines_are_4xx(http: TestClient, alice: Client, alice_model,
                                    alice_data) -> None:
     auth = {"Authorization": f"Bearer {alice.token}"}

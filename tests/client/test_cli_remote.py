@@ -42,7 +42,9 @@ def test_cli_against_a_server(remote, live: LiveServer, sdk: Client, tiny_onnx: 
     code, out, _ = remote("runs", "show", run["id"], "--log")
     assert code == 0 and "fuse" in out
     code, out, _ = remote("compare", run["id"], "--json")
-    assert json.loads(out)[0]["run_id"] == run["id"]
+    row = json.loads(out)[0]
+    assert row["run_id"] == run["id"]
+    assert row["source_model"] == model["id"] and row["warnings"] == []
     code, out, _ = remote("export", run["id"], "--out", tmp_path / "exported")
     assert code == 0
     assert {p.name for p in (tmp_path / "exported").iterdir()} == {

@@ -16,6 +16,8 @@ from tinymlaas.cli.render import (
     err_console,
     fmt,
     human_bytes,
+    human_kib,
+    human_mib,
     print_json,
     status,
     table,
@@ -229,7 +231,7 @@ def devices_list(as_json: JsonOpt = False) -> None:
     console.print(table("Devices", ["name", "title", "arch", "MHz", "RAM", "flash", "features",
                                     "custom"],
                         [[d.name, d.title, d.arch, f"{d.clock_mhz:g}",
-                          human_bytes(d.ram_kb * 1024), human_bytes(d.flash_kb * 1024),
+                          human_kib(d.ram_kb), human_kib(d.flash_kb),
                           ",".join(d.features), "yes" if d.custom else ""] for d in items]))
 
 
@@ -240,7 +242,12 @@ def devices_show(name: str, as_json: JsonOpt = False) -> None:
     if as_json:
         return print_json(device)
     console.print(table(f"Device {device.name}", ["field", "value"],
-                        [[k, v] for k, v in device.model_dump().items()]))
+                        [[k, _device_value(k, v)] for k, v in device.model_dump().items()]))
+
+
+def _device_value(field: str, value: object) -> object:
+    """RAM and flash (``ram_kb``, ``flash_kb``: KiB) in binary units."""
+    return human_kib(value) if field.endswith("_kb") and isinstance(value, int | float) else value
 
 
 @devices_app.command("add")
@@ -338,7 +345,7 @@ def show_run_summary(run: Run) -> None:
     if run.result:
         base, res = run.baseline, run.result
         console.print(table("Result vs input model", ["metric", "input", "output"], [
-            [k, _metric(base.get(k)), _metric(res.get(k))]
+            [k, _metric(k, base.get(k)), _metric(k, res.get(k))]
             for k in _METRICS if k in res or k in base]))
         fit = res.get("fit")
         if fit:
@@ -358,7 +365,12 @@ _METRICS = ["accuracy", "mse", "auc", "top1_agreement", "max_abs_diff", "file_by
             "latency_ms_p95", "peak_memory_mb"]
 
 
-def _metric(value: object) -> str:
+def _metric(key: str, value: object) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if key.endswith("_bytes"):
+            return human_bytes(value)
+        if key == "peak_memory_mb":
+            return human_mib(value)
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, int):
@@ -477,16 +489,18 @@ def compare(
     if as_json:
         return print_json(rows)
     ref = rows[0].reference if rows else "input model"
+    for warning in dict.fromkeys(w for r in rows for w in r.warnings):
+        console.print(f"[yellow]warning: {warning}[/]", highlight=False)
     console.print(table(
         f"Comparison (ratios: reference / run, so 4.0x = 4 times smaller or faster; "
         f"reference: {ref})",
         ["run", "steps", "status", "accuracy", "Δ acc", "agree", "size", "size ×",
-         "p50 ms", "speed ×", "mem MB", "MACs"],
+         "p50 ms", "speed ×", "memory", "MACs"],
         [[r.name, " → ".join(r.steps) or "(none)", status(r.status),
           fmt(r.accuracy, ".2f", "%"), fmt(r.accuracy_change, "+.2f"),
           fmt(r.top1_agreement, ".1f", "%"), human_bytes(r.file_bytes),
           fmt(r.size_ratio, ".2f", "x"), fmt(r.latency_ms, ".3f"),
-          fmt(r.latency_ratio, ".2f", "x"), fmt(r.peak_memory_mb, ".1f"),
+          fmt(r.latency_ratio, ".2f", "x"), human_mib(r.peak_memory_mb),
           fmt(r.macs, ",")] for r in rows]))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import onnx
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tinymlaas.artifacts import LocalArtifactStore
 from tinymlaas.config import Settings, get_settings
@@ -61,6 +61,12 @@ class ComparisonRow(BaseModel):
     macs: int | None = None
     parameters: int | None = None
     reference: str
+    #: The model the run started from: its id and content hash.
+    source_model: str | None = None
+    source_model_sha: str | None = None
+    #: The comparison's warnings (the same on every row), e.g. runs that start from
+    #: different models, whose metrics and ratios are not comparable.
+    warnings: list[str] = Field(default_factory=list)
 
 
 class Services:
@@ -301,6 +307,9 @@ class Services:
         """Side-by-side metrics; ratios against ``reference``'s output, else each run's input."""
         runs = [self.meta.get_run(r) for r in refs]
         ref_run = self.meta.get_run(reference) if reference else None
+        models = {run.model_id: self.meta.get_model(run.model_id)
+                  for run in [*runs, *([ref_run] if ref_run else [])]}
+        warnings = _source_model_warnings(list(models.values()))
         rows = []
         for run in runs:
             base = ref_run.result if ref_run else run.baseline
@@ -317,7 +326,9 @@ class Services:
                 latency_ratio=_ratio(base.get("latency_ms_p50"), res.get("latency_ms_p50")),
                 peak_memory_mb=res.get("peak_memory_mb"), macs=res.get("macs"),
                 parameters=res.get("parameters"),
-                reference=f"run {ref_run.name} ({ref_run.id})" if ref_run else "input model"))
+                reference=f"run {ref_run.name} ({ref_run.id})" if ref_run else "input model",
+                source_model=run.model_id, source_model_sha=models[run.model_id].artifact_sha,
+                warnings=warnings))
         return rows
 
     def export_run(self, ref: str, out_dir: Path) -> list[Path]:
@@ -418,6 +429,16 @@ def _model_filename(name: str, kind: ArtifactKind) -> str:
 def _has_external(path: Path) -> bool:
     model = onnx.load(str(path), load_external_data=False)
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def _source_model_warnings(models: list[Model]) -> list[str]:
+    """A warning when the compared runs (and the reference) start from models of different
+    content; the same model registered twice under two ids is the same model."""
+    if len({m.artifact_sha for m in models}) <= 1:
+        return []
+    names = ", ".join(f"{m.name} ({m.id})" for m in models)
+    return [f"these runs start from different models: {names}; their metrics and ratios "
+            "are not comparable"]
 
 
 def _diff(value: float | None, base: float | None) -> float | None:

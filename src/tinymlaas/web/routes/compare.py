@@ -32,6 +32,7 @@ def compare_page(request: Request, project_id: str, viewer: WebSession,
     rows = ws.compare([r.id for r in runs])
     models = {r.model_id for r in runs}
     baseline = runs[0].baseline if len(models) == 1 else None
-    context.update(rows=rows, scatters=scatter_figures(rows, baseline),
+    warnings = list(dict.fromkeys(w for r in rows for w in r.warnings))
+    context.update(rows=rows, warnings=warnings, scatters=scatter_figures(rows, baseline),
                    bars=bar_figures(rows), baseline=baseline)
     return render(request, "compare.html", context, viewer=viewer)

@@ -1,0 +1,104 @@
+"""Plain HTTP against the web pages (no browser): the compare page warns when runs start
+from different models, and sizes read in binary units (KiB, MiB), never "KB" or "MB"."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import pytest
+from fastapi.testclient import TestClient
+from onnx import numpy_helper
+
+from tinymlaas.api.app import create_app, open_studio
+from tinymlaas.api.testing import write_digits_onnx
+from tinymlaas.client import Client
+from tinymlaas.config import Settings
+
+PASSWORD = "correct horse battery"
+FUSE = {"steps": ["fuse"]}  # evaluated: the rows have sizes
+DECIMAL_UNITS = re.compile(r"\b(KB|MB|kB)\b")
+
+
+@pytest.fixture
+def http(tmp_path: Path) -> Iterator[TestClient]:
+    home = tmp_path / "home"
+    settings = Settings(home=home, database_url=f"sqlite:///{home / 'meta.db'}",
+                        step_timeout_s=120, step_memory_mb=4096)
+    studio = open_studio(settings)
+    try:
+        with TestClient(create_app(studio=studio), raise_server_exceptions=False) as client:
+            yield client
+    finally:
+        studio.runs.shutdown(wait=True)
+        studio.services.close()
+
+
+def sign_in(http: TestClient, email: str) -> Client:
+    """An account (through the API) whose web session is ``http``'s cookie."""
+    api = Client(http=http)
+    api.register(email, PASSWORD, email.split("@")[0])
+    api.login(email, PASSWORD)
+    form = http.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert form.status_code == 200 and token
+    done = http.post("/login", data={"email": email, "password": PASSWORD,
+                                     "csrf_token": token.group(1)}, follow_redirects=False)
+    assert done.status_code == 303, done.text[:300]
+    return api
+
+
+def other_model(path: Path) -> Path:
+    model = onnx.load(str(write_digits_onnx(path)))
+    bias = model.graph.initializer[1]
+    values = numpy_helper.to_array(bias).copy()
+    values[0] += 1.0
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(path))
+    return path
+
+
+def text_of(page: str) -> str:
+    """The page's visible text, roughly: tags and scripts out, entities decoded."""
+    page = re.sub(r"<script.*?</script>", " ", page, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+def test_compare_page_warns_about_different_models(http: TestClient, tmp_path: Path) -> None:
+    api = sign_in(http, "ada@example.com")
+    first = api.upload_model(write_digits_onnx(tmp_path / "a.onnx"), name="first")
+    other = api.upload_model(other_model(tmp_path / "b.onnx"), name="other")
+    dataset = api.add_builtin_dataset("digits").id
+    runs = [api.create_run(model, dataset, pipeline=FUSE, name=name).id
+            for model, name in ((first.id, "fused"), (first.id, "fused-too"),
+                                (other.id, "unrelated"))]
+    for run in runs:
+        assert api.follow(run).status == "succeeded"
+    project = api.me().default_project
+
+    same = http.get(f"/projects/{project}/compare?run={runs[0]}&run={runs[1]}")
+    assert same.status_code == 200 and 'id="compare-table"' in same.text
+    assert "compare-warning" not in same.text and "different models" not in same.text
+    assert "KiB" in text_of(same.text) and not DECIMAL_UNITS.search(same.text)
+
+    mixed = http.get(f"/projects/{project}/compare?run={runs[0]}&run={runs[2]}")
+    assert mixed.status_code == 200
+    notice = re.search(r'<div class="alert warning" role="status" id="compare-warning-1">'
+                       r"(.*?)</div>", mixed.text, flags=re.S)
+    assert notice, mixed.text[:2000]
+    warning = html.unescape(notice.group(1))
+    assert "different models" in warning and "not comparable" in warning
+    assert f"first ({first.id})" in warning and f"other ({other.id})" in warning
+    assert mixed.text.index("compare-warning-1") < mixed.text.index('id="compare-table"')
+
+
+def test_device_pages_show_binary_units(http: TestClient) -> None:
+    sign_in(http, "grace@example.com")
+    page = http.get("/devices")
+    assert page.status_code == 200
+    text = text_of(page.text)
+    assert "256 KiB" in text and "1 MiB" in text and "RAM (KiB)" in text
+    assert not DECIMAL_UNITS.search(text), DECIMAL_UNITS.findall(text)
