@@ -157,16 +157,24 @@ def registered(services, digits_cnn):
 
 @pytest.fixture
 def cli(settings: Settings, capsys: pytest.CaptureFixture[str]):
-    """Call the CLI in-process: ``code, out, err = cli("models", "list")``."""
+    """Call the CLI in-process: ``code, out, err = cli("models", "list")``. Options that the
+    CLI turns into environment variables (``--server``, ``--home``) last for one call, as
+    they would for one process."""
     from tinymlaas.cli.main import main
+    from tinymlaas.config import get_settings
 
     def invoke(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
+        environ = os.environ.copy()
         try:
             main([str(a) for a in args])
             code = 0
         except SystemExit as exc:
             code = int(exc.code or 0)
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
+            get_settings.cache_clear()
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
