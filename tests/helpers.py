@@ -87,3 +87,17 @@ def png_bytes(value: int, size: int = 8) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def other_digits_onnx(path: Path) -> Path:
+    """The digits classifier of ``write_digits_onnx`` with one bias changed: another model
+    (another content hash) with the same inputs and outputs."""
+    from tinymlaas.api.testing import write_digits_onnx
+
+    model = onnx.load(str(write_digits_onnx(path)))
+    bias = model.graph.initializer[1]
+    values = numpy_helper.to_array(bias).copy()
+    values[0] += 1.0
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(path))
+    return path

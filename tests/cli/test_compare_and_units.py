@@ -7,29 +7,16 @@ import json
 import re
 from pathlib import Path
 
-import onnx
-from onnx import numpy_helper
-
+from helpers import other_digits_onnx
 from tinymlaas.api.testing import write_digits_onnx
 from tinymlaas.domain import Pipeline
 
 DECIMAL_UNITS = re.compile(r"\b(KB|MB|kB)\b")  # ("4 GB" is in product names)
 
 
-def other_model(path: Path) -> Path:
-    """The digits classifier with one bias changed: another model (another content hash)."""
-    model = onnx.load(str(write_digits_onnx(path)))
-    bias = model.graph.initializer[1]
-    values = numpy_helper.to_array(bias).copy()
-    values[0] += 1.0
-    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
-    onnx.save(model, str(path))
-    return path
-
-
 def test_compare_warns_about_different_models(cli, services, tmp_path: Path) -> None:
     services.add_model(write_digits_onnx(tmp_path / "a.onnx"), "first")
-    services.add_model(other_model(tmp_path / "b.onnx"), "other")
+    services.add_model(other_digits_onnx(tmp_path / "b.onnx"), "other")
     services.add_dataset("digits")
     pipeline = Pipeline.model_validate({"steps": ["fuse"], "evaluate": False})
     for model, name in (("first", "fused"), ("first", "fused-too"), ("other", "unrelated")):

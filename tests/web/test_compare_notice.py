@@ -8,11 +8,10 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import onnx
 import pytest
 from fastapi.testclient import TestClient
-from onnx import numpy_helper
 
+from helpers import other_digits_onnx
 from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.api.testing import write_digits_onnx
 from tinymlaas.client import Client
@@ -51,16 +50,6 @@ def sign_in(http: TestClient, email: str) -> Client:
     return api
 
 
-def other_model(path: Path) -> Path:
-    model = onnx.load(str(write_digits_onnx(path)))
-    bias = model.graph.initializer[1]
-    values = numpy_helper.to_array(bias).copy()
-    values[0] += 1.0
-    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
-    onnx.save(model, str(path))
-    return path
-
-
 def text_of(page: str) -> str:
     """The page's visible text, roughly: tags and scripts out, entities decoded."""
     page = re.sub(r"<script.*?</script>", " ", page, flags=re.S)
@@ -70,7 +59,7 @@ def text_of(page: str) -> str:
 def test_compare_page_warns_about_different_models(http: TestClient, tmp_path: Path) -> None:
     api = sign_in(http, "ada@example.com")
     first = api.upload_model(write_digits_onnx(tmp_path / "a.onnx"), name="first")
-    other = api.upload_model(other_model(tmp_path / "b.onnx"), name="other")
+    other = api.upload_model(other_digits_onnx(tmp_path / "b.onnx"), name="other")
     dataset = api.add_builtin_dataset("digits").id
     runs = [api.create_run(model, dataset, pipeline=FUSE, name=name).id
             for model, name in ((first.id, "fused"), (first.id, "fused-too"),
