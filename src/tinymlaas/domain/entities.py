@@ -90,6 +90,9 @@ class ArtifactKind(StrEnum):
     torch_exported = "torch-exported"
     torchscript = "torchscript"
     c_source = "c-source"
+    c_bundle = "c-bundle"
+    python_wheel = "python-wheel"
+    signed_image = "signed-image"
     bundle_zip = "bundle-zip"
     docker_context = "docker-context"
     dataset_npz = "dataset-npz"
@@ -99,7 +102,11 @@ class ArtifactKind(StrEnum):
 
 
 #: Kinds whose blob is a zip of a directory; steps see them unpacked.
-DIRECTORY_KINDS = frozenset({ArtifactKind.c_source, ArtifactKind.docker_context})
+DIRECTORY_KINDS = frozenset({ArtifactKind.c_source, ArtifactKind.c_bundle,
+                             ArtifactKind.docker_context, ArtifactKind.signed_image})
+#: Kinds that installers make: what a device or a host installs.
+INSTALLER_KINDS = frozenset({ArtifactKind.c_bundle, ArtifactKind.python_wheel,
+                             ArtifactKind.docker_context, ArtifactKind.signed_image})
 #: Kinds a model can be: inputs of transformers and evaluation.
 MODEL_KINDS = frozenset({ArtifactKind.onnx, ArtifactKind.torch_exported,
                          ArtifactKind.torchscript})
@@ -108,6 +115,8 @@ EVALUABLE_KINDS = MODEL_KINDS | {ArtifactKind.c_source}
 #: The file name an artifact of each kind goes by when nobody named it.
 FILE_NAMES = {ArtifactKind.onnx: "model.onnx", ArtifactKind.torch_exported: "model.pt2",
               ArtifactKind.torchscript: "model.pt", ArtifactKind.c_source: "c-source.zip",
+              ArtifactKind.c_bundle: "c-bundle.zip",
+              ArtifactKind.signed_image: "signed-image.zip",
               ArtifactKind.docker_context: "docker-context.zip",
               ArtifactKind.bundle_zip: "bundle.zip", ArtifactKind.dataset_npz: "dataset.npz",
               ArtifactKind.report: "report.json", ArtifactKind.outputs_npy: "outputs.npy",

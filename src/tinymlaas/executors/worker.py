@@ -114,6 +114,8 @@ def _transform(job: dict[str, Any], job_dir: Path, log: logging.Logger) -> dict[
         out_dir=out_dir, work_dir=work_dir,
         input_specs=[TensorSpec(**s) for s in job.get("input_specs", [])],
         dataset=_dataset(job.get("dataset")), log=log,
+        device=Device(**job["device"]) if job.get("device") else None,
+        key_dir=Path(job["key_dir"]) if job.get("key_dir") else None,
         report_progress=_progress_writer(job_dir))
     output = transformer.run(ctx)
     return {"output": {"path": str(output.path), "kind": output.kind.value},

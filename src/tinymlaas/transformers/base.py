@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from tinymlaas.domain import ArtifactKind, DatasetSplits, Task, TensorSpec
+from tinymlaas.domain import ArtifactKind, DatasetSplits, Device, Task, TensorSpec
 
 __all__ = ["DatasetAccess", "NoParams", "Params", "StepContext", "StepOutput", "Transformer"]
 
@@ -70,6 +70,11 @@ class StepContext:
     work_dir: Path
     input_specs: list[TensorSpec] = field(default_factory=list)
     dataset: DatasetAccess | None = None
+    #: The run's target device, given to transformers that declare ``uses_device``.
+    device: Device | None = None
+    #: The project's private key directory (mode 0700), given to transformers that declare
+    #: ``signs``. Keys never go into ``out_dir``.
+    key_dir: Path | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("tinymlaas.step"))
     report_progress: Callable[[float, str], None] = lambda fraction, message: None
 
@@ -83,6 +88,13 @@ class StepContext:
 
             raise InvalidInputError("this step needs a dataset; give the run one")
         return self.dataset
+
+    def require_device(self) -> Device:
+        if self.device is None:
+            from tinymlaas.errors import InvalidInputError
+
+            raise InvalidInputError("this step needs a target device; give the run one")
+        return self.device
 
 
 @dataclass
@@ -106,6 +118,10 @@ class Transformer:
     needs: ClassVar[Literal["none", "calibration", "train"]] = "none"
     #: Params that name input files: their content (not just the path) keys the cache.
     file_params: ClassVar[tuple[str, ...]] = ()
+    #: Whether the output depends on the run's device (it then keys the cache too).
+    uses_device: ClassVar[bool] = False
+    #: Whether the step signs with the project's key (its public half keys the cache).
+    signs: ClassVar[bool] = False
 
     def output_kind(self, input_kind: ArtifactKind, params: BaseModel) -> ArtifactKind:
         """The kind this step makes from ``input_kind`` (most always make ``produces``)."""
