@@ -36,6 +36,10 @@ BUILTIN: dict[str, str] = {
     "factorize-lowrank": "tinymlaas.transformers.torch.factorize_lowrank:FactorizeLowRank",
     "distill": "tinymlaas.transformers.torch.distill:Distill",
     "qat": "tinymlaas.transformers.torch.qat:Qat",
+    "package-c": "tinymlaas.transformers.package.package_c:PackageC",
+    "package-python": "tinymlaas.transformers.package.package_python:PackagePython",
+    "package-docker": "tinymlaas.transformers.package.package_docker:PackageDocker",
+    "sign-image": "tinymlaas.transformers.package.sign_image:SignImage",
 }
 
 

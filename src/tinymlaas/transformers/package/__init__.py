@@ -1,0 +1,1 @@
+"""Installer transformers: each packages a model in the form its target installs."""
