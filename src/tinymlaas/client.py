@@ -356,7 +356,8 @@ class Client:
 
     # runs ---------------------------------------------------------------------------------
 
-    def create_run(self, model: str, dataset: str, *, pipeline: dict[str, Any] | None = None,
+    def create_run(self, model: str, dataset: str | None = None, *,
+                   pipeline: dict[str, Any] | None = None,
                    template: str | None = None, device: str | None = None,
                    name: str | None = None, project: str | None = None) -> RunPublic:
         """Create and queue a run from an inline pipeline or a template."""

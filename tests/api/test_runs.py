@@ -215,3 +215,17 @@ def test_external_transformers_and_templates(http: TestClient, alice: Client, al
     assert run.status == "succeeded", run.error
     assert [s.metrics["scale"] for s in run.steps] == [2, 1]  # params.json reached them
     assert run.output_sha == alice_model.artifact_sha  # a copy has the same content
+
+
+def test_a_run_without_a_dataset_is_accepted_only_when_it_needs_none(
+        http: TestClient, alice: Client, alice_model) -> None:
+    auth = {"Authorization": f"Bearer {alice.token}"}
+    evaluating = http.post(f"{API}/runs", headers=auth, json={
+        "model": alice_model.id, "pipeline": {"steps": ["fuse"]}})
+    assert evaluating.status_code == 400
+    assert "evaluate: false" in evaluating.json()["message"]
+    created = http.post(f"{API}/runs", headers=auth, json={
+        "model": alice_model.id, "pipeline": {"steps": ["fuse"], "evaluate": False}})
+    assert created.status_code == 201, created.json()
+    assert created.json()["dataset_id"] is None
+    assert [r.id for r in alice.list_runs()] == [created.json()["id"]]

@@ -350,7 +350,8 @@ class RunCreate(Create):
     """A run from an inline pipeline or a template name (exactly one); it is queued at once."""
 
     model: Ref = Field(min_length=1, description="Model id or name.")
-    dataset: Ref = Field(min_length=1, description="Dataset id or name.")
+    dataset: Ref | None = Field(default=None, min_length=1, description="Dataset id or name; "
+                                "needed when a step or the evaluation uses data.")
     pipeline: dict[str, Any] | None = None
     template: str | None = None
     device: str | None = None
@@ -392,7 +393,7 @@ class RunPublic(Public):
     name: str
     project: str
     model_id: str
-    dataset_id: str
+    dataset_id: str | None
     device: str | None
     pipeline: dict[str, Any]
     status: RunStatus

@@ -112,9 +112,9 @@ class RemoteServices:
                    name: str | None = None, project: str | None = None) -> Run:
         """Create the run on the server; it is queued there at once."""
         model, dataset = model or pipeline.model, dataset or pipeline.dataset
-        if not model or not dataset:
-            raise InvalidInputError("a run needs a model and a dataset: set 'model' and "
-                                    "'dataset' in the pipeline file or pass --model/--dataset")
+        if not model:
+            raise InvalidInputError("a run needs a model: set 'model' in the pipeline file or "
+                                    "pass --model", {"field": "model"})
         body = pipeline.model_dump(mode="json", exclude={"model", "dataset", "device",
                                                          "project"})
         return _run(self.client.create_run(model, dataset, pipeline=body,

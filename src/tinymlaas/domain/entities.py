@@ -304,7 +304,8 @@ class Run(Entity):
     name: str
     project: str = "default"
     model_id: str
-    dataset_id: str
+    dataset_id: str | None = Field(default=None, description="None when no step and no "
+                                   "evaluation of the run needs data.")
     device: str | None = None
     pipeline: Pipeline
     status: RunStatus = RunStatus.pending

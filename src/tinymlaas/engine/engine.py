@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -124,13 +125,15 @@ class Engine:
     def __init__(self, meta: MetadataStore, artifacts: LocalArtifactStore, executor: Executor,
                  work_root: Path, *, workers: int = 2,
                  devices: Callable[[str, str], Device] | None = None,
-                 lease_ttl_s: float = 60.0, owner: str | None = None) -> None:
+                 lease_ttl_s: float = 60.0, owner: str | None = None,
+                 keys_root: Path | None = None) -> None:
         self.meta = meta
         self.artifacts = artifacts
         self.executor = executor
         self.work_root = Path(work_root)
         self.workers = workers
         self.devices = devices
+        self.keys_root = keys_root
         self.lease_ttl_s = lease_ttl_s
         self.owner = owner or lease_owner()
         self._active: dict[str, Any] = {}
@@ -168,13 +171,25 @@ class Engine:
             kind = out_kind
         return planned
 
-    def create_run(self, pipeline: Pipeline, model: Model, dataset: Dataset,
+    @staticmethod
+    def evaluates(pipeline: Pipeline, planned: list[PlannedStep],
+                  model_kind: ArtifactKind) -> bool:
+        """Whether a run of ``pipeline`` ends with an evaluation (which needs a dataset)."""
+        output_kind = planned[-1].output_kind if planned else model_kind
+        return pipeline.evaluate and output_kind in EVALUABLE_KINDS
+
+    def create_run(self, pipeline: Pipeline, model: Model, dataset: Dataset | None,
                    device: str | None = None, name: str | None = None,
                    project: str | None = None) -> Run:
-        planned = self.plan(pipeline, model.kind, has_dataset=True)
+        planned = self.plan(pipeline, model.kind, has_dataset=dataset is not None)
+        if dataset is None and self.evaluates(pipeline, planned, model.kind):
+            raise InvalidInputError(
+                "the run evaluates its output, which needs a dataset: give the run one, or "
+                "set 'evaluate: false' in the pipeline", {"field": "dataset"})
         run = Run(
             id=new_id("run"), name=name or pipeline.name,
-            project=project or model.project, model_id=model.id, dataset_id=dataset.id,
+            project=project or model.project, model_id=model.id,
+            dataset_id=dataset.id if dataset else None,
             device=device, pipeline=pipeline,
             steps=[StepRecord(index=i, transformer=p.transformer,
                               params=p.params.model_dump(mode="json"))
@@ -236,7 +251,7 @@ class Engine:
         emit = on_event or (lambda event: None)
         run = self.meta.get_run(run_id)
         model = self.meta.get_model(run.model_id)
-        dataset = self.meta.get_dataset(run.dataset_id)
+        dataset = self.meta.get_dataset(run.dataset_id) if run.dataset_id else None
         self._take_lease(run_id)
         try:
             return self._execute(run, model, dataset, emit)
@@ -316,11 +331,12 @@ class Engine:
             log.warning("run %s: outcome %s not recorded: another process took the run over",
                         run_id, fields.get("status"))
 
-    def _execute(self, run: Run, model: Model, dataset: Dataset, emit: EventCallback) -> Run:
+    def _execute(self, run: Run, model: Model, dataset: Dataset | None,
+                 emit: EventCallback) -> Run:
         run_id = run.id
         try:
             current = self.meta.get_artifact(model.artifact_sha)
-            planned = self.plan(run.pipeline, model.kind, has_dataset=True)
+            planned = self.plan(run.pipeline, model.kind, has_dataset=dataset is not None)
             for step, plan in zip(run.steps, planned, strict=True):
                 if run_id in self._cancelled:
                     return self._finish_cancelled(run, step.index)
@@ -368,13 +384,38 @@ class Engine:
             with self._lock:
                 self._active.pop(run_id, None)
 
+    def _step_extras(self, run: Run, plan: PlannedStep) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What a step gets beyond its params (the device, the project's key directory), and
+        what of it keys the cache (the device's spec, the signing key's fingerprint)."""
+        transformer = get_transformer(plan.transformer)
+        job: dict[str, Any] = {}
+        keyed: dict[str, Any] = {}
+        if transformer.uses_device and run.device and self.devices:
+            job["device"] = self.devices(run.device, run.project).model_dump(mode="json")
+            keyed["@device"] = job["device"]
+        if transformer.signs:
+            from tinymlaas.installers.signing import ensure_key
+
+            if self.keys_root is None:
+                raise InvalidInputError(f"{plan.transformer} signs with the project's key, "
+                                        "and this engine has no key directory")
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run.project):
+                raise InvalidInputError(f"project id {run.project!r} cannot name a key "
+                                        "directory")
+            key_dir = self.keys_root / run.project
+            job["key_dir"] = str(key_dir)
+            keyed["@signing_key"] = ensure_key(key_dir)
+        return job, keyed
+
     def _run_step(self, run: Run, step: StepRecord, plan: PlannedStep, current: Artifact,
-                  model: Model, dataset: Dataset, emit: EventCallback) -> Artifact | None:
+                  model: Model, dataset: Dataset | None,
+                  emit: EventCallback) -> Artifact | None:
         params = plan.params.model_dump(mode="json")
-        dataset_sha = dataset.artifact_sha if plan.needs != "none" else None
+        dataset_sha = dataset.artifact_sha if dataset and plan.needs != "none" else None
+        extras, keyed = self._step_extras(run, plan)
         key = step_key(current.sha256, plan.transformer, plan.version,
-                       {**params, **_file_digests(params, plan.file_params)}, dataset_sha,
-                       run.project)
+                       {**params, **_file_digests(params, plan.file_params), **keyed},
+                       dataset_sha, run.project)
         cached = self.meta.cached_step(key)
         if cached is not None and self.artifacts.exists(cached[0]):
             self.meta.update_step(run.id, step.index, status=StepStatus.cached, key=key,
@@ -394,8 +435,9 @@ class Engine:
                "job_dir": str(job_dir), "transformer": plan.transformer, "params": params,
                "input": self._input_job(current, job_dir),
                "input_specs": [s.model_dump() for s in model.inputs],
-               "dataset": self._dataset_job(dataset) if plan.needs != "none" else None,
-               "timeout_s": plan.spec.timeout_s, "memory_mb": plan.spec.memory_mb}
+               "dataset": self._dataset_job(dataset) if dataset and plan.needs != "none"
+               else None,
+               "timeout_s": plan.spec.timeout_s, "memory_mb": plan.spec.memory_mb, **extras}
 
         def progress(fraction: float, message: str) -> None:
             emit(RunEvent(run.id, step.index, StepStatus.running.value, fraction, message))
@@ -473,9 +515,9 @@ class Engine:
         emit(RunEvent(run_id, stage, StepStatus.succeeded.value, 1.0, "done"))
         return metrics
 
-    def _evaluate_run(self, run: Run, model: Model, dataset: Dataset, output: Artifact,
+    def _evaluate_run(self, run: Run, model: Model, dataset: Dataset | None, output: Artifact,
                       emit: EventCallback) -> dict[str, Any]:
-        if not run.pipeline.evaluate or output.kind not in EVALUABLE_KINDS:
+        if not run.pipeline.evaluate or output.kind not in EVALUABLE_KINDS or dataset is None:
             return {"baseline": {}, "result": {}}
         device = self.devices(run.device, run.project) if run.device and self.devices else None
         baseline_artifact = self.meta.get_artifact(model.artifact_sha)

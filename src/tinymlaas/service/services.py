@@ -83,6 +83,7 @@ class Services:
         self.engine = Engine(self.meta, self.artifacts, self.executor,
                              self.settings.home / "work", workers=self.settings.workers,
                              lease_ttl_s=self.settings.lease_ttl_s,
+                             keys_root=self.settings.home / "keys",
                              devices=lambda name, project: self.get_device(name, {project}))
         self.meta.ensure_project(DEFAULT_PROJECT, "Default project")
 
@@ -234,12 +235,12 @@ class Services:
         """Validate a pipeline against its inputs and record a pending run."""
         model_ref = model or pipeline.model
         dataset_ref = dataset or pipeline.dataset
-        if not model_ref or not dataset_ref:
-            raise InvalidInputError("a run needs a model and a dataset: set 'model' and "
-                                    "'dataset' in the pipeline file or pass --model/--dataset")
+        if not model_ref:
+            raise InvalidInputError("a run needs a model: set 'model' in the pipeline file or "
+                                    "pass --model", {"field": "model"})
         project = project or pipeline.project
         model_entity = self.meta.get_model(model_ref, project)
-        dataset_entity = self.meta.get_dataset(dataset_ref, project)
+        dataset_entity = self.meta.get_dataset(dataset_ref, project) if dataset_ref else None
         device_name = device or pipeline.device
         if device_name:
             self.get_device(device_name, {model_entity.project})
@@ -294,7 +295,8 @@ class Services:
         """A new run of the same pipeline and inputs (finished steps come from the cache)."""
         old = self.meta.get_run(ref)
         return self.engine.create_run(old.pipeline, self.meta.get_model(old.model_id),
-                                      self.meta.get_dataset(old.dataset_id), old.device,
+                                      self.meta.get_dataset(old.dataset_id)
+                                      if old.dataset_id else None, old.device,
                                       old.name, old.project)
 
     def get_run(self, ref: str, project: str | None = None) -> Run:

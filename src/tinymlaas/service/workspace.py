@@ -340,10 +340,10 @@ class Workspace:
         """Validate and record a pending run in one of the user's projects."""
         project_id = self.project_id(project or pipeline.project, write=True)
         model_ref, dataset_ref = model or pipeline.model, dataset or pipeline.dataset
-        if not model_ref or not dataset_ref:
-            raise InvalidInputError("a run needs a model and a dataset")
+        if not model_ref:
+            raise InvalidInputError("a run needs a model", {"field": "model"})
         model_id = self._resolve("model", model_ref, project_id)
-        dataset_id = self._resolve("dataset", dataset_ref, project_id)
+        dataset_id = self._resolve("dataset", dataset_ref, project_id) if dataset_ref else None
         expanded = self.expand(pipeline, project_id)
         self.check_foreign_code(expanded)
         return self.services.create_run(expanded, model=model_id,

@@ -105,7 +105,7 @@ class RunRow(Base):
     name: Mapped[str] = mapped_column(String(100))
     project: Mapped[str] = mapped_column(String(40), index=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
-    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
     device: Mapped[str | None] = mapped_column(String(100))
     pipeline: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(20), index=True)

@@ -97,7 +97,7 @@ def _run_context(viewer: Viewer, ref: str) -> dict[str, Any]:
     ws = viewer.workspace
     run = ws.get_run(ref)
     model = ws.get_model(run.model_id)
-    dataset = ws.get_dataset(run.dataset_id)
+    dataset = ws.get_dataset(run.dataset_id) if run.dataset_id else None
     artifacts = ws.run_artifacts(run.id) if run.output_sha else []
     role = ws.store.role_of(run.project, viewer.user.id)
     return {"run": run, "row": run_row(run, {model.id: model.name}), "model": model,
