@@ -509,7 +509,12 @@ def export(ref: Annotated[str, typer.Argument(help="Run id or name.")],
            out: Annotated[Path, typer.Option("--out", help="Directory to write into.")]) -> None:
     """Write a run's output model with its metrics, pipeline and lineage."""
     for path in services().export_run(ref, out):
-        console.print(f"wrote {path} ({human_bytes(path.stat().st_size)})")
+        if path.is_dir():
+            files = [p for p in path.rglob("*") if p.is_file()]
+            console.print(f"unpacked {path}/ ({len(files)} files, "
+                          f"{human_bytes(sum(p.stat().st_size for p in files))})")
+        else:
+            console.print(f"wrote {path} ({human_bytes(path.stat().st_size)})")
 
 
 @app.command("serve")

@@ -22,10 +22,13 @@ from tinymlaas.domain import (
     Run,
     Task,
 )
+from tinymlaas.domain.entities import FILE_NAMES
 from tinymlaas.engine import RunEvent
 from tinymlaas.errors import InvalidInputError, NotFoundError
+from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.datasets import BUILTIN_DATASETS
 from tinymlaas.service import ComparisonRow
+from tinymlaas.service.services import PACKAGE_DIRECTORY_KINDS
 
 __all__ = ["RemoteServices"]
 
@@ -165,7 +168,10 @@ class RemoteServices:
                     (out_dir / name).write_bytes(zf.read(name))
         finally:
             archive.unlink(missing_ok=True)
-        return [out_dir / name for name in names]
+        written = [out_dir / name for name in names]
+        packages = {FILE_NAMES[kind] for kind in PACKAGE_DIRECTORY_KINDS}
+        return written + [extract_package(path, path.with_suffix(""))
+                          for path in written if path.name in packages]
 
     # analysis -----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from tinymlaas.errors import PayloadTooLargeError, UnsafeInputError
 
-__all__ = ["safe_extract_zip"]
+__all__ = ["extract_package", "safe_extract_zip"]
 
 
 def _check_member(info: zipfile.ZipInfo) -> PurePosixPath:
@@ -30,6 +30,16 @@ def _check_member(info: zipfile.ZipInfo) -> PurePosixPath:
         raise UnsafeInputError(
             f"archive entry {info.filename!r} is a link or special file; only files are allowed")
     return path
+
+
+def extract_package(archive: Path, target: Path) -> Path:
+    """Unpack an exported package (a C bundle, a signed image, a build context) into
+    ``target``, replacing an earlier export there. The archive came from a server, so it is
+    extracted as safely as an upload, with caps that fit any real package."""
+    if target.is_dir():
+        shutil.rmtree(target)
+    return safe_extract_zip(archive, target, max_entries=20_000, max_total_bytes=4 << 30,
+                            max_ratio=1000.0)
 
 
 def safe_extract_zip(archive: Path, target: Path, *, max_entries: int, max_total_bytes: int,

@@ -28,12 +28,13 @@ from tinymlaas.domain import (
     StepStatus,
     Task,
 )
-from tinymlaas.domain.entities import FILE_NAMES
+from tinymlaas.domain.entities import DIRECTORY_KINDS, FILE_NAMES, INSTALLER_KINDS
 from tinymlaas.engine import Engine, RunEvent
 from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
 from tinymlaas.executors import LocalExecutor
 from tinymlaas.executors.procs import private_dir
 from tinymlaas.formats import datasets as ds
+from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.models import detect_model_kind, inspect_model, load_onnx_checked
 from tinymlaas.store import MetadataStore
 from tinymlaas.store.metadata import new_id
@@ -362,6 +363,8 @@ class Services:
 
         output = self.named_artifacts(run, [run.output_sha])[0]
         written = [self.artifacts.export(output.sha256, out_dir / output.filename)]
+        if output.kind in PACKAGE_DIRECTORY_KINDS:  # ready to build: `cd <dir> && make`
+            written.append(extract_package(written[0], out_dir / Path(output.filename).stem))
         metrics = {"run": run.id, "name": run.name, "baseline": run.baseline,
                    "result": run.result,
                    "steps": [s.model_dump(mode="json", exclude={"log"}) for s in run.steps]}
@@ -402,11 +405,25 @@ class Services:
             artifact = self.meta.get_artifact(sha)
             if sha == model.artifact_sha:
                 name, when = _model_filename(model.name, model.kind), model.created_at
-            else:
-                name = FILE_NAMES.get(artifact.kind, artifact.kind.value)
+            else:  # kinds without a fixed name (a wheel) keep the one their step gave
+                name = FILE_NAMES.get(artifact.kind, artifact.filename)
                 when = finished.get(sha) or run.created_at
             named.append(artifact.model_copy(update={"filename": name, "created_at": when}))
         return named
+
+    def run_packages(self, run: Run) -> list[PackageOutput]:
+        """The installer outputs of ``run``'s steps, with their manifests."""
+        outputs = []
+        for step in run.steps:
+            if not step.output_sha:
+                continue
+            artifact = self.named_artifacts(run, [step.output_sha])[0]
+            if artifact.kind in INSTALLER_KINDS:
+                outputs.append(PackageOutput(
+                    step=step.index + 1, transformer=step.transformer, artifact=artifact,
+                    manifest=package_manifest(self.artifacts.path(artifact.sha256),
+                                              artifact.kind)))
+        return outputs
 
     def model_file(self, model: Model) -> tuple[Artifact, Path]:
         """A model's blob, named after the model (see :meth:`named_artifacts`)."""
@@ -423,6 +440,56 @@ class Services:
     def artifact_path(self, sha: str) -> Path:
         return self.artifacts.path(sha)
 
+
+class PackageOutput(BaseModel):
+    """An installer's output in a run: what to download, and what its manifest says."""
+
+    step: int = Field(description="1-based index of the step that made it")
+    transformer: str
+    artifact: Artifact
+    manifest: dict[str, Any] | None = Field(description="manifest.json of a directory "
+                                            "package, the core metadata of a wheel")
+
+
+#: The most of a manifest that is read (a real one is a few KiB).
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+def package_manifest(path: Path, kind: ArtifactKind) -> dict[str, Any] | None:
+    """``manifest.json`` at the root of a directory package, or a wheel's ``METADATA``
+    headers; None when there is none or it cannot be read."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if kind is ArtifactKind.python_wheel:
+                member = next((n for n in names if n.count("/") == 1
+                               and n.endswith(".dist-info/METADATA")), None)
+            else:
+                member = "manifest.json" if "manifest.json" in names else None
+            if member is None or archive.getinfo(member).file_size > MAX_MANIFEST_BYTES:
+                return None
+            text = archive.read(member).decode("utf-8")
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError):
+        return None
+    if kind is ArtifactKind.python_wheel:
+        from email.parser import HeaderParser
+
+        headers = HeaderParser().parsestr(text)
+        fields: dict[str, Any] = {}
+        for key, value in headers.items():
+            fields.setdefault(key, []).append(value)
+        return {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+#: Installer outputs that an export also unpacks, ready to build.
+PACKAGE_DIRECTORY_KINDS = INSTALLER_KINDS & DIRECTORY_KINDS
 
 def _model_filename(name: str, kind: ArtifactKind) -> str:
     return f"{name}{Path(FILE_NAMES[kind]).suffix}"

@@ -31,7 +31,7 @@ from tinymlaas.errors import (
     NotFoundError,
 )
 from tinymlaas.service.pipelines import parse_pipeline
-from tinymlaas.service.services import ComparisonRow, Services
+from tinymlaas.service.services import ComparisonRow, PackageOutput, Services
 from tinymlaas.store.accounts import (
     AccountStore,
     ExternalTransformer,
@@ -383,6 +383,10 @@ class Workspace:
         people may see (:meth:`Services.named_artifacts`)."""
         run = self.get_run(ref)
         return self.services.named_artifacts(run, self.store.run_artifacts(run.id))
+
+    def run_packages(self, ref: str) -> list[PackageOutput]:
+        """The run's installer outputs with their manifests."""
+        return self.services.run_packages(self.get_run(ref))
 
     def run_artifact(self, ref: str, sha: str | None = None) -> tuple[Artifact, Path]:
         """One of a run's artifacts (default: its output) and where its bytes are."""

@@ -99,9 +99,10 @@ def _run_context(viewer: Viewer, ref: str) -> dict[str, Any]:
     model = ws.get_model(run.model_id)
     dataset = ws.get_dataset(run.dataset_id) if run.dataset_id else None
     artifacts = ws.run_artifacts(run.id) if run.output_sha else []
+    packages = ws.run_packages(run.id)
     role = ws.store.role_of(run.project, viewer.user.id)
     return {"run": run, "row": run_row(run, {model.id: model.name}), "model": model,
-            "dataset": dataset, "artifacts": artifacts,
+            "dataset": dataset, "artifacts": artifacts, "packages": packages,
             "project": ws.get_project(run.project), "can_write": role in {"owner", "editor"}}
 
 
