@@ -44,6 +44,7 @@ from tinymlaas.api.schemas import (
     RunEventPublic,
     RunMetrics,
     RunPublic,
+    SigningKeyPublic,
     StepLogPublic,
     TemplatePublic,
     TokenCreated,
@@ -245,6 +246,14 @@ class Client:
 
     def unshare_project(self, project_id: str, user_id: str) -> None:
         self.request("DELETE", f"/projects/{project_id}/members/{user_id}")
+
+    def signing_key(self, project_id: str) -> SigningKeyPublic:
+        """The public key the project's firmware is signed with."""
+        return self._one(SigningKeyPublic, "GET", f"/projects/{project_id}/signing-key")
+
+    def rotate_signing_key(self, project_id: str) -> SigningKeyPublic:
+        """A new signing key for the project (owner only); the old one is retired."""
+        return self._one(SigningKeyPublic, "POST", f"/projects/{project_id}/signing-key/rotate")
 
     # models -------------------------------------------------------------------------------
 

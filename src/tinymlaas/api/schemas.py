@@ -196,6 +196,15 @@ class MemberPublic(Public):
     created_at: datetime
 
 
+class SigningKeyPublic(Public):
+    """The public half of a project's firmware signing key."""
+
+    project: str
+    fingerprint: str = Field(description="sha256 (hex) of the public key's DER encoding")
+    public_key_pem: str
+    retired: list[str] = Field(description="Fingerprints of rotated-out keys")
+
+
 # models, datasets, devices ----------------------------------------------------------------
 
 

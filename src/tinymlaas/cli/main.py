@@ -41,6 +41,9 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(transformers_app, name="transformers")
 app.add_typer(runs_app, name="runs")
 app.add_typer(users_app, name="users")
+keys_app = typer.Typer(no_args_is_help=True, help="The project's firmware signing key "
+                       "(sign-image).")
+app.add_typer(keys_app, name="keys")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", help="Project id.")]
@@ -537,6 +540,34 @@ def serve(
     console.print(f"tinymlaas server on http://{host}:{port} (API docs: /api/v1/docs)")
     uvicorn.run(create_app(), host=host, port=port, log_level=log_level,
                 proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+
+
+# signing keys ------------------------------------------------------------------------------
+
+def _show_key(key, as_json: bool) -> None:
+    if as_json:
+        return print_json(key)
+    console.print(f"project {key.project}: key [bold]{key.fingerprint}[/]"
+                  + (f" ({len(key.retired)} retired)" if key.retired else ""))
+    console.print(key.public_key_pem.rstrip(), markup=False, highlight=False)
+
+
+@keys_app.command("show")
+def keys_show(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the public signing key (made on first use); put it in the bootloader."""
+    _show_key(services().signing_key(project), as_json)
+
+
+@keys_app.command("rotate")
+def keys_rotate(project: ProjectOpt = None,
+                yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+                as_json: JsonOpt = False) -> None:
+    """Replace the signing key; the old one is retired, and devices need the new public key
+    before they accept images signed after this."""
+    if not yes:
+        typer.confirm("Rotate the signing key? Devices must receive the new public key",
+                      abort=True)
+    _show_key(services().signing_key(project, rotate=True), as_json)
 
 
 # users -------------------------------------------------------------------------------------

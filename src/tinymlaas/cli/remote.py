@@ -28,7 +28,7 @@ from tinymlaas.errors import InvalidInputError, NotFoundError
 from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.datasets import BUILTIN_DATASETS
 from tinymlaas.service import ComparisonRow
-from tinymlaas.service.services import PACKAGE_DIRECTORY_KINDS
+from tinymlaas.service.services import PACKAGE_DIRECTORY_KINDS, SigningKey
 
 __all__ = ["RemoteServices"]
 
@@ -172,6 +172,15 @@ class RemoteServices:
         packages = {FILE_NAMES[kind] for kind in PACKAGE_DIRECTORY_KINDS}
         return written + [extract_package(path, path.with_suffix(""))
                           for path in written if path.name in packages]
+
+    # signing keys -------------------------------------------------------------------------
+
+    def signing_key(self, project: str | None = None, *, rotate: bool = False) -> SigningKey:
+        """The project's (default: the account's own) signing key on the server."""
+        project = project or self.client.me().default_project
+        key = (self.client.rotate_signing_key(project) if rotate
+               else self.client.signing_key(project))
+        return SigningKey.model_validate(key.model_dump())
 
     # analysis -----------------------------------------------------------------------------
 

@@ -174,9 +174,11 @@ class Engine:
     @staticmethod
     def evaluates(pipeline: Pipeline, planned: list[PlannedStep],
                   model_kind: ArtifactKind) -> bool:
-        """Whether a run of ``pipeline`` ends with an evaluation (which needs a dataset)."""
-        output_kind = planned[-1].output_kind if planned else model_kind
-        return pipeline.evaluate and output_kind in EVALUABLE_KINDS
+        """Whether a run of ``pipeline`` ends with an evaluation (which needs a dataset): it
+        measures the last model the pipeline made (an installer's input when the pipeline
+        ends in one), or the input model itself."""
+        kinds = [model_kind, *(p.output_kind for p in planned)]
+        return pipeline.evaluate and any(kind in EVALUABLE_KINDS for kind in kinds)
 
     def create_run(self, pipeline: Pipeline, model: Model, dataset: Dataset | None,
                    device: str | None = None, name: str | None = None,
@@ -336,6 +338,7 @@ class Engine:
         run_id = run.id
         try:
             current = self.meta.get_artifact(model.artifact_sha)
+            made = [current]
             planned = self.plan(run.pipeline, model.kind, has_dataset=dataset is not None)
             for step, plan in zip(run.steps, planned, strict=True):
                 if run_id in self._cancelled:
@@ -344,7 +347,9 @@ class Engine:
                 if produced is None:
                     return self._finish_failed(run, step.index)
                 current = produced
-            result = self._evaluate_run(run, model, dataset, current, emit)
+                made.append(current)
+            evaluated = next((a for a in reversed(made) if a.kind in EVALUABLE_KINDS), None)
+            result = self._evaluate_run(run, model, dataset, evaluated, emit)
         except Exception as exc:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             self._end(run_id, status=RunStatus.failed, error=message, finished_at=_now())
@@ -396,16 +401,19 @@ class Engine:
         if transformer.signs:
             from tinymlaas.installers.signing import ensure_key
 
-            if self.keys_root is None:
-                raise InvalidInputError(f"{plan.transformer} signs with the project's key, "
-                                        "and this engine has no key directory")
-            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run.project):
-                raise InvalidInputError(f"project id {run.project!r} cannot name a key "
-                                        "directory")
-            key_dir = self.keys_root / run.project
+            key_dir = self.key_dir(run.project)
             job["key_dir"] = str(key_dir)
             keyed["@signing_key"] = ensure_key(key_dir)
         return job, keyed
+
+    def key_dir(self, project: str) -> Path:
+        """The directory of ``project``'s signing keys (made by the first step that signs)."""
+        if self.keys_root is None:
+            raise InvalidInputError("this engine has no key directory, so nothing can be "
+                                    "signed here")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", project):
+            raise InvalidInputError(f"project id {project!r} cannot name a key directory")
+        return self.keys_root / project
 
     def _run_step(self, run: Run, step: StepRecord, plan: PlannedStep, current: Artifact,
                   model: Model, dataset: Dataset | None,
@@ -515,9 +523,9 @@ class Engine:
         emit(RunEvent(run_id, stage, StepStatus.succeeded.value, 1.0, "done"))
         return metrics
 
-    def _evaluate_run(self, run: Run, model: Model, dataset: Dataset | None, output: Artifact,
-                      emit: EventCallback) -> dict[str, Any]:
-        if not run.pipeline.evaluate or output.kind not in EVALUABLE_KINDS or dataset is None:
+    def _evaluate_run(self, run: Run, model: Model, dataset: Dataset | None,
+                      output: Artifact | None, emit: EventCallback) -> dict[str, Any]:
+        if not run.pipeline.evaluate or output is None or dataset is None:
             return {"baseline": {}, "result": {}}
         device = self.devices(run.device, run.project) if run.device and self.devices else None
         baseline_artifact = self.meta.get_artifact(model.artifact_sha)

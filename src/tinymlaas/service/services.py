@@ -411,6 +411,23 @@ class Services:
             named.append(artifact.model_copy(update={"filename": name, "created_at": when}))
         return named
 
+    def signing_key(self, project: str | None = None, *, rotate: bool = False) -> SigningKey:
+        """``project``'s signing key (made now if it has none), or a new one with ``rotate``;
+        only its public half leaves the key directory."""
+        from tinymlaas.installers import signing
+
+        project = project or DEFAULT_PROJECT
+        if project not in {p.id for p in self.meta.list_projects()}:
+            raise NotFoundError(f"project {project!r} not found", {"kind": "project"})
+        key_dir = self.engine.key_dir(project)
+        signing.ensure_key(key_dir)
+        if rotate:
+            signing.rotate_key(key_dir)
+        pem = signing.public_key_pem(key_dir)
+        return SigningKey(project=project, fingerprint=signing.fingerprint(pem),
+                          public_key_pem=pem.decode("ascii"),
+                          retired=list(signing.retired_public_keys(key_dir)))
+
     def run_packages(self, run: Run) -> list[PackageOutput]:
         """The installer outputs of ``run``'s steps, with their manifests."""
         outputs = []
@@ -439,6 +456,16 @@ class Services:
 
     def artifact_path(self, sha: str) -> Path:
         return self.artifacts.path(sha)
+
+
+class SigningKey(BaseModel):
+    """The public half of a project's image signing key."""
+
+    project: str
+    fingerprint: str = Field(description="sha256 of the public key (DER), as MCUboot's "
+                             "KEYHASH")
+    public_key_pem: str = Field(description="Compile into the bootloader (imgtool getpub)")
+    retired: list[str] = Field(description="Fingerprints of keys rotated out")
 
 
 class PackageOutput(BaseModel):

@@ -31,7 +31,7 @@ from tinymlaas.errors import (
     NotFoundError,
 )
 from tinymlaas.service.pipelines import parse_pipeline
-from tinymlaas.service.services import ComparisonRow, PackageOutput, Services
+from tinymlaas.service.services import ComparisonRow, PackageOutput, Services, SigningKey
 from tinymlaas.store.accounts import (
     AccountStore,
     ExternalTransformer,
@@ -383,6 +383,13 @@ class Workspace:
         people may see (:meth:`Services.named_artifacts`)."""
         run = self.get_run(ref)
         return self.services.named_artifacts(run, self.store.run_artifacts(run.id))
+
+    def signing_key(self, ref: str | None = None, *, rotate: bool = False) -> SigningKey:
+        """A project's signing key; rotating it is for the project's owner."""
+        project = self.project_id(ref)
+        if rotate and self.store.role_of(project, self.user.id) != "owner":
+            raise ForbiddenError("only the project's owner can rotate its signing key")
+        return self.services.signing_key(project, rotate=rotate)
 
     def run_packages(self, ref: str) -> list[PackageOutput]:
         """The run's installer outputs with their manifests."""

@@ -4,7 +4,13 @@ from fastapi import APIRouter, Response, status
 
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import WorkspaceDep
-from tinymlaas.api.schemas import MemberPublic, ProjectCreate, ProjectPublic, ShareCreate
+from tinymlaas.api.schemas import (
+    MemberPublic,
+    ProjectCreate,
+    ProjectPublic,
+    ShareCreate,
+    SigningKeyPublic,
+)
 
 router = APIRouter(prefix="/projects", tags=["projects"], responses=AUTH_ERRORS)
 
@@ -45,3 +51,17 @@ def unshare_project(project_id: str, user_id: str, ws: WorkspaceDep) -> Response
     """Take a member's access away (owner only)."""
     ws.unshare_project(project_id, user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{project_id}/signing-key", response_model=SigningKeyPublic)
+def get_signing_key(project_id: str, ws: WorkspaceDep) -> object:
+    """The public key that ``sign-image`` signs this project's firmware with (made on first
+    use); compile it into the devices' bootloader."""
+    return ws.signing_key(project_id)
+
+
+@router.post("/{project_id}/signing-key/rotate", response_model=SigningKeyPublic)
+def rotate_signing_key(project_id: str, ws: WorkspaceDep) -> object:
+    """Replace the project's signing key (owner only). The old key is kept, retired, so
+    images signed with it can still be verified; new images carry the new key."""
+    return ws.signing_key(project_id, rotate=True)
