@@ -308,7 +308,11 @@ def test_c_bundle_input_builds_from_its_sources(float_model: CompileResult,
         shutil.copy(path, src / path.name)
     # An example program in the bundle must not clash with the image's own main.
     (src / "main.c").write_text('#include "net.h"\nint main(void) { return 0; }\n')
-    (bundle / "manifest.json").write_text(json.dumps({"name": "net"}))
+    # Another library's header of the same shape: the manifest's name picks the model's.
+    (src / "aaa.h").write_text("typedef float aaa_input0_t;\n#define AAA_NUM_INPUTS 1\n"
+                               "#define AAA_NUM_OUTPUTS 1\n")
+    (bundle / "manifest.json").write_text(json.dumps({"format": "tinymlaas-c-bundle/1",
+                                                      "name": "net"}))
     step = _sign(bundle, tmp_path, tmp_path / "keys", get_device("raspberry-pi-pico"),
                  kind=ArtifactKind.c_bundle, name="firmware")
     manifest = json.loads((step.path / "manifest.json").read_text())

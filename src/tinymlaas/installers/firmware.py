@@ -12,6 +12,7 @@ Tools: Debian ``gcc-arm-none-eabi libnewlib-arm-none-eabi`` (gcc, objcopy, size)
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -171,16 +172,17 @@ def collect_sources(input_path: Path, kind: ArtifactKind) -> ModelSources:
 
 
 def _meta_name(directory: Path) -> str | None:
-    meta = directory / "model.json"
-    if not meta.is_file():
-        return None
-    import json
-
-    try:
-        name = json.loads(meta.read_text("utf-8")).get("name")
-    except (ValueError, AttributeError):
-        return None
-    return name if isinstance(name, str) else None
+    """The model's C name from ``model.json`` (compile-c) or ``manifest.json`` (package-c)."""
+    for meta in (directory / "model.json", directory / "manifest.json"):
+        if not meta.is_file():
+            continue
+        try:
+            name = json.loads(meta.read_text("utf-8")).get("name")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(name, str):
+            return name
+    return None
 
 
 def _parse_header(header: Path) -> tuple[str, int, int] | None:
