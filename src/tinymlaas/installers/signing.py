@@ -71,11 +71,8 @@ PRIVATE_KEY_FILE = "signing-key.pem"
 RETIRED_DIR = "retired"
 LOCK_FILE = ".lock"
 
-IMAGE_MAGIC = 0x96F3B83D
-_TLV_INFO_MAGIC = 0x6907
 _TLV_PROT_INFO_MAGIC = 0x6908
 _TLV_SEC_CNT = 0x50
-_TLV_KEYHASH = 0x01
 _VERSION = re.compile(r"^(\d{1,3})(?:\.(\d{1,3})(?:\.(\d{1,5})(?:\+(\d{1,10}))?)?)?$")
 
 
@@ -360,8 +357,10 @@ def sign_image(
         parse_version(version)
     except ValueError as exc:
         raise InvalidInputError(f"Bad image version: {exc}.") from exc
-    ensure_key(key_dir)
-    private = _load_private(Path(key_dir) / PRIVATE_KEY_FILE)
+    current = Path(key_dir) / PRIVATE_KEY_FILE
+    if not current.exists():  # the engine made it already; a step only reads it then
+        ensure_key(key_dir)
+    private = _load_private(current)
     key = _imgtool_key(private)
     pad = pad or confirm
     img = imgtool_image.Image(
