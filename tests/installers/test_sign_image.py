@@ -338,6 +338,8 @@ def test_c_bundle_input_builds_from_its_sources(float_model: CompileResult,
     {"header_size": 0x300}, {"header_size": 0x10000}, {"security_counter": -1},
     {"security_counter": 2**32}, {"align": 3}, {"load_address": 2**32},
     {"name": "../x"}, {"unknown": 1}, {"slot_size": 0x1000, "header_size": 0x1000},
+    {"load_address": 0x0801_0100}, {"slot_offset": 0x100}, {"ram_address": 0x2000_0004},
+    {"ram_size": 1028}, {"slot_offset": 2**40},
 ])
 def test_bad_params_are_rejected(params: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
@@ -402,3 +404,19 @@ def test_ensure_key_from_concurrent_processes_makes_one_key(tmp_path: Path) -> N
     assert len(set(fingerprints)) == 1
     assert fingerprints[0] == signing.ensure_key(key_dir)
     assert sorted(os.listdir(key_dir)) == [".lock", "signing-key.pem"]
+
+
+def test_explicit_slot_placement_reaches_the_link_and_the_hex(float_model: CompileResult,
+                                                              tmp_path: Path) -> None:
+    from intelhex import IntelHex
+
+    step = _sign(float_model.directory, tmp_path, tmp_path / "keys", get_device("mps2-an386"),
+                 slot_offset=0x2_0000, load_address=0x0004_0000, header_size=0x400,
+                 slot_size=0x2_0000)
+    manifest = json.loads((step.path / "manifest.json").read_text())
+    assert (manifest["load_address"], manifest["vector_table_address"]) == (0x4_0000, 0x4_0400)
+    image = IntelHex(str(step.path / "net.signed.hex"))
+    assert image.minaddr() == 0x4_0000
+    assert image.tobinstr() == (step.path / "net.signed.bin").read_bytes()
+    reset = int.from_bytes(image.tobinstr()[0x404:0x408], "little")
+    assert 0x4_0400 < reset < 0x4_0400 + manifest["payload_bytes"]

@@ -104,6 +104,20 @@ class SignImageParams(Params):
             raise ValueError("must be a multiple of 1 KiB")
         return value
 
+    @field_validator("slot_offset", "load_address")
+    @classmethod
+    def _sector_aligned(cls, value: int | None) -> int | None:
+        if value is not None and value % 1024:
+            raise ValueError("must be a multiple of 1 KiB (slots start on a flash sector)")
+        return value
+
+    @field_validator("ram_address", "ram_size")
+    @classmethod
+    def _stack_aligned(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError("must be a multiple of 8 (the stack starts at the end of RAM)")
+        return value
+
     @field_validator("name")
     @classmethod
     def _file_name(cls, value: str | None) -> str | None:
