@@ -35,6 +35,7 @@ from tinymlaas.api.schemas import (
     ArtifactPublic,
     ComparisonPublic,
     DatasetPublic,
+    DeletionPublic,
     DevicePublic,
     LoginResponse,
     MemberPublic,
@@ -390,6 +391,26 @@ class Client:
 
     def rerun(self, ref: str) -> RunPublic:
         return self._one(RunPublic, "POST", f"/runs/{ref}/rerun")
+
+    # deleting -----------------------------------------------------------------------------
+
+    def delete_run(self, ref: str) -> DeletionPublic:
+        """Delete a finished run; the artifacts only it used are freed."""
+        return self._one(DeletionPublic, "DELETE", f"/runs/{ref}")
+
+    def delete_model(self, ref: str, *, force: bool = False) -> DeletionPublic:
+        """Delete a model (with ``force``, also the runs that start from it)."""
+        return self._one(DeletionPublic, "DELETE", f"/models/{ref}",
+                         params={"force": "true"} if force else None)
+
+    def delete_dataset(self, ref: str, *, force: bool = False) -> DeletionPublic:
+        """Delete a dataset (with ``force``, also the runs that use it)."""
+        return self._one(DeletionPublic, "DELETE", f"/datasets/{ref}",
+                         params={"force": "true"} if force else None)
+
+    def delete_project(self, project_id: str) -> DeletionPublic:
+        """Delete a project and everything in it (owner only)."""
+        return self._one(DeletionPublic, "DELETE", f"/projects/{project_id}")
 
     def run_logs(self, ref: str) -> list[StepLogPublic]:
         return self._many(StepLogPublic, f"/runs/{ref}/logs")

@@ -196,6 +196,16 @@ class MemberPublic(Public):
     created_at: datetime
 
 
+class DeletionPublic(Public):
+    """What a delete removed and the storage it freed."""
+
+    runs: list[str]
+    models: list[str]
+    datasets: list[str]
+    freed_artifacts: int = Field(description="Artifacts no other run, model or dataset used")
+    freed_bytes: int
+
+
 class SigningKeyPublic(Public):
     """The public half of a project's firmware signing key."""
 

@@ -110,6 +110,16 @@ class LocalArtifactStore:
         shutil.copyfile(self.path(sha256), target)
         return target
 
+    def delete(self, sha256: str) -> int:
+        """Remove a blob (its metadata row is gone); returns the bytes freed, 0 if absent."""
+        path = self._location(sha256)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
+
     def unpack(self, sha256: str, target: Path) -> Path:
         """Extract a directory-shaped blob (written by ``put_directory``)."""
         with zipfile.ZipFile(self.path(sha256)) as archive:

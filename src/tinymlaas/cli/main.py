@@ -41,6 +41,8 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(transformers_app, name="transformers")
 app.add_typer(runs_app, name="runs")
 app.add_typer(users_app, name="users")
+projects_app = typer.Typer(no_args_is_help=True, help="List and delete projects.")
+app.add_typer(projects_app, name="projects")
 keys_app = typer.Typer(no_args_is_help=True, help="The project's firmware signing key "
                        "(sign-image).")
 app.add_typer(keys_app, name="keys")
@@ -540,6 +542,68 @@ def serve(
     console.print(f"tinymlaas server on http://{host}:{port} (API docs: /api/v1/docs)")
     uvicorn.run(create_app(), host=host, port=port, log_level=log_level,
                 proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+
+
+# deleting ----------------------------------------------------------------------------------
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Also delete the runs that use it.")]
+
+
+def _deleted(what: str, deletion, as_json: bool) -> None:
+    if as_json:
+        return print_json(deletion)
+    extra = f" and {len(deletion.runs)} run(s)" if deletion.runs and what != "run" else ""
+    console.print(f"deleted {what}{extra}; freed {deletion.freed_artifacts} artifact(s), "
+                  f"{human_bytes(deletion.freed_bytes)}")
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if not yes:
+        typer.confirm(question, abort=True)
+
+
+@runs_app.command("delete")
+def runs_delete(ref: Annotated[str, typer.Argument(help="Run id or name.")],
+                yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+    """Delete a finished run; the artifacts only it used are freed."""
+    _confirm(f"Delete run {ref}?", yes)
+    _deleted("run", services().delete_run(ref), as_json)
+
+
+@models_app.command("delete")
+def models_delete(ref: Annotated[str, typer.Argument(help="Model id or name.")],
+                  force: ForceOpt = False, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+    """Delete a model (refused while runs start from it, unless --force deletes them too)."""
+    _confirm(f"Delete model {ref}{' and its runs' if force else ''}?", yes)
+    _deleted("model", services().delete_model(ref, force=force), as_json)
+
+
+@datasets_app.command("delete")
+def datasets_delete(ref: Annotated[str, typer.Argument(help="Dataset id or name.")],
+                    force: ForceOpt = False, yes: YesOpt = False,
+                    as_json: JsonOpt = False) -> None:
+    """Delete a dataset (refused while runs use it, unless --force deletes them too)."""
+    _confirm(f"Delete dataset {ref}{' and its runs' if force else ''}?", yes)
+    _deleted("dataset", services().delete_dataset(ref, force=force), as_json)
+
+
+@projects_app.command("list")
+def projects_list(as_json: JsonOpt = False) -> None:
+    """The projects here (on a server: yours and those shared with you)."""
+    items = services().list_projects()
+    if as_json:
+        return print_json(items)
+    console.print(table("Projects", ["id", "name", "created"],
+                        [[p.id, p.name, p.created_at] for p in items]))
+
+
+@projects_app.command("delete")
+def projects_delete(project: Annotated[str, typer.Argument(help="Project id.")],
+                    yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+    """Delete a project with all its models, datasets, runs and signing keys."""
+    _confirm(f"Delete project {project} and everything in it?", yes)
+    _deleted(f"project {project}", services().delete_project(project), as_json)
 
 
 # signing keys ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from tinymlaas.domain import (
     Device,
     Model,
     Pipeline,
+    Project,
     Run,
     Task,
 )
@@ -28,7 +29,7 @@ from tinymlaas.errors import InvalidInputError, NotFoundError
 from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.datasets import BUILTIN_DATASETS
 from tinymlaas.service import ComparisonRow
-from tinymlaas.service.services import PACKAGE_DIRECTORY_KINDS, SigningKey
+from tinymlaas.service.services import PACKAGE_DIRECTORY_KINDS, Deletion, SigningKey
 
 __all__ = ["RemoteServices"]
 
@@ -172,6 +173,24 @@ class RemoteServices:
         packages = {FILE_NAMES[kind] for kind in PACKAGE_DIRECTORY_KINDS}
         return written + [extract_package(path, path.with_suffix(""))
                           for path in written if path.name in packages]
+
+    # deleting -----------------------------------------------------------------------------
+
+    def delete_run(self, ref: str) -> Deletion:
+        return Deletion.model_validate(self.client.delete_run(ref).model_dump())
+
+    def delete_model(self, ref: str, *, force: bool = False) -> Deletion:
+        return Deletion.model_validate(self.client.delete_model(ref, force=force).model_dump())
+
+    def delete_dataset(self, ref: str, *, force: bool = False) -> Deletion:
+        return Deletion.model_validate(self.client.delete_dataset(ref, force=force)
+                                       .model_dump())
+
+    def delete_project(self, project: str) -> Deletion:
+        return Deletion.model_validate(self.client.delete_project(project).model_dump())
+
+    def list_projects(self) -> list[Project]:
+        return [Project.model_validate(p.model_dump()) for p in self.client.list_projects()]
 
     # signing keys -------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from tinymlaas.executors.procs import private_dir
 from tinymlaas.formats import datasets as ds
 from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.models import detect_model_kind, inspect_model, load_onnx_checked
-from tinymlaas.store import MetadataStore
+from tinymlaas.store import MetadataStore, cleanup
 from tinymlaas.store.metadata import new_id
 
 __all__ = ["ComparisonRow", "Services"]
@@ -300,6 +300,60 @@ class Services:
                                       if old.dataset_id else None, old.device,
                                       old.name, old.project)
 
+    # deleting -----------------------------------------------------------------------------
+
+    def delete_run(self, ref: str, project: str | None = None) -> Deletion:
+        """Delete a finished run; the artifacts only it used are freed."""
+        run = self.meta.get_run(ref, project)
+        return self._delete(runs=[run.id])
+
+    def delete_model(self, ref: str, project: str | None = None, *,
+                     force: bool = False) -> Deletion:
+        """Delete a model; with ``force`` also the runs that start from it."""
+        model = self.meta.get_model(ref, project)
+        runs = [r.id for r in cleanup.runs_using(self.meta, model_id=model.id)] if force else []
+        return self._delete(runs=runs, models=[model.id])
+
+    def delete_dataset(self, ref: str, project: str | None = None, *,
+                       force: bool = False) -> Deletion:
+        """Delete a dataset; with ``force`` also the runs that use it."""
+        dataset = self.meta.get_dataset(ref, project)
+        runs = ([r.id for r in cleanup.runs_using(self.meta, dataset_id=dataset.id)]
+                if force else [])
+        return self._delete(runs=runs, datasets=[dataset.id])
+
+    def delete_project(self, project: str) -> Deletion:
+        """Delete a project with everything in it, its signing keys included."""
+        if project not in {p.id for p in self.meta.list_projects()}:
+            raise NotFoundError(f"project {project!r} not found", {"kind": "project"})
+        if project == DEFAULT_PROJECT:
+            raise ConflictError("the default project cannot be deleted; delete what is in it "
+                                "instead", {"project": project})
+        counts = Deletion(runs=[r.id for r in cleanup.runs_using(self.meta, project=project)],
+                          models=[m.id for m in self.meta.list_models(project)],
+                          datasets=[d.id for d in self.meta.list_datasets(project)])
+        cleanup.delete_project(self.meta, project)
+        if self.engine.keys_root is not None:
+            import shutil
+
+            shutil.rmtree(self.engine.key_dir(project), ignore_errors=True)
+        return self._free(counts)
+
+    def collect_garbage(self) -> Deletion:
+        """Free the artifacts nothing refers to any more (see :mod:`tinymlaas.store.cleanup`)."""
+        return self._free(Deletion())
+
+    def _delete(self, runs: Collection[str] = (), models: Collection[str] = (),
+                datasets: Collection[str] = ()) -> Deletion:
+        cleanup.delete_records(self.meta, runs=runs, models=models, datasets=datasets)
+        return self._free(Deletion(runs=list(runs), models=list(models),
+                                   datasets=list(datasets)))
+
+    def _free(self, deletion: Deletion) -> Deletion:
+        freed = cleanup.collect_garbage(self.meta)
+        size = sum(self.artifacts.delete(sha) for sha in freed)
+        return deletion.model_copy(update={"freed_artifacts": len(freed), "freed_bytes": size})
+
     def get_run(self, ref: str, project: str | None = None) -> Run:
         return self.meta.get_run(ref, project)
 
@@ -382,11 +436,14 @@ class Services:
     def lineage(self, run: Run) -> list[dict[str, Any]]:
         """The chain of artifacts that led to ``run``'s output, newest first (named as in
         :meth:`named_artifacts`)."""
-        shas = []
+        shas: list[str] = []
         current = run.output_sha
-        while current:
+        while current and current not in shas:
+            try:
+                parents = self.meta.get_artifact(current).parents
+            except NotFoundError:  # an ancestor that a deleted run alone had used
+                break
             shas.append(current)
-            parents = self.meta.get_artifact(current).parents
             current = parents[0] if parents else None
         return [a.model_dump(mode="json") for a in self.named_artifacts(run, shas)]
 
@@ -456,6 +513,16 @@ class Services:
 
     def artifact_path(self, sha: str) -> Path:
         return self.artifacts.path(sha)
+
+
+class Deletion(BaseModel):
+    """What a delete removed, and the storage it freed."""
+
+    runs: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    datasets: list[str] = Field(default_factory=list)
+    freed_artifacts: int = Field(default=0, description="artifacts nothing else used")
+    freed_bytes: int = 0
 
 
 class SigningKey(BaseModel):

@@ -31,7 +31,13 @@ from tinymlaas.errors import (
     NotFoundError,
 )
 from tinymlaas.service.pipelines import parse_pipeline
-from tinymlaas.service.services import ComparisonRow, PackageOutput, Services, SigningKey
+from tinymlaas.service.services import (
+    ComparisonRow,
+    Deletion,
+    PackageOutput,
+    Services,
+    SigningKey,
+)
 from tinymlaas.store.accounts import (
     AccountStore,
     ExternalTransformer,
@@ -352,6 +358,35 @@ class Workspace:
 
     def get_run(self, ref: str, project: str | None = None) -> Run:
         return self.services.get_run(self._resolve("run", ref, project))
+
+    # deleting -----------------------------------------------------------------------------
+
+    def delete_run(self, ref: str) -> Deletion:
+        """Delete one of the user's finished runs (editor or owner of its project)."""
+        return self.services.delete_run(self.writable_run(ref).id)
+
+    def delete_model(self, ref: str, *, force: bool = False) -> Deletion:
+        model = self.get_model(ref)
+        self.project_id(model.project, write=True)
+        return self.services.delete_model(model.id, force=force)
+
+    def delete_dataset(self, ref: str, *, force: bool = False) -> Deletion:
+        dataset = self.get_dataset(ref)
+        self.project_id(dataset.project, write=True)
+        return self.services.delete_dataset(dataset.id, force=force)
+
+    def delete_project(self, ref: str) -> Deletion:
+        """Delete a project with everything in it, for every member (owner only); an
+        account's personal project stays."""
+        project = self.project_id(ref)
+        if self.store.role_of(project, self.user.id) != "owner":
+            raise ForbiddenError("only the project's owner can delete it")
+        if self.store.is_default_project(project):
+            raise ConflictError("this is an account's personal project, which cannot be "
+                                "deleted; delete what is in it instead", {"project": project})
+        deletion = self.services.delete_project(project)
+        self.projects.discard(project)
+        return deletion
 
     def writable_run(self, ref: str) -> Run:
         run = self.get_run(ref)

@@ -282,6 +282,12 @@ class AccountStore:
             row = s.get(ProjectRow, project_id)
             return None if row is None else _project(row)
 
+    def is_default_project(self, project_id: str) -> bool:
+        """Whether the project is some account's personal one."""
+        with self.meta.session() as s:
+            return s.scalars(select(UserRow.id).where(UserRow.default_project == project_id)
+                             .limit(1)).first() is not None
+
     def visible_project_ids(self, user_id: str) -> set[str]:
         """Projects the user owns or was given access to."""
         with self.meta.session() as s:

@@ -15,6 +15,7 @@ from tinymlaas.api.schemas import (
     DatasetBuiltinCreate,
     DatasetHubImport,
     DatasetPublic,
+    DeletionPublic,
     ErrorBody,
 )
 from tinymlaas.api.uploads import UPLOAD_BODY, receive_upload, safe_stem
@@ -25,6 +26,7 @@ from tinymlaas.formats.datasets import MAX_IMAGE_SIDE
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=AUTH_ERRORS)
 
 ProjectQuery = Annotated[str | None, Query(description="Project id (default: all yours).")]
+ForceQuery = Annotated[bool, Query(description="Also delete the runs that use it.")]
 
 
 @router.get("", response_model=list[DatasetPublic])
@@ -103,3 +105,10 @@ def download_dataset(ref: str, ws: WorkspaceDep) -> FileResponse:
     (identical content is stored once: the stored blob's first name may be another's)."""
     artifact, path = ws.dataset_file(ref)
     return artifact_response(artifact, path)
+
+
+@router.delete("/{ref}", response_model=DeletionPublic)
+def delete_dataset(ref: str, ws: WorkspaceDep, force: ForceQuery = False) -> object:
+    """Delete the dataset (409 while runs use it, unless ``force`` deletes them too); the
+    artifacts nothing else uses are freed."""
+    return ws.delete_dataset(ref, force=force)

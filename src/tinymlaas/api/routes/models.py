@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, artifact_response
 from tinymlaas.api.deps import SettingsDep, WorkspaceDep
 from tinymlaas.api.hub import hub_download
-from tinymlaas.api.schemas import ErrorBody, InputDim, ModelHubImport, ModelPublic
+from tinymlaas.api.schemas import DeletionPublic, ErrorBody, InputDim, ModelHubImport, ModelPublic
 from tinymlaas.api.uploads import UPLOAD_BODY, receive_upload, safe_stem
 from tinymlaas.domain import Task
 from tinymlaas.domain.entities import NAME_PATTERN
@@ -19,6 +19,7 @@ from tinymlaas.domain.entities import NAME_PATTERN
 router = APIRouter(prefix="/models", tags=["models"], responses=AUTH_ERRORS)
 
 ProjectQuery = Annotated[str | None, Query(description="Project id (default: all yours).")]
+ForceQuery = Annotated[bool, Query(description="Also delete the runs that use it.")]
 
 @router.get("", response_model=list[ModelPublic])
 def list_models(ws: WorkspaceDep, project: ProjectQuery = None) -> object:
@@ -83,3 +84,10 @@ def download_model(ref: str, ws: WorkspaceDep) -> FileResponse:
     """The registered model file, named after the model."""
     artifact, path = ws.model_file(ref)
     return artifact_response(artifact, path)
+
+
+@router.delete("/{ref}", response_model=DeletionPublic)
+def delete_model(ref: str, ws: WorkspaceDep, force: ForceQuery = False) -> object:
+    """Delete the model (409 while runs start from it, unless ``force`` deletes them too); the
+    artifacts nothing else uses are freed."""
+    return ws.delete_model(ref, force=force)

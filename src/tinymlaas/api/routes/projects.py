@@ -5,6 +5,7 @@ from fastapi import APIRouter, Response, status
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import WorkspaceDep
 from tinymlaas.api.schemas import (
+    DeletionPublic,
     MemberPublic,
     ProjectCreate,
     ProjectPublic,
@@ -30,6 +31,13 @@ def create_project(body: ProjectCreate, ws: WorkspaceDep) -> object:
 @router.get("/{project_id}", response_model=ProjectPublic)
 def get_project(project_id: str, ws: WorkspaceDep) -> object:
     return ws.get_project(project_id)
+
+
+@router.delete("/{project_id}", response_model=DeletionPublic)
+def delete_project(project_id: str, ws: WorkspaceDep) -> object:
+    """Delete the project and everything in it, for every member (owner only; a personal
+    project cannot be deleted)."""
+    return ws.delete_project(project_id)
 
 
 @router.get("/{project_id}/members", response_model=list[MemberPublic])

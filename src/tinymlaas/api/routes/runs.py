@@ -20,6 +20,7 @@ from tinymlaas.api.schemas import (
     ArtifactPublic,
     CompareRequest,
     ComparisonPublic,
+    DeletionPublic,
     RunCreate,
     RunMetrics,
     RunPublic,
@@ -65,6 +66,13 @@ def compare_runs(body: CompareRequest, ws: WorkspaceDep) -> object:
 def get_run(ref: str, ws: WorkspaceDep) -> object:
     """A run with its steps' status, timing, errors and metrics."""
     return ws.get_run(ref)
+
+
+@router.delete("/{ref}", response_model=DeletionPublic)
+def delete_run(ref: str, ws: WorkspaceDep) -> object:
+    """Delete a finished run (409 while it is queued or running: cancel it first); the
+    artifacts that only it used are freed."""
+    return ws.delete_run(ref)
 
 
 @router.post("/{ref}/submit", response_model=RunPublic, status_code=status.HTTP_202_ACCEPTED)
