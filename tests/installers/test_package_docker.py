@@ -87,12 +87,13 @@ def serve(context: Path, **env: str) -> Iterator[Server]:
             host, port = line.strip().removeprefix("listening on http://").rsplit(":", 1)
             yield Server(host, int(port))
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            process.terminate()  # what docker stop sends; the server exits cleanly on it
+            stopped = process.wait(timeout=30)
             process.stdout.close()
             log.seek(0)
             text = log.read()
     assert "Traceback" not in text, text
+    assert stopped == 0, text
 
 
 def test_context_files_pin_their_versions_and_lint_clean(tmp_path: Path) -> None:
@@ -186,6 +187,11 @@ def test_server_predicts_as_onnx_runtime_and_rejects_bad_requests(kind: str,
         error(status, body, "give {\"inputs\": [...]}")
         status, body = server.predict([1, 2])
         assert status == 400
+        status, _, body = server.request("POST", "/predict",
+                                         b'{"inputs": [[1e400' + b', 0' * 63 + b']]}')
+        error(status, body, "finite numbers within float32 range")
+        status, body = server.predict({"inputs": [[1e39] * 64]})
+        error(status, body, "finite numbers within float32 range")
 
         # Over MAX_REQUEST_BYTES (1 MiB here): refused from the header, before reading.
         big = json.dumps({"inputs": np.zeros((4000, 64)).tolist()}).encode()

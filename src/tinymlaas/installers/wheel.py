@@ -27,7 +27,12 @@ from string import Template
 from typing import Any
 
 from tinymlaas.domain import Device
-from tinymlaas.errors import InvalidInputError, StepFailedError, UnsafeInputError
+from tinymlaas.errors import (
+    InvalidInputError,
+    StepFailedError,
+    UnsafeInputError,
+    UnsupportedModelError,
+)
 
 __all__ = ["BuiltWheel", "WheelInfo", "build_wheel", "check_distribution_name",
            "check_summary", "check_version", "default_name", "describe_model",
@@ -127,8 +132,6 @@ def _tensor_specs(values: list[Any], role: str) -> list[dict[str, Any]]:
     for value in values:
         match = re.fullmatch(r"tensor\((\w+)\)", value.type)
         if match is None or match.group(1) not in _ORT_TYPES:
-            from tinymlaas.errors import UnsupportedModelError
-
             raise UnsupportedModelError(
                 f"{role} {value.name!r} has type {value.type}; the package handles numeric "
                 "tensors only (export classifiers without ZipMap, e.g. skl2onnx "
@@ -151,7 +154,6 @@ def describe_model(model_path: Path, device: Device | None = None) -> dict[str, 
     import onnx
     import onnxruntime as ort
 
-    from tinymlaas.errors import UnsupportedModelError
     from tinymlaas.evaluation.static import graph_stats
 
     data = model_path.read_bytes()
