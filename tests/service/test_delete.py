@@ -33,7 +33,8 @@ def world(services, tmp_path: Path):
     return model, dataset
 
 
-def test_a_shared_artifact_stays_until_its_last_run_goes(services, world) -> None:
+def test_a_shared_artifact_stays_until_its_last_run_goes(services, world,
+                                                         tmp_path: Path) -> None:
     model, dataset = world
     first, second = _run(services, *world, "a"), _run(services, *world, "b")
     made = {s.output_sha for s in first.steps}
@@ -46,7 +47,10 @@ def test_a_shared_artifact_stays_until_its_last_run_goes(services, world) -> Non
     with pytest.raises(NotFoundError):
         services.get_run(first.id)
     # what the survivor shows still works: its lineage and its export
-    assert [a["sha256"] for a in services.lineage(second)][0] == second.output_sha
+    assert [a["sha256"] for a in services.lineage(second)] == [
+        second.steps[1].output_sha, second.steps[0].output_sha, model.artifact_sha]
+    assert (tmp_path / "export" / "model.onnx") in services.export_run(second.id,
+                                                                        tmp_path / "export")
 
     freed = services.delete_run(second.id)
     assert freed.freed_artifacts >= len(made) and freed.freed_bytes > 0

@@ -23,6 +23,7 @@ from tinymlaas.domain import (
     Device,
     Model,
     Pipeline,
+    Project,
     Run,
     RunStatus,
     StepStatus,
@@ -39,7 +40,7 @@ from tinymlaas.formats.models import detect_model_kind, inspect_model, load_onnx
 from tinymlaas.store import MetadataStore, cleanup
 from tinymlaas.store.metadata import new_id
 
-__all__ = ["ComparisonRow", "Services"]
+__all__ = ["ComparisonRow", "Deletion", "PackageOutput", "Services", "SigningKey"]
 
 DEFAULT_PROJECT = "default"
 
@@ -299,6 +300,9 @@ class Services:
                                       self.meta.get_dataset(old.dataset_id)
                                       if old.dataset_id else None, old.device,
                                       old.name, old.project)
+
+    def list_projects(self) -> list[Project]:
+        return self.meta.list_projects()
 
     # deleting -----------------------------------------------------------------------------
 
