@@ -282,6 +282,7 @@ class SignedImage(BaseModel):
     hex_path: Path | None = None
     image_hash: str = Field(description="SHA-256 (hex) of header + payload + protected TLVs")
     key_fingerprint: str
+    public_key_pem: bytes = Field(description="the public half of the key that signed it")
     image_bytes: int = Field(description="size of the signed binary (header to last TLV, "
                              "or the whole slot when padded)")
     payload_bytes: int
@@ -380,8 +381,9 @@ def sign_image(
     if hex_address is not None:
         hex_path = out.with_suffix(".hex")
         img.save(str(hex_path), hex_addr=hex_address)
+    public = _public_pem_of(private)
     return SignedImage(path=out, hex_path=hex_path, image_hash=bytes(img.image_hash).hex(),
-                       key_fingerprint=fingerprint(_public_pem_of(private)),
+                       key_fingerprint=fingerprint(public), public_key_pem=public,
                        image_bytes=out.stat().st_size, payload_bytes=firmware.stat().st_size)
 
 

@@ -169,7 +169,7 @@ class SignImage(Transformer):
             header_size=params.header_size, slot_size=layout.slot_size, align=params.align,
             security_counter=params.security_counter, pad=params.pad, confirm=params.confirm,
             hex_address=layout.slot_address if params.hex else None)
-        public = signing.public_key_pem(ctx.key_dir)
+        public = signed.public_key_pem  # the key that signed, even if rotated meanwhile
         (out / "signing-key.pub.pem").write_bytes(public)
         check = signing.verify_image(signed.path, public)
         manifest = {
@@ -186,7 +186,8 @@ class SignImage(Transformer):
             "padded": params.pad or params.confirm, "confirmed": params.confirm,
             "device": {"name": device.name, "arch": device.arch,
                        "flash_kb": device.flash_kb, "ram_kb": device.ram_kb},
-            "cpu_flags": list(flags), "model": model.name,
+            "cpu_flags": list(flags), "optimize": params.optimize,
+            "semihosting": params.semihosting, "model": model.name,
             "elf_flash_bytes": build.sizes.flash_bytes, "elf_ram_bytes": build.sizes.ram_bytes,
             "elf_sections": {name: size for name, size in build.sizes.sections.items()
                              if not name.startswith((".debug", ".comment", ".ARM.attr"))},
