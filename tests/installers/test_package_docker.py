@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -304,8 +305,6 @@ def test_a_damaged_or_foreign_wheel_is_refused(tmp_path: Path) -> None:
     model = float_model(tmp_path / "m.onnx")
     wheel = run_step("package-python", model, ArtifactKind.onnx, tmp_path / "w",
                      verify=False).path
-    import zipfile
-
     damaged = tmp_path / "damaged.whl"
     with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(damaged, "w") as copy:
         for info in source.infolist():
@@ -344,3 +343,27 @@ def test_registered_as_an_installer() -> None:
     assert transformer.accepts == frozenset({ArtifactKind.onnx, ArtifactKind.python_wheel})
     assert transformer.produces == ArtifactKind.docker_context
     assert transformer.needs == "none"
+
+
+def test_a_pipeline_chains_package_python_into_package_docker(services, tmp_path: Path) -> None:
+    """Through the engine: the wheel keeps its own name, the next step gets it as a blob."""
+    from tinymlaas.domain import Pipeline, PipelineStep
+
+    model = float_model(tmp_path / "linear.onnx")
+    services.add_model(model, "linear")
+    pipeline = Pipeline(evaluate=False, steps=[
+        PipelineStep(transformer="package-python", params={"name": "linear", "version": "3.0"}),
+        PipelineStep(transformer="package-docker")])
+    run = services.execute_run(services.create_run(pipeline, model="linear").id)
+    assert run.status.value == "succeeded", run.error
+    wheel_step, docker_step = run.steps
+    assert wheel_step.metrics["verify_max_abs_diff"] == 0.0
+    assert docker_step.metrics["from_wheel"] is True
+    packages = {p.transformer: p.artifact for p in services.run_packages(run)}
+    assert packages["package-python"].filename == "linear-3.0-py3-none-any.whl"
+    assert packages["package-python"].kind == ArtifactKind.python_wheel
+    assert packages["package-docker"].kind == ArtifactKind.docker_context
+    with zipfile.ZipFile(services.artifact_path(packages["package-docker"].sha256)) as context:
+        assert "wheels/linear-3.0-py3-none-any.whl" in context.namelist()
+        assert context.read("wheels/linear-3.0-py3-none-any.whl") == \
+            services.artifact_path(packages["package-python"].sha256).read_bytes()
