@@ -16,6 +16,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -217,6 +218,14 @@ def test_server_predicts_as_onnx_runtime_and_rejects_bad_requests(kind: str,
         assert (status, headers["Allow"]) == (405, "POST")
         status, headers, body = server.request("DELETE", "/health")
         assert (status, headers["Allow"]) == (405, "GET")
+        # Concurrent clients each get their own answer.
+        rows = [x[i:i + 1] for i in range(len(x))] * 4
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda row: server.predict({"inputs": row.tolist()}), rows))
+        for row, (status, body) in zip(rows, answers, strict=True):
+            assert status == 200
+            np.testing.assert_array_equal(np.asarray(body["outputs"], np.float32),
+                                          reference(model, {"x": row})[0])
         # Still healthy after all that.
         assert server.request("GET", "/health?probe=1")[0] == 200
 

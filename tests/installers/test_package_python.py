@@ -152,7 +152,14 @@ for bad in ({"a": a}, a, {"a": a, "b": b.reshape(3, 2)}, {"a": a, "b": b.astype(
         errors.append(None)
     except (TypeError, ValueError) as exc:
         errors.append(str(exc))
-print(json.dumps({"out": [o.tolist() for o in out], "errors": errors}))
+# One lazily created session, shared by threads: every call gives the sequential answer.
+from concurrent.futures import ThreadPoolExecutor
+batches = [np.full((3, 3), i, np.float32) for i in range(64)]
+with ThreadPoolExecutor(8) as pool:
+    threaded = list(pool.map(lambda x: m.predict({"a": x, "b": x})[1], batches))
+same = all(np.array_equal(t, m.predict({"a": x, "b": x})[1]) for t, x in zip(threaded, batches))
+print(json.dumps({"out": [o.tolist() for o in out], "errors": errors, "threads_agree": same,
+                  "one_session": m.session() is m.session()}))
 """
     done = run_in(venv, code)
     assert done.returncode == 0, done.stderr
@@ -161,6 +168,7 @@ print(json.dumps({"out": [o.tolist() for o in out], "errors": errors}))
     assert len(result["out"]) == 2
     for got, expected in zip(result["out"], want, strict=True):
         np.testing.assert_array_equal(np.asarray(got, np.float32), expected)
+    assert result["threads_agree"] and result["one_session"]
     missing, positional, shape, dtype = result["errors"]
     assert "exactly the inputs ['a', 'b']" in missing
     assert "2 inputs" in positional
