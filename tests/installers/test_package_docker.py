@@ -56,7 +56,7 @@ class Server:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
 
-    def request(self, method: str, path: str, body: bytes | None = None,
+    def request(self, method: str, path: str, body: Any = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
         try:
@@ -203,9 +203,12 @@ def test_server_predicts_as_onnx_runtime_and_rejects_bad_requests(kind: str,
         connection.putheader("Content-Length", str(len(big)))
         connection.endheaders()
         response = connection.getresponse()
-        assert response.status == 413
+        assert (response.status, response.getheader("Connection")) == (413, "close")
         error(413, json.loads(response.read()), "more than the 1048576 allowed")
         connection.close()
+        status, _, body = server.request("POST", "/predict", iter([b"{}"]))  # chunked
+        assert status == 411
+        error(status, body, "with a Content-Length")
         # Within the limit, the same kind of body is served.
         fits = np.zeros((1000, 64), np.float32)
         status, body = server.predict({"inputs": fits.tolist()})
