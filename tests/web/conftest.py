@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from web_support import CHROMIUM, PASSWORD, SCREENSHOTS, sign_up, watch_csp
 
 from helpers import need_service
@@ -104,3 +105,18 @@ def signed_in(new_page: Callable[..., Any]) -> Callable[..., Any]:
         return page
 
     return make
+
+
+@pytest.fixture
+def http(tmp_path: Path) -> Iterator[TestClient]:
+    """The app in-process on its own SQLite store (plain HTTP, no browser, no server)."""
+    home = tmp_path / "home"
+    settings = Settings(home=home, database_url=f"sqlite:///{home / 'meta.db'}",
+                        step_timeout_s=120, step_memory_mb=4096)
+    studio = open_studio(settings)
+    try:
+        with TestClient(create_app(studio=studio), raise_server_exceptions=False) as client:
+            yield client
+    finally:
+        studio.runs.shutdown(wait=True)
+        studio.services.close()

@@ -5,55 +5,16 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
+from web_support import sign_in, text_of
 
 from helpers import other_digits_onnx
-from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.api.testing import write_digits_onnx
-from tinymlaas.client import Client
-from tinymlaas.config import Settings
 
-PASSWORD = "correct horse battery"
 FUSE = {"steps": ["fuse"]}  # evaluated: the rows have sizes
 DECIMAL_UNITS = re.compile(r"\b(KB|MB|kB)\b")
-
-
-@pytest.fixture
-def http(tmp_path: Path) -> Iterator[TestClient]:
-    home = tmp_path / "home"
-    settings = Settings(home=home, database_url=f"sqlite:///{home / 'meta.db'}",
-                        step_timeout_s=120, step_memory_mb=4096)
-    studio = open_studio(settings)
-    try:
-        with TestClient(create_app(studio=studio), raise_server_exceptions=False) as client:
-            yield client
-    finally:
-        studio.runs.shutdown(wait=True)
-        studio.services.close()
-
-
-def sign_in(http: TestClient, email: str) -> Client:
-    """An account (through the API) whose web session is ``http``'s cookie."""
-    api = Client(http=http)
-    api.register(email, PASSWORD, email.split("@")[0])
-    api.login(email, PASSWORD)
-    form = http.get("/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-    assert form.status_code == 200 and token
-    done = http.post("/login", data={"email": email, "password": PASSWORD,
-                                     "csrf_token": token.group(1)}, follow_redirects=False)
-    assert done.status_code == 303, done.text[:300]
-    return api
-
-
-def text_of(page: str) -> str:
-    """The page's visible text, roughly: tags and scripts out, entities decoded."""
-    page = re.sub(r"<script.*?</script>", " ", page, flags=re.S)
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
 
 
 def test_compare_page_warns_about_different_models(http: TestClient, tmp_path: Path) -> None:

@@ -116,3 +116,17 @@ def test_register_upload_run_compare_download(signed_in: Any, site: Any, digits_
     page.wait_for_function(
         "document.querySelector('#plot-bars .gtitle').textContent.startsWith('Size')")
     shot(page, "08-compare")
+
+    # deleting the second run: a confirmation page first, then it is gone, the first stays
+    page.goto(f"/runs/{second}")
+    page.locator("#delete-run").click()
+    page.wait_for_url(re.compile(rf"/runs/{second}/delete$"))
+    assert "This cannot be undone" in page.locator("#confirm-delete").inner_text()
+    shot(page, "09-confirm-delete")
+    page.locator("#delete-confirm").click()
+    page.wait_for_url(re.compile(rf"/projects/{project}\?deleted=run$"))
+    assert page.locator("#runs-table tbody tr").count() == 1
+    assert page.locator(f"#pick-{first}").count() == 1
+    shot(page, "10-after-delete")
+    assert page.request.get(f"/runs/{second}").status == 404
+    assert site.studio.services.artifacts.exists(run.output_sha)  # the first run's output

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import html
 import re
 import time
 import weakref
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
+
 from tinymlaas.api.testing import write_digits_onnx
+from tinymlaas.client import Client
 from tinymlaas.domain import Pipeline, RunStatus
 
 __all__ = ["CHROMIUM", "PASSWORD", "RUN_TIMEOUT_MS", "SCREENSHOTS", "csp_violations", "log_in",
-           "no_horizontal_overflow", "shot", "sign_up", "user_with_runs", "watch_csp"]
+           "no_horizontal_overflow", "shot", "sign_in", "sign_up", "text_of", "user_with_runs",
+           "watch_csp"]
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
@@ -114,3 +119,23 @@ def user_with_runs(site: Any, email: str, name: str, tmp: Path) -> dict[str, Any
         time.sleep(0.5)
     assert all(site.studio.services.get_run(r).status is RunStatus.succeeded for r in runs)
     return {"project": user.default_project, "runs": runs, "model": model.id}
+
+
+def sign_in(http: TestClient, email: str) -> Client:
+    """An account (through the API) whose web session is ``http``'s cookie."""
+    api = Client(http=http)
+    api.register(email, PASSWORD, email.split("@")[0])
+    api.login(email, PASSWORD)
+    form = http.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert form.status_code == 200 and token
+    done = http.post("/login", data={"email": email, "password": PASSWORD,
+                                     "csrf_token": token.group(1)}, follow_redirects=False)
+    assert done.status_code == 303, done.text[:300]
+    return api
+
+
+def text_of(page: str) -> str:
+    """The page's visible text, roughly: tags and scripts out, entities decoded."""
+    page = re.sub(r"<script.*?</script>", " ", page, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
