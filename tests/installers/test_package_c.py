@@ -306,3 +306,64 @@ def test_split_source_exports_prefixed_kernels(models, tmp_path: Path) -> None:
     assert "TM_ALIGNED RES_ARENA_ATTR;" in split.files["res.c"]
     with pytest.raises(ValueError):
         split_source("int x;", "res")
+
+
+def test_two_inputs_two_outputs_on_host_and_qemu(tmp_path: Path) -> None:
+    _need(*ARM_TOOLS, "qemu-system-arm", "cc")
+    from onnx import TensorProto, helper, numpy_helper
+
+    gains = np.array([0.5, -2.0, 3.25], np.float32)
+    gain = numpy_helper.from_array(gains, "gain")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"]),
+         helper.make_node("Mul", ["a", "gain"], ["scaled"])], "two_io",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3]) for n in "ab"],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3]) for n in ("sum", "scaled")],
+        initializer=[gain])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "two.onnx"
+    onnx.save(model, str(path))
+    bundle = _package(path, tmp_path / "b", "two")
+    a = np.array([[1.5, 2.25, -3.0]], np.float32)
+    b = np.array([[0.1, -7.0, 1e-3]], np.float32)
+    raw = tmp_path / "ab.bin"
+    raw.write_bytes(a.tobytes() + b.tobytes())
+    _make(bundle, "host", "firmware")
+    host = subprocess.run([str(bundle / "build" / "host" / "example"), str(raw)],
+                          capture_output=True, text=True, check=True).stdout
+    assert _make(bundle, "qemu", f"INPUT={raw}") == host
+    np.testing.assert_array_equal(_values(host, "float32"),
+                                  np.concatenate([(a + b).ravel(), (a * gains).ravel()]))
+    short = tmp_path / "short.bin"
+    short.write_bytes(a.tobytes())
+    proc = subprocess.run([str(bundle / "build" / "host" / "example"), str(short)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "expected 24 bytes" in proc.stderr
+
+
+def test_pipeline_stores_the_bundle_for_the_runs_device(services, registered) -> None:
+    from tinymlaas.domain import Pipeline, RunStatus
+
+    model, dataset = registered
+    pipeline = Pipeline.model_validate({"name": "c-bundle", "steps": [
+        "export-onnx", "quantize-static", {"package-c": {"name": "digits"}}]})
+    created = services.create_run(pipeline, model=model.id, dataset=dataset.id,
+                                  device="stm32f746-discovery")
+    run = services.execute_run(created.id)
+    assert run.status is RunStatus.succeeded, run.error
+    metrics = run.steps[-1].metrics
+    assert metrics["target_cpu"] == "cortex-m7"
+    assert metrics["arena_bytes"] > 0 and metrics["const_bytes"] > 10_000
+    if metrics["elf_measured"]:
+        assert metrics["elf_flash_bytes"] == pytest.approx(metrics["estimated_flash_bytes"],
+                                                           rel=0.10)
+    import zipfile
+
+    with zipfile.ZipFile(services.artifact_path(run.steps[-1].output_sha)) as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("manifest.json"))
+    assert {"src/digits.c", "src/digits_kernels.c", "Makefile",
+            "wrappers/arduino/Digits/library.properties"} <= names
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert manifest["target"]["device"] == "stm32f746-discovery"
