@@ -367,3 +367,11 @@ def test_pipeline_stores_the_bundle_for_the_runs_device(services, registered) ->
             "wrappers/arduino/Digits/library.properties"} <= names
     assert set(manifest["files"]) == names - {"manifest.json"}
     assert manifest["target"]["device"] == "stm32f746-discovery"
+
+
+def test_same_model_gives_the_same_bundle(models, bundles, tmp_path: Path) -> None:
+    again = _package(models["tfl"], tmp_path / "again", "tfl")
+    first = json.loads((bundles["tfl"] / "manifest.json").read_text())
+    second = json.loads((again / "manifest.json").read_text())
+    assert second == first
+    assert (again / "manifest.json").read_bytes() == (bundles["tfl"] / "manifest.json").read_bytes()

@@ -50,7 +50,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("wrappers")
     onnx.save(graphs.tflite_style_int8(seed=5), str(root / "m.onnx"))
     ctx = StepContext(input_path=root / "m.onnx", input_kind=ArtifactKind.onnx,
-                      params=PackageCParams(name="kws_net", version="2.3.4", measure_elf=False),
+                      params=PackageCParams(name="kws_net", version="2.3.4", author="Edge Team",
+                                            url="https://models.example.com/kws",
+                                            measure_elf=False),
                       out_dir=root / "out", work_dir=root / "work")
     return PackageC().run(ctx).path
 
@@ -79,6 +81,8 @@ def test_arduino_library(bundle: Path, tmp_path: Path) -> None:
     assert list(properties) == list(ARDUINO_KEYS)
     assert all(properties[key] for key in ARDUINO_KEYS)
     assert properties["name"] == "KwsNet" and properties["version"] == "2.3.4"
+    assert properties["author"] == properties["maintainer"] == "Edge Team"
+    assert properties["url"] == "https://models.example.com/kws"
     assert properties["architectures"] == "*"
     assert properties["category"] in {"Display", "Communication", "Signal Input/Output",
                                       "Sensors", "Device Control", "Timing",
@@ -115,11 +119,20 @@ def test_zephyr_module(bundle: Path, tmp_path: Path) -> None:
              "-std=c99")
 
 
+def test_wrapper_metadata_rejects_multiline_values() -> None:
+    with pytest.raises(ValueError):
+        PackageCParams(author="a\nname=evil")
+    with pytest.raises(ValueError):
+        PackageCParams(version="1.0")
+
+
 def test_platformio_library(bundle: Path, tmp_path: Path) -> None:
     root = bundle / "wrappers" / "platformio" / "kws_net"
     manifest = json.loads((root / "library.json").read_text())
     assert manifest["name"] == "kws_net" and manifest["version"] == "2.3.4"
     assert manifest["frameworks"] == "*" and manifest["platforms"] == "*"
+    assert manifest["authors"] == [{"name": "Edge Team", "maintainer": True}]
+    assert manifest["homepage"] == "https://models.example.com/kws"
     assert (root / manifest["build"]["srcDir"]).is_dir()
     assert (root / manifest["build"]["includeDir"] / manifest["headers"]).is_file()
     examples = []

@@ -44,7 +44,7 @@ from tinymlaas.compiler.ckernels import split_func
 from tinymlaas.compiler.codegen import split_source
 from tinymlaas.domain import Device
 from tinymlaas.errors import InvalidInputError, StepFailedError
-from tinymlaas.installers.wrappers import write_wrappers
+from tinymlaas.installers.wrappers import AUTHOR, write_wrappers
 
 __all__ = [
     "CPU_FLAGS",
@@ -328,6 +328,8 @@ def write_bundle(
     source: dict[str, Any],
     work_dir: Path,
     version: str = "1.0.0",
+    author: str = AUTHOR,
+    url: str = "",
     measure: bool = True,
 ) -> dict[str, Any]:
     """Write the bundle for a compiled model and return its manifest.
@@ -339,6 +341,8 @@ def write_bundle(
         source: What the bundle was made from (``kind``, ``sha256``, ``file``).
         work_dir: Scratch space (the size-probe firmware).
         version: The library version written into the framework wrappers.
+        author: Author and maintainer written into the framework wrappers.
+        url: The library's web page for the wrappers (may be empty).
         measure: Build the size-probe ELF when the toolchain is there.
 
     Returns:
@@ -364,7 +368,7 @@ def write_bundle(
     (out_dir / "Makefile").write_text(render("Makefile", values), encoding="utf-8")
     (out_dir / "CMakeLists.txt").write_text(render("CMakeLists.txt", values), encoding="utf-8")
     (out_dir / "README.md").write_text(render("README.md", values), encoding="utf-8")
-    write_wrappers(out_dir, compiled, version=version)
+    write_wrappers(out_dir, compiled, version=version, author=author, url=url)
     elf = (measure_elf(out_dir, compiled, target, work_dir / "elf") if measure
            else {"measured": False, "reason": "not requested"})
     estimate = estimate_memory(compiled)

@@ -29,6 +29,10 @@ class PackageCParams(Params):
                       "for ONNX input; a compile-c input keeps its own.")
     version: str = Field(default="1.0.0", description="Library version in the Arduino and "
                          "PlatformIO wrappers (MAJOR.MINOR.PATCH).")
+    author: str = Field(default="tinymlaas", min_length=1, max_length=100,
+                        description="Author and maintainer in the wrappers' metadata.")
+    url: str = Field(default="", max_length=300, description="The library's web page "
+                     "(Arduino url, PlatformIO homepage); empty leaves it blank.")
     simplify: bool = Field(default=True, description="Simplify float graphs (onnxsim) first.")
     fuse_residual: bool = Field(default=True, description="Compute residual adds in place "
                                 "(less RAM on ResNet-style blocks).")
@@ -41,6 +45,13 @@ class PackageCParams(Params):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", value):
             raise ValueError("must be a C identifier (letters, digits, underscore)")
         return value.lower()
+
+    @field_validator("author", "url")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if any(ch in value for ch in "\r\n\"\\") or not value.isprintable():
+            raise ValueError("must be one printable line without quotes or backslashes")
+        return value
 
     @field_validator("version")
     @classmethod
@@ -94,6 +105,7 @@ class PackageC(Transformer):
         out = ctx.out_dir / "c-bundle"
         manifest = write_bundle(compiled, out, target=target, source=source,
                                 work_dir=ctx.work_dir, version=params.version,
+                                author=params.author, url=params.url,
                                 measure=params.measure_elf)
         elf = manifest["elf"]
         metrics: dict[str, object] = {
