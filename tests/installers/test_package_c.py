@@ -375,3 +375,18 @@ def test_same_model_gives_the_same_bundle(models, bundles, tmp_path: Path) -> No
     second = json.loads((again / "manifest.json").read_text())
     assert second == first
     assert (again / "manifest.json").read_bytes() == (bundles["tfl"] / "manifest.json").read_bytes()
+
+
+@pytest.mark.parametrize("cpu", ["cortex-m0plus", "cortex-m3", "cortex-m7", "cortex-m33",
+                                 "cortex-m55"])
+def test_estimate_holds_for_other_cpus(cpu: str, models, bundles, tmp_path: Path) -> None:
+    _need("arm-none-eabi-gcc", "arm-none-eabi-size")
+    from tinymlaas.installers.c_bundle import CPU_FLAGS, Target, estimate_memory, measure_elf
+
+    for name in ("qres", "fops", "tfl"):
+        compiled = compile_onnx(models[name], tmp_path / name, name=name)
+        elf = measure_elf(bundles[name], compiled, Target(None, None, cpu, CPU_FLAGS[cpu]),
+                          tmp_path / f"{name}-elf")
+        estimate = estimate_memory(compiled, cpu)
+        assert elf["flash_bytes"] == pytest.approx(estimate["flash_bytes"], rel=0.10), name
+        assert elf["ram_bytes"] == pytest.approx(estimate["ram_bytes"], rel=0.10), name

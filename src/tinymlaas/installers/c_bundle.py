@@ -96,6 +96,16 @@ _KERNEL_BYTES: dict[str, int] = {
     "qadd": 688, "qmul": 400, "clamp": 34, "cliprt": 64, "lut": 24, "quantize": 192,
     "dequantize": 116, "requant": 188, "batchnorm": 172, "transpose": 120, "copy2d": 48,
 }
+# CPUs without an FPU link libgcc's soft-float routines: add, multiply, compares and
+# conversions for any float arithmetic (int8 kernels too: softmax, rounding), division and
+# the rest for the kernels below. (basic, division) bytes per CPU.
+_SOFT_FLOAT_BYTES: dict[str, tuple[int, int]] = {"cortex-m0plus": (2450, 1250),
+                                                 "cortex-m3": (1100, 450)}
+_FLOAT_INT8_KERNELS = frozenset({"qsoftmax", "quantize", "dequantize"})
+_DIVIDING_KERNELS = frozenset({"softmax", "qsoftmax", "quantize", "avgpool", "gap",
+                               "reduce_mean", "batchnorm", "unary_sigmoid", "unary_tanh",
+                               "unary_reciprocal", "unary_hardswish", "unary_softsign",
+                               "binary_div"})
 _UNARY_BYTES = 50
 _BINARY_BYTES = 290
 _LIBRARY_BYTES = {"expf": 720, "tanhf": 850, "rintf": 184, "ldivmod": 700, "logf": 600,
@@ -167,13 +177,24 @@ def file_hashes(directory: Path, *, skip: tuple[str, ...] = ("manifest.json",)) 
     return hashes
 
 
-def estimate_memory(compiled: CompileResult) -> dict[str, int]:
-    """Flash and RAM of the model linked alone: constants + code, arena + I/O buffers."""
+def _kernel_base(func: str) -> str:
+    """``tm_qconv2d_s8s8`` -> ``qconv2d``; untyped kernels (``tm_copy2d``) keep their name."""
+    base, types = split_func(func)
+    return base if types else func.removeprefix("tm_")
+
+
+def estimate_memory(compiled: CompileResult, cpu: str = DEFAULT_CPU) -> dict[str, int]:
+    """Flash and RAM of the model linked alone: constants + code, arena + I/O buffers.
+
+    Args:
+        compiled: The compiled model (constants, arena, kernel calls).
+        cpu: A key of :data:`CPU_FLAGS`; CPUs without an FPU add the soft-float routines.
+    """
     convs = ("conv2d", "conv2d_add", "qconv2d", "qconv2d_add")
     code = _CODE_BASE
     for func, calls in compiled.kernel_calls.items():
-        code += calls * (_CONV_CALL_BYTES if split_func(func)[0] in convs else _CALL_BYTES)
-    bases = {split_func(func)[0] for func in compiled.kernel_calls}
+        code += calls * (_CONV_CALL_BYTES if _kernel_base(func) in convs else _CALL_BYTES)
+    bases = {_kernel_base(func) for func in compiled.kernel_calls}
     if bases & set(convs):
         bases.add("convtile")
     libraries: set[str] = set()
@@ -186,6 +207,10 @@ def estimate_memory(compiled: CompileResult) -> dict[str, int]:
         else:
             code += _KERNEL_BYTES.get(base, _KERNEL_DEFAULT)
     code += sum(_LIBRARY_BYTES[name] for name in libraries)
+    basic, division = _SOFT_FLOAT_BYTES.get(cpu, (0, 0))
+    if any("f32" in split_func(f)[1] for f in compiled.kernel_calls) or \
+            bases & _FLOAT_INT8_KERNELS:
+        code += basic + (division if bases & _DIVIDING_KERNELS else 0)
     data = _ERRNO_DATA_BYTES if libraries & _ERRNO_SETTERS else 0
     return {"code_bytes": code, "flash_bytes": compiled.const_bytes + code + data,
             "ram_bytes": compiled.arena_bytes + compiled.io_bytes + data}
@@ -371,7 +396,7 @@ def write_bundle(
     write_wrappers(out_dir, compiled, version=version, author=author, url=url)
     elf = (measure_elf(out_dir, compiled, target, work_dir / "elf") if measure
            else {"measured": False, "reason": "not requested"})
-    estimate = estimate_memory(compiled)
+    estimate = estimate_memory(compiled, target.cpu)
     if elf.get("measured"):
         elf["flash_vs_estimate"] = round(elf["flash_bytes"] / estimate["flash_bytes"], 4)
         elf["ram_vs_estimate"] = round(elf["ram_bytes"] / max(1, estimate["ram_bytes"]), 4)
