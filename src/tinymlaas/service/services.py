@@ -554,8 +554,8 @@ MAX_MANIFEST_BYTES = 1 << 20
 
 
 def package_manifest(path: Path, kind: ArtifactKind) -> dict[str, Any] | None:
-    """``manifest.json`` at the root of a directory package, or a wheel's ``METADATA``
-    headers; None when there is none or it cannot be read."""
+    """``manifest.json`` (``metadata.json``) at the root of a directory package, or a
+    wheel's ``METADATA`` headers; None when there is none or it cannot be read."""
     import zipfile
 
     try:
@@ -564,8 +564,9 @@ def package_manifest(path: Path, kind: ArtifactKind) -> dict[str, Any] | None:
             if kind is ArtifactKind.python_wheel:
                 member = next((n for n in names if n.count("/") == 1
                                and n.endswith(".dist-info/METADATA")), None)
-            else:
-                member = "manifest.json" if "manifest.json" in names else None
+            else:  # a build context describes its model in metadata.json
+                member = next((n for n in ("manifest.json", "metadata.json") if n in names),
+                              None)
             if member is None or archive.getinfo(member).file_size > MAX_MANIFEST_BYTES:
                 return None
             text = archive.read(member).decode("utf-8")
