@@ -6,12 +6,15 @@ Layout of the bundle (``<name>`` is the model's C prefix, ``<Name>`` its CamelCa
                                 figures, tensors, target, ELF size report, generator
     README.md                   integration snippet, arena placement, how to build
     CMakeLists.txt              static library target <name> (+ example when top level)
-    Makefile                    make host | make firmware [CPU=] | make qemu INPUT=file
+    Makefile                    make host | make firmware [CPU=] | make qemu INPUT=file |
+                                make riscv-firmware | make riscv INPUT=file (rv32imc)
     src/<name>.h src/<name>.c   the model: const weights, one static arena, <name>_run()
     src/<name>_kernels.h/.c     the kernels it calls, as a real C file (<name>_k_* symbols)
     examples/main.c             reads argv[1] (raw input bytes), prints the outputs
     port/cortex-m/startup.c     QEMU MPS2/MPS3 startup (semihosting argv and file I/O)
     port/cortex-m/link.ld       linker script for those boards
+    port/riscv/link.ld          QEMU virt memory map for rv32imc (includes picolibc.ld)
+    port/riscv/stdio.c          stdout/stderr to the host's through semihosting (picolibc)
     wrappers/arduino/<Name>/    Arduino library (library.properties, src/, example sketch)
     wrappers/zephyr/<name>/     Zephyr module (zephyr/module.yml, CMakeLists.txt, Kconfig)
     wrappers/platformio/<name>/ PlatformIO library (library.json, src/, example)
@@ -382,6 +385,10 @@ def write_bundle(
     port.mkdir(parents=True, exist_ok=True)
     (port / "startup.c").write_text(render("startup.c", {}), encoding="utf-8")
     (port / "link.ld").write_text(render("link.ld", {}), encoding="utf-8")
+    riscv = out_dir / "port" / "riscv"
+    riscv.mkdir(parents=True, exist_ok=True)
+    (riscv / "link.ld").write_text(render("riscv_link.ld", {}), encoding="utf-8")
+    (riscv / "stdio.c").write_text(render("riscv_stdio.c", {}), encoding="utf-8")
     values: dict[str, object] = {
         "name": name, "NAME": name.upper(), "Name": _camel(name), "cpu": target.cpu,
         "arena_bytes": compiled.arena_bytes, "const_bytes": compiled.const_bytes,
