@@ -11,12 +11,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 import helpers
 
-__all__ = ["float_model", "int8_input_model", "qdq_model", "reference", "two_io_model"]
+__all__ = ["compiler_module", "float_model", "int8_input_model", "qdq_model", "reference",
+           "two_io_model"]
 
 _COMPILER_TESTS = Path(__file__).resolve().parents[1] / "compiler"
 
 
-def _compiler_module(name: str):
+def compiler_module(name: str):
     """A module of the compiler tests (graph builders), loaded under a private name."""
     spec = importlib.util.spec_from_file_location(f"installers_{name}",
                                                   _COMPILER_TESTS / f"{name}.py")
@@ -34,13 +35,13 @@ def qdq_model(path: Path) -> Path:
     """The float model quantized by ONNX Runtime (static QDQ, int8 weights and activations)."""
     source = float_model(path.with_name(path.stem + "-float.onnx"))
     calibration = np.random.default_rng(2).normal(size=(16, 64)).astype(np.float32)
-    return _compiler_module("compiler_models").quantize_qdq(source, path, calibration,
+    return compiler_module("compiler_models").quantize_qdq(source, path, calibration,
                                                             per_channel=False)
 
 
 def int8_input_model(path: Path) -> Path:
     """A tf2onnx-style int8 graph: int8 NHWC input with a symbolic batch, int8 output."""
-    onnx.save(_compiler_module("graphs").tflite_style_int8(seed=3), str(path))
+    onnx.save(compiler_module("graphs").tflite_style_int8(seed=3), str(path))
     return path
 
 

@@ -4,7 +4,6 @@ same output as the compiler's own host build, and its manifest is true to its fi
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from installer_models import compiler_module
 
 import helpers
 from tinymlaas.compiler import HostModel
@@ -25,16 +25,7 @@ from tinymlaas.errors import InvalidInputError, UnsupportedModelError
 from tinymlaas.transformers.base import StepContext
 from tinymlaas.transformers.package.package_c import PackageC, PackageCParams
 
-_COMPILER_TESTS = Path(__file__).resolve().parents[1] / "compiler"
 ARM_TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-objdump", "make")
-
-
-def _compiler_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"package_c_{name}",
-                                                  _COMPILER_TESTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _need(*tools: str) -> None:
@@ -71,7 +62,7 @@ def _values(line: str, dtype: str) -> np.ndarray:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """int8 QDQ (tf2onnx style, with pooling), float residual block, int8 QDQ residual
     block (ONNX Runtime quantization) and a float graph with sigmoid/tanh/softmax."""
-    graphs = _compiler_module("graphs")
+    graphs = compiler_module("graphs")
     root = tmp_path_factory.mktemp("package-c-models")
     paths = {}
     for name, model in (("tfl", graphs.tflite_style_int8(seed=1)),
@@ -80,7 +71,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         paths[name] = root / f"{name}.onnx"
         onnx.save(model, str(paths[name]))
     calibration = np.random.default_rng(4).normal(size=(16, 4, 8, 8)).astype(np.float32)
-    paths["qres"] = _compiler_module("compiler_models").quantize_qdq(
+    paths["qres"] = compiler_module("compiler_models").quantize_qdq(
         paths["res"], root / "qres.onnx", calibration, per_channel=True)
     return paths
 
@@ -281,7 +272,7 @@ def test_missing_toolchain_still_bundles(models, tmp_path: Path, monkeypatch) ->
 
 def test_unsupported_model_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.onnx"
-    onnx.save(_compiler_module("graphs").unsupported_graph(), str(path))
+    onnx.save(compiler_module("graphs").unsupported_graph(), str(path))
     with pytest.raises(UnsupportedModelError) as info:
         _package(path, tmp_path / "b", "bad")
     assert "my_sine" in str(info.value.details) or "Sin" in str(info.value)

@@ -10,17 +10,19 @@ no network, no global state.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from tinymlaas.domain import ArtifactKind, DatasetSplits, Device, Task, TensorSpec
 
-__all__ = ["DatasetAccess", "NoParams", "Params", "StepContext", "StepOutput", "Transformer"]
+__all__ = ["CName", "DatasetAccess", "NoParams", "Params", "StepContext", "StepOutput",
+           "Transformer"]
 
 
 class Params(BaseModel):
@@ -28,6 +30,16 @@ class Params(BaseModel):
     infinite numbers (fields that size work also carry an upper bound, ``le=``)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _c_identifier(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", value):
+        raise ValueError("must be a C identifier (letters, digits, underscore)")
+    return value.lower()
+
+
+#: A C symbol prefix (``<name>_run``, ``<NAME>_INPUT0_SIZE``), kept lower case.
+CName = Annotated[str, AfterValidator(_c_identifier)]
 
 
 class NoParams(Params):

@@ -9,18 +9,16 @@ from the ELF are recorded next to the planner's figures.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import onnx
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from tinymlaas.domain import ArtifactKind
-from tinymlaas.transformers.base import Params, StepContext, StepOutput, Transformer
+from tinymlaas.transformers.base import CName, Params, StepContext, StepOutput, Transformer
 
 
 class CompileParams(Params):
-    name: str = Field(default="model", description="C symbol prefix (model_run, MODEL_...).")
+    name: CName = Field(default="model", description="C symbol prefix (model_run, MODEL_...).")
     simplify: bool = Field(default=True, description="Simplify the graph (onnxsim) first.")
     fuse_residual: bool = Field(default=True, description="Compute residual adds in place: "
                                 "less RAM on ResNet-style blocks, somewhat slower on x86.")
@@ -28,13 +26,6 @@ class CompileParams(Params):
                                 "samples run on the host build and ONNX Runtime (0: skip).")
     cortex_m: bool = Field(default=False, description="Also cross-compile for Cortex-M4 "
                            "(needs gcc-arm-none-eabi) and record the ELF's flash and RAM.")
-
-    @field_validator("name")
-    @classmethod
-    def _c_identifier(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", value):
-            raise ValueError("must be a C identifier (letters, digits, underscore)")
-        return value
 
 
 class CompileC(Transformer):

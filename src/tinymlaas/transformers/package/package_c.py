@@ -19,13 +19,13 @@ from pydantic import Field, field_validator
 
 from tinymlaas.domain import ArtifactKind
 from tinymlaas.errors import InvalidInputError
-from tinymlaas.transformers.base import Params, StepContext, StepOutput, Transformer
+from tinymlaas.transformers.base import CName, Params, StepContext, StepOutput, Transformer
 
 __all__ = ["PackageC", "PackageCParams"]
 
 
 class PackageCParams(Params):
-    name: str = Field(default="model", description="C symbol prefix (model_run, MODEL_...) "
+    name: CName = Field(default="model", description="C symbol prefix (model_run, MODEL_...) "
                       "for ONNX input; a compile-c input keeps its own.")
     version: str = Field(default="1.0.0", description="Library version in the Arduino and "
                          "PlatformIO wrappers (MAJOR.MINOR.PATCH).")
@@ -39,12 +39,6 @@ class PackageCParams(Params):
     measure_elf: bool = Field(default=True, description="Link the model for the target with "
                               "arm-none-eabi-gcc and record the ELF's section sizes.")
 
-    @field_validator("name")
-    @classmethod
-    def _c_identifier(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", value):
-            raise ValueError("must be a C identifier (letters, digits, underscore)")
-        return value.lower()
 
     @field_validator("author", "url")
     @classmethod
