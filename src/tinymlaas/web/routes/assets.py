@@ -13,8 +13,9 @@ from pydantic import ValidationError
 from tinymlaas.api.deps import StudioDep
 from tinymlaas.api.responses import model_file_response
 from tinymlaas.api.uploads import receive_upload, safe_stem
-from tinymlaas.domain import Device, Task
-from tinymlaas.errors import TinymlaasError
+from tinymlaas.domain import DatasetSplits, Device, Task
+from tinymlaas.errors import InvalidInputError, TinymlaasError
+from tinymlaas.formats.datasets import MAX_IMAGE_SIDE
 from tinymlaas.web.forms import param_fields
 from tinymlaas.web.render import render
 from tinymlaas.web.routing import WebRoute
@@ -24,6 +25,42 @@ __all__ = ["router"]
 
 router = APIRouter(route_class=WebRoute)
 TASKS = [t.value for t in Task]
+
+
+#: The largest dimension of a model input shape typed in a form.
+MAX_INPUT_DIM = 1 << 20
+
+
+def _ints(text: str, what: str, *, count: int | tuple[int, int], most: int) -> list[int] | None:
+    """``"1,8,8"`` or ``"32x32"`` as whole numbers from 1 to ``most``; None when empty."""
+    text = text.strip()
+    if not text:
+        return None
+    low, high = (count, count) if isinstance(count, int) else count
+    try:
+        values = [int(v) for v in text.replace("x", ",").replace("×", ",").split(",")]
+    except ValueError:
+        values = []
+    if not low <= len(values) <= high or not all(1 <= v <= most for v in values):
+        raise InvalidInputError(f"{what}: expected {low if low == high else f'{low} to {high}'}"
+                                f" whole numbers from 1 to {most:,}, got {text[:40]!r}",
+                                {"field": what})
+    return values
+
+
+def _splits(fields: dict[str, str]) -> DatasetSplits:
+    try:
+        values = {"test_fraction": float(fields.get("test_fraction") or 0.2),
+                  "calibration_size": int(fields.get("calibration_size") or 256),
+                  "seed": int(fields.get("seed") or 0)}
+    except ValueError:
+        raise InvalidInputError("splits: the test fraction, calibration size and seed are "
+                                "numbers", {"field": "splits"}) from None
+    try:
+        return DatasetSplits(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidInputError(f"splits: {problems}", {"field": "splits"}) from None
 
 
 def _writable_projects(viewer: Viewer) -> list[Any]:
@@ -68,6 +105,8 @@ async def upload_model(request: Request, viewer: WebSession, studio: StudioDep) 
             fields.get("name", "").strip() or safe_stem(upload.filename, "model"),
             project=fields.get("project") or None,
             task=Task(task) if task in TASKS else Task.classification,
+            input_shape=_ints(fields.get("input_shape", ""), "input shape", count=(1, 8),
+                              most=MAX_INPUT_DIM),
             description=fields.get("description", "")[:2000])
     except TinymlaasError as exc:
         return _models_page(request, viewer, exc.message, exc.http_status)
@@ -108,11 +147,13 @@ async def upload_dataset(request: Request, viewer: WebSession, studio: StudioDep
         check_csrf(request, upload.fields.get("csrf_token"))
         fields = upload.fields
         task = Task(fields["task"]) if fields.get("task") in TASKS else None
+        size = _ints(fields.get("image_size", ""), "image size", count=2, most=MAX_IMAGE_SIDE)
         dataset = await run_in_threadpool(
             viewer.workspace.add_dataset, str(upload.path),
             fields.get("name", "").strip() or safe_stem(upload.filename, "dataset"),
             project=fields.get("project") or None, task=task,
-            label_column=fields.get("label_column", "").strip() or None)
+            label_column=fields.get("label_column", "").strip() or None,
+            image_size=(size[0], size[1]) if size else None, splits=_splits(fields))
     except TinymlaasError as exc:
         return _datasets_page(request, viewer, exc.message, exc.http_status)
     finally:
