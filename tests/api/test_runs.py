@@ -229,3 +229,17 @@ def test_a_run_without_a_dataset_is_accepted_only_when_it_needs_none(
     assert created.status_code == 201, created.json()
     assert created.json()["dataset_id"] is None
     assert [r.id for r in alice.list_runs()] == [created.json()["id"]]
+
+
+def test_a_step_that_cannot_work_for_the_device_is_422(http: TestClient, alice: Client,
+                                                       alice_model) -> None:
+    response = http.post(f"{API}/runs", headers={"Authorization": f"Bearer {alice.token}"},
+                         json={"model": alice_model.id, "device": "raspberry-pi-4",
+                               "pipeline": {"steps": ["package-c", "sign-image"],
+                                            "evaluate": False}})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["message"].startswith("step 2 (sign-image) cannot run for raspberry-pi-4")
+    assert body["details"] == {"step": 2, "transformer": "sign-image",
+                               "device": "raspberry-pi-4"}
+    assert alice.list_runs() == []

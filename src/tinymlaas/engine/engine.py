@@ -145,9 +145,10 @@ class Engine:
 
     # planning -----------------------------------------------------------------------------
 
-    def plan(self, pipeline: Pipeline, model_kind: ArtifactKind,
-             has_dataset: bool) -> list[PlannedStep]:
-        """Validate every step and the chain of artifact kinds before anything runs."""
+    def plan(self, pipeline: Pipeline, model_kind: ArtifactKind, has_dataset: bool,
+             device: Device | None = None) -> list[PlannedStep]:
+        """Validate every step, the chain of artifact kinds and the target before anything
+        runs."""
         planned: list[PlannedStep] = []
         kind = model_kind
         for index, step in enumerate(pipeline.steps, start=1):
@@ -165,6 +166,14 @@ class Engine:
             if transformer.needs != "none" and not has_dataset:
                 raise InvalidInputError(f"{where}({step.transformer}) needs a dataset "
                                         f"({transformer.needs} split); give the run one")
+            try:
+                transformer.check_device(device, params)
+            except InvalidInputError as exc:
+                raise IncompatibleChainError(
+                    f"{where}({step.transformer}) cannot run for "
+                    f"{device.name if device else 'a run without a device'}: {exc.message}",
+                    {"step": index, "transformer": step.transformer,
+                     "device": device.name if device else None}) from None
             out_kind = transformer.output_kind(kind, params)
             planned.append(PlannedStep(step, step.transformer, transformer.version, params, kind,
                                        out_kind, transformer.needs, transformer.file_params))
@@ -183,7 +192,10 @@ class Engine:
     def create_run(self, pipeline: Pipeline, model: Model, dataset: Dataset | None,
                    device: str | None = None, name: str | None = None,
                    project: str | None = None) -> Run:
-        planned = self.plan(pipeline, model.kind, has_dataset=dataset is not None)
+        target = (self.devices(device, project or model.project)
+                  if device and self.devices else None)
+        planned = self.plan(pipeline, model.kind, has_dataset=dataset is not None,
+                            device=target)
         if dataset is None and self.evaluates(pipeline, planned, model.kind):
             raise InvalidInputError(
                 "the run evaluates its output, which needs a dataset: give the run one, or "

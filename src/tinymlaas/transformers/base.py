@@ -135,6 +135,10 @@ class Transformer:
     #: Whether the step signs with the project's key (its public half keys the cache).
     signs: ClassVar[bool] = False
 
+    def check_device(self, device: Device | None, params: BaseModel) -> None:
+        """Refuse, before a run starts, a target this step cannot work for (raise
+        :class:`~tinymlaas.errors.InvalidInputError` saying why). Most steps take any."""
+
     def output_kind(self, input_kind: ArtifactKind, params: BaseModel) -> ArtifactKind:
         """The kind this step makes from ``input_kind`` (most always make ``produces``)."""
         return self.produces

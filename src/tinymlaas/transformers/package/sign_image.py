@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tinymlaas.domain import ArtifactKind, Device
 from tinymlaas.transformers.base import Params, StepContext, StepOutput, Transformer
@@ -142,6 +142,16 @@ class SignImage(Transformer):
     needs = "none"
     uses_device = True
     signs = True
+
+    def check_device(self, device: Device | None, params: BaseModel) -> None:
+        from tinymlaas.errors import InvalidInputError
+        from tinymlaas.installers import firmware
+
+        if device is None:
+            raise InvalidInputError("it builds firmware for the run's device; give the run "
+                                    "a Cortex-M device")
+        firmware.cpu_flags(device)
+        _layout(cast(SignImageParams, params), device)
 
     def run(self, ctx: StepContext) -> StepOutput:
         from tinymlaas.errors import InvalidInputError
