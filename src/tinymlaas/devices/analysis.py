@@ -24,6 +24,7 @@ from tinymlaas.compiler.planner import Interval, plan_arena
 from tinymlaas.devices.catalog import get_device
 from tinymlaas.devices.support import RUNTIMES, supported_by
 from tinymlaas.domain import Device
+from tinymlaas.domain.units import human_bytes as _size
 from tinymlaas.errors import InvalidInputError, UnsupportedModelError
 from tinymlaas.evaluation.static import count_macs, graph_stats
 
@@ -130,14 +131,6 @@ class Analysis(BaseModel):
             ]
             rows += [("reason", reason) for reason in fit.reasons]
         return rows
-
-
-def _size(nbytes: int) -> str:
-    if nbytes >= 1024 * 1024:
-        return f"{nbytes / (1024 * 1024):.2f} MiB"
-    if nbytes >= 1024:
-        return f"{nbytes / 1024:.1f} KiB"
-    return f"{nbytes} B"
 
 
 def _operators(model: onnx.ModelProto) -> list[OperatorSupport]:
