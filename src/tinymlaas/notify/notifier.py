@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import smtplib
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from tinymlaas.config import Settings
 from tinymlaas.domain import Run
+from tinymlaas.domain.units import human_bytes, human_mib
 from tinymlaas.errors import InvalidInputError
 from tinymlaas.notify.email import send_email
 from tinymlaas.notify.queue import Attempt, Delivery, DeliveryQueue
@@ -19,8 +21,11 @@ from tinymlaas.store.accounts import AccountStore, Webhook
 __all__ = ["Notifier", "email_delivery", "run_event_name", "webhook_delivery"]
 
 log = logging.getLogger("tinymlaas.notify")
-_SUMMARY = [("accuracy", "accuracy"), ("file_bytes", "size (bytes)"),
-            ("latency_ms_p50", "latency p50 (ms)"), ("peak_memory_mb", "peak memory (MB)")]
+#: The metrics a run's e-mail shows, with how each reads.
+_SUMMARY: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("accuracy", "accuracy", lambda v: f"{v:.2f}%"), ("file_bytes", "size", human_bytes),
+    ("latency_ms_p50", "latency p50", lambda v: f"{v:.3f} ms"),
+    ("peak_memory_mb", "peak memory", human_mib)]
 
 
 def run_event_name(run: Run) -> str:
@@ -137,7 +142,10 @@ class Notifier:
                   + (f" ({s.error})" if s.error else "") for s in run.steps]
         if run.result:
             lines += ["", "Result (input model -> output):"]
-            for key, label in _SUMMARY:
-                if key in run.result:
-                    lines.append(f"  {label}: {run.baseline.get(key, '-')} -> {run.result[key]}")
+            for key, label, show in _SUMMARY:
+                if isinstance(run.result.get(key), int | float):
+                    before = run.baseline.get(key)
+                    lines.append(f"  {label}: "
+                                 f"{show(before) if isinstance(before, int | float) else '-'}"
+                                 f" -> {show(run.result[key])}")
         return subject, "\n".join(lines) + "\n"

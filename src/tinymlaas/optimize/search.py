@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from tinymlaas.domain import Device, Pipeline, Run, Task
+from tinymlaas.domain.units import human_bytes, human_kib
 from tinymlaas.errors import InvalidInputError
 from tinymlaas.optimize.sensitivity import LayerSensitivity, layer_sensitivity
 from tinymlaas.optimize.space import SEEDS, build_steps, suggest
@@ -193,10 +194,11 @@ class _Search:
                               f"{self.max_drop:.2f}")
         if self.device is not None:
             if candidate.flash_bytes and candidate.flash_bytes > self.device.flash_kb * 1024:
-                violations.append(f"flash {candidate.flash_bytes} B > "
-                                  f"{self.device.flash_kb} KiB")
+                violations.append(f"flash {human_bytes(candidate.flash_bytes)} > "
+                                  f"{human_kib(self.device.flash_kb)}")
             if candidate.ram_bytes and candidate.ram_bytes > self.device.ram_kb * 1024:
-                violations.append(f"RAM {candidate.ram_bytes} B > {self.device.ram_kb} KiB")
+                violations.append(f"RAM {human_bytes(candidate.ram_bytes)} > "
+                                  f"{human_kib(self.device.ram_kb)}")
         candidate.violations = violations
         candidate.feasible = not violations and candidate.objective is not None
         return candidate
