@@ -25,6 +25,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from tinymlaas.domain.units import human_bytes
+
 console = Console(width=120)
 
 
@@ -197,8 +199,8 @@ def main() -> None:
         table.add_column(col)
     q = quality
     table.add_row(f"{q['fp32_accuracy']:.2f}%", f"{q['int8_accuracy']:.2f}%",
-                  f"{q['accuracy_drop']:.2f}", f"{q['fp32_bytes'] / 1024:.1f} KB",
-                  f"{q['int8_bytes'] / 1024:.1f} KB", f"{q['size_ratio']:.2f}x",
+                  f"{q['accuracy_drop']:.2f}", human_bytes(q["fp32_bytes"]),
+                  human_bytes(q["int8_bytes"]), f"{q['size_ratio']:.2f}x",
                   f"{q['fp32_latency_ms']:.3f} ms", f"{q['int8_latency_ms']:.3f} ms")
     console.print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
