@@ -40,7 +40,8 @@ def test_demo_runs_five_pipelines_and_prints_the_comparison(settings, capsys) ->
 def test_templates_plan_for_a_pytorch_model(name: str, services, registered) -> None:
     model, _ = registered
     pipeline = load_pipeline(template_path(name))
-    assert services.engine.plan(pipeline, model.kind, has_dataset=True)
+    device = services.get_device("stm32-nucleo-l4r5zi")  # signed-firmware needs a board
+    assert services.engine.plan(pipeline, model.kind, has_dataset=True, device=device)
 
 
 def test_examples_parse_and_plan(examples_dir: Path, services, registered) -> None:

@@ -351,7 +351,8 @@ class Engine:
         try:
             current = self.meta.get_artifact(model.artifact_sha)
             made = [current]
-            planned = self.plan(run.pipeline, model.kind, has_dataset=dataset is not None)
+            planned = self.plan(run.pipeline, model.kind, has_dataset=dataset is not None,
+                                device=self._device(run))
             for step, plan in zip(run.steps, planned, strict=True):
                 if run_id in self._cancelled:
                     return self._finish_cancelled(run, step.index)
@@ -401,14 +402,19 @@ class Engine:
             with self._lock:
                 self._active.pop(run_id, None)
 
+    def _device(self, run: Run) -> Device | None:
+        """The run's target device profile, if it has one."""
+        return self.devices(run.device, run.project) if run.device and self.devices else None
+
     def _step_extras(self, run: Run, plan: PlannedStep) -> tuple[dict[str, Any], dict[str, Any]]:
         """What a step gets beyond its params (the device, the project's key directory), and
         what of it keys the cache (the device's spec, the signing key's fingerprint)."""
         transformer = get_transformer(plan.transformer)
         job: dict[str, Any] = {}
         keyed: dict[str, Any] = {}
-        if transformer.uses_device and run.device and self.devices:
-            job["device"] = self.devices(run.device, run.project).model_dump(mode="json")
+        device = self._device(run) if transformer.uses_device else None
+        if device is not None:
+            job["device"] = device.model_dump(mode="json")
             keyed["@device"] = job["device"]
         if transformer.signs:
             from tinymlaas.installers.signing import ensure_key
@@ -539,7 +545,7 @@ class Engine:
                       output: Artifact | None, emit: EventCallback) -> dict[str, Any]:
         if not run.pipeline.evaluate or output is None or dataset is None:
             return {"baseline": {}, "result": {}}
-        device = self.devices(run.device, run.project) if run.device and self.devices else None
+        device = self._device(run)
         baseline_artifact = self.meta.get_artifact(model.artifact_sha)
         baseline = self.evaluate(run.id, baseline_artifact, model, dataset, None,
                                  "evaluate-baseline", emit, device)
