@@ -85,7 +85,9 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
 
     app = FastAPI(title="tinymlaas Studio API", version=__version__, lifespan=lifespan,
                   description="Register models, datasets and devices; run compression "
-                              "pipelines; compare and download the results.",
+                              "pipelines; compare and download the results. Text anywhere "
+                              "(paths, queries, headers, bodies) may not hold NUL "
+                              "characters: such requests are refused with a 400.",
                   openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
                   swagger_ui_oauth2_redirect_url=None)
     app.state.studio = studio

@@ -10,12 +10,20 @@ from fastapi.responses import FileResponse
 from tinymlaas.api.schemas import ErrorBody
 from tinymlaas.domain import Artifact, ArtifactKind
 
-__all__ = ["AUTH_ERRORS", "ERRORS", "artifact_response"]
+__all__ = ["AUTH_ERRORS", "DATASET_DOWNLOAD", "DOWNLOAD", "ERRORS", "JSON_ERRORS", "MEDIA_TYPES",
+           "MODEL_DOWNLOAD", "ZIP_DOWNLOAD", "artifact_response", "download"]
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody} for code in codes}
 
+
+#: ``AUTH_ERRORS`` for a route whose own responses are not JSON (FastAPI would document
+#: its errors in the route's media type): the errors are JSON whatever the route sends.
+JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": "An error.", "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for code in (400, 401, 403, 404, 409, 422, 500)}
 
 #: Errors any route may answer with.
 ERRORS = _errors(400, 404, 422, 500)
@@ -38,9 +46,34 @@ MEDIA_TYPES = {
     ArtifactKind.file: "application/octet-stream",
 }
 
-#: OpenAPI description of a download response.
-DOWNLOAD: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/octet-stream": {}}, "description": "The file."}}
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def download(*kinds: ArtifactKind,
+             description: str = "The file.") -> dict[int | str, dict[str, Any]]:
+    """OpenAPI description of a 200 that sends the blob of one of ``kinds`` (each media type
+    it may be sent as, from :data:`MEDIA_TYPES`)."""
+    content: dict[str, dict[str, Any]] = {}
+    for media_type in sorted({MEDIA_TYPES.get(kind, "application/octet-stream")
+                              for kind in kinds}):
+        content[media_type] = {"schema": (
+            {"type": "object", "description": "A JSON report."}
+            if media_type == "application/json" else dict(_BINARY))}
+    headers = {"X-Content-SHA256": {"description": "sha256 (hex) of the file.",
+                                    "schema": {"type": "string"}}}
+    return {200: {"content": content, "description": description, "headers": headers}}
+
+
+#: A registered model's file: ONNX, or a zip (torch.export .pt2, TorchScript).
+MODEL_DOWNLOAD = download(ArtifactKind.onnx, ArtifactKind.torch_exported,
+                          ArtifactKind.torchscript, description="The model file.")
+#: A dataset's canonical .npz (a zip of X and y).
+DATASET_DOWNLOAD = download(ArtifactKind.dataset_npz, description="The dataset as an .npz.")
+#: Any artifact of a run.
+DOWNLOAD = download(*MEDIA_TYPES, ArtifactKind.file, description="The artifact.")
+#: A zip (a run's export).
+ZIP_DOWNLOAD: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/zip": {"schema": dict(_BINARY)}}, "description": "A zip."}}
 
 
 def artifact_response(artifact: Artifact, path: Path, filename: str | None = None) -> FileResponse:

@@ -13,10 +13,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from tinymlaas.errors import AuthenticationError, RateLimitedError, TinymlaasError
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["allowed_methods", "error_response", "install_error_handlers"]
 
 log = logging.getLogger("tinymlaas.api")
 
@@ -50,17 +51,46 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     errors = [{"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")),
                "type": str(err.get("type", ""))} for err in exc.errors()]
     summary = "; ".join(f"{'.'.join(e['loc'][1:] or e['loc'])}: {e['msg']}" for e in errors[:5])
+    if errors and all(e["loc"][:2] == ["body", "pipeline"] for e in errors):
+        # An invalid pipeline is a 400 wherever it comes from (inline, a template, a YAML
+        # file), as when the service checked it alone; the spec documents both.
+        return error_response(400, "invalid_input", summary, {"errors": errors})
     return error_response(422, "validation_error", f"invalid request: {summary}",
                           {"errors": errors})
 
 
-def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+#: The order methods are listed in an ``Allow`` header.
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on the request's path.
+
+    A 405 from the router names only the methods of the first route whose path matched, so
+    a collection with ``GET`` and ``POST`` routes would answer ``Allow: GET``. Each method is
+    asked of the app's routes instead (``matches`` is the routing's own test, included
+    routers answer for their routes).
+    """
+    methods = []
+    for method in _METHOD_ORDER:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            methods.append(method)
+    return methods
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     if exc.status_code == 404 and message == "Not Found":
         message = "no such endpoint; see /api/v1/docs for the API"
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        methods = allowed_methods(request)
+        if methods:
+            headers["Allow"] = ", ".join(methods)
     return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"),
-                          message, headers=getattr(exc, "headers", None))
+                          message, headers=headers or None)
 
 
 def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -10,12 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tinymlaas.domain import ArtifactKind, RunStatus, StepStatus, Task, TensorSpec
 from tinymlaas.domain.entities import (
     MAX_CALIBRATION_SIZE,
     MAX_SEED,
+    MAX_STEP_MEMORY_MB,
+    MAX_STEP_TIMEOUT_S,
+    MAX_STEPS,
     NAME_PATTERN,
     check_json_numbers,
 )
@@ -38,6 +41,8 @@ __all__ = [
     "MemberPublic",
     "ModelHubImport",
     "ModelPublic",
+    "PipelineSpec",
+    "PipelineStepSpec",
     "ProjectCreate",
     "ProjectPublic",
     "RunCreate",
@@ -62,10 +67,64 @@ __all__ = [
 
 Name = str
 Ref = str
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON Schema ``integer``: a whole number (``3`` or ``3.0``), never ``true`` or ``"3"``
+    (lax validation would read booleans and digit strings as numbers)."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("Input should be an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _json_number(value: Any) -> Any:
+    """A JSON Schema ``number``: never ``true`` or ``"0.5"``."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("Input should be a number")
+    return value
+
+
+#: An integer of a request body (strict: see :func:`_json_integer`).
+StrictInteger = Annotated[int, BeforeValidator(_json_integer), Field(strict=True)]
+#: A number of a request body (``true`` is not 1.0).
+StrictNumber = Annotated[float, BeforeValidator(_json_number)]
 #: One dimension of a model input shape given by a user (without the batch dimension).
-InputDim = Annotated[int, Field(ge=1, le=1 << 20)]
+InputDim = Annotated[StrictInteger, Field(ge=1, le=1 << 20)]
 #: One side of the size images are resized to.
-ImageSide = Annotated[int, Field(ge=1, le=4096)]
+ImageSide = Annotated[StrictInteger, Field(ge=1, le=4096)]
+
+#: An email address (dot-atom local part, host name with a top-level domain), as
+#: registration accepts it. JSON Schema ``format: email`` plus this pattern, so clients know.
+EMAIL_PATTERN = (r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                 r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+
+
+def _email_lengths(value: str) -> str:
+    local, _, domain = value.rpartition("@")
+    if len(local) > 64 or len(domain) > 253:
+        raise ValueError("an email address has at most 64 characters before the @ and 253 "
+                         "after it")
+    return value
+
+
+#: An email address in a request body (registration, log-in, sharing): refused with a 422
+#: when it is not one.
+Email = Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN,
+                             json_schema_extra={"format": "email"},
+                             examples=["ada@example.com"]),
+                  AfterValidator(_email_lengths)]
+#: An http(s) URL (JSON Schema ``format: uri``).
+HttpUrlText = Annotated[str, Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$",
+                                   json_schema_extra={"format": "uri"},
+                                   examples=["https://ci.example.com/hook"])]
+
+
+def _exactly_one_of(*alternatives: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """JSON Schema extra saying exactly one of the fields is given (and not null)."""
+    return {"oneOf": [{"required": [name], "properties": {name: schema}}
+                      for name, schema in alternatives]}
 
 
 def _has_nul(value: Any) -> bool:
@@ -124,7 +183,7 @@ class Health(Public):
 
 
 class UserCreate(Create):
-    email: str = Field(max_length=255, examples=["ada@example.com"])
+    email: Email
     password: str = Field(min_length=8, max_length=1024)
     name: str = Field(default="", max_length=100)
 
@@ -146,7 +205,7 @@ class RegistrationResponse(Public):
 
 
 class LoginRequest(Create):
-    email: str = Field(max_length=255)
+    email: Email
     password: str = Field(max_length=1024)
 
 
@@ -185,7 +244,7 @@ class ProjectPublic(Public):
 
 
 class ShareCreate(Create):
-    email: str = Field(max_length=255)
+    email: Email
     role: Literal["editor", "viewer"] = "editor"
 
 
@@ -247,9 +306,9 @@ class ModelHubImport(HubImport):
 
 
 class SplitsCreate(Create):
-    test_fraction: float = Field(default=0.2, gt=0, lt=1, allow_inf_nan=False)
-    calibration_size: int = Field(default=256, gt=0, le=MAX_CALIBRATION_SIZE)
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    test_fraction: StrictNumber = Field(default=0.2, gt=0, lt=1, allow_inf_nan=False)
+    calibration_size: StrictInteger = Field(default=256, gt=0, le=MAX_CALIBRATION_SIZE)
+    seed: StrictInteger = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class DatasetBuiltinCreate(SplitsCreate):
@@ -285,12 +344,12 @@ class DeviceCreate(Create):
     title: str = Field(default="", max_length=200)
     category: Literal["mcu", "sbc", "edge-gpu", "server", "phone"] = "mcu"
     arch: str = Field(min_length=1, max_length=50)
-    clock_mhz: float = Field(gt=0, le=1e6, allow_inf_nan=False)
-    ram_kb: int = Field(gt=0, le=2**40)
-    flash_kb: int = Field(gt=0, le=2**40)
+    clock_mhz: StrictNumber = Field(gt=0, le=1e6, allow_inf_nan=False)
+    ram_kb: StrictInteger = Field(gt=0, le=2**40)
+    flash_kb: StrictInteger = Field(gt=0, le=2**40)
     features: list[str] = Field(default_factory=list, max_length=50)
     runtimes: list[str] = Field(default_factory=list, max_length=50)
-    macs_per_cycle: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False)
+    macs_per_cycle: StrictNumber = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False)
     notes: str = Field(default="", max_length=2000)
     project: Ref | None = Field(default=None, description="Owning project (default: yours).")
 
@@ -327,7 +386,10 @@ class TransformerPublic(Public):
 
 
 class ExternalTransformerCreate(Create):
-    """A command or container image that honours the external file contract."""
+    """A command or container image (exactly one) that honours the external file contract."""
+
+    model_config = ConfigDict(json_schema_extra=_exactly_one_of(
+        ("command", {"type": "array"}), ("image", {"type": "string"})))
 
     name: Name = Field(pattern=NAME_PATTERN)
     project: str | None = None
@@ -346,11 +408,48 @@ class ExternalTransformerCreate(Create):
         return self
 
 
+class PipelineStepSpec(Create):
+    """One step in its long form: ``{transformer, params, timeout_s, memory_mb}``."""
+
+    transformer: str = Field(min_length=1, description="A transformer name (GET /transformers).")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="The transformer's parameters (its params_schema).")
+    timeout_s: StrictNumber | None = Field(default=None, gt=0, le=MAX_STEP_TIMEOUT_S,
+                                           allow_inf_nan=False,
+                                    description="Wall-clock limit of this step, at most 7 days.")
+    memory_mb: StrictInteger | None = Field(default=None, gt=0, le=MAX_STEP_MEMORY_MB,
+                                  description="Resident memory limit, at most 1 TiB.")
+
+
+#: A step: a transformer name (``"fuse"``), ``{name: params}`` (``{"quantize-static":
+#: {"per_channel": true}}``) or the long form.
+PipelineStepItem = (Annotated[str, Field(min_length=1)] | PipelineStepSpec
+                    | Annotated[dict[str, dict[str, Any] | None],
+                                Field(min_length=1, max_length=1)])
+
+
+class PipelineSpec(Create):
+    """A pipeline as the service accepts it (see ``tinymlaas.domain.Pipeline``)."""
+
+    name: Name = Field(default="pipeline", pattern=NAME_PATTERN)
+    model: str | None = None
+    dataset: str | None = None
+    device: str | None = None
+    project: str | None = None
+    steps: list[PipelineStepItem] = Field(default_factory=list, max_length=MAX_STEPS,
+                                          description=f"At most {MAX_STEPS} steps.")
+    evaluate: bool = Field(default=True, strict=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The pipeline exactly as it was sent (short forms kept)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
 class TemplateCreate(Create):
     name: Name = Field(pattern=NAME_PATTERN)
     project: str | None = None
     description: str = Field(default="", max_length=2000)
-    pipeline: dict[str, Any] = Field(description="A pipeline: {steps: [...], evaluate: bool}.")
+    pipeline: PipelineSpec = Field(description="A pipeline: {steps: [...], evaluate: bool}.")
 
 
 class TemplatePublic(Public):
@@ -368,10 +467,13 @@ class TemplatePublic(Public):
 class RunCreate(Create):
     """A run from an inline pipeline or a template name (exactly one); it is queued at once."""
 
+    model_config = ConfigDict(json_schema_extra=_exactly_one_of(
+        ("pipeline", {"type": "object"}), ("template", {"type": "string"})))
+
     model: Ref = Field(min_length=1, description="Model id or name.")
     dataset: Ref | None = Field(default=None, min_length=1, description="Dataset id or name; "
                                 "needed when a step or the evaluation uses data.")
-    pipeline: dict[str, Any] | None = None
+    pipeline: PipelineSpec | None = None
     template: str | None = None
     device: str | None = None
     name: Name | None = Field(default=None, pattern=NAME_PATTERN)
@@ -468,7 +570,7 @@ class RunEventPublic(Public):
 
 
 class WebhookCreate(Create):
-    url: str = Field(min_length=8, max_length=2000, examples=["https://ci.example.com/hook"])
+    url: HttpUrlText
     project: str | None = None
     secret: str | None = Field(default=None, min_length=8, max_length=255)
     events: list[Literal["run.succeeded", "run.failed", "run.cancelled"]] | None = None

@@ -52,8 +52,12 @@ def detect_model_kind(path: Path) -> ArtifactKind:
     if head[:1] == b"\x80":
         raise _refuse_pickle(path, "a pickle file")
     if head[:2] == b"PK":
-        with zipfile.ZipFile(path) as archive:
-            names = [PurePosixPath(n) for n in archive.namelist()]
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [PurePosixPath(n) for n in archive.namelist()]
+        except zipfile.BadZipFile:
+            raise InvalidInputError(f"{path.name} starts like a zip archive but is not one "
+                                    f"(truncated?); use {SAFE_FORMATS}") from None
         parts = {p for n in names for p in n.parts}
         bases = {n.name for n in names}
         if suffix == ".pt2" or ("models" in parts and "archive_format" in bases):

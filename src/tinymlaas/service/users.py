@@ -43,8 +43,9 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
 MIN_PASSWORD = 8
 #: zxcvbn's score (0-4) a password needs: "safely unguessable" against online attacks.
 MIN_PASSWORD_SCORE = 3
-#: Characters of a password the strength estimator reads (its cost grows with length).
-_ESTIMATED_CHARS = 100
+#: Characters of a password the strength estimator reads (its cost grows with length;
+#: zxcvbn refuses more than 72).
+_ESTIMATED_CHARS = 72
 #: The one answer to a registration, whether or not the address already had an account.
 REGISTERED = ("If this address had no account, it has one now with a personal project: "
               "log in with it.")

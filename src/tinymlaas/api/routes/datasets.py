@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, artifact_response
+from tinymlaas.api.common import AUTH_ERRORS, DATASET_DOWNLOAD, artifact_response
 from tinymlaas.api.deps import SettingsDep, WorkspaceDep
 from tinymlaas.api.hub import hub_download
 from tinymlaas.api.schemas import (
@@ -99,7 +99,7 @@ def get_dataset(ref: str, ws: WorkspaceDep) -> object:
     return ws.get_dataset(ref)
 
 
-@router.get("/{ref}/file", response_class=FileResponse, responses=DOWNLOAD)
+@router.get("/{ref}/file", response_class=FileResponse, responses=DATASET_DOWNLOAD)
 def download_dataset(ref: str, ws: WorkspaceDep) -> FileResponse:
     """The dataset in its canonical form (an .npz of X and y), named after the dataset
     (identical content is stored once: the stored blob's first name may be another's)."""

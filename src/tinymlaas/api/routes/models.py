@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, artifact_response
+from tinymlaas.api.common import AUTH_ERRORS, MODEL_DOWNLOAD, artifact_response
 from tinymlaas.api.deps import SettingsDep, WorkspaceDep
 from tinymlaas.api.hub import hub_download
 from tinymlaas.api.schemas import DeletionPublic, ErrorBody, InputDim, ModelHubImport, ModelPublic
@@ -79,7 +79,7 @@ def get_model(ref: str, ws: WorkspaceDep) -> object:
     return ws.get_model(ref)
 
 
-@router.get("/{ref}/file", response_class=FileResponse, responses=DOWNLOAD)
+@router.get("/{ref}/file", response_class=FileResponse, responses=MODEL_DOWNLOAD)
 def download_model(ref: str, ws: WorkspaceDep) -> FileResponse:
     """The registered model file, named after the model."""
     artifact, path = ws.model_file(ref)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
-from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD
+from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, JSON_ERRORS, ZIP_DOWNLOAD
 from tinymlaas.api.deps import StudioDep, WorkspaceDep
 from tinymlaas.api.responses import (
     run_artifact_response,
@@ -49,7 +49,8 @@ def create_run(body: RunCreate, ws: WorkspaceDep, studio: StudioDep) -> object:
                                                   ws.project_id(body.project)).pipeline,
                                   f"template {body.template}")
     else:
-        pipeline = parse_pipeline(body.pipeline, "pipeline")
+        assert body.pipeline is not None  # RunCreate holds exactly one of the two
+        pipeline = parse_pipeline(body.pipeline.as_dict(), "pipeline")
     run = ws.create_run(pipeline, model=body.model, dataset=body.dataset, device=body.device,
                         name=body.name, project=body.project)
     studio.runs.submit_run(run)
@@ -106,7 +107,9 @@ def run_logs(ref: str, ws: WorkspaceDep) -> object:
 
 
 @router.get("/{ref}/steps/{index}/log", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {}}}})
+            responses={**JSON_ERRORS, 200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "The step's log."}})
 def step_log(ref: str, index: Annotated[int, PathParam(ge=0, lt=MAX_STEPS)],
              ws: WorkspaceDep) -> PlainTextResponse:
     """One step's log as text (steps count from 0)."""
@@ -147,7 +150,7 @@ def download_output(ref: str, ws: WorkspaceDep) -> FileResponse:
 
 
 @router.get("/{ref}/export", response_class=FileResponse,
-            responses={200: {"content": {"application/zip": {}}}})
+            responses=ZIP_DOWNLOAD)
 def export_run(ref: str, ws: WorkspaceDep) -> FileResponse:
     """A zip of the output, metrics.json, pipeline.yaml and lineage.json."""
     return run_export_response(ws, ref)

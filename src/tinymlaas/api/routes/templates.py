@@ -23,8 +23,8 @@ def list_templates(ws: WorkspaceDep) -> object:
 @router.post("", response_model=TemplatePublic, status_code=status.HTTP_201_CREATED)
 def create_template(body: TemplateCreate, ws: WorkspaceDep) -> object:
     """Save a pipeline under a name (its steps and params are validated)."""
-    return _public(ws.create_template(body.name, body.pipeline, description=body.description,
-                                      project=body.project))
+    return _public(ws.create_template(body.name, body.pipeline.as_dict(),
+                                      description=body.description, project=body.project))
 
 
 @router.get("/{name}", response_model=TemplatePublic)
