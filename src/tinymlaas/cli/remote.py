@@ -23,13 +23,13 @@ from tinymlaas.domain import (
     Run,
     Task,
 )
-from tinymlaas.domain.entities import FILE_NAMES
+from tinymlaas.domain.entities import FILE_NAMES, PACKAGE_DIRECTORY_KINDS
 from tinymlaas.engine import RunEvent
 from tinymlaas.errors import InvalidInputError, NotFoundError
 from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.datasets import BUILTIN_DATASETS
 from tinymlaas.service import ComparisonRow
-from tinymlaas.service.services import PACKAGE_DIRECTORY_KINDS, Deletion, SigningKey
+from tinymlaas.service.services import Deletion, SigningKey
 
 __all__ = ["RemoteServices"]
 

@@ -107,6 +107,8 @@ DIRECTORY_KINDS = frozenset({ArtifactKind.c_source, ArtifactKind.c_bundle,
 #: Kinds that installers make: what a device or a host installs.
 INSTALLER_KINDS = frozenset({ArtifactKind.c_bundle, ArtifactKind.python_wheel,
                              ArtifactKind.docker_context, ArtifactKind.signed_image})
+#: Installer outputs that an export also unpacks, ready to build.
+PACKAGE_DIRECTORY_KINDS = INSTALLER_KINDS & DIRECTORY_KINDS
 #: Kinds a model can be: inputs of transformers and evaluation.
 MODEL_KINDS = frozenset({ArtifactKind.onnx, ArtifactKind.torch_exported,
                          ArtifactKind.torchscript})

@@ -351,18 +351,20 @@ class Engine:
         try:
             current = self.meta.get_artifact(model.artifact_sha)
             made = [current]
+            device = self._device(run)
             planned = self.plan(run.pipeline, model.kind, has_dataset=dataset is not None,
-                                device=self._device(run))
+                                device=device)
             for step, plan in zip(run.steps, planned, strict=True):
                 if run_id in self._cancelled:
                     return self._finish_cancelled(run, step.index)
-                produced = self._run_step(run, step, plan, current, model, dataset, emit)
+                produced = self._run_step(run, step, plan, current, model, dataset, device,
+                                          emit)
                 if produced is None:
                     return self._finish_failed(run, step.index)
                 current = produced
                 made.append(current)
             evaluated = next((a for a in reversed(made) if a.kind in EVALUABLE_KINDS), None)
-            result = self._evaluate_run(run, model, dataset, evaluated, emit)
+            result = self._evaluate_run(run, model, dataset, evaluated, device, emit)
         except Exception as exc:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             self._end(run_id, status=RunStatus.failed, error=message, finished_at=_now())
@@ -406,14 +408,14 @@ class Engine:
         """The run's target device profile, if it has one."""
         return self.devices(run.device, run.project) if run.device and self.devices else None
 
-    def _step_extras(self, run: Run, plan: PlannedStep) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _step_extras(self, run: Run, plan: PlannedStep,
+                     device: Device | None) -> tuple[dict[str, Any], dict[str, Any]]:
         """What a step gets beyond its params (the device, the project's key directory), and
         what of it keys the cache (the device's spec, the signing key's fingerprint)."""
         transformer = get_transformer(plan.transformer)
         job: dict[str, Any] = {}
         keyed: dict[str, Any] = {}
-        device = self._device(run) if transformer.uses_device else None
-        if device is not None:
+        if transformer.uses_device and device is not None:
             job["device"] = device.model_dump(mode="json")
             keyed["@device"] = job["device"]
         if transformer.signs:
@@ -434,11 +436,11 @@ class Engine:
         return self.keys_root / project
 
     def _run_step(self, run: Run, step: StepRecord, plan: PlannedStep, current: Artifact,
-                  model: Model, dataset: Dataset | None,
+                  model: Model, dataset: Dataset | None, device: Device | None,
                   emit: EventCallback) -> Artifact | None:
         params = plan.params.model_dump(mode="json")
         dataset_sha = dataset.artifact_sha if dataset and plan.needs != "none" else None
-        extras, keyed = self._step_extras(run, plan)
+        extras, keyed = self._step_extras(run, plan, device)
         key = step_key(current.sha256, plan.transformer, plan.version,
                        {**params, **_file_digests(params, plan.file_params), **keyed},
                        dataset_sha, run.project)
@@ -542,10 +544,10 @@ class Engine:
         return metrics
 
     def _evaluate_run(self, run: Run, model: Model, dataset: Dataset | None,
-                      output: Artifact | None, emit: EventCallback) -> dict[str, Any]:
+                      output: Artifact | None, device: Device | None,
+                      emit: EventCallback) -> dict[str, Any]:
         if not run.pipeline.evaluate or output is None or dataset is None:
             return {"baseline": {}, "result": {}}
-        device = self._device(run)
         baseline_artifact = self.meta.get_artifact(model.artifact_sha)
         baseline = self.evaluate(run.id, baseline_artifact, model, dataset, None,
                                  "evaluate-baseline", emit, device)

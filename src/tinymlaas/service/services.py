@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from tinymlaas.domain import (
     StepStatus,
     Task,
 )
-from tinymlaas.domain.entities import DIRECTORY_KINDS, FILE_NAMES, INSTALLER_KINDS
+from tinymlaas.domain.entities import FILE_NAMES, INSTALLER_KINDS, PACKAGE_DIRECTORY_KINDS
 from tinymlaas.engine import Engine, RunEvent
 from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
 from tinymlaas.executors import LocalExecutor
@@ -37,6 +38,7 @@ from tinymlaas.executors.procs import private_dir
 from tinymlaas.formats import datasets as ds
 from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.models import detect_model_kind, inspect_model, load_onnx_checked
+from tinymlaas.installers import read_manifest
 from tinymlaas.store import MetadataStore, cleanup
 from tinymlaas.store.metadata import new_id
 
@@ -338,8 +340,6 @@ class Services:
                           datasets=[d.id for d in self.meta.list_datasets(project)])
         cleanup.delete_project(self.meta, project)
         if self.engine.keys_root is not None:
-            import shutil
-
             shutil.rmtree(self.engine.key_dir(project), ignore_errors=True)
         return self._free(counts)
 
@@ -499,8 +499,8 @@ class Services:
             if artifact.kind in INSTALLER_KINDS:
                 outputs.append(PackageOutput(
                     step=step.index + 1, transformer=step.transformer, artifact=artifact,
-                    manifest=package_manifest(self.artifacts.path(artifact.sha256),
-                                              artifact.kind)))
+                    manifest=read_manifest(self.artifacts.path(artifact.sha256),
+                                           artifact.kind)))
         return outputs
 
     def model_file(self, model: Model) -> tuple[Artifact, Path]:
@@ -549,46 +549,6 @@ class PackageOutput(BaseModel):
                                             "package, the core metadata of a wheel")
 
 
-#: The most of a manifest that is read (a real one is a few KiB).
-MAX_MANIFEST_BYTES = 1 << 20
-
-
-def package_manifest(path: Path, kind: ArtifactKind) -> dict[str, Any] | None:
-    """``manifest.json`` (``metadata.json``) at the root of a directory package, or a
-    wheel's ``METADATA`` headers; None when there is none or it cannot be read."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            if kind is ArtifactKind.python_wheel:
-                member = next((n for n in names if n.count("/") == 1
-                               and n.endswith(".dist-info/METADATA")), None)
-            else:  # a build context describes its model in metadata.json
-                member = next((n for n in ("manifest.json", "metadata.json") if n in names),
-                              None)
-            if member is None or archive.getinfo(member).file_size > MAX_MANIFEST_BYTES:
-                return None
-            text = archive.read(member).decode("utf-8")
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError):
-        return None
-    if kind is ArtifactKind.python_wheel:
-        from email.parser import HeaderParser
-
-        headers = HeaderParser().parsestr(text)
-        fields: dict[str, Any] = {}
-        for key, value in headers.items():
-            fields.setdefault(key, []).append(value)
-        return {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
-    try:
-        manifest = json.loads(text)
-    except ValueError:
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
-#: Installer outputs that an export also unpacks, ready to build.
-PACKAGE_DIRECTORY_KINDS = INSTALLER_KINDS & DIRECTORY_KINDS
 
 def _model_filename(name: str, kind: ArtifactKind) -> str:
     return f"{name}{Path(FILE_NAMES[kind]).suffix}"
