@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 import onnx
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from tinymlaas.compiler.codegen import c_identifier, generate
 from tinymlaas.compiler.ir import IOSpec, Program
 from tinymlaas.compiler.loader import load_model, prepare
 from tinymlaas.compiler.lower import lower
 from tinymlaas.compiler.planner import plan_program
+from tinymlaas.errors import InvalidInputError
 
 __all__ = ["CompileResult", "build_program", "compile_onnx"]
 
@@ -23,7 +23,8 @@ META_FILE = "model.json"
 class CompileResult(BaseModel):
     """What :func:`compile_onnx` produced and what the planner knows about it."""
 
-    name: str = Field(description="C symbol prefix: <name>_run, <NAME>_INPUT0_SIZE ...")
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                      description="C symbol prefix: <name>_run, <NAME>_INPUT0_SIZE ...")
     directory: Path
     header: Path
     source: Path
@@ -55,8 +56,12 @@ class CompileResult(BaseModel):
     def read_meta(cls, directory: str | Path) -> CompileResult:
         """Load the result stored by :meth:`write_meta` from a source directory."""
         directory = Path(directory)
-        data = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        result = cls.model_validate(data)
+        try:
+            result = cls.model_validate_json((directory / META_FILE).read_bytes())
+        except ValidationError as exc:  # also a hand-made or tampered file
+            raise InvalidInputError(f"{META_FILE} does not describe compiled C sources: "
+                                    f"{exc.errors()[0]['loc']} {exc.errors()[0]['msg']}") \
+                from None
         return result.model_copy(update={
             "directory": directory,
             "header": directory / result.header.name,

@@ -32,7 +32,6 @@ estimate (constants + a per-kernel code estimate; arena + I/O buffers).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -42,12 +41,13 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from tinymlaas.artifacts import sha256_file
 from tinymlaas.compiler.api import CompileResult
 from tinymlaas.compiler.ckernels import split_func
 from tinymlaas.compiler.codegen import split_source
 from tinymlaas.domain import Device
 from tinymlaas.errors import InvalidInputError, StepFailedError
-from tinymlaas.installers.wrappers import AUTHOR, write_wrappers
+from tinymlaas.installers.wrappers import AUTHOR, camel_case, write_wrappers
 
 __all__ = [
     "CPU_FLAGS",
@@ -67,7 +67,7 @@ CPU_FLAGS: dict[str, tuple[str, ...]] = {
     "cortex-m0plus": ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"),
     "cortex-m3": ("-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft"),
     "cortex-m4": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
-    "cortex-m7": ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
+    "cortex-m7": ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
     "cortex-m33": ("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
     "cortex-m55": ("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"),
 }
@@ -176,7 +176,7 @@ def file_hashes(directory: Path, *, skip: tuple[str, ...] = ("manifest.json",)) 
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         rel = path.relative_to(directory).as_posix()
         if rel not in skip:
-            hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+            hashes[rel] = sha256_file(path)
     return hashes
 
 
@@ -390,7 +390,7 @@ def write_bundle(
     (riscv / "link.ld").write_text(render("riscv_link.ld", {}), encoding="utf-8")
     (riscv / "stdio.c").write_text(render("riscv_stdio.c", {}), encoding="utf-8")
     values: dict[str, object] = {
-        "name": name, "NAME": name.upper(), "Name": _camel(name), "cpu": target.cpu,
+        "name": name, "NAME": name.upper(), "Name": camel_case(name), "cpu": target.cpu,
         "arena_bytes": compiled.arena_bytes, "const_bytes": compiled.const_bytes,
         "inputs": _describe(compiled.inputs), "outputs": _describe(compiled.outputs),
         "target": f"{target.device or 'no device'} ({target.cpu}, {' '.join(target.cflags)})",
@@ -413,7 +413,7 @@ def write_bundle(
         "generator": {"name": "tinymlaas package-c", "version": _generator_version()},
         "source_model": source,
         "memory": {"arena_bytes": compiled.arena_bytes, "const_bytes": compiled.const_bytes,
-                   "flash_const_bytes": compiled.const_bytes, "io_bytes": compiled.io_bytes,
+                   "io_bytes": compiled.io_bytes,
                    "estimate": estimate},
         "inputs": [_tensor_json(s) for s in compiled.inputs],
         "outputs": [_tensor_json(s) for s in compiled.outputs],
@@ -426,7 +426,3 @@ def write_bundle(
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n",
                                            encoding="utf-8")
     return manifest
-
-
-def _camel(name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) or "Model"

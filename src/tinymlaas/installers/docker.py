@@ -32,8 +32,6 @@ from tinymlaas.installers.wheel import (
 
 __all__ = ["BuiltContext", "build_context", "check_base_image", "example_request"]
 
-#: The unprivileged user the image runs as.
-UID = 10001
 _IMAGE = re.compile(r"(?:[a-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
                     r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
                     r"(?P<tag>:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?P<digest>@sha256:[0-9a-f]{64})?")

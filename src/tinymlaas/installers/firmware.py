@@ -223,8 +223,6 @@ class FirmwareBuild(BaseModel):
     elf: Path
     binary: Path
     sizes: ElfSizes
-    vector_address: int
-    entry_address: int
 
 
 def _template(name: str) -> Template:
@@ -312,7 +310,4 @@ def build_firmware(
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise StepFailedError(f"objcopy failed: {proc.stderr[-2000:]}")
-    vectors = binary.read_bytes()[:8]
-    entry = int.from_bytes(vectors[4:8], "little")
-    return FirmwareBuild(elf=elf, binary=binary, sizes=elf_sizes(elf),
-                         vector_address=layout.vector_address, entry_address=entry)
+    return FirmwareBuild(elf=elf, binary=binary, sizes=elf_sizes(elf))

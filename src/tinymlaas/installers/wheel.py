@@ -413,6 +413,11 @@ def read_wheel(path: Path) -> WheelInfo:
             raise InvalidInputError(f"the wheel has no {package}/model.onnx and metadata.json; "
                                     "give a wheel made by package-python")
         metadata = json.loads(archive.read(f"{package}/metadata.json"))
+        model_sha = hashlib.sha256(archive.read(f"{package}/model.onnx")).hexdigest()
+        if not isinstance(metadata, dict) or \
+                metadata.get("model", {}).get("sha256") != model_sha:
+            raise InvalidInputError("the wheel's metadata.json does not describe its "
+                                    "model.onnx; give a wheel made by package-python")
     return WheelInfo(name=name, version=version, package=package,
                      file_name=wheel_file_name(name, version), metadata=metadata,
                      requires=[v for k, v in headers if k == "Requires-Dist"])

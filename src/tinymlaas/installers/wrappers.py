@@ -24,7 +24,7 @@ ARDUINO_KEYS = ("name", "version", "author", "maintainer", "sentence", "paragrap
 AUTHOR = "tinymlaas"
 
 
-def _camel(name: str) -> str:
+def camel_case(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) or "Model"
 
 
@@ -53,7 +53,7 @@ def _arduino(bundle: Path, compiled: CompileResult, version: str, author: str,
              url: str) -> None:
     from tinymlaas.installers.c_bundle import render
 
-    name, camel = compiled.name, _camel(compiled.name)
+    name, camel = compiled.name, camel_case(compiled.name)
     root = bundle / "wrappers" / "arduino" / camel
     _copy_sources(bundle, root / "src")
     values = {

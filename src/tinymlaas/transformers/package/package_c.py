@@ -11,12 +11,12 @@ flags, anything else is measured as a Cortex-M4. See
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from tinymlaas.artifacts import sha256_file
 from tinymlaas.domain import ArtifactKind
 from tinymlaas.errors import InvalidInputError
 from tinymlaas.transformers.base import CName, Params, StepContext, StepOutput, Transformer
@@ -55,14 +55,6 @@ class PackageCParams(Params):
         return value
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class PackageC(Transformer):
     name = "package-c"
     version = "1"
@@ -86,14 +78,14 @@ class PackageC(Transformer):
                                         "the compile-c step.")
             compiled = CompileResult.read_meta(directory)
             source = {"kind": "c-source", "file": compiled.source.name,
-                      "sha256": _sha256(compiled.source)}
+                      "sha256": sha256_file(compiled.source)}
         else:
             ctx.progress(0.1, "compiling")
             compiled = compile_onnx(ctx.input_path, ctx.work_dir / "compiled", name=params.name,
                                     simplify=params.simplify,
                                     fuse_residual=params.fuse_residual)
             source = {"kind": "onnx", "file": Path(ctx.input_path).name,
-                      "sha256": _sha256(Path(ctx.input_path))}
+                      "sha256": sha256_file(Path(ctx.input_path))}
         target = target_for(ctx.device)
         ctx.progress(0.5, f"writing the bundle, measuring for {target.cpu}")
         out = ctx.out_dir / "c-bundle"
