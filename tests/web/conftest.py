@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from web_support import CHROMIUM, PASSWORD, SCREENSHOTS, sign_up, watch_csp
+from web_support import (
+    CHROMIUM,
+    PASSWORD,
+    SCREENSHOTS,
+    sign_up,
+    watch_csp,
+    watch_server_errors,
+)
 
 from helpers import need_service
 from tinymlaas.api.app import create_app, open_studio
@@ -72,11 +79,13 @@ def screenshots() -> Path:
 def new_page(browser: Any, site: Site) -> Iterator[Callable[..., Any]]:
     """``new_page(width=1366, height=860)``: a page in a fresh browser context (own cookies).
 
-    Every page's console is watched: a Content-Security-Policy violation on any page a test
-    visits fails that test (at teardown), so each page keeps working under the policy.
+    Every page is watched: a Content-Security-Policy violation in its console, or a
+    response of status >= 500 to anything it loads, fails the test (at teardown), so each
+    page keeps working under the policy and no page the tests visit is a server error.
     """
     contexts = []
     logs: list[list[str]] = []
+    errors: list[list[str]] = []
 
     def make(width: int = 1366, height: int = 860, **options: Any) -> Any:
         context = browser.new_context(base_url=site.url,
@@ -86,6 +95,7 @@ def new_page(browser: Any, site: Site) -> Iterator[Callable[..., Any]]:
         contexts.append(context)
         page = context.new_page()
         logs.append(watch_csp(page))
+        errors.append(watch_server_errors(page))
         return page
 
     yield make
@@ -93,6 +103,8 @@ def new_page(browser: Any, site: Site) -> Iterator[Callable[..., Any]]:
         context.close()
     violations = [line for log in logs for line in log]
     assert not violations, "Content-Security-Policy violations:\n" + "\n".join(violations)
+    failures = [line for log in errors for line in log]
+    assert not failures, "server errors (status >= 500):\n" + "\n".join(failures)
 
 
 @pytest.fixture

@@ -53,6 +53,19 @@ def watch_csp(page: Any) -> list[str]:
     return found
 
 
+def watch_server_errors(page: Any) -> list[str]:
+    """Collect every response of status >= 500 the page receives (documents, fetches,
+    streams), as ``"<status> <method> <url>"``; the list fills as the page runs."""
+    found: list[str] = []
+
+    def on_response(response: Any) -> None:
+        if response.status >= 500:
+            found.append(f"{response.status} {response.request.method} {response.url}")
+
+    page.on("response", on_response)
+    return found
+
+
 def csp_violations(page: Any) -> list[str]:
     """The violations :func:`watch_csp` collected on ``page`` so far (the list itself)."""
     return _CSP_LOGS[page]
