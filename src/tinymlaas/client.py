@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,6 +111,32 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             yield chunk
+
+
+def _external_data_files(model: Path) -> list[Path]:
+    """The external-data files an ONNX model references, next to it; none for other files
+    (or ones the server will refuse anyway, with its own message)."""
+    if model.suffix.lower() != ".onnx" or not model.is_file():
+        return []
+    from tinymlaas.formats.models import external_data_locations
+
+    try:
+        locations = external_data_locations(model)
+    except errors.UnsupportedModelError:
+        return []
+    files = []
+    for location in sorted(locations):
+        if "/" in location:
+            raise errors.InvalidInputError(
+                f"{model.name} keeps external data in a subfolder ({location!r}); the server "
+                "takes external-data files next to the model: save it again with "
+                "onnx.save_model(..., location='<file name>')")
+        path = model.parent / location
+        if not path.is_file():
+            raise errors.InvalidInputError(f"external data {location!r} of {model.name} is "
+                                           f"missing next to it in {model.parent}")
+        files.append(path)
+    return files
 
 
 def _sha256(path: Path) -> str:
@@ -261,10 +287,19 @@ class Client:
     def upload_model(self, path: Path | str, *, name: str | None = None,
                      project: str | None = None, task: str = "classification",
                      input_shape: list[int] | None = None, description: str = "") -> ModelPublic:
-        """Stream a model file to the server and register it."""
-        return self._upload(ModelPublic, "/models", path, {
-            "name": name, "project": project, "task": task, "input_shape": input_shape,
-            "description": description})
+        """Stream a model file to the server and register it; the external-data files an
+        ONNX model references (``model.onnx.data`` next to it) go along."""
+        params = {"name": name, "project": project, "task": task, "input_shape": input_shape,
+                  "description": description}
+        path = Path(path)
+        if not (sidecars := _external_data_files(path)):
+            return self._upload(ModelPublic, "/models", path, params)
+        with ExitStack() as stack:  # httpx streams the open files in chunks
+            files = [("file", (path.name, stack.enter_context(path.open("rb"))))]
+            files += [("external_data", (f.name, stack.enter_context(f.open("rb"))))
+                      for f in sidecars]
+            return self._one(ModelPublic, "POST", "/models", params=params, files=files,
+                             data={"sha256": _sha256(path)})
 
     def import_model(self, repo_id: str, filename: str, *, revision: str | None = None,
                      name: str | None = None, project: str | None = None,

@@ -7,6 +7,12 @@ of 1 to 70 characters (RFC 2046) and its closing boundary: a body that ends befo
 refused, so a truncated file is never registered. The temp file is removed whatever
 happens: the client disconnecting, the limit, a bad body, or the caller finishing with it;
 :func:`sweep_stale_uploads` removes those a crashed server left behind.
+
+A model upload may add ``external_data`` parts: the ONNX external-data files the model
+references (``model.onnx.data``), each named by its part's file name, which must be a
+plain file name. They stream to their own temp files under the same size limit (all parts
+together); :func:`staged_model` puts them next to the model in a fresh folder, after checking
+that their names are exactly the locations the model references.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,15 +33,29 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from tinymlaas.errors import InvalidInputError, PayloadTooLargeError, TinymlaasError
+from tinymlaas.domain import ArtifactKind
+from tinymlaas.errors import (
+    InvalidInputError,
+    PayloadTooLargeError,
+    TinymlaasError,
+    UnsupportedModelError,
+)
+from tinymlaas.formats.models import detect_model_kind, external_data_locations
 
-__all__ = ["UPLOAD_BODY", "Upload", "receive_upload", "safe_stem", "sweep_stale_uploads"]
+__all__ = ["MODEL_UPLOAD_BODY", "SIDECAR_FIELD", "UPLOAD_BODY", "Upload", "receive_upload",
+           "safe_stem", "staged_model", "sweep_stale_uploads"]
 
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 _MAX_FIELD_BYTES = 64 * 1024
 #: RFC 2046: a multipart boundary has 1 to 70 characters.
 MAX_BOUNDARY_CHARS = 70
 _TEMP_PREFIX = ".upload-"
+#: The multipart part name of ONNX external-data files.
+SIDECAR_FIELD = "external_data"
+#: At most this many external-data parts in one upload.
+MAX_SIDECARS = 4096
+#: An external-data file name: a plain file name, no folders, no leading dot.
+_SIDECAR_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")
 #: OpenAPI request body of upload routes (FastAPI cannot infer it from a streamed body).
 UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -42,6 +63,20 @@ UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "type": "object", "required": ["file"],
         "properties": {"file": {"type": "string", "format": "binary"},
                        "sha256": {"type": "string"}}}}}}}
+#: The model upload body: ``UPLOAD_BODY`` plus the ONNX external-data parts.
+MODEL_UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": UPLOAD_BODY["requestBody"]["content"]["application/octet-stream"],
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "sha256": {"type": "string"},
+            SIDECAR_FIELD: {
+                "type": "array", "maxItems": MAX_SIDECARS,
+                "items": {"type": "string", "format": "binary"},
+                "description": "ONNX external-data files of the model, each named (by its "
+                               "part's file name) exactly as a location the model "
+                               "references; plain file names only."}}}}}}}
 
 
 @dataclass
@@ -53,6 +88,13 @@ class Upload:
     sha256: str
     size: int
     fields: dict[str, str] = field(default_factory=dict)
+    #: External-data files: the client's file name -> the temp file.
+    sidecars: dict[str, Path] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        """Remove the temp files."""
+        for path in (self.path, *self.sidecars.values()):
+            path.unlink(missing_ok=True)
 
 
 def safe_stem(filename: str, fallback: str) -> str:
@@ -61,29 +103,94 @@ def safe_stem(filename: str, fallback: str) -> str:
     return stem or fallback
 
 
+class _Budget:
+    """The bytes all files of one upload may take together."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        self.used += size
+        if self.used > self.max_bytes:
+            raise PayloadTooLargeError(f"upload is larger than the limit of {self.max_bytes} "
+                                       "bytes", {"limit_bytes": self.max_bytes})
+
+
 class _Sink:
     """Writes the file's bytes, hashing and counting them."""
 
-    def __init__(self, fh: BinaryIO, max_bytes: int) -> None:
+    def __init__(self, fh: BinaryIO, budget: _Budget) -> None:
         self.fh = fh
-        self.max_bytes = max_bytes
+        self.budget = budget
         self.digest = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes) -> None:
+        self.budget.take(len(data))
         self.size += len(data)
-        if self.size > self.max_bytes:
-            raise PayloadTooLargeError(f"upload is larger than the limit of {self.max_bytes} "
-                                       "bytes", {"limit_bytes": self.max_bytes})
         self.digest.update(data)
         self.fh.write(data)
 
 
-class _FormReader:
-    """Feeds a multipart body to the streaming parser; the ``file`` part goes to a sink."""
+class _Sidecars:
+    """External-data parts, each streamed to its own temp file in ``directory``."""
 
-    def __init__(self, boundary: bytes, sink: _Sink) -> None:
+    def __init__(self, directory: Path, budget: _Budget) -> None:
+        self.directory = directory
+        self.budget = budget
+        self.paths: dict[str, Path] = {}
+        self._fh: BinaryIO | None = None
+
+    def begin(self, filename: str) -> None:
+        if not filename:
+            return  # an empty file input of a browser form: a nameless, empty part
+        if not _SIDECAR_NAME.match(filename) or filename == "..":
+            raise InvalidInputError(
+                f"external data part {filename[:80]!r} is not a plain file name (letters, "
+                "digits and ._+-, no folders); name it as the model's external data location",
+                {"part": SIDECAR_FIELD})
+        if filename in self.paths:
+            raise InvalidInputError(f"external data {filename!r} was sent twice",
+                                    {"part": SIDECAR_FIELD})
+        if len(self.paths) >= MAX_SIDECARS:
+            raise InvalidInputError(f"at most {MAX_SIDECARS} external data parts per upload",
+                                    {"limit": MAX_SIDECARS})
+        fd, name = tempfile.mkstemp(dir=self.directory, prefix=_TEMP_PREFIX, suffix=".part")
+        self.paths[filename] = Path(name)
+        self._fh = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        if self._fh is None:
+            if not data:
+                return
+            raise InvalidInputError("an external data part needs a file name: the location "
+                                    "the model references", {"part": SIDECAR_FIELD})
+        self.budget.take(len(data))
+        self._fh.write(data)
+
+    def end(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+    def discard(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        for path in self.paths.values():
+            path.unlink(missing_ok=True)
+
+
+class _FormReader:
+    """Feeds a multipart body to the streaming parser; the ``file`` part goes to a sink,
+    ``external_data`` parts (when ``sidecars`` is given) to their own files."""
+
+    def __init__(self, boundary: bytes, sink: _Sink, sidecars: _Sidecars | None = None) -> None:
         self.sink = sink
+        self.sidecars = sidecars
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         self._headers: dict[bytes, bytes] = {}
@@ -91,6 +198,7 @@ class _FormReader:
         self._value = b""
         self._name: str | None = None
         self._is_file = False
+        self._is_sidecar = False
         self._buffer = bytearray()
         self._field_bytes = 0
         #: The closing boundary was reached: the body is complete.
@@ -119,7 +227,7 @@ class _FormReader:
         self.ended = True
 
     def _part_begin(self) -> None:
-        self._headers, self._name, self._is_file = {}, None, False
+        self._headers, self._name, self._is_file, self._is_sidecar = {}, None, False, False
         self._buffer = bytearray()
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
@@ -141,10 +249,17 @@ class _FormReader:
                 raise InvalidInputError("send one 'file' part per upload")
             self._is_file = True
             self.filename = (filename or b"upload").decode("utf-8", "replace")
+        elif self._name == SIDECAR_FIELD and self.sidecars is not None:
+            self._is_sidecar = True
+            self.sidecars.begin((filename or b"").decode("utf-8", "replace"))
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._is_file:
             self.sink.write(data[start:end])
+            return
+        if self._is_sidecar:
+            assert self.sidecars is not None
+            self.sidecars.write(data[start:end])
             return
         self._field_bytes += end - start
         if self._field_bytes > _MAX_FIELD_BYTES:
@@ -152,7 +267,10 @@ class _FormReader:
         self._buffer += data[start:end]
 
     def _part_end(self) -> None:
-        if not self._is_file and self._name:
+        if self._is_sidecar:
+            assert self.sidecars is not None
+            self.sidecars.end()
+        elif not self._is_file and self._name:
             self.fields[self._name] = self._buffer.decode("utf-8", "replace")
 
 
@@ -175,8 +293,11 @@ def _temp_file(directory: Path, suffix: str) -> Iterator[tuple[BinaryIO, Path]]:
 
 
 async def receive_upload(request: Request, directory: Path, max_bytes: int,
-                         filename: str | None = None) -> Upload:
-    """Stream the request's file into ``directory``; the caller deletes ``Upload.path``.
+                         filename: str | None = None, *, sidecars: bool = False) -> Upload:
+    """Stream the request's file into ``directory``; the caller calls ``Upload.discard``.
+
+    With ``sidecars``, ``external_data`` parts are files too (``Upload.sidecars``); the
+    limit is on all files together.
 
     Raises:
         PayloadTooLargeError: over ``max_bytes`` (declared or streamed); nothing is kept.
@@ -195,10 +316,27 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int,
         raise InvalidInputError(f"the multipart boundary has {len(options[b'boundary'])} "
                                 f"characters; at most {MAX_BOUNDARY_CHARS} are allowed "
                                 "(RFC 2046)", {"limit": MAX_BOUNDARY_CHARS})
+    if not multipart:
+        options.pop(b"boundary", None)
+    budget = _Budget(max_bytes)
+    extra = _Sidecars(directory, budget) if sidecars and multipart else None
+    try:
+        upload = await _receive(request, directory, budget, filename, options, extra)
+    except BaseException:
+        if extra is not None:
+            extra.discard()
+        raise
+    upload.sidecars = extra.paths if extra is not None else {}
+    return upload
+
+
+async def _receive(request: Request, directory: Path, budget: _Budget, filename: str | None,
+                   options: dict[bytes, bytes], sidecars: _Sidecars | None) -> Upload:
+    multipart = b"boundary" in options
     name = filename or "upload"
     with _temp_file(directory, _suffix(name) if not multipart else ".part") as (fh, path):
-        sink = _Sink(fh, max_bytes)
-        form = _FormReader(options[b"boundary"], sink) if multipart else None
+        sink = _Sink(fh, budget)
+        form = _FormReader(options[b"boundary"], sink, sidecars) if multipart else None
         try:
             async for chunk in request.stream():
                 if form is not None:
@@ -230,8 +368,57 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int,
     return Upload(final, Path(name).name, sha, sink.size, fields)
 
 
+@contextmanager
+def staged_model(upload: Upload) -> Iterator[Path]:
+    """The uploaded model in a fresh folder of its own, with its external-data files next to
+    it under their names; the folder goes when the block ends. Blocking: call it in a
+    worker thread.
+
+    Raises:
+        UnsafeInputError: the model references external data outside its folder, or is a
+            pickle.
+        UnsupportedModelError: (422) the model references external data that was not
+            uploaded, or an uploaded external-data file the model does not reference.
+        InvalidInputError: external data sent with a model that is not ONNX.
+    """
+    folder = Path(tempfile.mkdtemp(dir=upload.path.parent, prefix=_TEMP_PREFIX))
+    try:
+        model = folder / f"model{upload.path.suffix}"
+        os.replace(upload.path, model)
+        upload.path = model
+        for name, path in upload.sidecars.items():
+            os.replace(path, folder / name)
+        upload.sidecars = {name: folder / name for name in upload.sidecars}
+        if model.name in upload.sidecars:
+            raise InvalidInputError(f"external data may not be named {model.name!r}")
+        if detect_model_kind(model) is not ArtifactKind.onnx:
+            if upload.sidecars:
+                raise InvalidInputError("external data goes with an ONNX model only; this "
+                                        "model is not ONNX", {"part": SIDECAR_FIELD})
+        else:
+            _match_sidecars(external_data_locations(model), set(upload.sidecars))
+        yield model
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _match_sidecars(locations: set[str], sent: set[str]) -> None:
+    """The uploaded external-data files are exactly the ones the model references."""
+    if missing := sorted(locations - sent):
+        raise UnsupportedModelError(
+            f"the model keeps its weights in external data {missing[0]!r}, which was not "
+            f"uploaded: send it as an '{SIDECAR_FIELD}' part with that file name",
+            {"missing": missing[:20]})
+    if extra := sorted(sent - locations):
+        raise UnsupportedModelError(
+            f"external data {extra[0]!r} was uploaded but the model does not reference it "
+            f"(it references {', '.join(map(repr, sorted(locations))) or 'none'})",
+            {"unreferenced": extra[:20]})
+
+
 def sweep_stale_uploads(directory: Path, older_than_s: float = 3600.0) -> int:
-    """Remove upload temp files (``.upload-*``) not modified for ``older_than_s`` seconds:
+    """Remove upload temp files and folders (``.upload-*``) not modified for
+    ``older_than_s`` seconds:
     those a crashed or killed server left. Younger ones may be live uploads of another
     server process on the same home and are kept. Returns how many were removed."""
     cutoff = time.time() - older_than_s
@@ -242,8 +429,13 @@ def sweep_stale_uploads(directory: Path, older_than_s: float = 3600.0) -> int:
         return 0
     for path in candidates:
         try:
-            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+            if path.is_symlink() or path.lstat().st_mtime >= cutoff:
+                continue
+            if path.is_file():
                 path.unlink()
+                removed += 1
+            elif path.is_dir():
+                shutil.rmtree(path)
                 removed += 1
         except OSError:
             continue  # gone already, or not ours to remove

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -22,7 +23,8 @@ from tinymlaas.errors import (
     UnsupportedModelError,
 )
 
-__all__ = ["ModelInfo", "detect_model_kind", "inspect_model", "load_onnx_checked"]
+__all__ = ["ModelInfo", "detect_model_kind", "external_data_locations", "inspect_model",
+           "load_onnx_checked"]
 
 SAFE_FORMATS = "ONNX (.onnx), a torch.export archive (.pt2) or TorchScript (torch.jit.save)"
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".dill", ".sav"}
@@ -72,25 +74,68 @@ def detect_model_kind(path: Path) -> ArtifactKind:
     raise InvalidInputError(f"{path.name}: unknown model format; use {SAFE_FORMATS}")
 
 
-def _check_external_data(model: onnx.ModelProto, folder: Path) -> None:
-    root = folder.resolve()
+def _external_entries(model: onnx.ModelProto) -> Iterator[tuple[str, PurePosixPath,
+                                                                dict[str, str]]]:
+    """The tensor name, location (relative to the model's folder) and external-data entries
+    of each tensor stored outside the model; a location outside the folder is refused."""
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
         rel = PurePosixPath(location.replace("\\", "/"))
         if not location or rel.is_absolute() or ".." in rel.parts or ":" in location:
             raise UnsafeInputError(
                 f"tensor {tensor.name!r} points at external data {location!r} outside the "
-                "model's folder")
+                "model's folder", {"location": location[:300]})
+        yield tensor.name, rel, entries
+
+
+def _check_extent(tensor: str, entries: dict[str, str], size: int) -> None:
+    """The tensor's bytes (``offset``, ``length``) lie inside its file of ``size`` bytes."""
+    location = entries.get("location", "")
+    try:
+        offset = int(entries.get("offset") or 0)
+        length = int(entries["length"]) if entries.get("length") else size - offset
+    except ValueError:
+        raise InvalidInputError(f"external data of tensor {tensor!r} in {location!r} has an "
+                                "offset or length that is not a whole number") from None
+    if offset < 0 or length < 0 or offset + length > size:
+        raise InvalidInputError(
+            f"external data of tensor {tensor!r} claims bytes {offset} to {offset + length} "
+            f"of {location!r}, which has {size} bytes",
+            {"location": location, "offset": offset, "length": length, "size": size})
+
+
+def _check_external_data(model: onnx.ModelProto, folder: Path) -> None:
+    root = folder.resolve()
+    for name, rel, entries in _external_entries(model):
+        location = entries["location"]
         target = folder.joinpath(*rel.parts)
         if target.is_symlink() or not target.resolve().is_relative_to(root):
             raise UnsafeInputError(
-                f"external data {location!r} of tensor {tensor.name!r} is a link or escapes "
+                f"external data {location!r} of tensor {name!r} is a link or escapes "
                 "the model's folder")
         if not target.is_file():
             raise InvalidInputError(f"external data file {location!r} of tensor "
-                                    f"{tensor.name!r} is missing next to the model")
+                                    f"{name!r} is missing next to the model")
+        _check_extent(name, entries, target.stat().st_size)
+
+
+def external_data_locations(path: Path) -> set[str]:
+    """The external-data files an ONNX model references, relative to its folder (each
+    checked to stay inside it); empty for a self-contained model.
+
+    Raises:
+        UnsafeInputError: a location outside the model's folder.
+        UnsupportedModelError: not a valid ONNX model.
+    """
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception as exc:
+        raise UnsupportedModelError(f"{path.name} is not a valid ONNX model: "
+                                    f"{_first_line(exc)}") from exc
+    return {rel.as_posix() for _, rel, _ in _external_entries(model)}
 
 
 def load_onnx_checked(path: Path, max_bytes: int) -> onnx.ModelProto:

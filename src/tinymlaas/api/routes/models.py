@@ -12,7 +12,7 @@ from tinymlaas.api.common import AUTH_ERRORS, MODEL_DOWNLOAD, artifact_response
 from tinymlaas.api.deps import SettingsDep, WorkspaceDep
 from tinymlaas.api.hub import hub_download
 from tinymlaas.api.schemas import DeletionPublic, ErrorBody, InputDim, ModelHubImport, ModelPublic
-from tinymlaas.api.uploads import UPLOAD_BODY, receive_upload, safe_stem
+from tinymlaas.api.uploads import MODEL_UPLOAD_BODY, receive_upload, safe_stem, staged_model
 from tinymlaas.domain import Task
 from tinymlaas.domain.entities import NAME_PATTERN
 
@@ -28,8 +28,8 @@ def list_models(ws: WorkspaceDep, project: ProjectQuery = None) -> object:
 
 
 @router.post("", response_model=ModelPublic, status_code=status.HTTP_201_CREATED,
-             openapi_extra=UPLOAD_BODY,
-             responses={413: {"model": ErrorBody}})
+             openapi_extra=MODEL_UPLOAD_BODY,
+             responses={413: {"model": ErrorBody}, 422: {"model": ErrorBody}})
 async def upload_model(
     request: Request,
     ws: WorkspaceDep,
@@ -47,17 +47,26 @@ async def upload_model(
     """Upload and register an ONNX, torch.export (.pt2) or TorchScript file.
 
     The body streams to disk with a size limit (413) and is validated before anything is
-    registered; pickles and unsafe files are refused with a 4xx.
+    registered; pickles and unsafe files are refused with a 4xx. An ONNX model whose
+    weights are in external-data files comes as ``multipart/form-data`` with one
+    ``external_data`` part per file, named exactly as the model references it (422 when one
+    is missing or not referenced).
     """
     ws.project_id(project, write=True)
     limit = min(settings.max_upload_bytes, settings.max_model_bytes)
-    upload = await receive_upload(request, settings.home / "uploads", limit, filename)
+    upload = await receive_upload(request, settings.home / "uploads", limit, filename,
+                                  sidecars=True)
+
+    def register() -> object:
+        with staged_model(upload) as path:
+            return ws.add_model(path, name or safe_stem(upload.filename, "model"),
+                                project=project, task=task, input_shape=input_shape,
+                                description=description)
+
     try:
-        return await run_in_threadpool(
-            ws.add_model, upload.path, name or safe_stem(upload.filename, "model"),
-            project=project, task=task, input_shape=input_shape, description=description)
+        return await run_in_threadpool(register)
     finally:
-        upload.path.unlink(missing_ok=True)
+        upload.discard()
 
 
 @router.post("/hub", response_model=ModelPublic, status_code=status.HTTP_201_CREATED,

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from tinymlaas.api.deps import StudioDep
 from tinymlaas.api.responses import model_file_response
-from tinymlaas.api.uploads import receive_upload, safe_stem
+from tinymlaas.api.uploads import receive_upload, safe_stem, staged_model
 from tinymlaas.domain import DatasetSplits, Device, Task
 from tinymlaas.errors import InvalidInputError, TinymlaasError
 from tinymlaas.formats.datasets import MAX_IMAGE_SIDE
@@ -93,25 +93,30 @@ async def upload_model(request: Request, viewer: WebSession, studio: StudioDep) 
     settings = studio.settings
     limit = min(settings.max_upload_bytes, settings.max_model_bytes)
     try:
-        upload = await receive_upload(request, settings.home / "uploads", limit)
+        upload = await receive_upload(request, settings.home / "uploads", limit,
+                                      sidecars=True)
     except TinymlaasError as exc:
         return _models_page(request, viewer, exc.message, exc.http_status)
     try:
         check_csrf(request, upload.fields.get("csrf_token"))
         fields = upload.fields
         task = fields.get("task") or ""
-        model = await run_in_threadpool(
-            viewer.workspace.add_model, upload.path,
-            fields.get("name", "").strip() or safe_stem(upload.filename, "model"),
-            project=fields.get("project") or None,
-            task=Task(task) if task in TASKS else Task.classification,
-            input_shape=_ints(fields.get("input_shape", ""), "input shape", count=(1, 8),
-                              most=MAX_INPUT_DIM),
-            description=fields.get("description", "")[:2000])
+        input_shape = _ints(fields.get("input_shape", ""), "input shape", count=(1, 8),
+                            most=MAX_INPUT_DIM)
+
+        def register() -> Any:
+            with staged_model(upload) as path:
+                return viewer.workspace.add_model(
+                    path, fields.get("name", "").strip() or safe_stem(upload.filename, "model"),
+                    project=fields.get("project") or None,
+                    task=Task(task) if task in TASKS else Task.classification,
+                    input_shape=input_shape, description=fields.get("description", "")[:2000])
+
+        model = await run_in_threadpool(register)
     except TinymlaasError as exc:
         return _models_page(request, viewer, exc.message, exc.http_status)
     finally:
-        upload.path.unlink(missing_ok=True)
+        upload.discard()
     return RedirectResponse(f"/models?added={model.id}", status_code=303)
 
 
