@@ -404,6 +404,11 @@ def staged_model(upload: Upload) -> Iterator[Path]:
 
 def _match_sidecars(locations: set[str], sent: set[str]) -> None:
     """The uploaded external-data files are exactly the ones the model references."""
+    if nested := sorted(loc for loc in locations if "/" in loc):
+        raise UnsupportedModelError(
+            f"the model keeps external data in a subfolder ({nested[0]!r}); uploads take "
+            "external-data files next to the model: save it again with "
+            "onnx.save_model(..., location='<file name>')", {"missing": nested[:20]})
     if missing := sorted(locations - sent):
         raise UnsupportedModelError(
             f"the model keeps its weights in external data {missing[0]!r}, which was not "
