@@ -55,6 +55,8 @@ from tinymlaas.api.schemas import (
     WebhookCreated,
     WebhookPublic,
 )
+from tinymlaas.api.search_schemas import SearchEventPublic, SearchPublic
+from tinymlaas.domain.searches import Candidate
 
 __all__ = ["Client"]
 
@@ -478,29 +480,13 @@ class Client:
     def events(self, ref: str) -> Iterator[tuple[str, RunEventPublic | RunPublic | dict[str, Any]]]:
         """The run's server-sent events as ``(name, payload)``: ``run`` (a RunPublic),
         ``progress`` (a RunEventPublic), then ``end``; the iterator stops at the end."""
-        with _reachable(self._http.base_url), \
-                self._http.stream("GET", f"{API}/runs/{ref}/events", headers=self._headers(),
-                                  timeout=httpx.Timeout(30.0, read=None)) as response:
-            _raise_for_error(response)
-            name, data = "message", []
-            for line in response.iter_lines():
-                if line.startswith(":"):
-                    continue
-                if line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif not line and data:
-                    payload = json.loads("\n".join(data))
-                    if name == "run":
-                        yield name, RunPublic.model_validate(payload)
-                    elif name == "progress":
-                        yield name, RunEventPublic.model_validate(payload)
-                    else:
-                        yield name, payload
-                    if name == "end":
-                        return
-                    name, data = "message", []
+        for name, payload in self._events(f"/runs/{ref}/events"):
+            if name == "run":
+                yield name, RunPublic.model_validate(payload)
+            elif name == "progress":
+                yield name, RunEventPublic.model_validate(payload)
+            else:
+                yield name, payload
 
     def follow(self, ref: str,
                on_event: Callable[[RunEventPublic], object] | None = None) -> RunPublic:
@@ -512,6 +498,74 @@ class Client:
             elif name == "run":
                 final = payload  # type: ignore[assignment]
         return final if final is not None else self.get_run(ref)
+
+    # searches (optimize) ------------------------------------------------------------------
+
+    def search(self, model: str, dataset: str, *, device: str | None = None,
+               objective: str = "size", max_accuracy_drop: float = 1.0,
+               time_budget_s: float = 600.0, max_trials: int | None = None, epochs: int = 3,
+               seed: int = 0, project: str | None = None) -> SearchPublic:
+        """Start a search of compression pipelines on the server (it runs there in the
+        background); follow it with :meth:`follow_search`."""
+        body = {"model": model, "dataset": dataset, "device": device, "objective": objective,
+                "max_accuracy_drop": max_accuracy_drop, "time_budget_s": time_budget_s,
+                "max_trials": max_trials, "epochs": epochs, "seed": seed, "project": project}
+        return self._one(SearchPublic, "POST", "/searches",
+                         json={k: v for k, v in body.items() if v is not None})
+
+    def get_search(self, search_id: str) -> SearchPublic:
+        return self._one(SearchPublic, "GET", f"/searches/{search_id}")
+
+    def list_searches(self, project: str | None = None) -> list[SearchPublic]:
+        return self._many(SearchPublic, "/searches", params={"project": project})
+
+    def cancel_search(self, search_id: str) -> SearchPublic:
+        return self._one(SearchPublic, "POST", f"/searches/{search_id}/cancel")
+
+    def search_events(self, search_id: str
+                      ) -> Iterator[tuple[str, SearchPublic | Candidate | SearchEventPublic
+                                          | dict[str, Any]]]:
+        """The search's server-sent events as ``(name, payload)``: ``search`` (a
+        SearchPublic, first and last), ``candidate`` (a Candidate), ``state`` (a
+        SearchEventPublic), then ``end``; the iterator stops at the end."""
+        kinds: dict[str, type[BaseModel]] = {"search": SearchPublic, "candidate": Candidate,
+                                             "state": SearchEventPublic}
+        for name, payload in self._events(f"/searches/{search_id}/events"):
+            model = kinds.get(name)
+            yield name, model.model_validate(payload) if model else payload
+
+    def follow_search(self, search_id: str,
+                      on_event: Callable[[str, Any], object] | None = None) -> SearchPublic:
+        """Wait for a search to end, passing each ``candidate`` and ``state`` event to
+        ``on_event(name, payload)``; returns the ended search."""
+        final: SearchPublic | None = None
+        for name, payload in self.search_events(search_id):
+            if name == "search":
+                final = payload  # type: ignore[assignment]
+            elif name != "end" and on_event is not None:
+                on_event(name, payload)
+        return final if final is not None else self.get_search(search_id)
+
+    def _events(self, path: str) -> Iterator[tuple[str, Any]]:
+        """Server-sent events of ``/api/v1{path}`` as ``(name, decoded JSON)`` until
+        ``end``."""
+        with _reachable(self._http.base_url), \
+                self._http.stream("GET", API + path, headers=self._headers(),
+                                  timeout=httpx.Timeout(30.0, read=None)) as response:
+            _raise_for_error(response)
+            name, data = "message", []
+            for line in response.iter_lines():
+                if line.startswith(":"):
+                    continue
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line and data:
+                    yield name, json.loads("\n".join(data))
+                    if name == "end":
+                        return
+                    name, data = "message", []
 
     # webhooks -----------------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ SEMANTIC_REFUSALS = {
     "POST /api/v1/webhooks",
     # Registering a command transformer runs admission checks on the command (400/403).
     "POST /api/v1/transformers",
+    # A search names a model and a dataset of the project (404 for random names).
+    "POST /api/v1/searches",
     # A comparison needs finished runs of the same dataset (400).
     "POST /api/v1/runs/compare",
     # A device name may not shadow a catalog device (400).

@@ -123,6 +123,9 @@ def test_hostile_external_data_is_refused_and_nothing_stored_is_lost(
     sidecar = (external.parent / "digits.onnx.data").read_bytes()
     hostile = tmp_path / "hostile"
     hostile.mkdir()
+    uploads = studio.settings.home / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    (uploads / "planted.bin").write_bytes(sidecar)
 
     cases = [
         # (model, sidecar parts, status, error code, words of the message)
@@ -140,6 +143,10 @@ def test_hostile_external_data_is_refused_and_nothing_stored_is_lost(
         (_retarget(external, hostile / "nested.onnx", location="weights/digits.onnx.data"),
          [("digits.onnx.data", sidecar)], 422, "unsupported_model",
          "external data in a subfolder ('weights/digits.onnx.data')"),
+        # A file that happens to lie in the server's uploads folder is never read.
+        (_retarget(external, hostile / "planted.onnx", location="planted.bin"),
+         [("digits.onnx.data", sidecar)], 422,
+         "unsupported_model", "external data 'planted.bin', which was not uploaded"),
         (external, [], 422, "unsupported_model",
          "external data 'digits.onnx.data', which was not uploaded"),
         (external, [("digits.onnx.data", sidecar), ("spare.bin", b"1234")], 422,
@@ -174,6 +181,18 @@ def test_hostile_external_data_is_refused_and_nothing_stored_is_lost(
                      headers={"Authorization": f"Bearer {alice.token}"}).content
     assert after == before
     assert _leftovers(studio) == []
+    assert (uploads / "planted.bin").read_bytes() == sidecar
+
+
+def test_openapi_describes_the_external_data_parts(http: TestClient) -> None:
+    spec = http.get(f"{API}/openapi.json").json()
+    upload = spec["paths"]["/api/v1/models"]["post"]
+    form = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["properties"]["external_data"]["type"] == "array"
+    assert form["properties"]["external_data"]["items"]["format"] == "binary"
+    assert {"413", "422"} <= set(upload["responses"])
+    datasets = spec["paths"]["/api/v1/datasets"]["post"]["requestBody"]["content"]
+    assert "external_data" not in datasets["multipart/form-data"]["schema"]["properties"]
 
 
 def test_external_data_counts_towards_the_upload_limit(small_studio: Studio,

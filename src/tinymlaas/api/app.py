@@ -28,6 +28,7 @@ from tinymlaas.config import Settings, get_settings
 from tinymlaas.domain import RunStatus
 from tinymlaas.notify import Notifier
 from tinymlaas.service import Services
+from tinymlaas.service.searches import Searches
 from tinymlaas.service.users import AccountService
 from tinymlaas.web import install_web
 
@@ -46,7 +47,10 @@ def open_studio(settings: Settings | None = None) -> Studio:
     notifier = Notifier(settings, accounts.store)
     # Runs only queue their notifications: the notifier delivers from threads of its own.
     runs = RunQueue(services, bus, notifier, max_workers=settings.server_runs)
-    return Studio(settings, services, accounts, bus, runs)
+    # Searches execute their candidate runs in their own threads, publishing on the bus.
+    searches = Searches(services, on_event=bus.publish, run_events=bus.publish,
+                        max_workers=settings.server_runs)
+    return Studio(settings, services, accounts, bus, runs, searches)
 
 
 def recover_runs(studio: Studio, *, pending: bool = True) -> dict[str, list[str]]:
@@ -71,6 +75,7 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     """The app; pass ``studio`` to share one between apps (tests), else one is opened."""
     studio = studio or open_studio(settings)
     recovered = recover_runs(studio)
+    studio.searches.recover()
     sweep_stale_uploads(studio.settings.home / "uploads")  # left by a crashed server
 
     @asynccontextmanager
@@ -80,6 +85,7 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
         yield
         reaper.stop()
         studio.runs.shutdown(wait=False)
+        studio.searches.shutdown(wait=False)
         if isinstance(studio.runs.on_finished, Notifier):
             studio.runs.on_finished.close(timeout_s=2.0)  # then gives up on the rest
 

@@ -12,6 +12,7 @@ from tinymlaas.api.runtime import EventBus, RunQueue
 from tinymlaas.config import Settings
 from tinymlaas.errors import AuthenticationError
 from tinymlaas.service import Services
+from tinymlaas.service.searches import Searches
 from tinymlaas.service.users import AccountService
 from tinymlaas.service.workspace import Workspace
 from tinymlaas.store.accounts import User
@@ -35,6 +36,7 @@ class Studio:
     accounts: AccountService
     bus: EventBus
     runs: RunQueue
+    searches: Searches
 
 
 def get_studio(request: Request) -> Studio:

@@ -692,9 +692,10 @@ def demo(
     run_demo(epochs=epochs)
 
 
-from tinymlaas.cli.optimize import optimize_command  # noqa: E402
+from tinymlaas.cli.optimize import optimize_command, searches_app  # noqa: E402
 
 app.command("optimize")(optimize_command)
+app.add_typer(searches_app, name="searches")
 
 
 def main(argv: list[str] | None = None) -> None:

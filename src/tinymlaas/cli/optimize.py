@@ -1,18 +1,24 @@
-"""``tinymlaas optimize``: search compression pipelines within an accuracy budget."""
+"""``tinymlaas optimize`` and ``tinymlaas searches``: search compression pipelines within an
+accuracy budget, here (in this process) or on a server (``--server``), and list, show or
+cancel searches."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from tinymlaas.cli.render import console, fmt, human_bytes, print_json, table
-from tinymlaas.errors import InvalidInputError
+from tinymlaas.cli.render import console, fmt, human_bytes, print_json, status, table
+from tinymlaas.domain.searches import Candidate, Search, SearchState
 
-__all__ = ["optimize_command", "render_result"]
+__all__ = ["optimize_command", "render_result", "searches_app"]
+
+searches_app = typer.Typer(no_args_is_help=True, help="Searches (optimize): list, show, "
+                           "cancel.")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _objective(candidate, objective: str) -> str:
+def _objective(candidate: Candidate, objective: str) -> str:
     if candidate.objective is None:
         return "-"
     if objective == "latency":
@@ -20,29 +26,34 @@ def _objective(candidate, objective: str) -> str:
     return human_bytes(candidate.objective)
 
 
-def render_result(result) -> None:
-    """The candidates table, then the recommendation or the sensitivity report."""
+def render_result(result: Any) -> None:
+    """The candidates table, then the recommendation or the sensitivity report (of a
+    :class:`Search` or an ``OptimizeResult``)."""
     base_size = result.baseline.get("file_bytes")
     rows = []
     for c in sorted(result.candidates, key=lambda c: (c.objective is None, c.objective or 0)):
-        mark = ("★ " if c.run_id == result.recommended else "") + ("P" if c.pareto else "")
+        mark = ("★ " if c.run_id == result.recommended else "") + \
+            ("P" if c.run_id in result.pareto else "")
         rows.append([mark, c.run_id, " → ".join(c.steps), c.status,
                      fmt(c.accuracy, ".2f", "%"), fmt(-c.accuracy_drop if c.accuracy_drop
                                                       is not None else None, "+.2f"),
                      human_bytes(c.file_bytes),
                      fmt(base_size / c.file_bytes if base_size and c.file_bytes else None,
                          ".2f", "x"),
-                     fmt(c.latency_ms, ".3f"), _objective(c, result.objective),
+                     fmt(c.latency_ms, ".3f"), human_bytes(c.arena_bytes),
+                     _objective(c, result.objective),
                      "yes" if c.feasible else "; ".join(c.violations) or (c.error or "no")])
+    model = getattr(result, "model_name", None) or result.model
+    dataset = getattr(result, "dataset_name", None) or result.dataset
+    elapsed = f", {result.elapsed_s:.0f} s" if result.elapsed_s is not None else ""
     console.print(table(
-        f"optimize {result.model} on {result.dataset}: objective {result.objective}, max "
+        f"optimize {model} on {dataset}: objective {result.objective}, max "
         f"accuracy drop {result.max_accuracy_drop}"
         + (f", device {result.device}" if result.device else "")
-        + f" ({len(result.candidates)} candidates, {result.elapsed_s:.0f} s; ★ recommended, "
-        "P Pareto)",
+        + f" ({len(result.candidates)} candidates{elapsed}; ★ recommended, P Pareto)",
         ["", "run", "steps", "status", "accuracy", "Δ acc", "size", "size ×", "p50 ms",
-         result.objective, "meets limits"], rows))
-    console.print(result.message)
+         "arena", result.objective, "meets limits"], rows))
+    console.print(result.message, highlight=False)
     if result.sensitivity:
         console.print(table(
             "Per-layer sensitivity (each layer compressed alone, no fine-tuning)",
@@ -51,6 +62,32 @@ def render_result(result) -> None:
              for s in result.sensitivity]))
     if result.recommended:
         console.print(f"Next: `tinymlaas export {result.recommended} --out ./optimized`")
+
+
+def _show_candidate(candidate: Candidate) -> None:
+    console.print(f"  {candidate.run_id}: {' → '.join(candidate.steps)}: {candidate.status}, "
+                  f"accuracy {fmt(candidate.accuracy, '.2f')}, size "
+                  f"{human_bytes(candidate.file_bytes)}", highlight=False)
+
+
+def _search(public: Any) -> Search:
+    return Search.model_validate(public.model_dump())
+
+
+def _remote(svc: Any) -> bool:
+    from tinymlaas.cli.remote import RemoteServices
+
+    return isinstance(svc, RemoteServices)
+
+
+def _end(search: Search, as_json: bool) -> None:
+    """Print the ended search; exit 6 when it failed or was cancelled."""
+    if as_json:
+        print_json(search)
+    else:
+        render_result(search)
+    if search.state is not SearchState.succeeded:
+        raise typer.Exit(6)
 
 
 def optimize_command(
@@ -64,40 +101,120 @@ def optimize_command(
     = "size",
     budget: Annotated[str, typer.Option(help="Search time, e.g. 90s, 10m, 1h (checked "
                                         "between candidates).")] = "10m",
-    max_trials: Annotated[int | None, typer.Option(help="Stop after this many "
-                                                   "candidates.")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="Exactly this many candidate runs "
+                                                   "at most (1 to 200).")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of training steps.")] = 3,
     project: Annotated[str | None, typer.Option("--project", "-p", help="Project.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a "
-                                          "table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Search compression pipelines; print the Pareto set and the recommended run."""
+    """Search compression pipelines; print the Pareto set and the recommended run. With
+    --server the server runs the search and this follows it live."""
     from tinymlaas.cli.main import services
-    from tinymlaas.optimize import optimize
+    from tinymlaas.optimize import parse_budget
+    from tinymlaas.service.searches import parse_request
 
-    def show(candidate) -> None:
+    request = parse_request({
+        "model": model, "dataset": dataset, "device": device, "objective": objective,
+        "max_accuracy_drop": max_accuracy_drop, "time_budget_s": parse_budget(budget),
+        "max_trials": max_trials, "epochs": epochs, "seed": seed})
+    svc = services()
+
+    def show_state(state: str) -> None:
         if not as_json:
-            console.print(f"  {candidate.run_id}: {' → '.join(candidate.steps)}: "
-                          f"{candidate.status}, accuracy {fmt(candidate.accuracy, '.2f')}, "
-                          f"size {human_bytes(candidate.file_bytes)}")
+            console.print(f"search {state}")
+
+    if _remote(svc):  # a server runs the search; follow its events
+        client = svc.client
+        public = client.search(project=project, **request.model_dump())
+        if not as_json:
+            console.print(f"search {public.id} on the server: up to {budget}"
+                          + (f", {max_trials} candidate(s)" if max_trials else ""))
+
+        def on_event(name: str, payload: Any) -> None:
+            if as_json:
+                return
+            if name == "candidate":
+                _show_candidate(payload)
+            elif name == "state":
+                show_state(payload.state.value)
+
+        return _end(_search(client.follow_search(public.id, on_event)), as_json)
+
+    from tinymlaas.service.searches import CANDIDATE, Searches
+
+    searches = Searches(svc)
+    search = searches.create(request, project)
+    if not as_json:
+        console.print(f"search {search.id}: up to {budget}"
+                      + (f", {max_trials} candidate(s)" if max_trials else ""))
+
+    def follow(event: Any) -> None:
+        if not as_json and event.stage == CANDIDATE:
+            _show_candidate(Candidate.model_validate(event.data))
+
+    _end(searches.run(search.id, follow), as_json)
+
+
+def _backend() -> Any:
+    """``(list, get, cancel)`` of searches, here or on the server."""
+    from tinymlaas.cli.main import services
 
     svc = services()
-    if not hasattr(svc, "artifact_path"):
-        # The search reads candidates' files from the stores it runs against; a server
-        # keeps them on its own machine. Refused before any run is created.
-        raise InvalidInputError(
-            "optimize does not work with --server yet: the search reads every candidate's "
-            "files from the local stores; run `tinymlaas optimize` on the server's machine "
-            "(same --home), or here without --server")
-    if not as_json:
-        console.print(f"searching for up to {budget}...")
-    result = optimize(svc, model, dataset, device=device,
-                      objective=objective,  # type: ignore[arg-type]  # checked by optimize
-                      max_accuracy_drop=max_accuracy_drop, budget=budget,
-                      max_trials=max_trials, epochs=epochs, project=project, seed=seed,
-                      on_candidate=show)
+    if _remote(svc):
+        client = svc.client
+        return (lambda project: [_search(s) for s in client.list_searches(project)],
+                lambda ref: _search(client.get_search(ref)),
+                lambda ref: _search(client.cancel_search(ref)))
+    from tinymlaas.service.searches import Searches
+
+    searches = Searches(svc)
+    return (lambda project: searches.list({project} if project else None),
+            searches.get, searches.cancel)
+
+
+@searches_app.command("list")
+def searches_list(project: Annotated[str | None, typer.Option("--project", "-p",
+                                                              help="Project id.")] = None,
+                  as_json: JsonOpt = False) -> None:
+    """List searches, newest first."""
+    items = _backend()[0](project)
     if as_json:
-        print_json(result)
+        return print_json(items)
+    if not items:
+        console.print("no searches yet: `tinymlaas optimize --model M --dataset D`")
+        return
+    console.print(table("Searches", ["id", "state", "model", "dataset", "device", "objective",
+                                     "candidates", "recommended", "created"],
+                        [[s.id, status(s.state.value), s.model_name, s.dataset_name,
+                          s.device or "-", s.objective,
+                          f"{len(s.candidates)}" + (f"/{s.max_trials}" if s.max_trials else ""),
+                          s.recommended or "-", s.created_at.strftime("%Y-%m-%d %H:%M")]
+                         for s in items]))
+
+
+@searches_app.command("show")
+def searches_show(ref: Annotated[str, typer.Argument(help="Search id.")],
+                  as_json: JsonOpt = False) -> None:
+    """Show a search: its candidates so far and, once ended, its outcome."""
+    search = _backend()[1](ref)
+    if as_json:
+        return print_json(search)
+    console.print(f"search {search.id}: {search.state.value}"
+                  + (" (cancelling)" if search.cancel_requested and not search.done else ""))
+    render_result(search)
+
+
+@searches_app.command("cancel")
+def searches_cancel(ref: Annotated[str, typer.Argument(help="Search id.")],
+                    as_json: JsonOpt = False) -> None:
+    """Stop a queued or running search; a running one stops its current candidate run
+    within seconds and keeps what it found."""
+    search = _backend()[2](ref)
+    if as_json:
+        return print_json(search)
+    if search.state is SearchState.cancelled:
+        console.print(f"search {search.id}: cancelled")
     else:
-        render_result(result)
+        console.print(f"search {search.id}: cancelling (it is {search.state.value}; its "
+                      "current candidate run is being stopped)")

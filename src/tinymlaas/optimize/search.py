@@ -13,46 +13,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from tinymlaas.domain import Device, Pipeline, Run, Task
+from tinymlaas.domain.searches import OBJECTIVES, Candidate, Objective
 from tinymlaas.domain.units import human_bytes, human_kib
 from tinymlaas.errors import InvalidInputError
 from tinymlaas.optimize.sensitivity import LayerSensitivity, layer_sensitivity
 from tinymlaas.optimize.space import SEEDS, build_steps, suggest
 
-__all__ = ["Candidate", "Objective", "OptimizeResult", "optimize", "pareto_front"]
+__all__ = ["Candidate", "Objective", "OptimizeResult", "optimize", "pareto_front",
+           "parse_budget"]
 
-Objective = Literal["size", "latency", "ram"]
 _log = logging.getLogger("tinymlaas.optimize")
-
-
-class Candidate(BaseModel):
-    """One evaluated pipeline."""
-
-    trial: int
-    run_id: str
-    name: str
-    steps: list[str]
-    choice: dict[str, Any]
-    status: str
-    error: str | None = None
-    accuracy: float | None = None
-    accuracy_drop: float | None = None
-    file_bytes: int | None = None
-    latency_ms: float | None = None
-    ram_bytes: int | None = None
-    flash_bytes: int | None = None
-    macs: int | None = None
-    parameters: int | None = None
-    objective: float | None = None
-    found_after_s: float = Field(default=0.0, description="seconds into the search when "
-                                 "this candidate's run finished")
-    feasible: bool = False
-    violations: list[str] = Field(default_factory=list)
-    pareto: bool = False
 
 
 class OptimizeResult(BaseModel):
@@ -85,18 +60,21 @@ def _quality(metrics: dict[str, Any], task: Task) -> float | None:
     return None
 
 
-def _device_memory(path: Any, device: Device | None) -> tuple[int | None, int | None]:
-    """(RAM, flash) needs from the device analysis, when the model can be analysed."""
+def _device_memory(path: Any, device: Device | None
+                   ) -> tuple[int | None, int | None, int | None]:
+    """(RAM, flash, activation arena) from the device analysis, when the model can be
+    analysed."""
     try:
         from tinymlaas.devices.analysis import analyze_model
 
         analysis = analyze_model(path, device)
     except Exception as exc:  # the analysis is optional; fall back to measured figures
         _log.info("device analysis unavailable: %s", exc)
-        return None, None
+        return None, None, None
     if analysis.fit is not None:
-        return analysis.fit.ram_needed_bytes, analysis.fit.flash_needed_bytes
-    return analysis.ram_bytes, analysis.weight_bytes
+        return (analysis.fit.ram_needed_bytes, analysis.fit.flash_needed_bytes,
+                analysis.activation_bytes)
+    return analysis.ram_bytes, analysis.weight_bytes, analysis.activation_bytes
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
@@ -129,11 +107,13 @@ def parse_budget(text: str | float) -> float:
 class _Search:
     def __init__(self, svc: Any, model_ref: str, dataset_ref: str, device: str | None,
                  objective: Objective, max_drop: float, epochs: int, project: str | None,
-                 on_candidate: Callable[[Candidate], None]) -> None:
+                 on_candidate: Callable[[Candidate], None],
+                 execute: Callable[[str], Run] | None = None) -> None:
         self.svc = svc
+        self.execute = execute or svc.execute_run
         self.model = svc.get_model(model_ref, project)
         self.dataset = svc.get_dataset(dataset_ref, project)
-        self.device = svc.get_device(device) if device else None
+        self.device = svc.get_device(device, {self.model.project}) if device else None
         self.objective = objective
         self.max_drop = max_drop
         self.epochs = epochs
@@ -154,7 +134,7 @@ class _Search:
         run = self.svc.create_run(pipeline, model=self.model.id, dataset=self.dataset.id,
                                   device=self.device.name if self.device else None,
                                   project=self.project)
-        run = self.svc.execute_run(run.id)
+        run = self.execute(run.id)
         candidate = self._candidate(index, run, choice)
         candidate.found_after_s = time.monotonic() - self.started
         self.candidates.append(candidate)
@@ -174,8 +154,8 @@ class _Search:
         result = run.result
         quality = _quality(result, task)
         base_quality = _quality(run.baseline, task)
-        ram, flash = _device_memory(self.svc.artifact_path(run.output_sha), self.device) \
-            if run.output_sha else (None, None)
+        ram, flash, arena = _device_memory(self.svc.artifact_path(run.output_sha),
+                                           self.device) if run.output_sha else (None,) * 3
         candidate.accuracy = quality
         candidate.accuracy_drop = None if quality is None or base_quality is None \
             else base_quality - quality
@@ -184,6 +164,7 @@ class _Search:
         candidate.ram_bytes = ram if ram is not None else (
             int(result["peak_memory_mb"] * 2**20) if result.get("peak_memory_mb") else None)
         candidate.flash_bytes = flash if flash is not None else result.get("file_bytes")
+        candidate.arena_bytes = arena if arena is not None else result.get("arena_bytes")
         candidate.macs = result.get("macs")
         candidate.parameters = result.get("parameters")
         candidate.objective = {"size": candidate.file_bytes, "latency": candidate.latency_ms,
@@ -208,7 +189,9 @@ def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
              objective: Objective = "size", max_accuracy_drop: float = 1.0,
              budget: str | float = "10m", max_trials: int | None = None, epochs: int = 3,
              project: str | None = None, seed: int = 0, sensitivity: bool = True,
-             on_candidate: Callable[[Candidate], None] = lambda c: None) -> OptimizeResult:
+             on_candidate: Callable[[Candidate], None] = lambda c: None,
+             should_stop: Callable[[], bool] = lambda: False,
+             execute: Callable[[str], Run] | None = None) -> OptimizeResult:
     """Search compression pipelines for ``model`` on ``dataset``.
 
     Args:
@@ -220,21 +203,27 @@ def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
             ``ram`` (device analysis, else measured peak memory).
         max_accuracy_drop: Largest accepted quality loss in points.
         budget: Wall-clock budget (seconds or ``10m``); checked between candidates.
-        max_trials: Stop after this many candidates even with budget left.
+        max_trials: Exactly this many candidate runs at most (fewer only when the budget
+            runs out or the search is stopped).
         epochs: Fine-tuning epochs of the training steps.
         project: Project of the model, dataset and candidate runs.
         seed: Seed of the sampler.
         sensitivity: Compute the per-layer report when no candidate qualifies.
         on_candidate: Called with each evaluated candidate (for live output).
+        should_stop: Asked before each candidate; True ends the search (a cancel).
+        execute: Executes a created candidate run and returns it (default:
+            ``svc.execute_run``).
     """
     import optuna
 
-    if objective not in ("size", "latency", "ram"):
+    if objective not in OBJECTIVES:
         raise InvalidInputError(f"unknown objective {objective!r}; use size, latency or ram")
+    if max_trials is not None and max_trials < 1:
+        raise InvalidInputError("max_trials must be at least 1")
     budget_s = parse_budget(budget)
     started = time.monotonic()
     search = _Search(svc, model, dataset, device, objective, max_accuracy_drop, epochs,
-                     project, on_candidate)
+                     project, on_candidate, execute)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.TPESampler(seed=seed,
@@ -242,7 +231,14 @@ def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
     for seed_choice in SEEDS:
         study.enqueue_trial(seed_choice, skip_if_exists=True)
 
+    def finished() -> bool:
+        return (max_trials is not None and len(search.candidates) >= max_trials) \
+            or should_stop()
+
     def trial_fn(trial: optuna.Trial) -> tuple[float, float]:
+        if finished():  # never a run beyond max_trials, nor after a cancel
+            trial.study.stop()
+            raise optuna.TrialPruned("search finished")
         candidate = search.evaluate(suggest(trial))
         if candidate.accuracy is None or candidate.objective is None:
             raise optuna.TrialPruned(candidate.error or "run failed")
@@ -250,13 +246,16 @@ def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
         return candidate.accuracy, float(candidate.objective)
 
     def stop_when_done(study: optuna.Study, trial: Any) -> None:
-        if max_trials is not None and len(search.candidates) >= max_trials:
+        if finished():
             study.stop()
 
+    # Repeated choices reuse their candidate and choices the model cannot take create no
+    # run, so trials may outnumber candidates; this bounds them all the same.
+    attempts = None if max_trials is None else 5 * max_trials + len(SEEDS)
     remaining = budget_s - (time.monotonic() - started)
-    if remaining > 0:
-        study.optimize(trial_fn, timeout=remaining, callbacks=[stop_when_done],
-                       catch=(Exception,))
+    if remaining > 0 and not finished():
+        study.optimize(trial_fn, n_trials=attempts, timeout=remaining,
+                       callbacks=[stop_when_done], catch=(Exception,))
     return _finish(search, started, budget_s, sensitivity)
 
 

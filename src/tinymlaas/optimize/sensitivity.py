@@ -13,27 +13,16 @@ import copy
 import logging
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
 
 from tinymlaas.domain import ArtifactKind, TensorSpec
+from tinymlaas.domain.searches import LayerSensitivity
 from tinymlaas.transformers.base import DatasetAccess, StepContext
 
 __all__ = ["LayerSensitivity", "layer_sensitivity"]
 
 _QUANTIZABLE = {"Conv", "Gemm", "MatMul"}
-
-
-class LayerSensitivity(BaseModel):
-    """The accuracy drop of compressing one layer alone."""
-
-    layer: str
-    probe: Literal["quantize-int8", "prune-50%"]
-    accuracy: float
-    drop: float
-    advice: str
 
 
 def _quality(outputs: np.ndarray, y: np.ndarray) -> float:

@@ -24,6 +24,7 @@ from tinymlaas.domain import (
     Task,
 )
 from tinymlaas.domain.entities import NAME_PATTERN
+from tinymlaas.domain.searches import Search
 from tinymlaas.errors import (
     ConflictError,
     ForbiddenError,
@@ -31,6 +32,7 @@ from tinymlaas.errors import (
     NotFoundError,
 )
 from tinymlaas.service.pipelines import parse_pipeline
+from tinymlaas.service.searches import Searches, SearchRequest
 from tinymlaas.service.services import (
     ComparisonRow,
     Deletion,
@@ -358,6 +360,30 @@ class Workspace:
 
     def get_run(self, ref: str, project: str | None = None) -> Run:
         return self.services.get_run(self._resolve("run", ref, project))
+
+    # searches -----------------------------------------------------------------------------
+
+    def create_search(self, request: SearchRequest, project: str | None = None) -> Search:
+        """Record a queued search in one of the user's projects (owner or editor); its
+        model and dataset are looked up in that project only."""
+        project_id = self.project_id(project, write=True)
+        request = request.model_copy(update={
+            "model": self._resolve("model", request.model, project_id),
+            "dataset": self._resolve("dataset", request.dataset, project_id)})
+        return Searches(self.services).create(request, project_id, created_by=self.user.id)
+
+    def get_search(self, ref: str) -> Search:
+        return Searches(self.services).get(ref, self.projects)
+
+    def list_searches(self, project: str | None = None) -> list[Search]:
+        """The searches of ``project`` (default: every project of the user), newest first."""
+        return Searches(self.services).list(self._scope(project))
+
+    def cancel_search(self, ref: str) -> Search:
+        """Cancel a queued or running search (editor or owner of its project)."""
+        search = self.get_search(ref)
+        self.project_id(search.project, write=True)
+        return Searches(self.services).cancel(search.id)
 
     # deleting -----------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from tinymlaas.store.accounts import (
     WebhookRow,
 )
 from tinymlaas.store.metadata import MetadataStore
+from tinymlaas.store.searches import SearchRow
 from tinymlaas.store.tables import (
     ArtifactRow,
     DatasetRow,
@@ -93,7 +94,8 @@ def delete_project(meta: MetadataStore, project: str) -> None:
         datasets = list(s.scalars(select(DatasetRow.id).where(DatasetRow.project == project)))
     delete_records(meta, runs=runs, models=models, datasets=datasets)
     with meta.session() as s:
-        for table in (DeviceRow, ExternalTransformerRow, PipelineTemplateRow, WebhookRow):
+        for table in (DeviceRow, ExternalTransformerRow, PipelineTemplateRow, WebhookRow,
+                      SearchRow):
             s.execute(delete(table).where(table.project == project))
         s.execute(delete(MemberRow).where(MemberRow.project_id == project))
         s.execute(delete(ProjectRow).where(ProjectRow.id == project))

@@ -10,6 +10,7 @@ from tinymlaas.api.routes import (
     models,
     projects,
     runs,
+    searches,
     templates,
     transformers,
     users,
@@ -20,5 +21,5 @@ __all__ = ["api_router"]
 
 api_router = APIRouter()
 for module in (health, auth, users, projects, models, datasets, devices, transformers,
-               templates, runs, webhooks):
+               templates, runs, searches, webhooks):
     api_router.include_router(module.router)

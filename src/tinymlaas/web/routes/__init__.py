@@ -2,10 +2,19 @@
 
 from fastapi import APIRouter
 
-from tinymlaas.web.routes import assets, auth, compare, delete, projects, runs, vendor
+from tinymlaas.web.routes import (
+    assets,
+    auth,
+    compare,
+    delete,
+    projects,
+    runs,
+    searches,
+    vendor,
+)
 
 __all__ = ["web_router"]
 
 web_router = APIRouter(include_in_schema=False)
-for module in (vendor, auth, projects, runs, compare, assets, delete):
+for module in (vendor, auth, projects, runs, searches, compare, assets, delete):
     web_router.include_router(module.router)

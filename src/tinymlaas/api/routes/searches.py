@@ -1,0 +1,116 @@
+"""Searches (``optimize``): create (executed in the background at once), list, inspect,
+cancel, and follow live through server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from tinymlaas.api.common import AUTH_ERRORS
+from tinymlaas.api.deps import Studio, StudioDep, WorkspaceDep
+from tinymlaas.api.responses import KEEPALIVE_S
+from tinymlaas.api.runtime import Subscription
+from tinymlaas.api.search_schemas import SearchCreate, SearchEventPublic, SearchPublic
+from tinymlaas.domain.searches import Search
+from tinymlaas.service.searches import CANDIDATE, DONE, STATE, SearchRequest
+from tinymlaas.service.workspace import Workspace
+
+__all__ = ["router", "search_events_response"]
+
+router = APIRouter(prefix="/searches", tags=["searches"], responses=AUTH_ERRORS)
+
+
+@router.post("", response_model=SearchPublic, status_code=status.HTTP_201_CREATED)
+def create_search(body: SearchCreate, ws: WorkspaceDep, studio: StudioDep) -> object:
+    """Check the model, dataset and device, record the search and start it in the
+    background; follow it with ``GET /searches/{id}/events`` or poll ``GET
+    /searches/{id}``."""
+    search = ws.create_search(SearchRequest.model_validate(body.request()), body.project)
+    studio.searches.start(search.id)
+    return search
+
+
+@router.get("", response_model=list[SearchPublic])
+def list_searches(ws: WorkspaceDep,
+                  project: Annotated[str | None, Query(max_length=100)] = None) -> object:
+    """Searches in the user's projects (or one of them), newest first (the latest 200)."""
+    return ws.list_searches(project)
+
+
+@router.get("/{search_id}", response_model=SearchPublic)
+def get_search(search_id: str, ws: WorkspaceDep) -> object:
+    """A search with its candidates so far and, once it has ended, its outcome."""
+    return ws.get_search(search_id)
+
+
+@router.post("/{search_id}/cancel", response_model=SearchPublic,
+             status_code=status.HTTP_202_ACCEPTED)
+def cancel_search(search_id: str, ws: WorkspaceDep) -> object:
+    """Stop a queued or running search (409 once it has ended). A running search stops its
+    current candidate run within seconds and ends ``cancelled``, keeping what it found."""
+    return ws.cancel_search(search_id)
+
+
+@router.get("/{search_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description":
+                             "event: search (a SearchPublic, first and last), event: "
+                             "candidate (a Candidate, as each finishes), event: state (a "
+                             "SearchEventPublic), event: end."}})
+async def search_events(search_id: str, ws: WorkspaceDep,
+                        studio: StudioDep) -> StreamingResponse:
+    """Live progress as server-sent events.
+
+    The stream opens with the search as it is (so a late client sees what already
+    happened), then one ``candidate`` event per finished candidate run and a ``state``
+    event per change of state, and closes with the final ``search`` and an ``end`` event
+    once the search has ended.
+    """
+    return await search_events_response(ws, search_id, studio)
+
+
+def _sse(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+def _search_json(search: Search) -> str:
+    return SearchPublic.model_validate(search).model_dump_json()
+
+
+async def search_events_response(ws: Workspace, search_id: str,
+                                 studio: Studio) -> StreamingResponse:
+    """The search's live events (see :func:`search_events`), for the API and the pages."""
+    search = await run_in_threadpool(ws.get_search, search_id)
+    subscription = studio.bus.subscribe(search.id)  # before the snapshot: nothing is missed
+
+    async def stream(sub: Subscription) -> AsyncIterator[str]:
+        try:
+            current = await run_in_threadpool(studio.searches.get, search.id)
+            yield _sse("search", _search_json(current))
+            while not current.done:
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    current = await run_in_threadpool(studio.searches.get, search.id)
+                    yield ": keep-alive\n\n"
+                    continue
+                if event.stage == DONE:
+                    break
+                if event.stage == CANDIDATE:
+                    yield _sse("candidate", json.dumps(event.data))
+                elif event.stage == STATE:
+                    yield _sse("state", SearchEventPublic(
+                        search_id=search.id, state=event.status).model_dump_json())
+            final = await run_in_threadpool(studio.searches.get, search.id)
+            yield _sse("search", _search_json(final))
+            yield _sse("end", json.dumps({"search_id": search.id, "state": final.state.value}))
+        finally:
+            studio.bus.unsubscribe(sub)
+
+    return StreamingResponse(stream(subscription), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,124 @@
+"""A search (``optimize``): its request, its state, the candidates as they finish and its
+outcome. Stores hand these out; the API, the web and the CLI render them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "MAX_SEARCH_BUDGET_S",
+    "MAX_SEARCH_EPOCHS",
+    "MAX_SEARCH_TRIALS",
+    "OBJECTIVES",
+    "Candidate",
+    "LayerSensitivity",
+    "Objective",
+    "Search",
+    "SearchState",
+]
+
+Objective = Literal["size", "latency", "ram"]
+OBJECTIVES: tuple[str, ...] = ("size", "latency", "ram")
+#: Bounds of a search request.
+MAX_SEARCH_TRIALS = 200
+MAX_SEARCH_BUDGET_S = 7 * 24 * 3600.0
+MAX_SEARCH_EPOCHS = 100
+
+
+class SearchState(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+#: States a search does not leave.
+SEARCH_DONE = frozenset({SearchState.succeeded, SearchState.failed, SearchState.cancelled})
+
+
+class Candidate(BaseModel):
+    """One evaluated pipeline of a search: a real run."""
+
+    trial: int
+    run_id: str
+    name: str
+    steps: list[str]
+    choice: dict[str, Any]
+    status: str
+    error: str | None = None
+    accuracy: float | None = Field(default=None, description="quality: accuracy, AUC, "
+                                   "cosine or negative MSE (higher is better)")
+    accuracy_drop: float | None = None
+    file_bytes: int | None = None
+    latency_ms: float | None = None
+    ram_bytes: int | None = None
+    arena_bytes: int | None = Field(default=None, description="peak activation arena from "
+                                    "the device analysis")
+    flash_bytes: int | None = None
+    macs: int | None = None
+    parameters: int | None = None
+    objective: float | None = None
+    found_after_s: float = Field(default=0.0, description="seconds into the search when "
+                                 "this candidate's run finished")
+    feasible: bool = False
+    violations: list[str] = Field(default_factory=list)
+    pareto: bool = False
+
+
+class LayerSensitivity(BaseModel):
+    """The accuracy drop of compressing one layer alone."""
+
+    layer: str
+    probe: Literal["quantize-int8", "prune-50%"]
+    accuracy: float
+    drop: float
+    advice: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Search(BaseModel):
+    """A search of compression pipelines within an accuracy budget, and what it found."""
+
+    id: str
+    project: str
+    created_by: str | None = None
+    model_id: str
+    model_name: str
+    dataset_id: str
+    dataset_name: str
+    device: str | None = None
+    objective: Objective = "size"
+    max_accuracy_drop: float = 1.0
+    time_budget_s: float = 600.0
+    max_trials: int | None = None
+    epochs: int = 3
+    seed: int = 0
+    state: SearchState = SearchState.queued
+    cancel_requested: bool = False
+    error: str | None = None
+    message: str = ""
+    baseline: dict[str, Any] = Field(default_factory=dict)
+    candidates: list[Candidate] = Field(default_factory=list)
+    pareto: list[str] = Field(default_factory=list, description="run ids on the "
+                              "quality/objective front")
+    recommended: str | None = Field(default=None, description="the best run meeting every "
+                                    "constraint")
+    closest: str | None = Field(default=None, description="when none meets them: the run "
+                                "nearest to the accuracy budget among those that fit")
+    sensitivity: list[LayerSensitivity] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    elapsed_s: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in SEARCH_DONE
