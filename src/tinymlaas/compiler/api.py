@@ -12,7 +12,7 @@ from tinymlaas.compiler.codegen import c_identifier, generate
 from tinymlaas.compiler.ir import IOSpec, Program
 from tinymlaas.compiler.loader import load_model, prepare
 from tinymlaas.compiler.lower import lower
-from tinymlaas.compiler.planner import plan_program
+from tinymlaas.compiler.planner import IOMode, outside_bytes, plan_program
 from tinymlaas.errors import InvalidInputError
 
 __all__ = ["CompileResult", "build_program", "compile_onnx"]
@@ -32,7 +32,11 @@ class CompileResult(BaseModel):
     outputs: list[IOSpec]
     arena_bytes: int = Field(description="static activation arena (RAM), from the planner")
     const_bytes: int = Field(description="weights, biases and tables kept in flash")
-    io_bytes: int = Field(description="bytes of the caller's input and output arrays")
+    io_bytes: int = Field(description="bytes of the input and output arrays outside the "
+                          "arena (0 when they live in it)")
+    io: IOMode = Field(default="caller", description="where inputs and outputs live: "
+                       "'arena' (<name>_input0() ..., <name>_invoke()) or 'caller' (arrays "
+                       "passed to <name>_run); sources from before the option are 'caller'")
     macs: int
     kernels: int
     operators: dict[str, int] = Field(description="ONNX operator counts of the prepared graph")
@@ -75,6 +79,7 @@ def build_program(
     strict: bool = True,
     simplify: bool = True,
     fuse_residual: bool = True,
+    io: IOMode = "arena",
 ) -> tuple[Program, onnx.ModelProto]:
     """Load, prepare, lower and plan a model without writing anything.
 
@@ -83,13 +88,15 @@ def build_program(
         strict: Raise on unsupported operators (see :func:`tinymlaas.compiler.lower.lower`).
         simplify: Run ``onnxsim`` on float graphs first.
         fuse_residual: Fuse residual ``Add`` nodes into convolutions (saves RAM).
+        io: Plan the model's inputs and outputs into the arena (``"arena"``) or leave
+            them to the caller (``"caller"``).
 
     Returns:
         The planned program and the prepared model.
     """
     prepared, shapes = prepare(load_model(model), simplify=simplify)
     program = lower(prepared, shapes, strict=strict, fuse_residual=fuse_residual)
-    plan_program(program)
+    plan_program(program, io)
     return program, prepared
 
 
@@ -100,12 +107,16 @@ def compile_onnx(
     name: str = "model",
     simplify: bool = True,
     fuse_residual: bool = True,
+    io: IOMode = "arena",
 ) -> CompileResult:
     """Compile an ONNX model to C99 ``<name>.h`` and ``<name>.c``.
 
     The generated code keeps weights in ``const`` arrays (flash), all intermediate results
-    in one static arena sized by the memory planner, and needs only libc and libm. Its API
-    is ``int <name>_run(const in0_t* in0, ..., out0_t* out0, ...)``.
+    in one static arena sized by the memory planner, and needs only libc and libm. By
+    default the inputs and outputs live in the arena too: the caller writes the inputs
+    through ``<name>_input0()`` ..., calls ``int <name>_invoke(void)`` and reads the
+    outputs through ``<name>_output0()`` .... ``int <name>_run(const in0_t* in0, ...,
+    out0_t* out0, ...)`` exists in both modes (with ``io="arena"`` it copies).
 
     Args:
         model_path: The ``.onnx`` file (float, or int8 QDQ) or a loaded model. A symbolic
@@ -116,6 +127,8 @@ def compile_onnx(
         fuse_residual: Compute a residual ``Add`` inside the convolution feeding it, so
             that convolution's output never takes arena space (ResNet-style blocks need
             about a third less RAM; on hosts with vector units it can run slower).
+        io: ``"arena"``: inputs and outputs are planned into the arena, their space reused
+            once they are dead (least RAM); ``"caller"``: they stay in the caller's arrays.
 
     Returns:
         The file paths, I/O specifications and planner figures.
@@ -126,7 +139,7 @@ def compile_onnx(
         InvalidInputError: The file is not a readable ONNX model.
     """
     program, prepared = build_program(model_path, simplify=simplify,
-                                      fuse_residual=fuse_residual)
+                                      fuse_residual=fuse_residual, io=io)
     prefix = c_identifier(name)
     header_text, source_text = generate(program, prefix)
     directory = Path(out_dir)
@@ -145,7 +158,8 @@ def compile_onnx(
         outputs=program.output_specs,
         arena_bytes=program.arena_bytes,
         const_bytes=program.const_bytes(),
-        io_bytes=sum(t.nbytes for t in [*program.inputs, *program.outputs]),
+        io_bytes=outside_bytes(program),
+        io=program.io,
         macs=program.macs(),
         kernels=len(program.kernels),
         operators=dict(Counter(n.op_type for n in prepared.graph.node)),

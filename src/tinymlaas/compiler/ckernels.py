@@ -674,6 +674,40 @@ static void tm_transpose_$S(const $XT* x, $XT* y, int rank, const int32_t* oshap
 }
 """
 
+_REMAP = r"""
+/* y[o] = x[sum_d maps_d[o_d] * istride[d]], or fill[0] where some maps_d[o_d] < 0. The rank
+   tables maps_d (oshape[d] entries each) lie back to back in maps. */
+static void tm_remap_$S(const $XT* x, $XT* y, int rank, const int32_t* oshape,
+                        const int32_t* istride, const int32_t* maps, const $XT* fill) {
+  int32_t idx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  const int32_t* table[8];
+  int32_t total = 1;
+  const int32_t* m = maps;
+  for (int d = 0; d < rank; ++d) {
+    table[d] = m;
+    m += oshape[d];
+    total *= oshape[d];
+  }
+  for (int32_t i = 0; i < total; ++i) {
+    size_t off = 0;
+    int inside = 1;
+    for (int d = 0; d < rank; ++d) {
+      const int32_t k = table[d][idx[d]];
+      if (k < 0) {
+        inside = 0;
+        break;
+      }
+      off += (size_t)k * (size_t)istride[d];
+    }
+    y[i] = inside ? x[off] : fill[0];
+    for (int d = rank - 1; d >= 0; --d) {
+      if (++idx[d] < oshape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+"""
+
 _COPY2D = r"""
 static void tm_copy2d(void* dst, const void* src, int32_t rows, int32_t row_bytes,
                       int32_t dst_stride, int32_t src_stride) {
@@ -760,6 +794,7 @@ _TEMPLATES: dict[str, tuple[str, int]] = {
     "dequantize": (_DEQUANTIZE, 1),
     "requant": (_REQUANT, 2),
     "transpose": (_TRANSPOSE, 1),
+    "remap": (_REMAP, 1),
     "qadd": (_QBINARY, 2),
     "qmul": (_QBINARY, 2),
 }

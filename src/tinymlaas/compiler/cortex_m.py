@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from tinymlaas.compiler.api import CompileResult
-from tinymlaas.compiler.codegen import _array_literal
+from tinymlaas.compiler.codegen import _array_literal, io_bytes_expr, io_declarations
 from tinymlaas.errors import InvalidInputError, ServiceUnavailableError, StepFailedError
 
 __all__ = [
@@ -111,7 +111,7 @@ def _require_tools() -> None:
 
 
 def _harness(result: CompileResult, samples: list[list[np.ndarray]]) -> tuple[str, int]:
-    lines = [f'#include "{result.name}.h"', "#include <stdint.h>", "",
+    lines = [f'#include "{result.name}.h"', "#include <stdint.h>", "#include <string.h>", "",
              "void tm_semihost_write0(const char* text);", ""]
     sample_bytes = 0
     for i, spec in enumerate(result.inputs):
@@ -119,10 +119,20 @@ def _harness(result: CompileResult, samples: list[list[np.ndarray]]) -> tuple[st
         sample_bytes += data.nbytes
         lines.append(f"static const {result.name}_input{i}_t sample_in{i}"
                      f"[{len(samples)}][{prod(spec.shape)}] = {_array_literal(data)};")
-    for i, spec in enumerate(result.outputs):
-        lines.append(f"static {result.name}_output{i}_t out{i}[{max(1, prod(spec.shape))}];")
-    ins = ", ".join(f"sample_in{i}[s]" for i in range(len(result.inputs)))
-    outs = ", ".join(f"out{i}" for i in range(len(result.outputs)))
+    name = result.name
+    if result.io == "arena":  # the model's own slots: copy each sample into the input
+        declarations, run = io_declarations(name, len(result.inputs), len(result.outputs),
+                                            in_arena=True)
+        call = [f"    memcpy(in{i}, sample_in{i}[s], sizeof(sample_in{i}[s]));"
+                for i in range(len(result.inputs))]
+    else:  # the samples stay in flash, the outputs in static arrays
+        declarations = [f"static {name}_output{i}_t out{i}[{max(1, prod(spec.shape))}];"
+                        for i, spec in enumerate(result.outputs)]
+        args = [f"sample_in{i}[s]" for i in range(len(result.inputs))]
+        args += [f"out{i}" for i in range(len(result.outputs))]
+        run, call = f"{name}_run({', '.join(args)})", []
+    lines += declarations
+    call.append(f"    if ({run} != 0) return 1;")
     lines += [
         "",
         "static void print_hex(const void* data, unsigned n) {",
@@ -141,11 +151,11 @@ def _harness(result: CompileResult, samples: list[list[np.ndarray]]) -> tuple[st
         "",
         "int main(void) {",
         f"  for (unsigned s = 0; s < {len(samples)}u; ++s) {{",
-        f"    if ({result.name}_run({ins}{', ' if ins else ''}{outs}) != 0) return 1;",
+        *call,
     ]
     for i in range(len(result.outputs)):
         lines += [f'    tm_semihost_write0("OUT{i} ");',
-                  f"    print_hex(out{i}, sizeof(out{i}));",
+                  f"    print_hex(out{i}, {io_bytes_expr(name, 'output', i)});",
                   '    tm_semihost_write0("\\n");']
     lines += ["  }", '  tm_semihost_write0("DONE\\n");', "  return 0;", "}", ""]
     return "\n".join(lines), sample_bytes

@@ -105,10 +105,25 @@ class HostModel:
             library = build_host([self.result], Path(self._tmp.name) / "model.so", cflags=cflags)
         self.library = Path(library)
         self._lib = ctypes.CDLL(str(self.library))
-        self._fn = getattr(self._lib, f"{self.result.name}_run")
+        name = self.result.name
+        self._fn = getattr(self._lib, f"{name}_run")
         count = len(self.result.inputs) + len(self.result.outputs)
         self._fn.argtypes = [ctypes.c_void_p] * count
         self._fn.restype = ctypes.c_int
+        #: Arena addresses of the inputs and outputs (``io="arena"``), else empty.
+        self.io_pointers: tuple[list[int], list[int]] = ([], [])
+        if self.result.io == "arena":
+            self._invoke = getattr(self._lib, f"{name}_invoke")
+            self._invoke.argtypes, self._invoke.restype = [], ctypes.c_int
+            self.io_pointers = tuple(  # type: ignore[assignment]
+                [self._accessor(f"{name}_{kind}{i}") for i in range(len(specs))]
+                for kind, specs in (("input", self.result.inputs),
+                                    ("output", self.result.outputs)))
+
+    def _accessor(self, symbol: str) -> int:
+        fn = getattr(self._lib, symbol)
+        fn.argtypes, fn.restype = [], ctypes.c_void_p
+        return int(fn())
 
     def close(self) -> None:
         """Remove the private build directory (the library stays loaded)."""
@@ -169,12 +184,25 @@ class HostModel:
             lead = (batch, *shape[1:]) if looped else (1, *shape)
             outs.append(np.zeros(lead, dtype=np.dtype(spec.dtype)))
         for b in range(batch):
-            pointers = [p[b : b + 1].ctypes.data for p in prepared]
-            pointers += [o[b : b + 1].ctypes.data for o in outs]
-            status = self._fn(*pointers)
+            sources = [p[b : b + 1] for p in prepared]
+            targets = [o[b : b + 1] for o in outs]
+            status = self._invoke_once(sources, targets)
             if status != 0:
                 raise StepFailedError(f"{self.result.name}_run returned {status}.")
         results = [o if looped else o[0] for o in outs]
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _invoke_once(self, sources: list[np.ndarray], targets: list[np.ndarray]) -> int:
+        """One inference: through the arena's input and output slots when the model keeps
+        them there (the generated API a device uses), else on the arrays themselves."""
+        if self.result.io != "arena":
+            return int(self._fn(*[a.ctypes.data for a in [*sources, *targets]]))
+        inputs, outputs = self.io_pointers
+        for address, array in zip(inputs, sources, strict=True):
+            ctypes.memmove(address, array.ctypes.data, array.nbytes)
+        status = int(self._invoke())
+        for address, array in zip(outputs, targets, strict=True):
+            ctypes.memmove(array.ctypes.data, address, array.nbytes)
+        return status
 
     __call__ = run

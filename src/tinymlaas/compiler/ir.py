@@ -1,9 +1,10 @@
 """The compiler's intermediate form: buffers, tensors and kernel calls.
 
 A :class:`Program` is a straight-line list of :class:`Kernel` calls over
-:class:`Tensor` views of :class:`Buffer` memory. Buffers live in one of four places: the
-caller's input or output arrays, read-only constants (flash), or the static arena (RAM),
-where the memory planner gives each buffer an offset.
+:class:`Tensor` views of :class:`Buffer` memory. Buffers are of four kinds: the model's
+inputs and outputs, read-only constants (flash), and intermediate results in the static
+arena (RAM), where the memory planner gives each buffer an offset. The planner also places
+inputs and outputs in the arena unless the caller keeps them (``Program.io``).
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class Program:
     output_specs: list[IOSpec]
     unsupported: list[str] = field(default_factory=list)
     arena_bytes: int = 0
+    #: ``"arena"``: inputs and outputs have arena offsets; ``"caller"``: caller's arrays.
+    io: str = "caller"
 
     def buffers(self) -> list[Buffer]:
         """Every distinct buffer the kernels touch, in first-use order."""

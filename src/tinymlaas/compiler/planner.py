@@ -5,25 +5,38 @@ to the last). Buffers are placed largest first, each into the best-fitting gap l
 already placed buffers whose lifetimes overlap it (greedy best fit, as TFLite Micro's
 greedy planner but choosing the tightest gap). Before planning, a kernel's result may take
 over an input buffer that dies at that kernel (in-place elementwise ops).
+
+The model's inputs and outputs are planned like any other buffer by default
+(``io="arena"``): an input lives from the start to its last reader, an output from its
+producer to the end, and their space is reused by other buffers outside those spans. With
+``io="caller"`` they stay out of the arena, in arrays the caller passes to ``<name>_run``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from tinymlaas.compiler.ir import At, Buffer, Program, Tensor
 
 __all__ = [
     "ALIGNMENT",
+    "IO_MODES",
+    "IOMode",
     "Interval",
     "apply_inplace",
     "compute_lifetimes",
+    "outside_bytes",
     "plan_arena",
     "plan_program",
 ]
 
 #: Arena offsets are multiples of this many bytes (SIMD loads, any scalar type).
 ALIGNMENT = 16
+
+#: Where the model's inputs and outputs live: in the arena, or in the caller's arrays.
+IOMode = Literal["arena", "caller"]
+IO_MODES: tuple[str, ...] = ("arena", "caller")
 
 
 @dataclass
@@ -74,13 +87,22 @@ def plan_arena(intervals: list[Interval], alignment: int = ALIGNMENT) -> int:
 
 
 def compute_lifetimes(program: Program) -> None:
-    """Set ``first`` / ``last`` kernel steps on every buffer of the program."""
+    """Set ``first`` / ``last`` kernel steps on every buffer of the program.
+
+    A model input is live from step 0 (the caller writes it before the run) and a model
+    output up to the last step (the caller reads it after the run).
+    """
     for buffer in program.buffers():
         buffer.first, buffer.last = -1, -1
     for step, kernel in enumerate(program.kernels):
         for arg in kernel.args:
             if hasattr(arg, "buffer"):
                 arg.buffer.touch(step)
+    end = max(len(program.kernels) - 1, 0)
+    for tensor in program.inputs:
+        tensor.buffer.touch(0)
+    for tensor in program.outputs:
+        tensor.buffer.touch(end)
 
 
 def apply_inplace(program: Program) -> int:
@@ -120,14 +142,32 @@ def _tensors(program: Program) -> list[Tensor]:
     return list(seen.values())
 
 
-def plan_program(program: Program) -> int:
-    """In-place merges, lifetimes and arena offsets for a program; returns the arena size."""
+def plan_program(program: Program, io: IOMode = "arena") -> int:
+    """In-place merges, lifetimes and arena offsets for a program; returns the arena size.
+
+    Args:
+        program: The lowered program; buffer offsets and ``arena_bytes`` are filled in.
+        io: ``"arena"`` plans the model's inputs and outputs into the arena; ``"caller"``
+            leaves them to the caller's arrays.
+    """
+    if io not in IO_MODES:
+        raise ValueError(f"io must be one of {', '.join(IO_MODES)}, not {io!r}")
     apply_inplace(program)
     compute_lifetimes(program)
-    arena: list[Buffer] = [b for b in program.buffers() if b.kind == "arena"]
+    kinds = ("arena", "input", "output") if io == "arena" else ("arena",)
+    arena: list[Buffer] = [b for b in program.buffers() if b.kind in kinds]
     intervals = [Interval(b.nbytes, max(b.first, 0), max(b.last, 0)) for b in arena]
     size = plan_arena(intervals)
+    for buffer in program.buffers():
+        buffer.offset = -1
     for buffer, interval in zip(arena, intervals, strict=True):
         buffer.offset = interval.offset
     program.arena_bytes = size
+    program.io = io
     return size
+
+
+def outside_bytes(program: Program) -> int:
+    """Bytes of the model's input and output arrays kept outside the arena."""
+    buffers = {id(t.buffer): t.buffer for t in [*program.inputs, *program.outputs]}
+    return sum(b.nbytes for b in buffers.values() if b.offset < 0)

@@ -44,7 +44,7 @@ from typing import Any
 from tinymlaas.artifacts import sha256_file
 from tinymlaas.compiler.api import CompileResult
 from tinymlaas.compiler.ckernels import split_func
-from tinymlaas.compiler.codegen import split_source
+from tinymlaas.compiler.codegen import io_bytes_expr, io_declarations, split_source
 from tinymlaas.domain import Device
 from tinymlaas.errors import InvalidInputError, StepFailedError
 from tinymlaas.installers.wrappers import AUTHOR, camel_case, write_wrappers
@@ -231,16 +231,14 @@ def _c_type(dtype: str) -> tuple[str, str]:
 
 
 def _example(compiled: CompileResult) -> str:
-    name, upper = compiled.name, compiled.name.upper()
-    buffers = [f"static {name}_input{i}_t in{i}[{upper}_INPUT{i}_SIZE];"
-               for i in range(len(compiled.inputs))]
-    buffers += [f"static {name}_output{i}_t out{i}[{upper}_OUTPUT{i}_SIZE];"
-                for i in range(len(compiled.outputs))]
-    reads = " && ".join(f"fread(in{i}, sizeof(in{i}), 1, file) == 1"
-                        for i in range(len(compiled.inputs))) or "1"
-    size = " + ".join(f"sizeof(in{i})" for i in range(len(compiled.inputs))) or "0"
-    args = [f"in{i}" for i in range(len(compiled.inputs))]
-    args += [f"out{i}" for i in range(len(compiled.outputs))]
+    name = compiled.name
+    buffers, call = io_declarations(name, len(compiled.inputs), len(compiled.outputs),
+                                    in_arena=compiled.io == "arena")
+    sizes = [io_bytes_expr(name, "input", i) for i in range(len(compiled.inputs))]
+    reads = " && ".join(f"fread(in{i}, {size}, 1, file) == 1"
+                        for i, size in enumerate(sizes)) or "1"
+    size = " + ".join(sizes) or "0"
+    upper = name.upper()
     prints = []
     for i, spec in enumerate(compiled.outputs):
         fmt, cast = _c_type(spec.dtype)
@@ -249,8 +247,32 @@ def _example(compiled: CompileResult) -> str:
                    '    sep = " ";',
                    "  }"]
     return render("main.c", {"name": name, "buffers": "\n".join(buffers), "reads": reads,
-                             "input_bytes": size, "run_args": ", ".join(args),
+                             "input_bytes": size, "run_call": call,
                              "prints": "\n".join(prints)})
+
+
+def _integration(compiled: CompileResult) -> str:
+    """The README's C snippet: fill the input(s), run, read the output(s)."""
+    name = compiled.name
+    if compiled.io == "arena":
+        return "\n".join([
+            f'#include "{name}.h"', "",
+            "int infer(void) {",
+            f"  {name}_input0_t* input = {name}_input0();   /* a slot in the arena */",
+            "  /* write the input here (the quantization of each tensor is in "
+            f"{name}.h and manifest.json) */",
+            f"  if ({name}_invoke() != 0) return 1;",
+            f"  const {name}_output0_t* output = {name}_output0();",
+            "  /* read the output here, before the next run */",
+            "  return 0;", "}"])
+    buffers, call = io_declarations(name, len(compiled.inputs), len(compiled.outputs),
+                                    in_arena=False)
+    return "\n".join([
+        f'#include "{name}.h"', "", *buffers, "",
+        "int infer(void) {",
+        "  /* fill in0 ... (the quantization of each tensor is in "
+        f"{name}.h and manifest.json) */",
+        f"  return {call}; /* 0 on success */", "}"])
 
 
 def _tensor_json(spec: Any) -> dict[str, Any]:
@@ -336,15 +358,13 @@ def measure_elf(bundle: Path, compiled: CompileResult, target: Target,
 
 
 def _probe_main(compiled: CompileResult) -> str:
-    """A main that only calls the model on static buffers: what a device adds at least."""
-    name, upper = compiled.name, compiled.name.upper()
-    inputs, outputs = len(compiled.inputs), len(compiled.outputs)
-    lines = [f'#include "{name}.h"', ""]
-    lines += [f"static {name}_input{i}_t in{i}[{upper}_INPUT{i}_SIZE];" for i in range(inputs)]
-    lines += [f"static {name}_output{i}_t out{i}[{upper}_OUTPUT{i}_SIZE];"
-              for i in range(outputs)]
-    args = [f"in{i}" for i in range(inputs)] + [f"out{i}" for i in range(outputs)]
-    lines += ["", f"int main(void) {{ return {name}_run({', '.join(args)}); }}", ""]
+    """A main that only runs the model (on static buffers, unless its input and output
+    live in the arena): what a device adds at least."""
+    name = compiled.name
+    buffers, call = io_declarations(name, len(compiled.inputs), len(compiled.outputs),
+                                    in_arena=compiled.io == "arena")
+    lines = [f'#include "{name}.h"', "", *buffers]
+    lines += ["", f"int main(void) {{ return {call}; }}", ""]
     return "\n".join(lines)
 
 
@@ -394,8 +414,7 @@ def write_bundle(
         "arena_bytes": compiled.arena_bytes, "const_bytes": compiled.const_bytes,
         "inputs": _describe(compiled.inputs), "outputs": _describe(compiled.outputs),
         "target": f"{target.device or 'no device'} ({target.cpu}, {' '.join(target.cflags)})",
-        "run_call": f"{name}_run(input, output)" if len(compiled.inputs) == 1
-        and len(compiled.outputs) == 1 else f"{name}_run(/* inputs, outputs */)",
+        "integrate": _integration(compiled),
     }
     (out_dir / "Makefile").write_text(render("Makefile", values), encoding="utf-8")
     (out_dir / "CMakeLists.txt").write_text(render("CMakeLists.txt", values), encoding="utf-8")

@@ -23,6 +23,7 @@ from string import Template
 
 from pydantic import BaseModel
 
+from tinymlaas.compiler.codegen import io_bytes_expr, io_declarations
 from tinymlaas.compiler.cortex_m import ElfSizes, elf_sizes
 from tinymlaas.domain import ArtifactKind, Device
 from tinymlaas.errors import (
@@ -133,6 +134,8 @@ class ModelSources:
     include_dir: Path
     num_inputs: int
     num_outputs: int
+    #: The header's ``<NAME>_IO_IN_ARENA``: inputs and outputs are slots in the arena.
+    io_in_arena: bool = False
 
 
 def collect_sources(input_path: Path, kind: ArtifactKind) -> ModelSources:
@@ -160,7 +163,7 @@ def collect_sources(input_path: Path, kind: ArtifactKind) -> ModelSources:
     for header in candidates:
         found = _parse_header(header)
         if found:
-            name, inputs, outputs = found
+            name, inputs, outputs, in_arena = found
             break
     else:
         raise InvalidInputError("No generated model header (with <NAME>_NUM_INPUTS) among "
@@ -168,7 +171,7 @@ def collect_sources(input_path: Path, kind: ArtifactKind) -> ModelSources:
     sources = tuple(p for p in files if p.suffix == ".c"
                     and not _MAIN.search(p.read_text("utf-8", errors="replace")))
     return ModelSources(name=name, header=header, sources=sources, include_dir=src,
-                        num_inputs=inputs, num_outputs=outputs)
+                        num_inputs=inputs, num_outputs=outputs, io_in_arena=in_arena)
 
 
 def _meta_name(directory: Path) -> str | None:
@@ -185,7 +188,7 @@ def _meta_name(directory: Path) -> str | None:
     return None
 
 
-def _parse_header(header: Path) -> tuple[str, int, int] | None:
+def _parse_header(header: Path) -> tuple[str, int, int, bool] | None:
     text = header.read_text("utf-8", errors="replace")
     typedef = re.search(r"typedef\s+[\w ]+?\s+([A-Za-z_]\w*)_input0_t\s*;", text)
     if not typedef:
@@ -195,7 +198,9 @@ def _parse_header(header: Path) -> tuple[str, int, int] | None:
               for what in ("INPUTS", "OUTPUTS")]
     if not all(counts):
         return None
-    return name, int(counts[0].group(1)), int(counts[1].group(1))  # type: ignore[union-attr]
+    in_arena = re.search(rf"#define\s+{name.upper()}_IO_IN_ARENA\s+1\b", text) is not None
+    return (name, int(counts[0].group(1)), int(counts[1].group(1)),  # type: ignore[union-attr]
+            in_arena)
 
 
 class SlotLayout(BaseModel):
@@ -232,18 +237,18 @@ def _template(name: str) -> Template:
 
 
 def _main_source(model: ModelSources) -> str:
-    n, upper = model.name, model.name.upper()
-    buffers = [f"static {n}_input{i}_t tm_app_input{i}[{upper}_INPUT{i}_SIZE];"
-               for i in range(model.num_inputs)]
-    buffers += [f"{n}_output{i}_t tm_app_output{i}[{upper}_OUTPUT{i}_SIZE];"
-                for i in range(model.num_outputs)]
-    arguments = [f"tm_app_input{i}" for i in range(model.num_inputs)]
-    arguments += [f"tm_app_output{i}" for i in range(model.num_outputs)]
-    prints = [f'  tm_print_hex("OUT{i} ", tm_app_output{i}, sizeof(tm_app_output{i}));'
-              for i in range(model.num_outputs)]
+    n = model.name
+    buffers, call = io_declarations(n, model.num_inputs, model.num_outputs,
+                                    in_arena=model.io_in_arena,
+                                    names=("tm_app_input", "tm_app_output"), storage="")
+    if not model.io_in_arena:  # the inputs need no external linkage
+        buffers = [f"static {line}" if "tm_app_input" in line.split("[")[0] else line
+                   for line in buffers]
+    prints = [f'  tm_print_hex("OUT{i} ", tm_app_output{i}, '
+              f'{io_bytes_expr(n, "output", i)});' for i in range(model.num_outputs)]
     return _template("main.c.tmpl").substitute(
         name=n, header=model.header.name, buffers="\n".join(buffers),
-        arguments=", ".join(arguments), prints="\n".join(prints))
+        call=call, prints="\n".join(prints))
 
 
 def build_firmware(

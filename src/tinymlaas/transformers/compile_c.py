@@ -9,6 +9,8 @@ from the ELF are recorded next to the planner's figures.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import onnx
 from pydantic import Field
@@ -22,6 +24,10 @@ class CompileParams(Params):
     simplify: bool = Field(default=True, description="Simplify the graph (onnxsim) first.")
     fuse_residual: bool = Field(default=True, description="Compute residual adds in place: "
                                 "less RAM on ResNet-style blocks, somewhat slower on x86.")
+    io: Literal["arena", "caller"] = Field(
+        default="arena", description="Where the model's input and output live: 'arena' "
+        "(planned into the arena and reused: least RAM; <name>_input0(), <name>_invoke()) "
+        "or 'caller' (arrays the caller passes to <name>_run).")
     verify_samples: int = Field(default=32, ge=0, le=10_000, description="Calibration "
                                 "samples run on the host build and ONNX Runtime (0: skip).")
     cortex_m: bool = Field(default=False, description="Also cross-compile for Cortex-M4 "
@@ -45,7 +51,7 @@ class CompileC(Transformer):
         out = ctx.out_dir / "c-source"
         ctx.progress(0.1, "compiling")
         result = compile_onnx(ctx.input_path, out, name=params.name, simplify=params.simplify,
-                              fuse_residual=params.fuse_residual)
+                              fuse_residual=params.fuse_residual, io=params.io)
         metrics: dict[str, object] = {
             "arena_bytes": result.arena_bytes, "const_bytes": result.const_bytes,
             "io_bytes": result.io_bytes, "macs": result.macs, "kernels": result.kernels,
