@@ -50,9 +50,10 @@ def _ints(text: str, what: str, *, count: int | tuple[int, int], most: int) -> l
 
 def _splits(fields: dict[str, str]) -> DatasetSplits:
     try:
-        values = {"test_fraction": float(fields.get("test_fraction") or 0.2),
-                  "calibration_size": int(fields.get("calibration_size") or 256),
-                  "seed": int(fields.get("seed") or 0)}
+        values: dict[str, Any] = {
+            "test_fraction": float(fields.get("test_fraction") or 0.2),
+            "calibration_size": int(fields.get("calibration_size") or 256),
+            "seed": int(fields.get("seed") or 0)}
     except ValueError:
         raise InvalidInputError("splits: the test fraction, calibration size and seed are "
                                 "numbers", {"field": "splits"}) from None
