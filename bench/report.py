@@ -149,7 +149,7 @@ def render(report: dict[str, Any]) -> str:
     for row in demo["rows"]:
         lines.append(f"| {row['name']} | {row['accuracy']:.2f}% | "
                      f"{human_bytes(row['file_bytes'])} | {row['size_ratio']:.2f}x | "
-                     f"{row['latency_ms']:.3f} | {row['latency_ratio']:.2f}x |")
+                     f"{row['host']['latency_ms']:.3f} | {row['host']['latency_ratio']:.2f}x |")
     if report.get("installers"):
         lines += ["", "## C bundles against TensorFlow Lite Micro "
                   "(`python bench/installers.py model.onnx ...`)", "",

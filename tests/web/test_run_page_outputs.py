@@ -58,7 +58,10 @@ def _rows(html: str, section_id: str) -> dict[str, list[str]]:
 def test_compile_c_run_page_renders(site: Any, c_run: dict[str, Any]) -> None:
     run = c_run["run"]
     result, baseline = run.result, run.baseline
-    assert "parameters" not in result and "parameters" in baseline
+    # The baseline is the float32 input model compiled the same way (here: the output
+    # itself), measured in the same runtime: generated C, no parameter count.
+    assert result["runtime"] == baseline["runtime"] == "c"
+    assert "parameters" not in result and "parameters" not in baseline
     assert result["weight_bytes"] > 0 and result["arena_bytes"] >= 0
     with httpx.Client(base_url=site.url, cookies={SESSION_COOKIE: c_run["secret"]},
                       timeout=60) as client:
@@ -69,18 +72,25 @@ def test_compile_c_run_page_renders(site: Any, c_run: dict[str, Any]) -> None:
         assert "compile-c" in response.text
         assert run.output_sha in response.text
     rows = _rows(page.text, "metrics")
-    # The input model is ONNX: its parameter count is there; the C output has none.
-    assert rows["Parameters"] == [fmt_num(baseline["parameters"], 0), "–"]
+    # Generated C has no parameter count: a dash on both sides.
+    assert rows["Parameters"] == ["–", "–"]
     assert rows["Accuracy"] == [fmt_num(baseline["accuracy"], 2, "%"),
                                 fmt_num(result["accuracy"], 2, "%")]
     assert rows["MACs"] == [fmt_num(baseline["macs"], 0), fmt_num(result["macs"], 0)]
-    # The C output's flash and RAM figures, and a dash where the ONNX model has none.
     assert rows["Weights (flash)"] == [fmt_bytes(baseline["weight_bytes"]),
                                        fmt_bytes(result["weight_bytes"])]
-    assert rows["Arena (RAM)"] == ["–", fmt_bytes(result["arena_bytes"])]
-    assert rows["Input and output buffers"] == ["–", fmt_bytes(result["io_bytes"])]
-    assert rows["Latency p50"][1] == fmt_num(result["latency_ms_p50"], 3, " ms")
+    assert rows["Arena (RAM)"] == [fmt_bytes(baseline["arena_bytes"]),
+                                   fmt_bytes(result["arena_bytes"])]
+    assert rows["Input and output buffers"] == [fmt_bytes(baseline["io_bytes"]),
+                                                fmt_bytes(result["io_bytes"])]
+    # host figures have their own section, which names the runtime
+    host = _rows(page.text, "host")
+    assert host["Runtime"] == ["generated C (host build)"] * 2
+    assert host["Latency p50"] == [fmt_num(baseline["latency_ms_p50"], 3, " ms"),
+                                   fmt_num(result["latency_ms_p50"], 3, " ms")]
+    assert "Peak RAM (host process)" in host and "Latency p50" not in rows
     fit = result["fit"]
     assert fit["runtime"] == "c" and "<code>c</code> runtime" in page.text
     assert _rows(page.text, "fit")["Flash"] == [fmt_bytes(fit["flash_needed_bytes"]),
                              fmt_bytes(fit["flash_available_bytes"])]
+    assert fit["verdict"] == "fits" and 'data-verdict="fits"' in page.text

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tinymlaas.errors import IncompatibleChainError, InvalidInputError
-from tinymlaas.service.services import ComparisonRow
+from tinymlaas.service.compare import ComparisonRow, HostMetrics, ReferenceMetrics
 from tinymlaas.transformers.registry import params_schema
-from tinymlaas.web.charts import bar_figures, pareto_front, scatter_figures
+from tinymlaas.web.charts import accuracy_range, bar_figures, pareto_front, scatter_figures
 from tinymlaas.web.forms import param_fields, parse_steps, step_errors
 from tinymlaas.web.routes.vendor import plotly_js_path
 from tinymlaas.web.routing import safe_next
@@ -59,24 +59,71 @@ def test_pareto_front() -> None:
     assert pareto_front([(1.0, 1.0), (1.0, 1.0)]) == [0, 1]  # ties are both kept
 
 
-def _row(name: str, accuracy: float, size: int, latency: float) -> ComparisonRow:
+def _row(name: str, accuracy: float, size: int, latency: float,
+         runtime: str = "onnxruntime") -> ComparisonRow:
     return ComparisonRow(run_id=f"run-{name}", name=name, status="succeeded", steps=["fuse"],
-                         accuracy=accuracy, file_bytes=size, latency_ms=latency,
-                         peak_memory_mb=10.0, size_ratio=2.0, reference="input model")
+                         accuracy=accuracy, file_bytes=size, size_ratio=2.0,
+                         host=HostMetrics(runtime=runtime, latency_ms=latency,
+                                          peak_memory_mb=10.0),
+                         baseline=ReferenceMetrics(runtime=runtime, accuracy=98.5,
+                                                   file_bytes=16384, latency_ms=4.0,
+                                                   peak_memory_mb=20.0),
+                         reference="float32 input model")
 
 
 def test_comparison_figures() -> None:
     rows = [_row("a", 98.0, 4096, 1.0), _row("b", 97.0, 2048, 2.0), _row("c", 96.0, 8192, 3.0)]
-    figures = scatter_figures(rows, {"accuracy": 98.5, "file_bytes": 16384,
-                                     "latency_ms_p50": 4.0, "peak_memory_mb": 20.0})
+    figures = scatter_figures(rows)
     size = next(f for f in figures if f["id"] == "plot-file-bytes")
-    runs, front, base = size["data"]
-    assert runs["x"] == [4.0, 2.0, 8.0]
+    *runs, front, base = size["data"]
+    assert [t["x"] for t in runs] == [[4.0], [2.0], [8.0]]
     assert front["name"] == "Pareto front" and front["x"] == [2.0, 4.0]
     assert base["x"] == [16.0] and base["y"] == [98.5]
+    # no permanent text labels on the points: hover and the legend name the runs
+    assert all("text" not in t["mode"] for f in figures for t in f["data"])
+    assert [t["name"] for t in runs] == ["a · ONNX Runtime", "b · ONNX Runtime",
+                                         "c · ONNX Runtime"]
     bars = bar_figures(rows)
     assert bars["size_ratio"]["data"][0]["y"] == [2.0, 2.0, 2.0]
     assert bars["accuracy_change"]["data"][0]["y"] == [None, None, None]
+
+
+def test_accuracy_axes_are_fitted_to_the_data() -> None:
+    # four runs at one accuracy still get a readable axis, not 0 to 100
+    same = [_row(n, 98.89, 4096 * (i + 1), 1.0 + i) for i, n in enumerate("abcd")]
+    for figure in scatter_figures(same):
+        if not figure["data"]:  # no device, no device plot
+            assert figure["layout"]["yaxis"]["range"] is None
+            continue
+        # the runs at 98.89 % and their float32 baseline at 98.5 %, half a point of padding
+        assert figure["layout"]["yaxis"]["range"] == [98.0, 99.39], figure["id"]
+    low, high = bar_figures(same)["accuracy"]["layout"]["yaxis"]["range"]
+    assert (low, high) == (98.39, 99.39)
+    spread = [_row("a", 90.0, 1, 1.0), _row("b", 98.0, 2, 1.0)]
+    assert accuracy_range([90.0, 98.0]) == [88.8, 99.2]
+    assert bar_figures(spread)["accuracy"]["layout"]["yaxis"]["range"] == [88.8, 99.2]
+    assert accuracy_range([]) is None
+
+
+def test_runtimes_never_share_a_front() -> None:
+    rows = [_row("ort-a", 98.0, 4096, 1.0), _row("ort-b", 98.5, 2048, 2.0),
+            _row("c-a", 98.5, 2000, 3.0, "c"), _row("c-b", 99.0, 1000, 5.0, "c")]
+    latency = next(f for f in scatter_figures(rows) if f["id"] == "plot-latency-ms")
+    fronts = {t["name"]: t["x"] for t in latency["data"] if t["name"].startswith("Pareto")}
+    # on one axis ONNX Runtime's ort-b would push c-a off the front: each runtime has its
+    # own front instead
+    assert fronts == {"Pareto front · ONNX Runtime": [1.0, 2.0],
+                      "Pareto front · generated C (host build)": [3.0, 5.0]}
+    symbols = {t["name"]: t["marker"]["symbol"] for t in latency["data"]
+               if "meta" in t and t["meta"] != "baseline"}
+    assert symbols["ort-a · ONNX Runtime"] == "circle"
+    assert symbols["c-a · generated C (host build)"] == "square"
+    baselines = [t["name"] for t in latency["data"] if t.get("meta") == "baseline"]
+    assert baselines == ["float32 baseline · ONNX Runtime",
+                         "float32 baseline · generated C (host build)"]
+    # no device section, no device plot points
+    device = next(f for f in scatter_figures(rows) if f["id"] == "plot-device-ram")
+    assert device["data"] == [] and device["layout"]["shapes"] == []
 
 
 def test_safe_next_stays_on_this_site() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,9 @@ from tinymlaas.cli.render import (
 )
 from tinymlaas.domain import DatasetSplits, Device, Run, Task
 from tinymlaas.errors import InvalidInputError, TinymlaasError
+
+if TYPE_CHECKING:
+    from tinymlaas.service.compare import ComparisonRow
 
 app = typer.Typer(name="tinymlaas", no_args_is_help=True, add_completion=False,
                   help="Compress, compile and compare ML models for a target device.",
@@ -349,12 +352,15 @@ def show_run_summary(run: Run) -> None:
                   + (f": {run.error}" if run.error else ""))
     if run.result:
         base, res = run.baseline, run.result
-        console.print(table("Result vs input model", ["metric", "input", "output"], [
+        console.print(table("Result vs baseline (the float32 input model in the output's "
+                            "runtime)", ["metric", "baseline", "output"], [
             [k, _metric(k, base.get(k)), _metric(k, res.get(k))]
             for k in _METRICS if k in res or k in base]))
         fit = res.get("fit")
         if fit:
-            verdict = "[green]fits[/]" if fit["fits"] else "[red]does not fit[/]"
+            from tinymlaas.devices import verdict_label
+
+            verdict = _verdict(verdict_label(fit))
             console.print(
                 f"device {fit['device']}: {verdict}; flash {human_bytes(fit['flash_needed_bytes'])}"
                 f" of {human_bytes(fit['flash_available_bytes'])} "
@@ -365,7 +371,7 @@ def show_run_summary(run: Run) -> None:
                 console.print(f"  - {reason}")
 
 
-_METRICS = ["accuracy", "mse", "auc", "top1_agreement", "max_abs_diff", "file_bytes",
+_METRICS = ["runtime", "accuracy", "mse", "auc", "top1_agreement", "max_abs_diff", "file_bytes",
             "parameters", "weight_bytes", "arena_bytes", "macs", "latency_ms_p50",
             "latency_ms_p95", "peak_memory_mb"]
 
@@ -489,24 +495,55 @@ def compare(
         help="Compare against this run's output (default: each run's input model).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare runs: accuracy and its change, size and latency ratios, memory."""
+    """Compare runs: accuracy and size; host latency and process RAM per runtime (ratios
+    only within one runtime); the device verdict (fits, does not fit, unsupported ops)."""
     rows = services().compare(runs, reference)
     if as_json:
         return print_json(rows)
-    ref = rows[0].reference if rows else "input model"
+    show_comparison(rows)
+
+
+def show_comparison(rows: list[ComparisonRow]) -> None:
+    """The comparison as three tables (model, host, device) and the notes on missing ratios."""
+    ref = rows[0].reference if rows else "float32 input model"
     for warning in dict.fromkeys(w for r in rows for w in r.warnings):
         console.print(f"[yellow]warning: {warning}[/]", highlight=False)
     console.print(table(
         f"Comparison (ratios: reference / run, so 4.0x = 4 times smaller or faster; "
-        f"reference: {ref})",
-        ["run", "steps", "status", "accuracy", "Δ acc", "agree", "size", "size ×",
-         "p50 ms", "speed ×", "memory", "MACs"],
+        f"reference: {ref}, measured in each run's runtime)",
+        ["run", "steps", "status", "accuracy", "Δ acc", "agree", "size", "size ×", "MACs"],
         [[r.name, " → ".join(r.steps) or "(none)", status(r.status),
           fmt(r.accuracy, ".2f", "%"), fmt(r.accuracy_change, "+.2f"),
           fmt(r.top1_agreement, ".1f", "%"), human_bytes(r.file_bytes),
-          fmt(r.size_ratio, ".2f", "x"), fmt(r.latency_ms, ".3f"),
-          fmt(r.latency_ratio, ".2f", "x"), human_mib(r.peak_memory_mb),
-          fmt(r.macs, ",")] for r in rows]))
+          fmt(r.size_ratio, ".2f", "x"), fmt(r.macs, ",")] for r in rows]))
+    console.print(table(
+        "Host (the evaluating machine, each run in its runtime; no ratio across runtimes)",
+        ["run", "runtime", "p50 ms", "speed ×", "peak RAM (process)", "RAM ×",
+         "reference runtime"],
+        [[r.name, r.host.runtime or "-", fmt(r.host.latency_ms, ".3f"),
+          fmt(r.host.latency_ratio, ".2f", "x"), human_mib(r.host.peak_memory_mb),
+          fmt(r.host.memory_ratio, ".2f", "x"), r.baseline.runtime or "-"] for r in rows]))
+    with_device = [r for r in rows if r.device is not None]
+    if with_device:
+        console.print(table(
+            "Device (static: arena + I/O in RAM, constants in flash, against the device)",
+            ["run", "device", "verdict", "RAM arena + I/O", "RAM needed / limit",
+             "flash needed / limit"],
+            [[r.name, f"{d.device} ({d.runtime})", _verdict(d.label),
+              f"{human_bytes(d.arena_bytes)} + {human_bytes(d.io_bytes)}"
+              + (" (estimate)" if d.memory_source == "graph" else ""),
+              f"{human_bytes(d.ram_needed_bytes)} / {human_bytes(d.ram_limit_bytes)}",
+              f"{human_bytes(d.flash_needed_bytes)} / {human_bytes(d.flash_limit_bytes)}"]
+             for r in with_device if (d := r.device) is not None]))
+    for r in rows:
+        for note in r.notes:
+            console.print(f"note: {r.name}: {note}", highlight=False, markup=False)
+
+
+def _verdict(label: str) -> str:
+    colour = "green" if label == "fits" else "yellow" if label.startswith("unsupported") \
+        else "red"
+    return f"[{colour}]{label}[/]"
 
 
 @app.command("export")
@@ -527,6 +564,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="Server processes sharing the port and the database (each "
+        "executes runs; one executes each run). For PostgreSQL; with the default SQLite "
+        "file they are safe too but write one at a time.")] = 1,
 ) -> None:
     """Start the Studio server (API under /api/v1) on this machine's stores.
 
@@ -535,13 +576,23 @@ def serve(
     """
     import uvicorn
 
-    from tinymlaas.api.app import create_app
     from tinymlaas.config import get_settings
+    from tinymlaas.store import MetadataStore
 
-    proxies = get_settings().trusted_proxies.strip()
-    console.print(f"tinymlaas server on http://{host}:{port} (API docs: /api/v1/docs)")
-    uvicorn.run(create_app(), host=host, port=port, log_level=log_level,
-                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+    settings = get_settings()
+    proxies = settings.trusted_proxies.strip()
+    options = {"host": host, "port": port, "log_level": log_level,
+               "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None}
+    console.print(f"tinymlaas server on http://{host}:{port} (API docs: /api/v1/docs)"
+                  + (f", {workers} worker processes" if workers > 1 else ""))
+    if workers == 1:
+        from tinymlaas.api.app import create_app
+
+        uvicorn.run(create_app(), **options)
+        return
+    # Migrate once here, so the workers do not race to create the schema.
+    MetadataStore(settings.resolved_database_url).close()
+    uvicorn.run("tinymlaas.api.app:create_app", factory=True, workers=workers, **options)
 
 
 # deleting ----------------------------------------------------------------------------------

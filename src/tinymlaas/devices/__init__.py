@@ -6,6 +6,7 @@ from tinymlaas.devices.analysis import (
     OperatorSupport,
     analyze_model,
     fit_verdict,
+    verdict_label,
 )
 from tinymlaas.devices.catalog import device_names, get_device, load_catalog
 from tinymlaas.devices.support import RUNTIMES, supported_by
@@ -21,4 +22,5 @@ __all__ = [
     "get_device",
     "load_catalog",
     "supported_by",
+    "verdict_label",
 ]

@@ -10,8 +10,10 @@ profile's documented MACs-per-cycle figure.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from math import prod
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -34,8 +36,10 @@ __all__ = [
     "Analysis",
     "FitVerdict",
     "OperatorSupport",
+    "Verdict",
     "analyze_model",
     "fit_verdict",
+    "verdict_label",
 ]
 
 #: Flash a runtime adds on top of the weights (code, tables): the C compiler's figure is
@@ -52,6 +56,7 @@ RUNTIME_RAM_BYTES: dict[str, int] = {
     "tflite-micro": 4 * 1024,
     "onnxruntime": 32 * 1024 * 1024,
 }
+Verdict = Literal["fits", "does not fit", "unsupported ops"]
 LATENCY_BASIS = "estimate: MACs / (clock_hz * macs_per_cycle)"
 
 
@@ -79,6 +84,31 @@ class FitVerdict(BaseModel):
     latency_ms_estimate: float
     latency_basis: str = LATENCY_BASIS
     reasons: list[str] = Field(default_factory=list)
+    verdict: Verdict = Field(default="fits", description="'fits'; 'does not fit' (memory, "
+                             "or a runtime the device lacks); 'unsupported ops' (the runtime "
+                             "cannot run the model at all, whatever the memory)")
+    unsupported_ops: list[str] = Field(default_factory=list, description="operator types "
+                                       "the runtime lacks")
+    weight_bytes: int | None = Field(default=None, description="constants in flash")
+    activation_bytes: int | None = Field(default=None, description="peak activation arena")
+    io_bytes: int | None = Field(default=None, description="input and output buffers")
+    memory_source: str | None = Field(default=None, description="'compiler' (exact plan) or "
+                                      "'graph' (estimate)")
+
+    @property
+    def label(self) -> str:
+        """The verdict as people read it: ``fits``, ``does not fit`` or ``unsupported ops:
+        Cast, ConvInteger``."""
+        return verdict_label(self.model_dump())
+
+
+def verdict_label(fit: Mapping[str, Any]) -> str:
+    """A stored verdict (a :class:`FitVerdict` as a dict, possibly from an older version
+    without ``verdict``) as people read it."""
+    ops = fit.get("unsupported_ops") or []
+    if ops:
+        return "unsupported ops: " + ", ".join(ops)
+    return "fits" if fit.get("fits") else "does not fit"
 
 
 class Analysis(BaseModel):
@@ -121,6 +151,7 @@ class Analysis(BaseModel):
             rows += [
                 ("device", f"{fit.device} ({fit.runtime})"),
                 ("fits", "yes" if fit.fits else "no"),
+                ("verdict", fit.label),
                 ("flash needed / available",
                  f"{_size(fit.flash_needed_bytes)} / {_size(fit.flash_available_bytes)} "
                  f"({fit.flash_margin_pct:.1f}% free)"),
@@ -230,7 +261,9 @@ def fit_verdict(analysis: Analysis, device: Device | str, *, runtime: str = "c")
     """Compare an analysis with a device's flash, RAM and runtimes.
 
     Flash needed is the weights plus the runtime's code (:data:`RUNTIME_FLASH_BYTES`);
-    RAM needed is the activation arena, the I/O buffers and the runtime's own state.
+    RAM needed is the activation arena, the I/O buffers and the runtime's own state. A model
+    with operators the runtime lacks gets the verdict ``unsupported ops`` (its memory figures
+    are then the graph's estimate), not a memory verdict.
     """
     profile = get_device(device) if isinstance(device, str) else device
     flash_needed = analysis.weight_bytes + RUNTIME_FLASH_BYTES[runtime]
@@ -254,6 +287,7 @@ def fit_verdict(analysis: Analysis, device: Device | str, *, runtime: str = "c")
         reasons.append(f"{profile.name} does not list the {runtime} runtime "
                        f"(it has {', '.join(profile.runtimes)})")
     missing = analysis.unsupported.get(runtime, [])
+    verdict: Verdict = "unsupported ops" if missing else "does not fit" if reasons else "fits"
     if missing:
         reasons.append(f"{runtime} does not support {', '.join(missing)}")
     seconds = analysis.macs / (profile.clock_mhz * 1e6 * profile.macs_per_cycle)
@@ -269,4 +303,10 @@ def fit_verdict(analysis: Analysis, device: Device | str, *, runtime: str = "c")
         ram_margin_pct=100.0 * (ram_available - ram_needed) / ram_available,
         latency_ms_estimate=seconds * 1000.0,
         reasons=reasons,
+        verdict=verdict,
+        unsupported_ops=missing,
+        weight_bytes=analysis.weight_bytes,
+        activation_bytes=analysis.activation_bytes,
+        io_bytes=analysis.io_bytes,
+        memory_source=analysis.memory_source,
     )

@@ -4,8 +4,10 @@ A run is a pipeline applied to (model, dataset, device). For each step the engin
 the step key ``sha256(input sha, transformer@version, canonical params, dataset sha when
 used)``; a key with a stored output is a cache hit and is not rerun, which also makes a
 rerun of a failed run resume after its last finished step. Other steps go to the executor,
-one worker process each. Then the input model (the baseline) and the output are evaluated
-the same way, the output against the baseline's outputs.
+one worker process each. Then the baseline and the output are evaluated the same way, the
+output against the baseline's outputs. The baseline is the float32 input model in the
+runtime that measures the output (its ONNX export for ONNX Runtime, the same compiler for
+generated C), so no ratio compares two runtimes.
 
 Several processes may share one database (servers, CLI runs). A run being executed holds a
 lease in the metadata store: taken atomically when it moves to ``running``, renewed by one
@@ -25,7 +27,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -255,18 +257,23 @@ class Engine:
                     self._busy.discard(run_id)
         return recovered
 
-    def execute(self, run_id: str, on_event: EventCallback | None = None) -> Run:
+    def execute(self, run_id: str, on_event: EventCallback | None = None, *,
+                only_from: Collection[RunStatus] | None = None) -> Run:
         """Run every step of ``run_id`` (cache hits skip work), then evaluate.
 
+        With ``only_from``, only a run still in one of those statuses is taken (or a
+        ``running`` one whose lease expired): a server process that queued a pending run
+        does not execute it again after another process has.
+
         Raises:
-            ConflictError: another process (or this one) is executing the run; nothing
-                about the run is changed.
+            ConflictError: another process (or this one) is executing the run, or it is
+                no longer in ``only_from``; nothing about the run is changed.
         """
         emit = on_event or (lambda event: None)
         run = self.meta.get_run(run_id)
         model = self.meta.get_model(run.model_id)
         dataset = self.meta.get_dataset(run.dataset_id) if run.dataset_id else None
-        self._take_lease(run_id)
+        self._take_lease(run_id, only_from)
         try:
             return self._execute(run, model, dataset, emit)
         finally:
@@ -281,7 +288,8 @@ class Engine:
 
     # leases -------------------------------------------------------------------------------
 
-    def _take_lease(self, run_id: str) -> None:
+    def _take_lease(self, run_id: str,
+                    only_from: Collection[RunStatus] | None = None) -> None:
         busy = ConflictError(f"run {run_id} is being executed already, by a process that "
                              "holds its lease; wait for it to finish (or, if that process "
                              "stopped, for its lease to expire)", {"run": run_id})
@@ -291,9 +299,10 @@ class Engine:
             self._busy.add(run_id)
         taken = False
         try:
-            taken = self.meta.acquire_lease(run_id, self.owner, self.lease_ttl_s,
-                                            status=RunStatus.running, started_at=_now(),
-                                            error=None)
+            taken = self.meta.acquire_lease(
+                run_id, self.owner, self.lease_ttl_s,
+                status_from=None if only_from is None else {*only_from, RunStatus.running},
+                status=RunStatus.running, started_at=_now(), error=None)
         finally:
             with self._lock:
                 if not taken:
@@ -350,7 +359,7 @@ class Engine:
         run_id = run.id
         try:
             current = self.meta.get_artifact(model.artifact_sha)
-            made = [current]
+            made: list[tuple[Artifact, PlannedStep | None]] = [(current, None)]
             device = self._device(run)
             planned = self.plan(run.pipeline, model.kind, has_dataset=dataset is not None,
                                 device=device)
@@ -362,9 +371,11 @@ class Engine:
                 if produced is None:
                     return self._finish_failed(run, step.index)
                 current = produced
-                made.append(current)
-            evaluated = next((a for a in reversed(made) if a.kind in EVALUABLE_KINDS), None)
-            result = self._evaluate_run(run, model, dataset, evaluated, device, emit)
+                made.append((current, plan))
+            evaluated = next(((a, p) for a, p in reversed(made) if a.kind in EVALUABLE_KINDS),
+                             (None, None))
+            result = self._evaluate_run(run, model, dataset, evaluated[0], evaluated[1],
+                                        planned, device, emit)
         except Exception as exc:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             self._end(run_id, status=RunStatus.failed, error=message, finished_at=_now())
@@ -435,15 +446,33 @@ class Engine:
             raise InvalidInputError(f"project id {project!r} cannot name a key directory")
         return self.keys_root / project
 
-    def _run_step(self, run: Run, step: StepRecord, plan: PlannedStep, current: Artifact,
-                  model: Model, dataset: Dataset | None, device: Device | None,
-                  emit: EventCallback) -> Artifact | None:
+    def _step_key(self, run: Run, plan: PlannedStep, current: Artifact,
+                  dataset: Dataset | None, device: Device | None,
+                  ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The step's cache key, its params as JSON and what its job gets beyond them."""
         params = plan.params.model_dump(mode="json")
         dataset_sha = dataset.artifact_sha if dataset and plan.needs != "none" else None
         extras, keyed = self._step_extras(run, plan, device)
         key = step_key(current.sha256, plan.transformer, plan.version,
                        {**params, **_file_digests(params, plan.file_params), **keyed},
                        dataset_sha, run.project)
+        return key, params, extras
+
+    def _transform_job(self, run: Run, job_id: str, job_dir: Path, plan: PlannedStep,
+                       params: dict[str, Any], current: Artifact, model: Model,
+                       dataset: Dataset | None, extras: dict[str, Any]) -> dict[str, Any]:
+        return {"kind": "transform", "job_id": job_id,
+                "job_dir": str(job_dir), "transformer": plan.transformer, "params": params,
+                "input": self._input_job(current, job_dir),
+                "input_specs": [s.model_dump() for s in model.inputs],
+                "dataset": self._dataset_job(dataset) if dataset and plan.needs != "none"
+                else None,
+                "timeout_s": plan.spec.timeout_s, "memory_mb": plan.spec.memory_mb, **extras}
+
+    def _run_step(self, run: Run, step: StepRecord, plan: PlannedStep, current: Artifact,
+                  model: Model, dataset: Dataset | None, device: Device | None,
+                  emit: EventCallback) -> Artifact | None:
+        key, params, extras = self._step_key(run, plan, current, dataset, device)
         cached = self.meta.cached_step(key)
         if cached is not None and self.artifacts.exists(cached[0]):
             self.meta.update_step(run.id, step.index, status=StepStatus.cached, key=key,
@@ -459,13 +488,8 @@ class Engine:
         job_dir = self.work_root / run.id / f"step-{step.index}-{key[:12]}"
         shutil.rmtree(job_dir, ignore_errors=True)
         job_dir.mkdir(parents=True)
-        job = {"kind": "transform", "job_id": f"{run.id}-{step.index}",
-               "job_dir": str(job_dir), "transformer": plan.transformer, "params": params,
-               "input": self._input_job(current, job_dir),
-               "input_specs": [s.model_dump() for s in model.inputs],
-               "dataset": self._dataset_job(dataset) if dataset and plan.needs != "none"
-               else None,
-               "timeout_s": plan.spec.timeout_s, "memory_mb": plan.spec.memory_mb, **extras}
+        job = self._transform_job(run, f"{run.id}-{step.index}", job_dir, plan, params, current,
+                                  model, dataset, extras)
 
         def progress(fraction: float, message: str) -> None:
             emit(RunEvent(run.id, step.index, StepStatus.running.value, fraction, message))
@@ -544,16 +568,91 @@ class Engine:
         return metrics
 
     def _evaluate_run(self, run: Run, model: Model, dataset: Dataset | None,
-                      output: Artifact | None, device: Device | None,
+                      output: Artifact | None, producer: PlannedStep | None,
+                      planned: list[PlannedStep], device: Device | None,
                       emit: EventCallback) -> dict[str, Any]:
         if not run.pipeline.evaluate or output is None or dataset is None:
             return {"baseline": {}, "result": {}}
-        baseline_artifact = self.meta.get_artifact(model.artifact_sha)
+        baseline_artifact, note = self._baseline_artifact(run, model, dataset, output, producer,
+                                                          planned, device, emit)
         baseline = self.evaluate(run.id, baseline_artifact, model, dataset, None,
                                  "evaluate-baseline", emit, device)
+        if note:
+            baseline = {**baseline, "note": note}
         result = self.evaluate(run.id, output, model, dataset, baseline["outputs_sha"],
                                "evaluate", emit, device)
         return {"baseline": baseline, "result": result}
+
+    def _baseline_artifact(self, run: Run, model: Model, dataset: Dataset, output: Artifact,
+                           producer: PlannedStep | None, planned: list[PlannedStep],
+                           device: Device | None, emit: EventCallback) -> tuple[Artifact, str]:
+        """The float32 input model in the runtime that measures ``output``, so that no ratio
+        compares two runtimes: an ONNX output against the input model's ONNX (a PyTorch
+        input's ONNX export, made as the pipeline's ``export-onnx`` step makes it), generated
+        C against the float32 ONNX compiled the same way. Where that cannot be made, the
+        nearest model and a note on why (the comparison then shows no ratios).
+        """
+        source = self.meta.get_artifact(model.artifact_sha)
+        if output.kind not in {ArtifactKind.onnx, ArtifactKind.c_source} or \
+                output.kind is source.kind:
+            return source, ""
+        if source.kind is not ArtifactKind.onnx:
+            export = next((p for p in planned if p.transformer == "export-onnx"), None)
+            exported, why = self._derive(
+                run, "export-onnx", export.params.model_dump(mode="json") if export else {},
+                source, model, dataset, device, emit)
+            if exported is None:
+                return source, (f"the input model could not be exported to ONNX for a baseline "
+                                f"in the output's runtime: {why}")
+            source = exported
+        if output.kind is ArtifactKind.c_source and producer is not None:
+            if producer.input_kind is not ArtifactKind.onnx:
+                return source, f"{producer.transformer} does not compile an ONNX model"
+            compiled, why = self._derive(run, producer.transformer,
+                                         producer.params.model_dump(mode="json"), source,
+                                         model, dataset, device, emit)
+            if compiled is None:
+                return source, f"the float32 input model does not compile to C: {why}"
+            return compiled, ""
+        return source, ""
+
+    def _derive(self, run: Run, name: str, params: dict[str, Any], current: Artifact,
+                model: Model, dataset: Dataset, device: Device | None,
+                emit: EventCallback) -> tuple[Artifact | None, str]:
+        """``name`` applied to ``current`` outside the pipeline (for a baseline): from the
+        step cache when the same step ran before, in this pipeline or another, else run now
+        and cached. Returns the output, or ``None`` and why it failed."""
+        transformer = get_transformer(name)
+        validated = validate_params(name, params, "baseline ")
+        plan = PlannedStep(PipelineStep(transformer=name, params=params), name,
+                           transformer.version, validated, current.kind,
+                           transformer.output_kind(current.kind, validated), transformer.needs,
+                           transformer.file_params)
+        key, params_json, extras = self._step_key(run, plan, current, dataset, device)
+        cached = self.meta.cached_step(key)
+        if cached is not None and self.artifacts.exists(cached[0]):
+            return self.meta.get_artifact(cached[0]), ""
+        stage = "evaluate-baseline"
+        emit(RunEvent(run.id, stage, StepStatus.running.value, 0.0, f"{name} of the input model"))
+        job_dir = self.work_root / run.id / f"baseline-{name}-{key[:12]}"
+        shutil.rmtree(job_dir, ignore_errors=True)
+        job_dir.mkdir(parents=True)
+        try:
+            job = self._transform_job(run, f"{run.id}-baseline-{name}", job_dir, plan,
+                                      params_json, current, model, dataset, extras)
+            result = self._dispatch(run.id, job, lambda f, m: emit(
+                RunEvent(run.id, stage, StepStatus.running.value, f, m)))
+            if not result["ok"]:
+                if result["error_type"] == "Cancelled":
+                    raise InvalidInputError("evaluation (evaluate-baseline) cancelled")
+                return None, result["error"]
+            output = self._store_output(Path(result["output"]["path"]),
+                                        ArtifactKind(result["output"]["kind"]),
+                                        [current.sha256], key)
+            self.meta.cache_step(key, output.sha256, name, result.get("metrics", {}))
+            return output, ""
+        finally:
+            shutil.rmtree(job_dir, ignore_errors=True)
 
     # endings ------------------------------------------------------------------------------
 

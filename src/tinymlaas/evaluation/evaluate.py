@@ -2,7 +2,8 @@
 
 Quality on the test split (task-aware), fidelity to the original model's outputs, file size,
 parameters and weight bytes, MACs, latency (batch 1, one thread, after warm-up) and the
-memory the model adds to its inference process (peak resident set over the idle process).
+memory the model adds to its inference process (peak resident set over the idle process),
+and the runtime that measured them (``runtime``: ``onnxruntime``, ``torch`` or ``c``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from tinymlaas.domain import ArtifactKind, Device, Task, TensorSpec
 
 __all__ = ["EVALUATION_VERSION", "evaluate_model", "quality_metrics"]
 
-EVALUATION_VERSION = "1"
+#: Part of every evaluation's cache key: 2 records the runtime and the device verdict.
+EVALUATION_VERSION = "2"
 
 
 def _proc_status_kb(field: str) -> int:
@@ -141,7 +143,8 @@ def evaluate_model(path: Path, kind: ArtifactKind, task: Task, X: np.ndarray, y:
     runner = open_runner(path, kind, inputs)
     progress(0.2, f"inference on {len(X)} test samples")
     outputs = runner.predict(X)
-    metrics: dict[str, Any] = {"file_bytes": _file_bytes(path, kind, runner),
+    metrics: dict[str, Any] = {"runtime": runner.runtime,
+                               "file_bytes": _file_bytes(path, kind, runner),
                                "test_samples": len(X)}
     metrics.update(quality_metrics(task, outputs, y, reference))
     progress(0.6, "latency")

@@ -38,6 +38,9 @@ def fit_to_input(X: np.ndarray, shape: list[int | str], dtype: str = "float32") 
 
 class Runner(Protocol):
     inputs: list[TensorSpec]
+    #: Where the model runs: ``onnxruntime``, ``torch`` or ``c`` (the generated C built for
+    #: this host); figures of two runtimes are never set against each other.
+    runtime: str
 
     def prepare(self, X: np.ndarray) -> np.ndarray: ...
 
@@ -48,6 +51,8 @@ class Runner(Protocol):
 
 class OnnxRunner:
     """ONNX Runtime, CPU, one thread, sequential execution (comparable latency)."""
+
+    runtime = "onnxruntime"
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
@@ -91,6 +96,8 @@ class OnnxRunner:
 class TorchRunner:
     """PyTorch on the CPU with one thread, for torch.export archives and TorchScript."""
 
+    runtime = "torch"
+
     def __init__(self, path: Path, kind: ArtifactKind, inputs: list[TensorSpec]) -> None:
         import torch
 
@@ -125,6 +132,8 @@ class CRunner:
     Float inputs are quantized with the model's input scale and zero point when the C API
     takes int8, and int8 outputs are dequantized, so it is measured like any other model.
     """
+
+    runtime = "c"
 
     def __init__(self, directory: Path) -> None:
         from tinymlaas.compiler import HostModel

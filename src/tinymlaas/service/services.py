@@ -39,38 +39,13 @@ from tinymlaas.formats import datasets as ds
 from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.models import detect_model_kind, inspect_model, load_onnx_checked
 from tinymlaas.installers import read_manifest
+from tinymlaas.service.compare import ComparisonRow, comparison_row, source_model_warnings
 from tinymlaas.store import MetadataStore, cleanup
 from tinymlaas.store.metadata import new_id
 
 __all__ = ["ComparisonRow", "Deletion", "PackageOutput", "Services", "SigningKey"]
 
 DEFAULT_PROJECT = "default"
-
-
-class ComparisonRow(BaseModel):
-    """One run in a comparison; ratios are against the reference (``> 1`` is better)."""
-
-    run_id: str
-    name: str
-    status: str
-    steps: list[str]
-    accuracy: float | None = None
-    accuracy_change: float | None = None
-    top1_agreement: float | None = None
-    file_bytes: int | None = None
-    size_ratio: float | None = None
-    latency_ms: float | None = None
-    latency_ratio: float | None = None
-    peak_memory_mb: float | None = None
-    macs: int | None = None
-    parameters: int | None = None
-    reference: str
-    #: The model the run started from: its id and content hash.
-    source_model: str | None = None
-    source_model_sha: str | None = None
-    #: The comparison's warnings (the same on every row), e.g. runs that start from
-    #: different models, whose metrics and ratios are not comparable.
-    warnings: list[str] = Field(default_factory=list)
 
 
 class Services:
@@ -288,8 +263,9 @@ class Services:
         return self.get_run(run.id)
 
     def execute_run(self, run_id: str,
-                    on_event: Callable[[RunEvent], None] | None = None) -> Run:
-        return self.engine.execute(run_id, on_event)
+                    on_event: Callable[[RunEvent], None] | None = None, *,
+                    only_from: Collection[RunStatus] | None = None) -> Run:
+        return self.engine.execute(run_id, on_event, only_from=only_from)
 
     def execute_runs(self, run_ids: list[str],
                      on_event: Callable[[RunEvent], None] | None = None) -> list[Run]:
@@ -365,32 +341,18 @@ class Services:
         return self.meta.list_runs(project, status)
 
     def compare(self, refs: list[str], reference: str | None = None) -> list[ComparisonRow]:
-        """Side-by-side metrics; ratios against ``reference``'s output, else each run's input."""
+        """Side-by-side metrics; ratios against ``reference``'s output, else each run's
+        baseline (the float32 input model in the run's runtime), never across runtimes
+        (see :mod:`tinymlaas.service.compare`)."""
         runs = [self.meta.get_run(r) for r in refs]
         ref_run = self.meta.get_run(reference) if reference else None
         models = {run.model_id: self.meta.get_model(run.model_id)
                   for run in [*runs, *([ref_run] if ref_run else [])]}
-        warnings = _source_model_warnings(list(models.values()))
-        rows = []
-        for run in runs:
-            base = ref_run.result if ref_run else run.baseline
-            res = run.result
-            rows.append(ComparisonRow(
-                run_id=run.id, name=run.name, status=run.status.value,
-                steps=[s.transformer for s in run.steps],
-                accuracy=res.get("accuracy"),
-                accuracy_change=_diff(res.get("accuracy"), base.get("accuracy")),
-                top1_agreement=res.get("top1_agreement"),
-                file_bytes=res.get("file_bytes"),
-                size_ratio=_ratio(base.get("file_bytes"), res.get("file_bytes")),
-                latency_ms=res.get("latency_ms_p50"),
-                latency_ratio=_ratio(base.get("latency_ms_p50"), res.get("latency_ms_p50")),
-                peak_memory_mb=res.get("peak_memory_mb"), macs=res.get("macs"),
-                parameters=res.get("parameters"),
-                reference=f"run {ref_run.name} ({ref_run.id})" if ref_run else "input model",
-                source_model=run.model_id, source_model_sha=models[run.model_id].artifact_sha,
-                warnings=warnings))
-        return rows
+        warnings = source_model_warnings(list(models.values()))
+        label = f"run {ref_run.name} ({ref_run.id})" if ref_run else "float32 input model"
+        return [comparison_row(run, models[run.model_id],
+                               ref_run.result if ref_run else run.baseline, label, warnings)
+                for run in runs]
 
     def export_run(self, ref: str, out_dir: Path) -> list[Path]:
         """Write a finished run's model, metrics, pipeline and lineage into ``out_dir``."""
@@ -557,21 +519,3 @@ def _model_filename(name: str, kind: ArtifactKind) -> str:
 def _has_external(path: Path) -> bool:
     model = onnx.load(str(path), load_external_data=False)
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-
-
-def _source_model_warnings(models: list[Model]) -> list[str]:
-    """A warning when the compared runs (and the reference) start from models of different
-    content; the same model registered twice under two ids is the same model."""
-    if len({m.artifact_sha for m in models}) <= 1:
-        return []
-    names = ", ".join(f"{m.name} ({m.id})" for m in models)
-    return [f"these runs start from different models: {names}; their metrics and ratios "
-            "are not comparable"]
-
-
-def _diff(value: float | None, base: float | None) -> float | None:
-    return None if value is None or base is None else value - base
-
-
-def _ratio(base: float | None, value: float | None) -> float | None:
-    return None if not base or not value else base / value

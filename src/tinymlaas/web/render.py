@@ -13,6 +13,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tinymlaas import __version__
 from tinymlaas.domain.units import human_bytes, human_kib, human_mib
+from tinymlaas.service.compare import RUNTIME_NAMES
 from tinymlaas.web.session import Viewer, csrf_token, remember_csrf
 
 __all__ = ["environment", "render"]
@@ -57,13 +58,18 @@ def ratio(base: float | None, value: float | None) -> float | None:
     return None if not base or not value else base / value
 
 
+def runtime_name(runtime: str | None) -> str:
+    """A runtime as people read it (``c``: generated C built for the host)."""
+    return "–" if not runtime else RUNTIME_NAMES.get(runtime, runtime)
+
+
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATE_DIR),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters.update(bytes=fmt_bytes, kib=fmt_kib, mib=fmt_mib, num=fmt_num,
                        ratio=fmt_ratio, delta=fmt_delta, time=fmt_time)
-    env.globals.update(ratio_of=ratio, version=__version__)
+    env.globals.update(ratio_of=ratio, runtime_name=runtime_name, version=__version__)
     return env
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinymlaas.domain import Run
+from tinymlaas.service.compare import runtime_of, same_runtime_ratio
 
 __all__ = ["STEP_DONE", "RunRow", "run_row"]
 
@@ -13,13 +14,10 @@ __all__ = ["STEP_DONE", "RunRow", "run_row"]
 STEP_DONE = frozenset({"succeeded", "cached"})
 
 
-def _ratio(base: float | None, value: float | None) -> float | None:
-    return None if not base or not value else base / value
-
-
 @dataclass
 class RunRow:
-    """One run in a table: its result and how it compares with its input model."""
+    """One run in a table: its result and how it compares with its baseline (the float32
+    input model in the same runtime; no ratio when the runtimes differ)."""
 
     run: Run
     model_name: str
@@ -30,6 +28,9 @@ class RunRow:
     latency_ms: float | None = None
     latency_ratio: float | None = None
     peak_memory_mb: float | None = None
+    memory_ratio: float | None = None
+    runtime: str | None = None
+    baseline_runtime: str | None = None
     fit: dict[str, Any] | None = None
     steps: list[str] = field(default_factory=list)
 
@@ -42,9 +43,11 @@ def run_row(run: Run, model_names: dict[str, str]) -> RunRow:
         accuracy=accuracy,
         accuracy_change=None if accuracy is None or base_acc is None else accuracy - base_acc,
         file_bytes=res.get("file_bytes"),
-        size_ratio=_ratio(base.get("file_bytes"), res.get("file_bytes")),
+        size_ratio=same_runtime_ratio(base, res, "file_bytes"),
         latency_ms=res.get("latency_ms_p50"),
-        latency_ratio=_ratio(base.get("latency_ms_p50"), res.get("latency_ms_p50")),
+        latency_ratio=same_runtime_ratio(base, res, "latency_ms_p50"),
         peak_memory_mb=res.get("peak_memory_mb"),
+        memory_ratio=same_runtime_ratio(base, res, "peak_memory_mb"),
+        runtime=runtime_of(res), baseline_runtime=runtime_of(base),
         fit=res.get("fit") or None,
         steps=[s.transformer for s in run.steps])

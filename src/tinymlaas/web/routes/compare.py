@@ -30,9 +30,7 @@ def compare_page(request: Request, project_id: str, viewer: WebSession,
         return render(request, "compare.html", context, viewer=viewer, status_code=400)
     runs = [ws.get_run(r, project.id) for r in refs]
     rows = ws.compare([r.id for r in runs])
-    models = {r.model_id for r in runs}
-    baseline = runs[0].baseline if len(models) == 1 else None
     warnings = list(dict.fromkeys(w for r in rows for w in r.warnings))
-    context.update(rows=rows, warnings=warnings, scatters=scatter_figures(rows, baseline),
-                   bars=bar_figures(rows), baseline=baseline)
+    context.update(rows=rows, warnings=warnings, scatters=scatter_figures(rows),
+                   bars=bar_figures(rows))
     return render(request, "compare.html", context, viewer=viewer)
