@@ -112,6 +112,23 @@ def _cases() -> list:
 CASES = _cases()
 
 
+def _parameter_reason(case) -> str | None:
+    """Pad, Resize and Upsample cases feed pads, scales or sizes at run time (the compiler
+    needs them constant; ``bench/onnx_node_tests.py`` runs them with the test's values as
+    constants), and Resize's linear and cubic modes are not implemented."""
+    node = case.model.graph.node[-1]
+    if node.op_type not in ("Pad", "Resize", "Upsample"):
+        return None
+    mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "nearest")
+    if node.op_type == "Resize" and mode != "nearest":
+        return f"{mode} Resize (only nearest)"
+    return f"{node.op_type} parameters given at run time"
+
+
+UNSUPPORTED_CASES.update({case.name: reason for case in CASES
+                          if (reason := _parameter_reason(case)) is not None})
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[CompileResult, Path]]:
     """Compile every supported case and build them all into one library."""
