@@ -97,13 +97,14 @@ def test_analyze_and_optimize_against_a_server(remote, sdk: Client, tiny_onnx: P
     code, _, err = remote("analyze", "nope")
     assert code == 3 and "not found" in err
 
-    # optimize is refused before it creates anything: one line, exit 2.
+    # optimize with a bad flag is refused before it creates anything: one line, exit 2
+    # (the server runs valid ones: tests/client/test_searches_remote.py).
     code, out, err = remote("optimize", "--model", "logreg", "--dataset", "digits",
-                            "--max-trials", "1")
+                            "--max-trials", "0")
     assert code == 2
-    assert err.startswith("error: optimize does not work with --server")
+    assert err.startswith("error: invalid search: max_trials")
     assert len(err.strip().splitlines()) == 1
-    assert [r.id for r in sdk.list_runs()] == [run["id"]]
+    assert [r.id for r in sdk.list_runs()] == [run["id"]] and sdk.list_searches() == []
 
     # A finished run cannot be cancelled (409 from the server, exit 4 here).
     code, _, err = remote("runs", "cancel", run["id"])
