@@ -85,3 +85,15 @@ def test_bad_flags_exit_2_and_record_nothing(tiny, services, flags, message) -> 
 def test_unknown_model_exits_3(tiny) -> None:
     code, _, err = tiny("optimize", "--model", "nope", "--dataset", "digits")
     assert code == 3 and "model 'nope' not found" in err
+
+
+def test_a_search_whose_optimize_stopped_lists_as_failed(tiny, services) -> None:
+    import socket
+
+    searches = Searches(services)
+    left = searches.create(SearchRequest(model="logreg", dataset="digits", max_trials=1))
+    searches.store.claim(left.id, f"{socket.gethostname()[:150]}:999999999:1")
+    code, out, err = tiny("searches", "list", "--json")
+    assert code == 0, err
+    listed = json.loads(out)[0]
+    assert listed["state"] == "failed" and listed["error"].startswith("interrupted")

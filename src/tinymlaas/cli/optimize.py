@@ -169,6 +169,7 @@ def _backend() -> Any:
     from tinymlaas.service.searches import Searches
 
     searches = Searches(svc)
+    searches.recover(start_queued=False)  # a search whose `optimize` was stopped ends failed
     return (lambda project: searches.list({project} if project else None),
             searches.get, searches.cancel)
 

@@ -218,7 +218,11 @@ class Searches:
                 epochs=search.epochs, project=search.project, seed=search.seed,
                 on_candidate=record, should_stop=stopping,
                 execute=lambda run_id: self._execute_run(search.id, run_id, stopping))
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C in the CLI: leave no search running
+                self.store.finish(search.id, SearchState.failed, error=INTERRUPTED,
+                                  message=INTERRUPTED)
+                raise
             if not isinstance(exc, TinymlaasError):
                 log.exception("search %s failed", search.id)
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -279,9 +283,9 @@ class Searches:
                 except Exception:
                     log.exception("search %s: an event listener failed", search_id)
 
-    def recover(self) -> dict[str, list[str]]:
+    def recover(self, start_queued: bool = True) -> dict[str, list[str]]:
         """Mark failed the running searches whose process on this machine stopped, and
-        start the queued ones (a server calls this when it starts)."""
+        with ``start_queued`` start the queued ones (a server does both when it starts)."""
         interrupted = []
         for search_id, runner in self.store.with_state(SearchState.running):
             with self._lock:
@@ -292,7 +296,7 @@ class Searches:
                                   message=INTERRUPTED)
                 interrupted.append(search_id)
         started = [search_id for search_id, _ in self.store.with_state(SearchState.queued)
-                   if self.start(search_id)]
+                   if start_queued and self.start(search_id)]
         if interrupted:
             log.warning("%d interrupted search(es) marked failed", len(interrupted))
         return {"interrupted": interrupted, "started": started}
