@@ -84,8 +84,8 @@ def test_comparison_figures() -> None:
     assert [t["name"] for t in runs] == ["a · ONNX Runtime", "b · ONNX Runtime",
                                          "c · ONNX Runtime"]
     bars = bar_figures(rows)
-    assert bars["size_ratio"]["data"][0]["y"] == [2.0, 2.0, 2.0]
-    assert bars["accuracy_change"]["data"][0]["y"] == [None, None, None]
+    assert bars["size_ratio"]["data"][0]["x"] == [2.0, 2.0, 2.0]
+    assert bars["accuracy_change"]["data"][0]["x"] == [None, None, None]
 
 
 def test_accuracy_axes_are_fitted_to_the_data() -> None:
@@ -97,11 +97,11 @@ def test_accuracy_axes_are_fitted_to_the_data() -> None:
             continue
         # the runs at 98.89 % and their float32 baseline at 98.5 %, half a point of padding
         assert figure["layout"]["yaxis"]["range"] == [98.0, 99.39], figure["id"]
-    low, high = bar_figures(same)["accuracy"]["layout"]["yaxis"]["range"]
+    low, high = bar_figures(same)["accuracy"]["layout"]["xaxis"]["range"]
     assert (low, high) == (98.39, 99.39)
     spread = [_row("a", 90.0, 1, 1.0), _row("b", 98.0, 2, 1.0)]
     assert accuracy_range([90.0, 98.0]) == [88.8, 99.2]
-    assert bar_figures(spread)["accuracy"]["layout"]["yaxis"]["range"] == [88.8, 99.2]
+    assert bar_figures(spread)["accuracy"]["layout"]["xaxis"]["range"] == [88.8, 99.2]
     assert accuracy_range([]) is None
 
 

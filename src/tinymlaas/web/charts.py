@@ -11,6 +11,7 @@ entry with its own colour, and hovering a point names it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -158,12 +159,15 @@ def scatter_figures(rows: list[ComparisonRow]) -> list[dict[str, Any]]:
             else ([], [])
         accuracies = [float(r.accuracy) for r in usable]  # type: ignore[arg-type]
         accuracies += [y for t in traces if t.get("meta") == "baseline" for y in t["y"]]
-        limits = [s["x0"] for s in shapes]
         xaxis: dict[str, Any] = {"title": {"text": x_title}, "zeroline": False,
                                  "automargin": True, "rangemode": "tozero"}
-        if limits:
+        if shapes:
+            # an arena of a few KiB next to a limit of hundreds: a log axis shows both
+            # (on a log axis shapes take data values, annotations log10 of them)
             xs = [float(x_of(r)) * scale for r in usable]  # type: ignore[arg-type]
-            xaxis["range"] = [0, max([*xs, *limits]) * 1.12]
+            xs += [s["x0"] for s in shapes]
+            xaxis.update(type="log", rangemode="normal",
+                         range=[math.log10(max(min(xs), 1e-3) / 2), math.log10(max(xs) * 1.5)])
         figures.append({"id": fig_id, "data": traces, "layout": _layout(
             len(traces), title={"text": title},
             xaxis=xaxis,
@@ -197,7 +201,8 @@ def _baseline_traces(rows: list[ComparisonRow],
 
 def _device_limits(rows: list[ComparisonRow]) -> tuple[list[dict[str, Any]],
                                                         list[dict[str, Any]]]:
-    """A vertical line at each target device's RAM, labelled above the plot."""
+    """A vertical line at each target device's RAM, labelled at the top of the plot (on
+    the log axis a shape takes KiB, an annotation log10 of KiB)."""
     limits = {r.device.device: r.device.ram_limit_bytes for r in rows if r.device}
     shapes, annotations = [], []
     for index, (device, limit) in enumerate(sorted(limits.items(), key=lambda kv: kv[1])):
@@ -205,7 +210,8 @@ def _device_limits(rows: list[ComparisonRow]) -> tuple[list[dict[str, Any]],
         shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": x, "x1": x,
                        "y0": 0, "y1": 1, "line": {"color": "#dc2626", "dash": "dash",
                                                   "width": 1.5}})
-        annotations.append({"xref": "x", "yref": "paper", "x": x, "y": 1 - 0.08 * index,
+        annotations.append({"xref": "x", "yref": "paper", "x": math.log10(x),
+                            "y": 1 - 0.08 * index,
                             "xanchor": "right", "yanchor": "top", "showarrow": False,
                             "text": f"{device} RAM {human_bytes(limit)}",
                             "font": {"size": 10, "color": "#dc2626"}})
@@ -234,15 +240,17 @@ def bar_figures(rows: list[ComparisonRow]) -> dict[str, dict[str, Any]]:
                  + ("–: " + "; ".join(r.notes) if v is None and r.notes else
                     "–" if v is None else f"{v:.4g}")
                  for r, v in zip(rows, values, strict=True)]
-        yaxis: dict[str, Any] = {"title": {"text": label}, "automargin": True}
+        # horizontal bars: run names on the y axis stay level and apart, however many
+        value_axis: dict[str, Any] = {"title": {"text": label}, "automargin": True}
         if key == "accuracy":
-            yaxis["range"] = accuracy_range([float(v) for v in values if v is not None])
+            value_axis["range"] = accuracy_range([float(v) for v in values if v is not None])
         figures[key] = {"data": [{
-            "type": "bar", "x": [_label(r) for r in rows],
-            "y": [None if v is None else float(v) for v in values],
+            "type": "bar", "orientation": "h", "y": [_label(r) for r in rows],
+            "x": [None if v is None else float(v) for v in values],
             "hovertext": hover, "hoverinfo": "text",
             "marker": {"color": colours}, "name": label}],
-            "layout": _layout(0, title={"text": label}, yaxis=yaxis,
-                              xaxis={"automargin": True}, showlegend=False,
-                              margin={**_LAYOUT["margin"], "b": 16})}
+            "layout": {**_LAYOUT, "height": 140 + 30 * len(rows), "title": {"text": label},
+                       "xaxis": value_axis,
+                       "yaxis": {"automargin": True, "autorange": "reversed"},
+                       "showlegend": False, "margin": {**_LAYOUT["margin"], "b": 16}}}
     return figures
