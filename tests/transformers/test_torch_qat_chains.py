@@ -52,7 +52,13 @@ def test_onnx_conversion_matches_onnxruntime(digits_onnx: Path, digits) -> None:
 def test_quantized_onnx_converts_back_exactly(digits_onnx: Path, digits, tmp_path) -> None:
     qdq = run_step("quantize-static", {}, digits_onnx, digits, tmp_path).path
     x = digits.split("test")[0][:64]
-    expected = ort.InferenceSession(str(qdq)).run(None, {"input": x})[0]
+    # The QDQ graph as ONNX specifies it (DequantizeLinear -> float op -> QuantizeLinear):
+    # with its graph optimizations, ONNX Runtime fuses the patterns into int8 kernels whose
+    # results depend on the CPU (AVX2 without VNNI saturates 16-bit pair sums of u8 x s8
+    # products), which is not what the converted model, or the graph, computes.
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    expected = ort.InferenceSession(str(qdq), options).run(None, {"input": x})[0]
     with torch.no_grad():
         got = onnx_to_torch(qdq)(torch.from_numpy(x)).numpy()
     assert float(np.mean(got.argmax(1) == expected.argmax(1))) == 1.0
