@@ -148,8 +148,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: Items per page the list methods ask for (the server's most).
+PAGE_LIMIT = 500
+
+
+def _next_cursor(response: httpx.Response) -> str | None:
+    """The ``cursor`` of the next page, from the ``Link`` header; None on the last page."""
+    url = response.links.get("next", {}).get("url")
+    if not url:
+        return None
+    return httpx.URL(url).params.get("cursor")
+
+
 class Client:
     """A connection to a tinymlaas server.
+
+    The ``list_*`` methods return every item, following the API's pages; :meth:`pages`
+    yields them a page at a time.
 
     Args:
         base_url: The server (default: ``$TINYMLAAS_SERVER``), e.g. ``http://host:8000``.
@@ -196,9 +211,28 @@ class Client:
     def _one(self, model: type[T], method: str, path: str, **kwargs: Any) -> T:
         return model.model_validate(self.request(method, path, **kwargs).json())
 
+    def pages(self, model: type[T], path: str, params: dict[str, Any] | None = None, *,
+              limit: int = PAGE_LIMIT) -> Iterator[list[T]]:
+        """The pages of a list endpoint (``limit`` items each), following each response's
+        ``Link: <...>; rel="next"`` header until the last page::
+
+            for page in studio.pages(RunPublic, "/runs", {"status": "succeeded"}):
+                ...
+        """
+        adapter = TypeAdapter(list[model])  # type: ignore[valid-type]
+        query: dict[str, Any] = {**(params or {}), "limit": limit}
+        while True:
+            response = self.request("GET", path, params=query)
+            yield adapter.validate_python(response.json())
+            cursor = _next_cursor(response)
+            if cursor is None:
+                return
+            query = {**query, "cursor": cursor}
+
     def _many(self, model: type[T], path: str, **kwargs: Any) -> list[T]:
-        return TypeAdapter(list[model]).validate_python(  # type: ignore[valid-type]
-            self.request("GET", path, **kwargs).json())
+        """Every item of a list endpoint: all its pages."""
+        return [item for page in self.pages(model, path, kwargs.get("params"))
+                for item in page]
 
     def _download(self, path: str, dest: Path | str) -> Path:
         dest = Path(dest)

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
                                  "networks of reverse proxies whose X-Forwarded-For is "
                                  "believed; from anyone else it is ignored.")
     session_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0, description="Log-in token life.")
+    token_cache_s: float = Field(default=2.0, ge=0, le=60, description="How long a server "
+                                 "process remembers a verified token (0: never). A token "
+                                 "revoked through one server process stops working there at "
+                                 "once, in its other worker processes after at most this.")
     allow_registration: bool = Field(default=True, description="Anyone may create an account.")
     # notifications
     smtp_host: str | None = Field(default=None, description="No host: emails are only logged.")

@@ -62,8 +62,11 @@ def recover_runs(studio: Studio, *, pending: bool = True) -> dict[str, list[str]
     waiting = studio.services.meta.runs_with_status(RunStatus.pending) if pending else []
     resumed: list[str] = []
     if studio.settings.resume_interrupted:
-        for run_id in [*interrupted, *waiting]:
-            if studio.runs.submit(run_id):
+        # Each from the status it had here: when several server processes start on one
+        # database, each queues the pending runs and one executes each.
+        for run_id, status in [*((i, RunStatus.failed) for i in interrupted),
+                               *((w, RunStatus.pending) for w in waiting)]:
+            if studio.runs.submit(run_id, {status}):
                 resumed.append(run_id)
     if interrupted:
         log.warning("%d interrupted run(s) marked failed%s", len(interrupted),

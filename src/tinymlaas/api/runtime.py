@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,12 +90,14 @@ class RunQueue:
         self._queued: dict[str, Future[None]] = {}
         self._closed = False
 
-    def submit(self, run_id: str) -> bool:
-        """Queue a run; False when it is already queued or executing."""
+    def submit(self, run_id: str, only_from: Collection[RunStatus] | None = None) -> bool:
+        """Queue a run; False when it is already queued or executing. With ``only_from``,
+        it is executed only if it is still in one of those statuses when its turn comes
+        (several server processes may queue the same pending run: one executes it)."""
         with self._lock:
             if self._closed or run_id in self._queued:
                 return False
-            self._queued[run_id] = self._pool.submit(self._execute, run_id)
+            self._queued[run_id] = self._pool.submit(self._execute, run_id, only_from)
             return True
 
     def submit_run(self, run: Run) -> None:
@@ -107,18 +109,24 @@ class RunQueue:
         """
         if run.status is RunStatus.succeeded:
             raise ConflictError(f"run {run.id} has already succeeded; rerun it for a new run")
-        if run.status is RunStatus.running or not self.submit(run.id):
+        if run.status is RunStatus.running or not self.submit(run.id, {run.status}):
             raise ConflictError(f"run {run.id} is already queued or running")
 
     def cancel_run(self, run: Run) -> None:
         """Stop a queued or executing run.
 
+        A run this process has not queued (another server process of the same database
+        has) is cancelled through the store while it is pending; a run another process is
+        executing is refused.
+
         Raises:
-            ConflictError: the run has finished or is not executed by this server.
+            ConflictError: the run has finished or another process is executing it.
         """
-        if run.status in TERMINAL or not self.cancel(run.id):
+        if run.status in TERMINAL:
             raise ConflictError(f"run {run.id} is {run.status.value}; only a queued or "
                                 "running run can be cancelled")
+        if not self.cancel(run.id):
+            self.services.cancel_run(run.id)
 
     def is_queued(self, run_id: str) -> bool:
         with self._lock:
@@ -144,11 +152,11 @@ class RunQueue:
                 self.services.engine.cancel(run_id)
             self._pool.shutdown(wait=True)
 
-    def _execute(self, run_id: str) -> None:
+    def _execute(self, run_id: str, only_from: Collection[RunStatus] | None = None) -> None:
         run: Run | None = None
         try:
             # A cancel that came while queued is seen by the engine before the first step.
-            run = self.services.execute_run(run_id, self.bus.publish)
+            run = self.services.execute_run(run_id, self.bus.publish, only_from=only_from)
         except ConflictError as exc:  # another process executes it: leave it alone
             log.warning("run %s not executed here: %s", run_id, exc.message)
         except Exception:

@@ -30,6 +30,7 @@ from tinymlaas.service.services import Services
 from tinymlaas.service.workspace import Workspace
 from tinymlaas.store.accounts import AccountStore, ApiToken, User
 from tinymlaas.store.metadata import new_id
+from tinymlaas.store.paging import Key, Page
 
 __all__ = [
     "REGISTERED",
@@ -133,6 +134,9 @@ class AccountService:
         self.client_limiter = LoginRateLimiter(self.settings.login_rate_limit_client,
                                                self.settings.login_rate_window_s)
         self._dummy_hash = self.hasher.hash(secrets.token_hex(8))
+        #: token hash -> (the token, its user, when this process checks it again)
+        self._verified: dict[str, tuple[ApiToken, User, float]] = {}
+        self._verified_lock = threading.Lock()
 
     # users --------------------------------------------------------------------------------
 
@@ -190,15 +194,36 @@ class AccountService:
         return self._issue(user, "log-in", "session", expires)
 
     def authenticate(self, secret: str) -> User:
-        """The user a bearer token belongs to."""
-        found = self.store.find_token(hash_token(secret)) if secret else None
-        if found is None:
-            raise AuthenticationError("invalid or revoked token; log in again or create a "
-                                      "new API token")
-        token, user = found
+        """The user a bearer token belongs to.
+
+        A verified token is remembered for ``token_cache_s`` (a fast keyed lookup, no
+        query); revoking it here forgets it at once, other processes within that time.
+        """
+        digest = hash_token(secret) if secret else ""
+        now = time.monotonic()
+        with self._verified_lock:
+            cached = self._verified.get(digest)
+        if cached is not None and cached[2] > now:
+            token, user = cached[0], cached[1]
+        else:
+            found = self.store.find_token(digest) if secret else None
+            if found is None:
+                raise AuthenticationError("invalid or revoked token; log in again or create "
+                                          "a new API token")
+            token, user = found
+            if self.settings.token_cache_s > 0:
+                with self._verified_lock:
+                    if len(self._verified) > 10_000:  # bounded: drop the stale ones
+                        self._verified = {k: v for k, v in self._verified.items()
+                                          if v[2] > now}
+                    self._verified[digest] = (token, user, now + self.settings.token_cache_s)
         if token.expires_at is not None and token.expires_at < _now():
             raise AuthenticationError("the session has expired; log in again")
         return user
+
+    def _forget_tokens(self, user_id: str) -> None:
+        with self._verified_lock:
+            self._verified = {k: v for k, v in self._verified.items() if v[1].id != user_id}
 
     def create_token(self, user: User, name: str) -> tuple[ApiToken, str]:
         return self._issue(user, name.strip()[:100] or "api", "api", None)
@@ -207,8 +232,19 @@ class AccountService:
         return self.store.list_tokens(user.id)
 
     def revoke_token(self, user: User, token_id: str) -> None:
+        self._forget_tokens(user.id)
         if not self.store.delete_token(user.id, token_id):
             raise NotFoundError(f"token {token_id!r} not found")
+
+    def end_session(self, secret: str) -> None:
+        """Log out: the token stops working at once (a no-op for an unknown one)."""
+        found = self.store.find_token(hash_token(secret))
+        if found is not None:
+            self._forget_tokens(found[1].id)
+            self.store.delete_token(found[1].id, found[0].id)
+
+    def page_tokens(self, user: User, limit: int, after: Key | None = None) -> Page[ApiToken]:
+        return self.store.page_tokens(user.id, limit, after)
 
     def _issue(self, user: User, name: str, kind: str,
                expires: datetime | None) -> tuple[ApiToken, str]:

@@ -50,6 +50,7 @@ from tinymlaas.store.accounts import (
     Webhook,
 )
 from tinymlaas.store.metadata import new_id
+from tinymlaas.store.paging import Key, Page, page_list
 
 __all__ = ["TransformerInfo", "Workspace"]
 
@@ -97,7 +98,15 @@ class Workspace:
         self.services = services
         self.store = store
         self.user = user
-        self.projects = store.visible_project_ids(user.id)
+        self._projects: set[str] | None = None
+
+    @property
+    def projects(self) -> set[str]:
+        """Ids of the projects the user owns or was given (read on first use: a request
+        for one run by id needs no list of them)."""
+        if self._projects is None:
+            self._projects = self.store.visible_project_ids(self.user.id)
+        return self._projects
 
     # projects -----------------------------------------------------------------------------
 
@@ -158,6 +167,33 @@ class Workspace:
 
     def members(self, ref: str) -> list[Membership]:
         return self.store.list_members(self.project_id(ref))
+
+    # pages of the lists (keyset pagination: tinymlaas.store.paging) -----------------------
+
+    def page_projects(self, limit: int, after: Key | None = None) -> Page[Project]:
+        return self.store.page_projects(self.user.id, limit, after)
+
+    def page_members(self, ref: str, limit: int, after: Key | None = None) -> Page[Membership]:
+        """The owner first, then the members in the order they joined."""
+        return page_list(self.members(ref), lambda m: ("0",) if m.role == "owner" else
+                         ("1", m.created_at.isoformat(), m.user_id), limit, after)
+
+    def page_models(self, limit: int, after: Key | None = None,
+                    project: str | None = None) -> Page[Model]:
+        return self.services.meta.page_models(self._scope(project), limit, after)
+
+    def page_datasets(self, limit: int, after: Key | None = None,
+                      project: str | None = None) -> Page[Dataset]:
+        return self.services.meta.page_datasets(self._scope(project), limit, after)
+
+    def page_runs(self, limit: int, after: Key | None = None, project: str | None = None,
+                  status: str | None = None) -> Page[Run]:
+        """Newest first."""
+        return self.services.meta.page_runs(self._scope(project), limit, after, status)
+
+    def page_webhooks(self, limit: int, after: Key | None = None,
+                      project: str | None = None) -> Page[Webhook]:
+        return self.store.page_webhooks(self._scope(project), limit, after)
 
     def _scope(self, project: str | None) -> set[str]:
         return {self.project_id(project)} if project else self.projects
@@ -359,6 +395,10 @@ class Workspace:
                                         project=project_id)
 
     def get_run(self, ref: str, project: str | None = None) -> Run:
+        if project is None:  # by id, visible to the user, in one session: the common case
+            run = self.store.find_visible_run(ref, self.user.id)
+            if run is not None:
+                return run
         return self.services.get_run(self._resolve("run", ref, project))
 
     # searches -----------------------------------------------------------------------------

@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, delete, or_, select
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, delete, or_, select, union
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tinymlaas.domain import Project
+from tinymlaas.domain import Project, Run
 from tinymlaas.errors import ConflictError, NotFoundError
 from tinymlaas.store.metadata import MetadataStore
+from tinymlaas.store.paging import Key, Page, keyset, page_rows
 from tinymlaas.store.tables import (
     Base,
     DatasetRow,
@@ -211,7 +212,7 @@ class AccountStore:
         return user
 
     def get_user(self, user_id: str) -> User:
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             row = s.get(UserRow, user_id)
             if row is None:
                 raise NotFoundError(f"user {user_id!r} not found")
@@ -219,7 +220,7 @@ class AccountStore:
 
     def find_user(self, email: str) -> tuple[User, str] | None:
         """The user with ``email`` and their password hash, or None."""
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             row = s.scalars(select(UserRow).where(UserRow.email == email)).first()
             return None if row is None else (_user(row), row.password_hash)
 
@@ -233,7 +234,7 @@ class AccountStore:
             return _user(row)
 
     def list_users(self) -> list[User]:
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             return [_user(row) for row in s.scalars(select(UserRow).order_by(UserRow.created_at))]
 
     def set_password_hash(self, user_id: str, password_hash: str) -> None:
@@ -250,15 +251,21 @@ class AccountStore:
         return token
 
     def find_token(self, token_hash: str) -> tuple[ApiToken, User] | None:
-        with self.meta.session() as s:
-            row = s.scalars(select(TokenRow).where(TokenRow.token_hash == token_hash)).first()
-            if row is None:
-                return None
-            user = s.get(UserRow, row.user_id)
-            return None if user is None else (_token(row), _user(user))
+        """The token with this hash and its user, in one query (every request asks)."""
+        with self.meta.reading() as s:
+            found = s.execute(select(TokenRow, UserRow)
+                              .join(UserRow, UserRow.id == TokenRow.user_id)
+                              .where(TokenRow.token_hash == token_hash)).first()
+            return None if found is None else (_token(found[0]), _user(found[1]))
+
+    def page_tokens(self, user_id: str, limit: int, after: Key | None = None,
+                    kind: str = "api") -> Page[ApiToken]:
+        with self.meta.reading() as s:
+            query = select(TokenRow).where(TokenRow.user_id == user_id, TokenRow.kind == kind)
+            return page_rows(s.scalars(keyset(query, TokenRow, limit, after)), limit, _token)
 
     def list_tokens(self, user_id: str, kind: str = "api") -> list[ApiToken]:
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             rows = s.scalars(select(TokenRow).where(TokenRow.user_id == user_id,
                                                     TokenRow.kind == kind)
                              .order_by(TokenRow.created_at))
@@ -278,25 +285,35 @@ class AccountStore:
         return project
 
     def get_project(self, project_id: str) -> Project | None:
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             row = s.get(ProjectRow, project_id)
             return None if row is None else _project(row)
 
     def is_default_project(self, project_id: str) -> bool:
         """Whether the project is some account's personal one."""
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             return s.scalars(select(UserRow.id).where(UserRow.default_project == project_id)
                              .limit(1)).first() is not None
 
     def visible_project_ids(self, user_id: str) -> set[str]:
         """Projects the user owns or was given access to."""
-        with self.meta.session() as s:
-            owned = s.scalars(select(ProjectRow.id).where(ProjectRow.owner == user_id))
-            shared = s.scalars(select(MemberRow.project_id).where(MemberRow.user_id == user_id))
-            return set(owned) | set(shared)
+        with self.meta.reading() as s:
+            return set(s.scalars(union(
+                select(ProjectRow.id).where(ProjectRow.owner == user_id),
+                select(MemberRow.project_id).where(MemberRow.user_id == user_id))))
+
+    def page_projects(self, user_id: str, limit: int,
+                      after: Key | None = None) -> Page[Project]:
+        """Projects the user owns or was given, oldest first, one page."""
+        with self.meta.reading() as s:
+            member_of = select(MemberRow.project_id).where(MemberRow.user_id == user_id)
+            query = select(ProjectRow).where(or_(ProjectRow.owner == user_id,
+                                                 ProjectRow.id.in_(member_of)))
+            return page_rows(s.scalars(keyset(query, ProjectRow, limit, after)), limit,
+                             _project)
 
     def list_projects(self, user_id: str) -> list[Project]:
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             member_of = select(MemberRow.project_id).where(MemberRow.user_id == user_id)
             rows = s.scalars(select(ProjectRow).where(or_(ProjectRow.owner == user_id,
                                                           ProjectRow.id.in_(member_of)))
@@ -321,7 +338,7 @@ class AccountStore:
 
     def list_members(self, project_id: str) -> list[Membership]:
         """The owner first, then members in the order they joined."""
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             project = s.get(ProjectRow, project_id)
             out: list[Membership] = []
             if project is not None and project.owner:
@@ -341,7 +358,7 @@ class AccountStore:
             return out
 
     def role_of(self, project_id: str, user_id: str) -> Role | None:
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             project = s.get(ProjectRow, project_id)
             if project is None:
                 return None
@@ -358,7 +375,7 @@ class AccountStore:
         table = _REF_TABLES[what]
         if not projects:
             return []
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             row = s.get(table, ref)
             if row is not None and row.project in projects:
                 return [(row.id, row.project)]
@@ -367,9 +384,19 @@ class AccountStore:
                      .order_by(table.created_at.desc()))
             return [(found.id, found.project) for found in s.execute(query)]
 
+    def find_visible_run(self, run_id: str, user_id: str) -> Run | None:
+        """The run with id ``run_id`` when it is in a project ``user_id`` owns or was given,
+        else None: one session, the fast path of a request that names a run by id."""
+        with self.meta.reading() as s:
+            row = s.scalars(select(RunRow).where(RunRow.id == run_id, RunRow.project.in_(
+                union(select(ProjectRow.id).where(ProjectRow.owner == user_id),
+                      select(MemberRow.project_id).where(MemberRow.user_id == user_id))))
+                ).first()
+            return None if row is None else self.meta._run(s, row)
+
     def run_artifacts(self, run_id: str) -> list[str]:
         """Shas a run may hand out: its input model, its step outputs and its output."""
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             run = s.get(RunRow, run_id)
             if run is None:
                 return []
@@ -419,6 +446,15 @@ class AccountStore:
         return [Webhook.model_validate(r, from_attributes=True)
                 for r in self._in_projects(WebhookRow, projects)]
 
+    def page_webhooks(self, projects: set[str], limit: int,
+                      after: Key | None = None) -> Page[Webhook]:
+        if not projects:
+            return Page([])
+        with self.meta.reading() as s:
+            query = select(WebhookRow).where(WebhookRow.project.in_(projects))
+            return page_rows(s.scalars(keyset(query, WebhookRow, limit, after)), limit,
+                             lambda r: Webhook.model_validate(r, from_attributes=True))
+
     def delete_webhook(self, webhook_id: str, projects: set[str]) -> bool:
         if not projects:
             return False
@@ -439,7 +475,7 @@ class AccountStore:
     def _in_projects(self, table: Any, projects: set[str]) -> list[Any]:
         if not projects:
             return []
-        with self.meta.session() as s:
+        with self.meta.reading() as s:
             return list(s.scalars(select(table).where(table.project.in_(projects))
                                   .order_by(table.created_at)))
 

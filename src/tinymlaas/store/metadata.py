@@ -7,7 +7,7 @@ failing) by default; PostgreSQL by URL. The schema is created and upgraded by Al
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from tinymlaas.domain import (
     StepStatus,
 )
 from tinymlaas.errors import ConflictError, NotFoundError, ServiceUnavailableError
+from tinymlaas.store.paging import Key, Page, keyset, page_rows
 from tinymlaas.store.tables import (
     ArtifactRow,
     DatasetRow,
@@ -55,6 +56,10 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(5)}"
 
 
+#: Execution option of the read-only sessions' connections.
+_READ_ONLY = "tinymlaas_read_only"
+
+
 def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
@@ -73,8 +78,11 @@ def _create_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
             # Take the write lock up front: a deferred transaction that later writes can
-            # fail with "database is locked" without waiting for the busy timeout.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # fail with "database is locked" without waiting for the busy timeout. A
+            # read-only session (``MetadataStore.reading``) takes no lock: under WAL it
+            # reads a snapshot while a writer works, so reads never queue behind writes.
+            read_only = connection.get_execution_options().get(_READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -96,6 +104,8 @@ class MetadataStore:
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         self.engine = _create_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(self.engine.execution_options(**{_READ_ONLY: True}),
+                                     expire_on_commit=False)
         self.migrate()
 
     def migrate(self) -> None:
@@ -120,6 +130,13 @@ class MetadataStore:
         with self._sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only: on SQLite it takes no write lock (see
+        :func:`_create_engine`); writing in it may fail with "database is locked"."""
+        with self._readers.begin() as session:
+            yield session
+
     # projects -----------------------------------------------------------------------------
 
     def ensure_project(self, project_id: str, name: str | None = None,
@@ -133,7 +150,7 @@ class MetadataStore:
             return _project(row)
 
     def list_projects(self) -> list[Project]:
-        with self.session() as s:
+        with self.reading() as s:
             return [_project(r) for r in s.scalars(select(ProjectRow).order_by(ProjectRow.name))]
 
     # artifacts ----------------------------------------------------------------------------
@@ -151,7 +168,7 @@ class MetadataStore:
             return self.get_artifact(artifact.sha256)
 
     def get_artifact(self, sha256: str) -> Artifact:
-        with self.session() as s:
+        with self.reading() as s:
             row = s.get(ArtifactRow, sha256)
             if row is None:
                 raise NotFoundError(f"artifact {sha256[:12]} not found")
@@ -185,6 +202,18 @@ class MetadataStore:
         return [Dataset.model_validate(r, from_attributes=True)
                 for r in self._list(DatasetRow, project)]
 
+    def page_models(self, projects: Collection[str], limit: int,
+                    after: Key | None = None) -> Page[Model]:
+        """Models of ``projects``, oldest first, one page (:mod:`tinymlaas.store.paging`)."""
+        return self._page(ModelRow, projects, limit, after,
+                          lambda r: Model.model_validate(r, from_attributes=True))
+
+    def page_datasets(self, projects: Collection[str], limit: int,
+                      after: Key | None = None) -> Page[Dataset]:
+        """Datasets of ``projects``, oldest first, one page."""
+        return self._page(DatasetRow, projects, limit, after,
+                          lambda r: Dataset.model_validate(r, from_attributes=True))
+
     # devices ------------------------------------------------------------------------------
 
     def add_device(self, device: Device) -> Device:
@@ -198,7 +227,7 @@ class MetadataStore:
 
     def list_custom_devices(self, projects: Collection[str] | None = None) -> list[Device]:
         """Custom devices, of the given projects only when ``projects`` is given."""
-        with self.session() as s:
+        with self.reading() as s:
             query = select(DeviceRow).order_by(DeviceRow.name, DeviceRow.project)
             if projects is not None:
                 query = query.where(DeviceRow.project.in_(list(projects)))
@@ -216,19 +245,38 @@ class MetadataStore:
         return run
 
     def get_run(self, ref: str, project: str | None = None) -> Run:
-        with self.session() as s:
+        with self.reading() as s:
             row = self._by_ref_in(s, RunRow, ref, project, "run")
             return self._run(s, row)
 
     def list_runs(self, project: str | None = None, status: str | None = None,
                   limit: int = 200) -> list[Run]:
-        with self.session() as s:
+        with self.reading() as s:
             query = select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)
             if project is not None:
                 query = query.where(RunRow.project == project)
             if status is not None:
                 query = query.where(RunRow.status == status)
             return [self._run(s, r) for r in s.scalars(query)]
+
+    def page_runs(self, projects: Collection[str], limit: int, after: Key | None = None,
+                  status: str | None = None) -> Page[Run]:
+        """Runs of ``projects`` (with ``status`` when given), newest first, one page; the
+        steps of the page's runs come in one query."""
+        if not projects:
+            return Page([])
+        with self.reading() as s:
+            query = select(RunRow).where(RunRow.project.in_(list(projects)))
+            if status is not None:
+                query = query.where(RunRow.status == status)
+            rows = list(s.scalars(keyset(query, RunRow, limit, after, newest_first=True)))
+            steps: dict[str, list[StepRow]] = {}
+            ids = [r.id for r in rows[:limit]]
+            if ids:
+                for step in s.scalars(select(StepRow).where(StepRow.run_id.in_(ids))
+                                      .order_by(StepRow.run_id, StepRow.index)):
+                    steps.setdefault(step.run_id, []).append(step)
+            return page_rows(rows, limit, lambda r: _run_entity(r, steps.get(r.id, [])))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         with self.session() as s:
@@ -247,7 +295,7 @@ class MetadataStore:
                 setattr(row, name, value.value if isinstance(value, StepStatus) else value)
 
     def runs_with_status(self, *statuses: RunStatus) -> list[str]:
-        with self.session() as s:
+        with self.reading() as s:
             query = select(RunRow.id).where(RunRow.status.in_([st.value for st in statuses]))
             return list(s.scalars(query))
 
@@ -304,7 +352,7 @@ class MetadataStore:
     def expired_running_runs(self, now: datetime | None = None) -> list[str]:
         """Ids of ``running`` runs whose lease expired before ``now`` or that have none."""
         now = now or _now()
-        with self.session() as s:
+        with self.reading() as s:
             return list(s.scalars(select(RunRow.id).where(
                 RunRow.status == RunStatus.running.value,
                 or_(RunRow.lease_expires_at.is_(None), RunRow.lease_expires_at < now))
@@ -312,7 +360,7 @@ class MetadataStore:
 
     def run_lease(self, run_id: str) -> tuple[str | None, datetime | None]:
         """The lease of ``run_id``: ``(owner, expires_at)``, both None when it has none."""
-        with self.session() as s:
+        with self.reading() as s:
             row = s.get(RunRow, run_id)
             if row is None:
                 raise NotFoundError(f"run {run_id!r} not found")
@@ -321,7 +369,7 @@ class MetadataStore:
     # step cache and evaluations -----------------------------------------------------------
 
     def cached_step(self, key: str) -> tuple[str, dict[str, Any]] | None:
-        with self.session() as s:
+        with self.reading() as s:
             row = s.get(StepCacheRow, key)
             return (row.output_sha, dict(row.metrics)) if row else None
 
@@ -336,7 +384,7 @@ class MetadataStore:
             pass  # another run cached the same step at the same moment: same content
 
     def get_evaluation(self, key: str) -> Evaluation | None:
-        with self.session() as s:
+        with self.reading() as s:
             row = s.get(EvaluationRow, key)
             return None if row is None else Evaluation(
                 artifact_sha=row.artifact_sha, dataset_id=row.dataset_id,
@@ -361,14 +409,22 @@ class MetadataStore:
             raise ConflictError(conflict_message) from exc
 
     def _list(self, table: Any, project: str | None) -> list[Any]:
-        with self.session() as s:
+        with self.reading() as s:
             query = select(table).order_by(table.created_at)
             if project is not None:
                 query = query.where(table.project == project)
             return list(s.scalars(query))
 
+    def _page(self, table: Any, projects: Collection[str], limit: int, after: Key | None,
+              convert: Any) -> Page[Any]:
+        if not projects:
+            return Page([])
+        with self.reading() as s:
+            query = select(table).where(table.project.in_(list(projects)))
+            return page_rows(s.scalars(keyset(query, table, limit, after)), limit, convert)
+
     def _by_ref(self, table: Any, ref: str, project: str | None, what: str) -> Any:
-        with self.session() as s:
+        with self.reading() as s:
             return self._by_ref_in(s, table, ref, project, what)
 
     @staticmethod
@@ -389,18 +445,22 @@ class MetadataStore:
     @staticmethod
     def _run(s: Session, row: RunRow) -> Run:
         steps = s.scalars(select(StepRow).where(StepRow.run_id == row.id).order_by(StepRow.index))
-        data = {c.name: getattr(row, c.name) for c in RunRow.__table__.columns
-                if c.name not in _LEASE_COLUMNS}
-        data["steps"] = [
-            StepRecord.model_validate({c.name: getattr(st, c.name)
-                                       for c in StepRow.__table__.columns if c.name != "run_id"})
-            for st in steps
-        ]
-        return Run.model_validate(data)
+        return _run_entity(row, steps)
 
 
 #: Who executes a run is the store's business, not part of the run entity.
 _LEASE_COLUMNS = frozenset({"lease_owner", "lease_expires_at"})
+
+
+def _run_entity(row: RunRow, steps: Iterable[StepRow]) -> Run:
+    data = {c.name: getattr(row, c.name) for c in RunRow.__table__.columns
+            if c.name not in _LEASE_COLUMNS}
+    data["steps"] = [
+        StepRecord.model_validate({c.name: getattr(st, c.name)
+                                   for c in StepRow.__table__.columns if c.name != "run_id"})
+        for st in steps
+    ]
+    return Run.model_validate(data)
 
 
 def _now() -> datetime:

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from tinymlaas.api.common import AUTH_ERRORS, DATASET_DOWNLOAD, artifact_response
 from tinymlaas.api.deps import SettingsDep, WorkspaceDep
 from tinymlaas.api.hub import hub_download
+from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.schemas import (
     DatasetBuiltinCreate,
     DatasetHubImport,
@@ -29,10 +30,10 @@ ProjectQuery = Annotated[str | None, Query(description="Project id (default: all
 ForceQuery = Annotated[bool, Query(description="Also delete the runs that use it.")]
 
 
-@router.get("", response_model=list[DatasetPublic])
-def list_datasets(ws: WorkspaceDep, project: ProjectQuery = None) -> object:
-    """Datasets in the user's projects."""
-    return ws.list_datasets(project)
+@router.get("", response_model=list[DatasetPublic], responses=PAGED)
+def list_datasets(ws: WorkspaceDep, paging: PagingDep, project: ProjectQuery = None) -> object:
+    """Datasets in the user's projects, oldest first, a page at a time."""
+    return paging.send(ws.page_datasets(paging.limit, paging.after, project))
 
 
 @router.post("", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,

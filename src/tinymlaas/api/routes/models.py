@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from tinymlaas.api.common import AUTH_ERRORS, MODEL_DOWNLOAD, artifact_response
 from tinymlaas.api.deps import SettingsDep, WorkspaceDep
 from tinymlaas.api.hub import hub_download
+from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.schemas import DeletionPublic, ErrorBody, InputDim, ModelHubImport, ModelPublic
 from tinymlaas.api.uploads import MODEL_UPLOAD_BODY, receive_upload, safe_stem, staged_model
 from tinymlaas.domain import Task
@@ -21,10 +22,10 @@ router = APIRouter(prefix="/models", tags=["models"], responses=AUTH_ERRORS)
 ProjectQuery = Annotated[str | None, Query(description="Project id (default: all yours).")]
 ForceQuery = Annotated[bool, Query(description="Also delete the runs that use it.")]
 
-@router.get("", response_model=list[ModelPublic])
-def list_models(ws: WorkspaceDep, project: ProjectQuery = None) -> object:
-    """Models in the user's projects."""
-    return ws.list_models(project)
+@router.get("", response_model=list[ModelPublic], responses=PAGED)
+def list_models(ws: WorkspaceDep, paging: PagingDep, project: ProjectQuery = None) -> object:
+    """Models in the user's projects, oldest first, a page at a time."""
+    return paging.send(ws.page_models(paging.limit, paging.after, project))
 
 
 @router.post("", response_model=ModelPublic, status_code=status.HTTP_201_CREATED,

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Response, status
 
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import WorkspaceDep
+from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.schemas import (
     DeletionPublic,
     MemberPublic,
@@ -16,10 +17,10 @@ from tinymlaas.api.schemas import (
 router = APIRouter(prefix="/projects", tags=["projects"], responses=AUTH_ERRORS)
 
 
-@router.get("", response_model=list[ProjectPublic])
-def list_projects(ws: WorkspaceDep) -> object:
-    """Projects the user owns or that were shared with them."""
-    return ws.list_projects()
+@router.get("", response_model=list[ProjectPublic], responses=PAGED)
+def list_projects(ws: WorkspaceDep, paging: PagingDep) -> object:
+    """Projects the user owns or that were shared with them, oldest first."""
+    return paging.send(ws.page_projects(paging.limit, paging.after))
 
 
 @router.post("", response_model=ProjectPublic, status_code=status.HTTP_201_CREATED)
@@ -40,10 +41,10 @@ def delete_project(project_id: str, ws: WorkspaceDep) -> object:
     return ws.delete_project(project_id)
 
 
-@router.get("/{project_id}/members", response_model=list[MemberPublic])
-def list_members(project_id: str, ws: WorkspaceDep) -> object:
-    """The owner and everyone the project is shared with."""
-    return ws.members(project_id)
+@router.get("/{project_id}/members", response_model=list[MemberPublic], responses=PAGED)
+def list_members(project_id: str, ws: WorkspaceDep, paging: PagingDep) -> object:
+    """The owner, then everyone the project is shared with in the order they joined."""
+    return paging.send(ws.page_members(project_id, paging.limit, paging.after))
 
 
 @router.post("/{project_id}/members", response_model=MemberPublic,

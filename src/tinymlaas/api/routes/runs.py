@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, JSON_ERRORS, ZIP_DOWNLOAD
 from tinymlaas.api.deps import StudioDep, WorkspaceDep
+from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.responses import (
     run_artifact_response,
     run_events_response,
@@ -34,11 +35,12 @@ from tinymlaas.service.pipelines import parse_pipeline
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
 
 
-@router.get("", response_model=list[RunPublic])
-def list_runs(ws: WorkspaceDep, project: Annotated[str | None, Query()] = None,
+@router.get("", response_model=list[RunPublic], responses=PAGED)
+def list_runs(ws: WorkspaceDep, paging: PagingDep, project: Annotated[str | None, Query()] = None,
               status_filter: Annotated[RunStatus | None, Query(alias="status")] = None) -> object:
-    """Runs in the user's projects, newest first."""
-    return ws.list_runs(project, status_filter.value if status_filter else None)
+    """Runs in the user's projects, newest first, a page at a time."""
+    return paging.send(ws.page_runs(paging.limit, paging.after, project,
+                                    status_filter.value if status_filter else None))
 
 
 @router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
@@ -100,10 +102,10 @@ def rerun(ref: str, ws: WorkspaceDep, studio: StudioDep) -> object:
     return run
 
 
-@router.get("/{ref}/logs", response_model=list[StepLogPublic])
-def run_logs(ref: str, ws: WorkspaceDep) -> object:
-    """Every step's log."""
-    return ws.get_run(ref).steps
+@router.get("/{ref}/logs", response_model=list[StepLogPublic], responses=PAGED)
+def run_logs(ref: str, ws: WorkspaceDep, paging: PagingDep) -> object:
+    """The steps' logs, in step order."""
+    return paging.of(ws.get_run(ref).steps, lambda step: (f"{step.index:06d}",))
 
 
 @router.get("/{ref}/steps/{index}/log", response_class=PlainTextResponse,
@@ -131,10 +133,11 @@ def run_metrics(ref: str, ws: WorkspaceDep) -> object:
                               "metrics": s.metrics} for s in run.steps])
 
 
-@router.get("/{ref}/artifacts", response_model=list[ArtifactPublic])
-def run_artifacts(ref: str, ws: WorkspaceDep) -> object:
-    """The run's input model, each step's output and its final output."""
-    return ws.run_artifacts(ref)
+@router.get("/{ref}/artifacts", response_model=list[ArtifactPublic], responses=PAGED)
+def run_artifacts(ref: str, ws: WorkspaceDep, paging: PagingDep) -> object:
+    """The run's input model, each step's output and its final output, in that order."""
+    found = list(enumerate(ws.run_artifacts(ref)))
+    return [item for _, item in paging.of(found, lambda pair: (f"{pair[0]:06d}",))]
 
 
 @router.get("/{ref}/artifacts/{sha}", response_class=FileResponse, responses=DOWNLOAD)

@@ -4,6 +4,7 @@ from fastapi import APIRouter, status
 
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import WorkspaceDep
+from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.schemas import TemplateCreate, TemplatePublic
 from tinymlaas.store.accounts import PipelineTemplate
 
@@ -15,9 +16,11 @@ def _public(item: PipelineTemplate) -> TemplatePublic:
                           builtin=item.project == "builtin")
 
 
-@router.get("", response_model=list[TemplatePublic])
-def list_templates(ws: WorkspaceDep) -> object:
-    return [_public(t) for t in ws.list_templates()]
+@router.get("", response_model=list[TemplatePublic], responses=PAGED)
+def list_templates(ws: WorkspaceDep, paging: PagingDep) -> object:
+    """The shipped templates by name, then those of your projects, oldest first."""
+    return [_public(t) for t in paging.of(ws.list_templates(), lambda t: (
+        ("0", t.name) if t.project == "builtin" else ("1", t.created_at.isoformat(), t.id)))]
 
 
 @router.post("", response_model=TemplatePublic, status_code=status.HTTP_201_CREATED)

@@ -4,6 +4,7 @@ from fastapi import APIRouter, status
 
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import WorkspaceDep
+from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.schemas import ExternalTransformerCreate, TransformerPublic
 from tinymlaas.service.workspace import TransformerInfo
 
@@ -18,10 +19,13 @@ def _public(item: TransformerInfo) -> TransformerPublic:
                              params_schema=item.params_schema)
 
 
-@router.get("", response_model=list[TransformerPublic])
-def list_transformers(ws: WorkspaceDep) -> object:
-    """Built-in and plug-in transformers, and the external ones registered in your projects."""
-    return [_public(t) for t in ws.list_transformers()]
+@router.get("", response_model=list[TransformerPublic], responses=PAGED)
+def list_transformers(ws: WorkspaceDep, paging: PagingDep) -> object:
+    """Built-in and plug-in transformers by name, then the external ones registered in your
+    projects, oldest first."""
+    return [_public(t) for t in paging.of(ws.list_transformers(), lambda t: (
+        ("1", t.external.created_at.isoformat(), t.external.id) if t.external
+        else ("0", t.name)))]
 
 
 @router.post("", response_model=TransformerPublic, status_code=status.HTTP_201_CREATED)

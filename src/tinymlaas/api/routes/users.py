@@ -4,6 +4,7 @@ from fastapi import APIRouter, Response, status
 
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import AccountsDep, CurrentUser
+from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.schemas import TokenCreate, TokenCreated, TokenPublic, UserPublic
 
 router = APIRouter(prefix="/users/me", tags=["users"], responses=AUTH_ERRORS)
@@ -15,10 +16,10 @@ def me(user: CurrentUser) -> object:
     return user
 
 
-@router.get("/tokens", response_model=list[TokenPublic])
-def list_tokens(user: CurrentUser, accounts: AccountsDep) -> object:
-    """The user's API tokens (never their secrets)."""
-    return accounts.list_tokens(user)
+@router.get("/tokens", response_model=list[TokenPublic], responses=PAGED)
+def list_tokens(user: CurrentUser, accounts: AccountsDep, paging: PagingDep) -> object:
+    """The user's API tokens (never their secrets), oldest first."""
+    return paging.send(accounts.page_tokens(user, paging.limit, paging.after))
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)

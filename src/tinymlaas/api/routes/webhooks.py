@@ -6,15 +6,17 @@ from fastapi import APIRouter, Query, Response, status
 
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import WorkspaceDep
+from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.schemas import WebhookCreate, WebhookCreated, WebhookPublic
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=AUTH_ERRORS)
 
 
-@router.get("", response_model=list[WebhookPublic])
-def list_webhooks(ws: WorkspaceDep,
+@router.get("", response_model=list[WebhookPublic], responses=PAGED)
+def list_webhooks(ws: WorkspaceDep, paging: PagingDep,
                   project: Annotated[str | None, Query()] = None) -> object:
-    return ws.list_webhooks(project)
+    """The webhooks of the user's projects, oldest first."""
+    return paging.send(ws.page_webhooks(paging.limit, paging.after, project))
 
 
 @router.post("", response_model=WebhookCreated, status_code=status.HTTP_201_CREATED)

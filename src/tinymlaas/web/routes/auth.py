@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from tinymlaas.api.deps import StudioDep
 from tinymlaas.errors import TinymlaasError
-from tinymlaas.service.users import REGISTERED, hash_token
+from tinymlaas.service.users import REGISTERED
 from tinymlaas.web.render import render
 from tinymlaas.web.routing import WebRoute, safe_next
 from tinymlaas.web.session import (
@@ -92,9 +92,7 @@ def logout(request: Request, studio: StudioDep,
     check_csrf(request, csrf_token)
     secret = request.cookies.get(SESSION_COOKIE)
     if secret:
-        found = studio.accounts.store.find_token(hash_token(secret))
-        if found is not None:
-            studio.accounts.store.delete_token(found[1].id, found[0].id)
+        studio.accounts.end_session(secret)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -1,0 +1,149 @@
+"""``tinymlaas serve --workers 2`` on PostgreSQL: two server processes share the port and
+the database, and each run is executed exactly once, whether it was submitted over HTTP
+(to whichever process took the connection) or found pending by both processes when they
+started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from api_support import PASSWORD
+
+from helpers import step_python
+from tinymlaas.client import Client
+from tinymlaas.config import Settings
+from tinymlaas.service import Services
+from tinymlaas.service.pipelines import parse_pipeline
+from tinymlaas.service.users import AccountService
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinymlaas.cli.main", "serve", "--port", str(port),
+         "--workers", "2", "--log-level", "warning"], env=env, start_new_session=True,
+        stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    pytest.fail("the server did not start: " + log.read_text()[-3000:])
+
+
+def _stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _workers(server: subprocess.Popen) -> set[int]:
+    """The pids of the server's worker processes: the children uvicorn's supervisor
+    spawned (others, such as multiprocessing's resource tracker, are not workers)."""
+    found = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(server.pid)],
+                           capture_output=True, text=True, check=False).stdout.splitlines()
+    return {int(line.split()[0]) for line in found if "spawn_main" in line}
+
+
+def _marking_pipeline(marker: Path, tag: str) -> dict:
+    """One command step that appends ``tag`` to ``marker`` each time it executes (the tag
+    also makes each run's step key its own, so no run is a cache hit of another)."""
+    script = ("import shutil, sys; open(sys.argv[3], 'a').write(sys.argv[4] + '\\n'); "
+              "shutil.copy(sys.argv[1] + '/model.onnx', sys.argv[2] + '/model.onnx')")
+    return {"steps": [{"external": {"command": [step_python(), "-c", script, "{in}", "{out}",
+                                                str(marker), tag]}}],
+            "evaluate": False}
+
+
+def _wait_finished(client: Client, ids: list[str], timeout_s: float = 300) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        statuses = {run_id: client.get_run(run_id).status for run_id in ids}
+        if set(statuses.values()) <= TERMINAL:
+            return statuses
+        time.sleep(0.5)
+    pytest.fail(f"runs did not finish: {statuses}")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_server_processes_on_postgresql_execute_each_run_exactly_once(
+        database_url: str, tmp_path: Path, shared_dir: Path, tiny_onnx: Path) -> None:
+    postgres_url = database_url  # a fresh database (CI=true fails without PostgreSQL)
+    home, marker, log = tmp_path / "home", shared_dir / "executions.txt", tmp_path / "log"
+    env = {**os.environ, "TINYMLAAS_HOME": str(home), "TINYMLAAS_DATABASE_URL": postgres_url,
+           "TINYMLAAS_EXTERNAL_STEPS": "everyone", "TINYMLAAS_LOGIN_RATE_LIMIT": "1000",
+           "TINYMLAAS_SERVER_RUNS": "2"}
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _serve(env, port, log)
+    try:
+        assert len(_workers(server)) == 2
+        with Client(url) as client:
+            client.register("w@example.com", PASSWORD)
+            client.login("w@example.com", PASSWORD)
+            token = client.create_token("workers").token
+            model = client.upload_model(tiny_onnx, name="m")
+        # Each submission on a connection of its own: the two processes share them.
+        submitted = []
+        for i in range(8):
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}",
+                                                     "Connection": "close"}) as http:
+                response = http.post("/api/v1/runs", json={
+                    "model": model.id, "pipeline": _marking_pipeline(marker, f"http-{i}")})
+                assert response.status_code == 201, response.text
+                submitted.append(response.json()["id"])
+        with Client(url, token) as client:
+            statuses = _wait_finished(client, submitted)
+        assert set(statuses.values()) == {"succeeded"}, statuses
+    finally:
+        _stop(server)
+
+    # Runs left pending while no server was up: both processes queue them when they start.
+    settings = Settings(home=home, database_url=postgres_url, external_steps="everyone")
+    services = Services(settings)
+    try:
+        accounts = AccountService(services)
+        user = accounts.store.find_user("w@example.com")
+        assert user is not None
+        ws = accounts.workspace(user[0])
+        waiting = [ws.create_run(parse_pipeline(_marking_pipeline(marker, f"start-{i}"),
+                                                "pipeline"), model=model.id).id
+                   for i in range(6)]
+    finally:
+        services.close()
+    server = _serve(env, port, log)
+    try:
+        with Client(url, token) as client:
+            statuses = _wait_finished(client, waiting)
+            assert set(statuses.values()) == {"succeeded"}, statuses
+            time.sleep(2)  # a second execution, had there been one, would have begun
+            assert {r.id for r in client.list_runs(status="running")} == set()
+    finally:
+        _stop(server)
+    executions = Counter(marker.read_text().split())
+    expected = [f"http-{i}" for i in range(8)] + [f"start-{i}" for i in range(6)]
+    assert sorted(executions) == sorted(expected)
+    assert set(executions.values()) == {1}, executions
