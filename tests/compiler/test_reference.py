@@ -118,6 +118,11 @@ def test_batched_inputs_run_at_once_and_bad_inputs_are_refused() -> None:
     (got,) = reference.run(batch)
     np.testing.assert_array_equal(got, [[2, -2, 5], [1, 1, 2]])
     np.testing.assert_array_equal(got[1:], reference.run(batch[1:])[0])
+    many = np.random.default_rng(0).integers(-128, 128, (150, 3)).astype(np.int8)
+    (all_at_once,) = reference.run(many)  # interpreted in chunks of samples
+    assert all_at_once.shape == (150, 3)
+    np.testing.assert_array_equal(all_at_once[149:], reference.run(many[149:])[0])
+    np.testing.assert_array_equal(all_at_once[:64], reference.run(many[:64])[0])
     with pytest.raises(InvalidInputError, match="must have shape"):
         reference.run(np.zeros((1, 4), np.int8))
     with pytest.raises(InvalidInputError, match="must be int8"):

@@ -58,6 +58,8 @@ _NP_TYPES: dict[str, np.dtype] = {
 }
 _F32 = np.float32
 _I64 = np.int64
+#: Samples interpreted at once.
+_CHUNK = 64
 
 
 # ---------------------------------------------------------------------------- C arithmetic
@@ -716,7 +718,7 @@ def run_program(program: Program, *inputs: np.ndarray) -> list[np.ndarray]:
         raise InvalidInputError(f"The model takes {len(program.inputs)} input(s), "
                                 f"got {len(inputs)}.")
     batch, looped = 1, False
-    arrays = []
+    arrays, batched = [], []
     for array, tensor in zip(inputs, program.inputs, strict=True):
         array = np.asarray(array)
         if array.dtype != tensor.dtype:
@@ -724,6 +726,7 @@ def run_program(program: Program, *inputs: np.ndarray) -> list[np.ndarray]:
                 raise InvalidInputError(f"Input {tensor.name!r} must be {tensor.dtype.name}, "
                                         f"got {array.dtype.name}.")
             array = array.astype(tensor.dtype)
+        batched.append(array.shape != tensor.shape)
         if array.shape == tensor.shape:
             arrays.append(array.reshape(1, -1))
             continue
@@ -736,6 +739,11 @@ def run_program(program: Program, *inputs: np.ndarray) -> list[np.ndarray]:
                                 f"(or any batch size), got {list(array.shape)}.")
     if any(a.shape[0] not in (1, batch) for a in arrays):
         raise InvalidInputError("All inputs must have the same batch size.")
+    if batch > _CHUNK:  # bounded memory: every buffer is held for the whole batch
+        parts = [run_program(program, *(np.asarray(a)[start:start + _CHUNK] if sliced else a
+                                         for a, sliced in zip(inputs, batched, strict=True)))
+                 for start in range(0, batch, _CHUNK)]
+        return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
     mem = _Memory(batch)
     for array, tensor in zip(arrays, program.inputs, strict=True):
         mem.write(tensor, array, tensor.dtype)
