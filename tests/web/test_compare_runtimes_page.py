@@ -120,6 +120,7 @@ def test_compare_page_separates_runtimes_and_labels_never_overlap(
     legend = page.evaluate("Array.from(document.querySelectorAll("
                            "'#plot-latency-ms .legendtext')).map((t) => t.textContent)")
     assert "static-c · generated C (host build)" in legend
+    assert "Pareto front · ONNX Runtime" in legend
     assert {"float32 baseline · ONNX Runtime",
             "float32 baseline · generated C (host build)"} <= set(legend)
     page.screenshot(path=str(tmp_path / "compare-runtimes.png"), full_page=True)

@@ -146,13 +146,12 @@ def scatter_figures(rows: list[ComparisonRow]) -> list[dict[str, Any]]:
             points = [(float(x_of(r)) * scale, float(r.accuracy))  # type: ignore[arg-type]
                       for r in members]
             front = pareto_front(points)
-            if len(front) < 2:
-                continue
             name = "Pareto front" + (f" · {_runtime(runtime)}" if by_runtime else "")
             traces.append({
-                "type": "scatter", "mode": "lines", "name": name,
+                "type": "scatter", "mode": "lines+markers", "name": name,
                 "x": [points[i][0] for i in front], "y": [points[i][1] for i in front],
                 "line": {"color": "#64748b", "dash": "dot", "width": 1.5},
+                "marker": {"size": 18, "symbol": "circle-open", "color": "#64748b"},
                 "hoverinfo": "skip"})
         traces += _baseline_traces(usable, base_of, scale, text_of)
         shapes, annotations = _device_limits(usable) if fig_id == "plot-device-ram" \
