@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tinymlaas.compiler import CompileResult, HostModel, compile_onnx
+from tinymlaas.compiler import CompileResult, HostModel, build_program, compile_onnx
 from tinymlaas.compiler.cortex_m import run_cortex_m, toolchain_missing
+from tinymlaas.compiler.planner import outside_bytes
 from tinymlaas.compiler.verify import agreement, output_lsb, reference_outputs
 from tinymlaas.evaluation.static import graph_stats
 
@@ -189,9 +190,14 @@ def measure(label: str, path: Path, work: Path, inputs: np.ndarray | None,
         "weight_bytes": result.const_bytes,
         "arena_bytes": result.arena_bytes,
         "io_bytes": result.io_bytes,
+        "io": result.io,
         "kernels": result.kernel_calls,
         "fuse_residual": fuse_residual,
     }
+    # The same model with the input and output in the caller's arrays (io="caller").
+    caller, _ = build_program(path, fuse_residual=fuse_residual, io="caller")
+    row["caller_io_arena_bytes"] = caller.arena_bytes
+    row["caller_io_bytes"] = outside_bytes(caller)
 
     # Agreement with ONNX Runtime (and accuracy when labels are known).
     got = host.run(inputs)
@@ -261,6 +267,8 @@ COLUMNS = [
     ("weights KiB", lambda r: _kb(r["weight_bytes"])),
     ("arena KiB", lambda r: _kb(r["arena_bytes"])),
     ("arena+IO KiB", lambda r: _kb(r["arena_bytes"] + r["io_bytes"])),
+    ("caller-IO arena+IO KiB", lambda r: _kb(r["caller_io_arena_bytes"] + r["caller_io_bytes"])
+     if "caller_io_bytes" in r else "-"),
     ("TFLM arena KiB", lambda r: _kb(r.get("tflm_arena_bytes"))),
     ("arena+IO / TFLM", lambda r: _num(r.get("arena_io_vs_tflm"), "{:.2f}x")),
     ("C ms", lambda r: _num(r["c_ms"])),

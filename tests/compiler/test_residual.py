@@ -20,8 +20,16 @@ def test_float_residual_block(tmp_path: Path) -> None:
     plain = compile_onnx(model, tmp_path / "p", name="plain", fuse_residual=False)
     assert fused.kernel_calls == {"tm_conv2d_f32": 1, "tm_conv2d_add_f32": 1}
     assert "tm_binary_add_f32" in plain.kernel_calls
-    # Fused: only the first convolution's output lives in the arena.
-    assert fused.arena_bytes == 4 * 8 * 8 * 4 < plain.arena_bytes
+    # Fused, with the input and output outside the arena: only the first convolution's
+    # output lives in it. Inside, the input (read again by the fused Add) and the result
+    # join it: three tensors, which the unfused block needs at its second convolution too.
+    caller = compile_onnx(model, tmp_path / "c", name="caller", io="caller")
+    plain_caller = compile_onnx(model, tmp_path / "pc", name="plain_caller",
+                                fuse_residual=False, io="caller")
+    assert caller.arena_bytes == 4 * 8 * 8 * 4 < plain_caller.arena_bytes
+    assert caller.io_bytes == plain_caller.io_bytes == 2 * 4 * 8 * 8 * 4
+    assert fused.arena_bytes == 3 * 4 * 8 * 8 * 4 <= plain.arena_bytes
+    assert fused.io_bytes == plain.io_bytes == 0
     x = np.random.default_rng(0).normal(size=(16, 4, 8, 8)).astype(np.float32)
     (ref,) = reference_outputs(model, x)
     assert agreement(HostModel(fused).run(x), ref).max_rel_err <= 1e-5

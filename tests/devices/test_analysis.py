@@ -42,9 +42,10 @@ def test_float_mlp_figures() -> None:
     analysis = analyze_model(_mlp(hidden=32))
     assert analysis.parameters == 64 * 32 + 32 + 32 * 10
     assert analysis.weight_bytes == 4 * (64 * 32 + 32 + 32 * 10)
-    # MatMul+Add+Relu fuse into one kernel: a single 32-float intermediate.
-    assert analysis.activation_bytes == 32 * 4
-    assert analysis.io_bytes == (64 + 10) * 4
+    # MatMul+Add+Relu fuse into one kernel: a single 32-float intermediate, next to the
+    # 64-float input, whose space the 10-float output takes after it (all in the arena).
+    assert analysis.activation_bytes == (32 + 64) * 4
+    assert analysis.io_bytes == 0
     assert analysis.macs == 64 * 32 + 32 * 10
     assert analysis.memory_source == "compiler"
     assert analysis.unsupported == {"c": [], "onnxruntime": [], "tflite-micro": []}
@@ -59,12 +60,12 @@ def test_int8_weights_count_one_byte(tmp_path: Path) -> None:
 
     analysis = analyze_model(tflite_style_int8())
     assert analysis.quantized
-    # int8 weights, int32 biases, per-channel multipliers and shifts, and the softmax's
-    # 256-entry exp table: nothing is stored as float32 weights.
+    # int8 weights, int32 biases, per-channel multipliers and shifts (TFLite's integer
+    # softmax needs no table): nothing is stored as float32 weights.
     weights, biases = 8 * 3 * 9 + 8 * 9 + 8 * 5, 4 * (8 + 8 + 5)
     requant, transpose = 4 * 2 * (8 + 8 + 5), 4 * 2 * 2
-    assert analysis.weight_bytes == weights + biases + requant + 256 * 4 + transpose
-    assert analysis.io_bytes == 8 * 8 * 3 + 5
+    assert analysis.weight_bytes == weights + biases + requant + transpose
+    assert analysis.io_bytes == 0  # the 8x8x3 input and 5 outputs are in the arena
 
 
 def test_fit_verdict_with_margins() -> None:

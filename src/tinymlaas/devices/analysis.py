@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from tinymlaas.compiler.api import build_program
 from tinymlaas.compiler.loader import load_model, prepare
-from tinymlaas.compiler.planner import Interval, plan_arena
+from tinymlaas.compiler.planner import Interval, outside_bytes, plan_arena
 from tinymlaas.devices.catalog import get_device
 from tinymlaas.devices.support import RUNTIMES, supported_by
 from tinymlaas.domain import Device
@@ -229,8 +229,8 @@ def analyze_model(
         program, prepared = build_program(proto, strict=False)
         weight_bytes = program.const_bytes()
         activations = program.arena_bytes
-        io = sum(t.nbytes for t in [*program.inputs, *program.outputs])
-        source = "compiler"
+        io = outside_bytes(program)  # 0: the generated C keeps its input and output
+        source = "compiler"              # in the arena (compile-c's default)
     except UnsupportedModelError:
         prepared, shapes = prepare(proto, simplify=False)
         weight_bytes = stats.weight_bytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from math import prod
 
 import numpy as np
@@ -13,6 +14,7 @@ from tinymlaas.compiler.lower import (
     FLOAT,
     QUANT_TYPES,
     Lowering,
+    Tail,
     attributes,
     register,
     type_code,
@@ -308,6 +310,9 @@ def softmax(lw: Lowering, node: onnx.NodeProto) -> None:
     value = lw.value(node.input[0])
     if isinstance(value, QAct):
         tail = lw.match_tail(node, activation=False)
+        if tail is not None and _tflite_softmax(lw, node, value, tail, outer, n, inner,
+                                                shape):
+            return
         if tail is not None:
             d = np.arange(256, dtype=np.float64)
             table = np.exp(-np.float64(value.scale) * d).astype(np.float32)
@@ -328,4 +333,42 @@ def softmax(lw: Lowering, node: onnx.NodeProto) -> None:
     lw.set(node.output[0], Act(out))
 
 
-__all__ += ["binary", "relu_clip", "sigmoid_tanh", "softmax", "unary", "unary_float"]
+#: TFLite's integer softmax: the output scale and the scaled difference's integer bits.
+TFLITE_SOFTMAX_SCALE = 1.0 / 256.0
+_SCALED_DIFF_BITS = 5
+
+
+def tflite_softmax_params(input_scale: float, beta: float = 1.0) -> tuple[int, int, int]:
+    """TFLite's ``PreprocessSoftmaxScaling`` and ``CalculateInputRadius``: the Q31
+    multiplier and left shift of ``beta * input_scale * 2**26``, and ``diff_min``."""
+    real = min(beta * float(np.float32(input_scale)) * (1 << (31 - _SCALED_DIFF_BITS)),
+               float((1 << 31) - 1))
+    mult, shift = quantize_multiplier(real)
+    radius = ((1 << _SCALED_DIFF_BITS) - 1) * (1 << (31 - _SCALED_DIFF_BITS)) / (1 << shift)
+    return mult, shift, -math.floor(radius)
+
+
+def _tflite_softmax(lw: Lowering, node: onnx.NodeProto, value: QAct, tail: Tail, outer: int,
+                    n: int, inner: int, shape: tuple[int, ...]) -> bool:
+    """``DQ -> Softmax -> Q`` with TFLite's output quantization (scale 1/256, zero point at
+    the type's minimum) runs TFLite's integer arithmetic, so it matches TFLite Micro bit
+    for bit. Returns False when the pattern does not apply."""
+    x = value.tensor
+    info = np.iinfo(tail.dtype)
+    if (x.dtype not in QUANT_TYPES or np.float32(tail.scale) != np.float32(TFLITE_SOFTMAX_SCALE)
+            or tail.zero_point != int(info.min)):
+        return False
+    mult, shift, diff_min = tflite_softmax_params(value.scale)
+    if mult == 0 or shift < 0:
+        return False
+    out = lw.new(shape, tail.dtype)
+    lw.emit(f"tm_qsoftmax_tfl_{type_code(x.dtype)}{type_code(tail.dtype)}",
+            [x, out, outer, n, inner, mult, shift, diff_min, int(info.min), int(info.max)],
+            [out], nodes=tail.nodes)
+    lw.consume(tail.nodes)
+    lw.set(tail.output, Act(out, qparams=(tail.scale, tail.zero_point)))
+    return True
+
+
+__all__ += ["binary", "relu_clip", "sigmoid_tanh", "softmax", "tflite_softmax_params", "unary",
+            "unary_float"]
