@@ -83,7 +83,7 @@ def test_tflite_style_int8_io(tmp_path: Path) -> None:
     assert "#define TFL_INPUT0_ZERO_POINT -3" in header
     assert "#define TFL_OUTPUT0_SCALE 0.00390625f" in header
     assert set(result.kernel_calls) == {"tm_transpose_b8", "tm_qconv2d_s8s8", "tm_qavgpool_s8s8",
-                                        "tm_qgemm_s8s8", "tm_qsoftmax_s8s8"}
+                                        "tm_qgemm_s8s8", "tm_qsoftmax_tfl_s8s8"}
     # Expose the int8 logits too: softmax magnifies a 1-LSB logit difference (ONNX's float
     # semantics round half to even, TFLite arithmetic rounds half away from zero).
     model.graph.output.append(onnx.helper.make_tensor_value_info("logits_q", 3, None))
