@@ -340,7 +340,7 @@ def run_labels(run: Run) -> dict[int | str, str]:
     """The progress bar labels of a run's steps and evaluations."""
     labels: dict[int | str, str] = {s.index: f"{s.index + 1}. {s.transformer}" for s in run.steps}
     if run.pipeline.evaluate:
-        labels["evaluate-baseline"] = "evaluate input model"
+        labels["evaluate-baseline"] = "evaluate baseline"
         labels["evaluate"] = "evaluate output"
     return labels
 
