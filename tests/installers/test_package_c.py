@@ -381,3 +381,30 @@ def test_estimate_holds_for_other_cpus(cpu: str, models, bundles, tmp_path: Path
         estimate = estimate_memory(compiled, cpu)
         assert elf["flash_bytes"] == pytest.approx(estimate["flash_bytes"], rel=0.10), name
         assert elf["ram_bytes"] == pytest.approx(estimate["ram_bytes"], rel=0.10), name
+
+
+def test_both_io_modes_build_run_and_measure(models, tmp_path: Path) -> None:
+    """The example, firmware and size probe follow the mode: the input and output in the
+    arena (the default) or in static arrays (``io: caller``); same output line, less RAM."""
+    _need(*ARM_TOOLS, "qemu-system-arm", "cc")
+    raw = tmp_path / "x.bin"
+    raw.write_bytes(np.random.default_rng(3).normal(size=(1, 4, 8, 8)).astype(np.float32)
+                    .tobytes())
+    lines, ram = {}, {}
+    for mode in ("arena", "caller"):
+        bundle = _package(models["qres"], tmp_path / mode, "net", io=mode)
+        header = (bundle / "src" / "net.h").read_text()
+        assert f"#define NET_IO_IN_ARENA {int(mode == 'arena')}" in header
+        example = (bundle / "examples" / "main.c").read_text()
+        assert ("net_invoke()" in example) == (mode == "arena")
+        _make(bundle, "host", "firmware")
+        lines[mode] = subprocess.run([str(bundle / "build" / "host" / "example"), str(raw)],
+                                     capture_output=True, text=True, check=True).stdout
+        assert _make(bundle, "qemu", f"INPUT={raw}") == lines[mode]
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        ram[mode] = manifest["elf"]["ram_bytes"]
+        memory = manifest["memory"]
+        assert memory["io_bytes"] == (0 if mode == "arena" else 2 * 4 * 8 * 8 * 4)
+        assert 0.9 <= manifest["elf"]["ram_vs_estimate"] <= 1.1
+    assert lines["arena"] == lines["caller"] and len(lines["arena"].split()) == 4 * 8 * 8
+    assert ram["arena"] < ram["caller"]

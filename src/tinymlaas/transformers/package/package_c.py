@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -36,6 +37,9 @@ class PackageCParams(Params):
     simplify: bool = Field(default=True, description="Simplify float graphs (onnxsim) first.")
     fuse_residual: bool = Field(default=True, description="Compute residual adds in place "
                                 "(less RAM on ResNet-style blocks).")
+    io: Literal["arena", "caller"] = Field(
+        default="arena", description="When compiling an ONNX model: its input and output in "
+        "the arena ('arena', least RAM) or in the caller's arrays ('caller').")
     measure_elf: bool = Field(default=True, description="Link the model for the target with "
                               "arm-none-eabi-gcc and record the ELF's section sizes.")
 
@@ -83,7 +87,7 @@ class PackageC(Transformer):
             ctx.progress(0.1, "compiling")
             compiled = compile_onnx(ctx.input_path, ctx.work_dir / "compiled", name=params.name,
                                     simplify=params.simplify,
-                                    fuse_residual=params.fuse_residual)
+                                    fuse_residual=params.fuse_residual, io=params.io)
             source = {"kind": "onnx", "file": Path(ctx.input_path).name,
                       "sha256": sha256_file(Path(ctx.input_path))}
         target = target_for(ctx.device)
