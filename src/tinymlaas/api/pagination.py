@@ -38,6 +38,8 @@ T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 _MAX_CURSOR = 1024
+#: The form of a cursor (two base64url parts); only the server's own are valid.
+_CURSOR = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
 
 #: The OpenAPI description of a list's 200: the ``Link`` header of the next page.
 PAGED: dict[int | str, dict[str, Any]] = {200: {
@@ -130,7 +132,7 @@ async def get_paging(
     request: Request, response: Response, studio: StudioDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=(
         f"Items per page (1 to {MAX_LIMIT}; default {DEFAULT_LIMIT})."))] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=_MAX_CURSOR, description=(
+    cursor: Annotated[str | None, Query(max_length=_MAX_CURSOR, pattern=_CURSOR, description=(
         "Where the page starts: the `cursor` of the previous page's `Link` header "
         "(opaque; none for the first page)."))] = None,
 ) -> Paging:

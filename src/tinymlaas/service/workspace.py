@@ -419,6 +419,11 @@ class Workspace:
         """The searches of ``project`` (default: every project of the user), newest first."""
         return Searches(self.services).list(self._scope(project))
 
+    def page_searches(self, limit: int, after: Key | None = None,
+                      project: str | None = None) -> Page[Search]:
+        """Newest first."""
+        return Searches(self.services).store.page(self._scope(project), limit, after)
+
     def cancel_search(self, ref: str) -> Search:
         """Cancel a queued or running search (editor or owner of its project)."""
         search = self.get_search(ref)

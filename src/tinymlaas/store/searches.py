@@ -29,6 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tinymlaas.domain.searches import Candidate, Search, SearchState
 from tinymlaas.errors import ConflictError, NotFoundError
 from tinymlaas.store.metadata import MetadataStore
+from tinymlaas.store.paging import Key, Page, keyset, page_rows
 from tinymlaas.store.tables import Base
 
 __all__ = ["SearchRow", "SearchStore"]
@@ -112,6 +113,16 @@ class SearchStore:
             if projects is not None:
                 query = query.where(SearchRow.project.in_(list(projects)))
             return [_search(r) for r in s.scalars(query)]
+
+    def page(self, projects: Collection[str], limit: int,
+             after: Key | None = None) -> Page[Search]:
+        """Searches of ``projects``, newest first, one page (:mod:`tinymlaas.store.paging`)."""
+        if not projects:
+            return Page([])
+        with self.meta.reading() as s:
+            query = select(SearchRow).where(SearchRow.project.in_(list(projects)))
+            return page_rows(s.scalars(keyset(query, SearchRow, limit, after,
+                                              newest_first=True)), limit, _search)
 
     def claim(self, search_id: str, runner: str) -> bool:
         """Move a queued search to running for ``runner``; False when it was not queued."""

@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import Studio, StudioDep, WorkspaceDep
+from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.responses import KEEPALIVE_S
 from tinymlaas.api.runtime import Subscription
 from tinymlaas.api.search_schemas import SearchCreate, SearchEventPublic, SearchPublic
@@ -36,11 +37,11 @@ def create_search(body: SearchCreate, ws: WorkspaceDep, studio: StudioDep) -> ob
     return search
 
 
-@router.get("", response_model=list[SearchPublic])
-def list_searches(ws: WorkspaceDep,
+@router.get("", response_model=list[SearchPublic], responses=PAGED)
+def list_searches(ws: WorkspaceDep, paging: PagingDep,
                   project: Annotated[str | None, Query(max_length=100)] = None) -> object:
-    """Searches in the user's projects (or one of them), newest first (the latest 200)."""
-    return ws.list_searches(project)
+    """Searches in the user's projects (or one of them), newest first, a page at a time."""
+    return paging.send(ws.page_searches(paging.limit, paging.after, project))
 
 
 @router.get("/{search_id}", response_model=SearchPublic)
