@@ -93,7 +93,7 @@ class DeviceMetrics(BaseModel):
     def from_fit(cls, fit: Mapping[str, Any]) -> DeviceMetrics:
         """From a stored fit verdict (also one recorded before verdicts had names)."""
         ops = list(fit.get("unsupported_ops") or [])
-        verdict = fit.get("verdict") or ("fits" if fit["fits"] else "does not fit")
+        verdict: Verdict = fit.get("verdict") or ("fits" if fit["fits"] else "does not fit")
         return cls(device=fit["device"], runtime=fit["runtime"], verdict=verdict,
                    fits=fit["fits"], unsupported_ops=ops,
                    arena_bytes=fit.get("activation_bytes"), io_bytes=fit.get("io_bytes"),

@@ -243,13 +243,13 @@ def bar_figures(rows: list[ComparisonRow]) -> dict[str, dict[str, Any]]:
         value_axis: dict[str, Any] = {"title": {"text": label}, "automargin": True}
         if key == "accuracy":
             value_axis["range"] = accuracy_range([float(v) for v in values if v is not None])
+        layout: dict[str, Any] = {
+            **_LAYOUT, "height": 140 + 30 * len(rows), "title": {"text": label},
+            "xaxis": value_axis, "yaxis": {"automargin": True, "autorange": "reversed"},
+            "showlegend": False, "margin": {**_LAYOUT["margin"], "b": 16}}
         figures[key] = {"data": [{
             "type": "bar", "orientation": "h", "y": [_label(r) for r in rows],
             "x": [None if v is None else float(v) for v in values],
             "hovertext": hover, "hoverinfo": "text",
-            "marker": {"color": colours}, "name": label}],
-            "layout": {**_LAYOUT, "height": 140 + 30 * len(rows), "title": {"text": label},
-                       "xaxis": value_axis,
-                       "yaxis": {"automargin": True, "autorange": "reversed"},
-                       "showlegend": False, "margin": {**_LAYOUT["margin"], "b": 16}}}
+            "marker": {"color": colours}, "name": label}], "layout": layout}
     return figures
