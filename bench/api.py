@@ -1,27 +1,38 @@
-"""Benchmark of the Studio API: read latency under concurrent load and run submission
-throughput, against a real server (``tinymlaas serve`` in a subprocess on 127.0.0.1, the
-embedded SQLite setup) driven by httpx clients in threads.
+"""Benchmark of the Studio API under concurrent load, against a real server
+(``tinymlaas serve`` in a subprocess on 127.0.0.1) on SQLite and on PostgreSQL, driven by
+``--clients`` concurrent asyncio clients (httpx).
 
-    .venv/bin/python bench/api.py [--threads 8] [--duration 10] [--submissions 50]
+For each database: run submissions (``POST /runs`` of a one-step pipeline; after the first
+its step is a cache hit, so the runs finish quickly and the queue drains), then reads for
+``--duration`` seconds each of ``GET /runs/{id}`` and of a paginated ``GET /runs?limit=20``
+(each client walks the pages, following the ``Link`` headers). Throughput, p50/p99 latency
+and errors (any status but the expected one, or a transport error) are measured on the
+client. The load generator runs on the same machine as the server and shares its CPUs.
 
-Prints a table and writes ``bench/results/api.json``.
+    .venv/bin/python bench/api.py [--clients 100] [--duration 10] [--submissions 300]
+        [--workers 2] [--databases sqlite postgresql] [--out bench/results/api.json]
+
+PostgreSQL: a fresh database is created next to ``--postgres`` (default
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and dropped afterwards. Prints a
+table and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -29,7 +40,11 @@ from tinymlaas.api.testing import write_digits_onnx
 from tinymlaas.client import Client
 
 RESULTS = Path(__file__).resolve().parent / "results" / "api.json"
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PIPELINE = {"steps": ["fuse"], "evaluate": False}
+PASSWORD = "bench password for the api"
+#: Goals of the API (docs/api.md#performance).
+GOALS = {"reads_per_s": 1000, "p99_ms": 250, "submissions_per_s": 100}
 
 
 def _free_port() -> int:
@@ -38,162 +53,247 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _start(home: Path, port: int) -> subprocess.Popen:
+def _start(home: Path, port: int, database_url: str | None, workers: int) -> subprocess.Popen:
     env = {**os.environ, "TINYMLAAS_HOME": str(home), "TINYMLAAS_LOGIN_RATE_LIMIT": "1000"}
     env.pop("TINYMLAAS_DATABASE_URL", None)
+    if database_url:
+        env["TINYMLAAS_DATABASE_URL"] = database_url
     process = subprocess.Popen([sys.executable, "-m", "tinymlaas.cli.main", "serve", "--port",
-                                str(port), "--log-level", "warning"], env=env,
-                               start_new_session=True, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+                                str(port), "--log-level", "warning",
+                                *(["--workers", str(workers)] if workers > 1 else [])],
+                               env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("the server stopped at start")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
                 return process
         except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
     raise SystemExit("the server did not start")
 
 
+def _stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def read_load(url: str, token: str, paths: list[str], threads: int,
-              duration_s: float) -> dict[str, float]:
-    """Each thread loops over ``paths`` with its own connection for ``duration_s``."""
+def _summary(latencies: list[float], errors: int, elapsed: float) -> dict[str, float]:
+    return {"requests": len(latencies), "errors": errors,
+            "per_s": len(latencies) / elapsed if elapsed else 0.0,
+            "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
+            "max_ms": max(latencies, default=float("nan"))}
+
+
+def _client(url: str, token: str, clients: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                             limits=limits, timeout=60)
+
+
+async def _reads(url: str, token: str, clients: int, duration_s: float,
+                 first: str) -> dict[str, float]:
+    """``clients`` tasks for ``duration_s``: each GETs ``first`` and follows its ``Link``
+    headers to the last page, again and again (a single resource has no ``Link``)."""
     latencies: list[float] = []
-    failures = 0
-    lock = threading.Lock()
+    errors = 0
     stop = time.monotonic() + duration_s
 
-    def worker(offset: int) -> None:
-        nonlocal failures
-        mine: list[float] = []
-        bad = 0
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                          timeout=30) as client:
-            i = offset
-            while time.monotonic() < stop:
-                start = time.perf_counter()
-                response = client.get(paths[i % len(paths)])
-                mine.append((time.perf_counter() - start) * 1000)
-                bad += response.status_code != 200
-                i += 1
-        with lock:
-            latencies.extend(mine)
-            failures += bad
+    async def client_loop(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        path: str | None = first
+        while time.monotonic() < stop:
+            began = time.perf_counter()
+            try:
+                response = await http.get(path or first)
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok, response = False, None
+            latencies.append((time.perf_counter() - began) * 1000)
+            errors += not ok
+            link = response.links.get("next", {}).get("url") if response is not None else None
+            path = link or first
 
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    began = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    elapsed = time.perf_counter() - began
-    return {"requests": len(latencies), "errors": failures,
-            "throughput_rps": len(latencies) / elapsed,
-            "p50_ms": statistics.median(latencies), "p99_ms": _percentile(latencies, 99),
-            "max_ms": max(latencies)}
+    async with _client(url, token, clients) as http:
+        began = time.perf_counter()
+        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - began
+    return _summary(latencies, errors, elapsed)
 
 
-def submissions(url: str, token: str, model: str, dataset: str, count: int,
-                threads: int) -> dict[str, float]:
-    """``count`` POST /runs from ``threads`` threads; then wait until all have finished."""
-    codes: list[int] = []
-    lock = threading.Lock()
-    todo = list(range(count))
+async def _submissions(url: str, token: str, clients: int, count: int, model: str,
+                       dataset: str) -> dict[str, float]:
+    """``count`` POST /runs from ``clients`` tasks; accepted is a 201."""
+    latencies: list[float] = []
+    errors = 0
+    ids: list[str] = []
+    why: dict[str, int] = {}
+    todo = iter(range(count))
 
-    def worker() -> None:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                          timeout=120) as client:
-            while True:
-                with lock:
-                    if not todo:
-                        return
-                    index = todo.pop()
-                response = client.post("/api/v1/runs", json={
+    async def client_loop(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for index in todo:
+            began = time.perf_counter()
+            try:
+                response = await http.post("/api/v1/runs", json={
                     "model": model, "dataset": dataset, "pipeline": PIPELINE,
                     "name": f"bench-{index}"})
-                with lock:
-                    codes.append(response.status_code)
+                ok = response.status_code == 201
+            except httpx.HTTPError as exc:
+                ok, response = False, None
+                why[type(exc).__name__] = why.get(type(exc).__name__, 0) + 1
+            latencies.append((time.perf_counter() - began) * 1000)
+            errors += not ok
+            if ok and response is not None:
+                ids.append(response.json()["id"])
+            elif response is not None:
+                why[str(response.status_code)] = why.get(str(response.status_code), 0) + 1
 
+    async with _client(url, token, clients) as http:
+        began = time.perf_counter()
+        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - began
+    result: dict[str, Any] = _summary(latencies, errors, elapsed)
+    result["accepted"] = len(ids)
+    result["error_kinds"] = why  # status code or exception: count
+    return result
+
+
+def _wait_drained(url: str, token: str, timeout_s: float = 900) -> float:
+    """Seconds until no run is pending or running."""
     began = time.perf_counter()
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    accepted_s = time.perf_counter() - began
     with Client(url, token) as client:
-        while True:
-            runs = [r for r in client.list_runs() if r.name.startswith("bench-")]
-            if all(r.status in {"succeeded", "failed", "cancelled"} for r in runs):
+        while time.perf_counter() - began < timeout_s:
+            busy = [r for status in ("pending", "running")
+                    for r in client.list_runs(status=status)]
+            if not busy:
                 break
-            time.sleep(0.1)
-    finished_s = time.perf_counter() - began
-    return {"submitted": count, "accepted": codes.count(201),
-            "submit_per_s": count / accepted_s, "all_finished_s": finished_s,
-            "runs_per_s": count / finished_s,
-            "succeeded": sum(r.status == "succeeded" for r in runs)}
+            time.sleep(0.5)
+    return time.perf_counter() - began
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--submissions", type=int, default=50)
-    args = parser.parse_args()
+def _postgres_database(admin_url: str) -> str:
+    import sqlalchemy as sa
 
-    with tempfile.TemporaryDirectory(prefix="tinymlaas-bench-") as tmp:
-        home, port = Path(tmp) / "home", _free_port()
-        server = _start(home, port)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            with Client(url) as client:
-                client.register("bench@example.com", "bench password")
-                client.login("bench@example.com", "bench password")
-                token = client.create_token("bench").token
-                model = client.upload_model(write_digits_onnx(Path(tmp) / "digits.onnx"))
-                data = client.add_builtin_dataset("digits")
-                run = client.follow(client.create_run(model.id, data.id,
-                                                      pipeline=PIPELINE).id)
-            paths = [f"/api/v1/runs/{run.id}", "/api/v1/models", f"/api/v1/models/{model.id}",
-                     "/api/v1/runs?status=succeeded"]
-            reads = read_load(url, token, paths, args.threads, args.duration)
-            submit = submissions(url, token, model.id, data.id, args.submissions,
-                                 args.threads)
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+    name = f"tinymlaas_bench_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
 
-    result = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "platform": platform.platform()},
-              "setup": {"database": "sqlite", "threads": args.threads,
-                        "read_duration_s": args.duration, "read_paths": paths,
-                        "pipeline": PIPELINE},
-              "reads": reads, "submissions": submit}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+
+def _drop_database(admin_url: str, url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Start a server on ``database`` (sqlite or postgresql) and measure it."""
+    database_url = _postgres_database(args.postgres) if database == "postgresql" else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="tinymlaas-bench-") as tmp:
+            port = _free_port()
+            server = _start(Path(tmp) / "home", port, database_url, args.workers)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                with Client(url) as client:
+                    client.register("bench@example.com", PASSWORD)
+                    client.login("bench@example.com", PASSWORD)
+                    token = client.create_token("bench").token
+                    model = client.upload_model(write_digits_onnx(Path(tmp) / "digits.onnx"))
+                    data = client.add_builtin_dataset("digits")
+                    run = client.follow(client.create_run(model.id, data.id,
+                                                          pipeline=PIPELINE).id)
+                submit = asyncio.run(_submissions(url, token, args.clients, args.submissions,
+                                                  model.id, data.id))
+                submit["drained_s"] = _wait_drained(url, token)
+                one = asyncio.run(_reads(url, token, args.clients, args.duration,
+                                         f"/api/v1/runs/{run.id}"))
+                pages = asyncio.run(_reads(url, token, args.clients, args.duration,
+                                           "/api/v1/runs?limit=20"))
+            finally:
+                _stop(server)
+    finally:
+        if database_url:
+            _drop_database(args.postgres, database_url)
+    return {"database": database, "get_run": one, "list_runs": pages, "submissions": submit}
+
+
+def table(result: dict[str, Any]) -> str:
+    """The results side by side, one column per database, as a Markdown table."""
+    columns = result["results"]
     rows = [
-        ("reads: requests (errors)", f"{reads['requests']} ({reads['errors']})"),
-        ("reads: throughput", f"{reads['throughput_rps']:.0f} req/s"),
-        ("reads: latency p50", f"{reads['p50_ms']:.1f} ms"),
-        ("reads: latency p99", f"{reads['p99_ms']:.1f} ms"),
-        ("submissions: accepted", f"{submit['accepted']}/{submit['submitted']}"),
-        ("submissions: rate", f"{submit['submit_per_s']:.1f} runs/s"),
-        ("runs: all finished after", f"{submit['all_finished_s']:.1f} s"),
-        ("runs: end-to-end", f"{submit['runs_per_s']:.1f} runs/s "
-                             f"({submit['succeeded']} succeeded)"),
+        ("`GET /runs/{id}` reads/s", lambda r: f"{r['get_run']['per_s']:.0f}"),
+        ("`GET /runs/{id}` p50 / p99", lambda r: f"{r['get_run']['p50_ms']:.0f} / "
+                                                 f"{r['get_run']['p99_ms']:.0f} ms"),
+        ("`GET /runs?limit=20` pages/s", lambda r: f"{r['list_runs']['per_s']:.0f}"),
+        ("`GET /runs?limit=20` p50 / p99", lambda r: f"{r['list_runs']['p50_ms']:.0f} / "
+                                                     f"{r['list_runs']['p99_ms']:.0f} ms"),
+        ("read errors", lambda r: f"{r['get_run']['errors'] + r['list_runs']['errors']}"),
+        ("`POST /runs` accepted/s", lambda r: f"{r['submissions']['per_s']:.0f}"),
+        ("`POST /runs` p50 / p99", lambda r: f"{r['submissions']['p50_ms']:.0f} / "
+                                             f"{r['submissions']['p99_ms']:.0f} ms"),
+        ("submissions accepted (errors)", lambda r: f"{r['submissions']['accepted']} "
+                                                    f"({r['submissions']['errors']})"),
+        ("queue drained after", lambda r: f"{r['submissions']['drained_s']:.1f} s"),
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"tinymlaas API benchmark ({args.threads} client threads, SQLite, "
-          f"{os.cpu_count()} CPUs)")
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    print(f"wrote {RESULTS}")
+    lines = ["| | " + " | ".join(c["database"] for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(cell(c) for c in columns) + " |"
+              for name, cell in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--submissions", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2, help="server processes")
+    parser.add_argument("--databases", nargs="+", choices=["sqlite", "postgresql"],
+                        default=["sqlite", "postgresql"])
+    parser.add_argument("--postgres", default=POSTGRES,
+                        help="URL of an existing PostgreSQL database (trust auth)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "python": platform.python_version(), "cpus": os.cpu_count(),
+            "platform": platform.platform(), "load": os.getloadavg()[0]}
+    results = []
+    for database in args.databases:
+        print(f"{database}...", file=sys.stderr)
+        results.append(measure(database, args))
+    result = {"meta": meta, "goals": GOALS,
+              "setup": {"clients": args.clients, "read_duration_s": args.duration,
+                        "submissions": args.submissions, "workers": args.workers,
+                        "pipeline": PIPELINE},
+              "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"tinymlaas API benchmark: {args.clients} concurrent clients, {args.workers} server "
+          f"processes, {os.cpu_count()} CPUs (load {meta['load']:.1f} at start)")
+    print(table(result))
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -43,8 +43,8 @@ SCRIPTS = [
      "1-point budget", "[techniques.md](techniques.md#measured-on-the-demo-cnn)"),
     ("bench/compiler.py [model.onnx ...]", "generated C against TFLite Micro and ONNX Runtime: "
      "latency, arena, ELF flash and RAM", "[compiler.md](compiler.md#benchmark)"),
-    ("bench/api.py", "server read latency under concurrent load, run-submission throughput",
-     "[api.md](api.md#performance)"),
+    ("bench/api.py", "server reads and run submissions under 100 concurrent clients, SQLite "
+     "and PostgreSQL side by side", "below, with `--api`; [api.md](api.md#performance)"),
 ]
 
 
@@ -92,6 +92,28 @@ def run_installers(models: list[Path], work: Path) -> list[dict[str, Any]]:
         rows.append(installers.measure(model.resolve(), "stm32-nucleo-l4r5zi", 8,
                                        work / f"installers-{index}"))
     return rows
+
+
+def run_api(work: Path) -> dict[str, Any]:
+    out = work / "api.json"
+    subprocess.run([sys.executable, str(ROOT / "api.py"), "--out", str(out)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def render_api(api: dict[str, Any]) -> list[str]:
+    """The section of ``bench/api.py``'s figures (its JSON)."""
+    import api as api_bench
+
+    setup, goals = api["setup"], api["goals"]
+    return ["## API under load (`python bench/api.py`)", "",
+            f"`tinymlaas serve --workers {setup['workers']}` on 127.0.0.1, "
+            f"{setup['clients']} concurrent clients (httpx, asyncio, on the same CPUs), "
+            f"{setup['read_duration_s']:.0f} s of reads of each kind, "
+            f"{setup['submissions']} run submissions. Goals: "
+            f"{goals['reads_per_s']} reads/s, p99 under {goals['p99_ms']} ms, "
+            f"{goals['submissions_per_s']} submissions/s without errors.", "",
+            api_bench.table(api), ""]
 
 
 def _ms(seconds: float) -> str:
@@ -162,6 +184,8 @@ def render(report: dict[str, Any]) -> str:
         import installers
 
         lines.append(installers.table(report["installers"]))
+    if report.get("api"):
+        lines += ["", *render_api(report["api"])]
     return "\n".join(lines) + "\n"
 
 
@@ -170,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", type=Path, default=[],
                         help=".onnx models with .tflite twins for the C bundle section")
     parser.add_argument("--engine-repeats", type=int, default=5)
+    parser.add_argument("--api", action="store_true",
+                        help="also run bench/api.py (SQLite and PostgreSQL)")
     parser.add_argument("--out", type=Path, default=ROOT.parent / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=ROOT / "results" / "report.json")
     args = parser.parse_args(argv)
@@ -185,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         demo = run_demo(work / "demo-home")
         print("C bundles...", file=sys.stderr) if args.models else None
         installers = run_installers(args.models, work) if args.models else []
-    report = {"meta": meta, "engine": engine, "demo": demo, "installers": installers}
+        print("API...", file=sys.stderr) if args.api else None
+        api = run_api(work) if args.api else None
+    report = {"meta": meta, "engine": engine, "demo": demo, "installers": installers,
+              "api": api}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(report), encoding="utf-8")
     args.json.parent.mkdir(parents=True, exist_ok=True)
