@@ -562,11 +562,15 @@ class Client:
         """The search's server-sent events as ``(name, payload)``: ``search`` (a
         SearchPublic, first and last), ``candidate`` (a Candidate), ``state`` (a
         SearchEventPublic), then ``end``; the iterator stops at the end."""
-        kinds: dict[str, type[BaseModel]] = {"search": SearchPublic, "candidate": Candidate,
-                                             "state": SearchEventPublic}
         for name, payload in self._events(f"/searches/{search_id}/events"):
-            model = kinds.get(name)
-            yield name, model.model_validate(payload) if model else payload
+            if name == "search":
+                yield name, SearchPublic.model_validate(payload)
+            elif name == "candidate":
+                yield name, Candidate.model_validate(payload)
+            elif name == "state":
+                yield name, SearchEventPublic.model_validate(payload)
+            else:
+                yield name, payload
 
     def follow_search(self, search_id: str,
                       on_event: Callable[[str, Any], object] | None = None) -> SearchPublic:

@@ -13,6 +13,7 @@ candidate) and, last, ``done``.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import socket
 import threading
@@ -283,7 +284,7 @@ class Searches:
                 except Exception:
                     log.exception("search %s: an event listener failed", search_id)
 
-    def recover(self, start_queued: bool = True) -> dict[str, list[str]]:
+    def recover(self, start_queued: bool = True) -> dict[str, builtins.list[str]]:
         """Mark failed the running searches whose process on this machine stopped, and
         with ``start_queued`` start the queued ones (a server does both when it starts)."""
         interrupted = []

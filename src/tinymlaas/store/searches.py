@@ -8,6 +8,7 @@ marks the row; the executing process sees the mark and stops.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -187,7 +188,7 @@ class SearchStore:
             row = s.get(SearchRow, search_id)
             return row is None or bool(row.cancel_requested)
 
-    def with_state(self, state: SearchState) -> list[tuple[str, str | None]]:
+    def with_state(self, state: SearchState) -> builtins.list[tuple[str, str | None]]:
         """``(id, runner)`` of the searches in ``state``, oldest first."""
         with self.meta.session() as s:
             query = (select(SearchRow.id, SearchRow.runner)

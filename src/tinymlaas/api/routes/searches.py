@@ -18,7 +18,7 @@ from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.responses import KEEPALIVE_S
 from tinymlaas.api.runtime import Subscription
 from tinymlaas.api.search_schemas import SearchCreate, SearchEventPublic, SearchPublic
-from tinymlaas.domain.searches import Search
+from tinymlaas.domain.searches import Search, SearchState
 from tinymlaas.service.searches import CANDIDATE, DONE, STATE, SearchRequest
 from tinymlaas.service.workspace import Workspace
 
@@ -106,7 +106,7 @@ async def search_events_response(ws: Workspace, search_id: str,
                     yield _sse("candidate", json.dumps(event.data))
                 elif event.stage == STATE:
                     yield _sse("state", SearchEventPublic(
-                        search_id=search.id, state=event.status).model_dump_json())
+                        search_id=search.id, state=SearchState(event.status)).model_dump_json())
             final = await run_in_threadpool(studio.searches.get, search.id)
             yield _sse("search", _search_json(final))
             yield _sse("end", json.dumps({"search_id": search.id, "state": final.state.value}))
