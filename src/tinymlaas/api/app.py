@@ -1,0 +1,110 @@
+"""The Studio app: one FastAPI application serving the API under ``/api/v1``.
+
+:func:`create_app` opens the stores, recovers runs a stopped process left behind (marked
+failed, then resubmitted so they resume from the step cache) and starts the background
+run queue; while it serves, a reaper recovers every lease TTL the runs whose executing
+process (another server, a CLI run) stopped renewing their lease. Run it with
+``tinymlaas serve`` (one process: runs execute in its threads and their steps in worker
+processes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tinymlaas import __version__
+from tinymlaas.api.deps import Studio
+from tinymlaas.api.docs import install_docs
+from tinymlaas.api.errors import install_error_handlers
+from tinymlaas.api.middleware import RejectNulBytes, SecurityHeaders
+from tinymlaas.api.routes import api_router
+from tinymlaas.api.runtime import EventBus, Reaper, RunQueue
+from tinymlaas.api.uploads import sweep_stale_uploads
+from tinymlaas.config import Settings, get_settings
+from tinymlaas.domain import RunStatus
+from tinymlaas.notify import Notifier
+from tinymlaas.service import Services
+from tinymlaas.service.searches import Searches
+from tinymlaas.service.users import AccountService
+from tinymlaas.web import install_web
+
+__all__ = ["API_PREFIX", "create_app", "open_studio", "recover_runs"]
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("tinymlaas.api")
+
+
+def open_studio(settings: Settings | None = None) -> Studio:
+    """Stores, accounts, the event bus and the run queue for one server process."""
+    settings = settings or get_settings()
+    services = Services(settings)
+    accounts = AccountService(services)
+    bus = EventBus()
+    notifier = Notifier(settings, accounts.store)
+    # Runs only queue their notifications: the notifier delivers from threads of its own.
+    runs = RunQueue(services, bus, notifier, max_workers=settings.server_runs)
+    # Searches execute their candidate runs in their own threads, publishing on the bus.
+    searches = Searches(services, on_event=bus.publish, run_events=bus.publish,
+                        max_workers=settings.server_runs)
+    return Studio(settings, services, accounts, bus, runs, searches)
+
+
+def recover_runs(studio: Studio, *, pending: bool = True) -> dict[str, list[str]]:
+    """Leave no run stuck: mark failed the runs left ``running`` by a process that stopped
+    (their lease expired; runs another live process executes are left alone); with
+    ``resume_interrupted`` queue them again, with the ``pending`` ones when ``pending``, so
+    they resume from the step cache."""
+    interrupted = studio.services.engine.recover_expired()
+    waiting = studio.services.meta.runs_with_status(RunStatus.pending) if pending else []
+    resumed: list[str] = []
+    if studio.settings.resume_interrupted:
+        # Each from the status it had here: when several server processes start on one
+        # database, each queues the pending runs and one executes each.
+        for run_id, status in [*((i, RunStatus.failed) for i in interrupted),
+                               *((w, RunStatus.pending) for w in waiting)]:
+            if studio.runs.submit(run_id, {status}):
+                resumed.append(run_id)
+    if interrupted:
+        log.warning("%d interrupted run(s) marked failed%s", len(interrupted),
+                    ", resubmitted" if resumed else "")
+    return {"interrupted": interrupted, "resumed": resumed}
+
+
+def create_app(settings: Settings | None = None, studio: Studio | None = None) -> FastAPI:
+    """The app; pass ``studio`` to share one between apps (tests), else one is opened."""
+    studio = studio or open_studio(settings)
+    recovered = recover_runs(studio)
+    studio.searches.recover()
+    sweep_stale_uploads(studio.settings.home / "uploads")  # left by a crashed server
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        reaper = Reaper(lambda: recover_runs(studio, pending=False),
+                        studio.settings.lease_ttl_s).start()
+        yield
+        reaper.stop()
+        studio.runs.shutdown(wait=False)
+        studio.searches.shutdown(wait=False)
+        if isinstance(studio.runs.on_finished, Notifier):
+            studio.runs.on_finished.close(timeout_s=2.0)  # then gives up on the rest
+
+    app = FastAPI(title="tinymlaas Studio API", version=__version__, lifespan=lifespan,
+                  description="Register models, datasets and devices; run compression "
+                              "pipelines; compare and download the results. Text anywhere "
+                              "(paths, queries, headers, bodies) may not hold NUL "
+                              "characters: such requests are refused with a 400.",
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None)
+    app.state.studio = studio
+    app.state.recovered = recovered
+    install_error_handlers(app)
+    app.add_middleware(RejectNulBytes)
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, the 400s above too
+    app.include_router(api_router, prefix=API_PREFIX)
+    install_docs(app, API_PREFIX)  # /api/v1/docs and /api/v1/redoc, no CDN
+    install_web(app)
+    return app
