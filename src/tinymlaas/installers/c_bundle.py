@@ -98,6 +98,7 @@ _KERNEL_BYTES: dict[str, int] = {
     "qavgpool": 800, "gap": 64, "reduce_mean": 144, "softmax": 224, "qsoftmax": 260,
     "qadd": 688, "qmul": 400, "clamp": 34, "cliprt": 64, "lut": 24, "quantize": 192,
     "dequantize": 116, "requant": 188, "batchnorm": 172, "transpose": 120, "copy2d": 48,
+    "qsoftmax_tfl": 1600, "remap": 160,
 }
 # CPUs without an FPU link libgcc's soft-float routines: add, multiply, compares and
 # conversions for any float arithmetic (int8 kernels too: softmax, rounding), division and
