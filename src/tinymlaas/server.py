@@ -1,4 +1,5 @@
-"""The Studio app: one FastAPI application serving the API under ``/api/v1``.
+"""The Studio server: one FastAPI application that serves the API under ``/api/v1`` and
+the web pages, composed here so that neither of the two imports the other's pages or routes.
 
 :func:`create_app` opens the stores, recovers runs a stopped process left behind (marked
 failed, then resubmitted so they resume from the step cache) and starts the background

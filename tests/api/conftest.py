@@ -11,11 +11,11 @@ from api_support import make_settings, new_user
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.api.deps import Studio
 from tinymlaas.api.testing import write_digits_onnx
 from tinymlaas.client import Client
 from tinymlaas.config import Settings
+from tinymlaas.server import create_app, open_studio
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,10 @@ from aiosmtpd.controller import Controller
 from api_support import FAST, make_settings, new_user
 from fastapi.testclient import TestClient
 
-from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.errors import InvalidInputError
 from tinymlaas.notify import SIGNATURE_HEADER, deliver_webhook
 from tinymlaas.notify.webhooks import check_webhook_url
+from tinymlaas.server import create_app, open_studio
 
 
 class Inbox:

@@ -26,11 +26,11 @@ from api_support import (
 )
 from fastapi.testclient import TestClient
 
-from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.api.deps import Studio
 from tinymlaas.api.testing import serve_in_thread
 from tinymlaas.client import Client
 from tinymlaas.domain import RunStatus, StepStatus
+from tinymlaas.server import create_app, open_studio
 
 
 def _free_port() -> int:

@@ -12,8 +12,8 @@ import pytest
 from api_support import API, assert_error_shape, make_settings, new_user
 from fastapi.testclient import TestClient
 
-from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.client import Client
+from tinymlaas.server import create_app, open_studio
 
 
 def _leftovers(studio) -> list[Path]:

@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 from starlette.requests import Request
 
-from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.api.deps import Studio
 from tinymlaas.api.testing import write_digits_onnx
 from tinymlaas.api.uploads import receive_upload, sweep_stale_uploads
 from tinymlaas.client import Client
+from tinymlaas.server import create_app, open_studio
 
 
 def _with_external_data(source: Path, folder: Path, location: str = "digits.onnx.data") -> Path:

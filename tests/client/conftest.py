@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.api.testing import LiveServer, serve_in_thread, write_digits_onnx
 from tinymlaas.client import Client
 from tinymlaas.config import Settings
+from tinymlaas.server import create_app, open_studio
 
 PASSWORD = "correct horse battery"
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from helpers import step_python
-from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.api.testing import LiveServer, serve_in_thread
 from tinymlaas.client import Client
 from tinymlaas.config import Settings
 from tinymlaas.devices.analysis import analyze_model
 from tinymlaas.errors import ServiceUnavailableError
+from tinymlaas.server import create_app, open_studio
 
 
 def _point_cli_at(monkeypatch: pytest.MonkeyPatch, url: str, token: str) -> None:

@@ -22,7 +22,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.api.deps import Studio
 from tinymlaas.client import Client
 from tinymlaas.config import Settings
@@ -30,6 +29,7 @@ from tinymlaas.errors import InvalidInputError, UnsafeInputError
 from tinymlaas.notify import Attempt, Delivery, DeliveryQueue, Notifier, post_webhook
 from tinymlaas.notify.notifier import webhook_delivery
 from tinymlaas.notify.webhooks import check_webhook_url
+from tinymlaas.server import create_app, open_studio
 
 PASSWORD = "correct horse battery staple"
 FAST = {"steps": ["fuse"], "evaluate": False}

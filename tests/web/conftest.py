@@ -22,10 +22,10 @@ from web_support import (
 )
 
 from helpers import need_service
-from tinymlaas.api.app import create_app, open_studio
 from tinymlaas.api.deps import Studio
 from tinymlaas.api.testing import serve_in_thread
 from tinymlaas.config import Settings
+from tinymlaas.server import create_app, open_studio
 
 
 @dataclass

@@ -1,17 +1,4 @@
-"""The HTTP API of the Studio service (FastAPI). Import :func:`create_app` from
-:mod:`tinymlaas.api.app`; request and response bodies live in :mod:`tinymlaas.api.schemas`.
+"""The HTTP API of the Studio service (FastAPI): routes under ``api/routes``, request and
+response bodies in :mod:`tinymlaas.api.schemas`. :mod:`tinymlaas.server` serves it, with the web
+pages, as one application.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["create_app"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "create_app":
-        from tinymlaas.api.app import create_app
-
-        return create_app
-    raise AttributeError(name)

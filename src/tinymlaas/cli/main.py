@@ -586,13 +586,13 @@ def serve(
     console.print(f"tinymlaas server on http://{host}:{port} (API docs: /api/v1/docs)"
                   + (f", {workers} worker processes" if workers > 1 else ""))
     if workers == 1:
-        from tinymlaas.api.app import create_app
+        from tinymlaas.server import create_app
 
         uvicorn.run(create_app(), **options)
         return
     # Migrate once here, so the workers do not race to create the schema.
     MetadataStore(settings.resolved_database_url).close()
-    uvicorn.run("tinymlaas.api.app:create_app", factory=True, workers=workers, **options)
+    uvicorn.run("tinymlaas.server:create_app", factory=True, workers=workers, **options)
 
 
 # deleting ----------------------------------------------------------------------------------
