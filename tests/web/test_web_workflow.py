@@ -1,5 +1,7 @@
 """The whole Studio workflow in a real browser: register, upload a model, register the
-digits dataset, start runs and watch them finish live, compare them, download the result."""
+digits dataset, start runs from templates and watch them finish live, compare them, download
+the result, search for a better pipeline, delete a run. A screenshot at every step; no page
+(nor anything a page loads) answers with a status >= 500 (the ``new_page`` fixture checks)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def _wait_live(page: Any) -> None:
     """Wait for the run to end on the page it was started from, without reloading it."""
     page.evaluate("window.__samePage = 'yes'")
     page.wait_for_selector("#run-status[data-status=succeeded]", timeout=RUN_TIMEOUT_MS)
-    page.wait_for_function("window.tinymlaasLive && window.tinymlaasLive.ended",
+    page.wait_for_function("() => window.tinymlaasLive && window.tinymlaasLive.ended",
                            timeout=60_000)
     assert page.evaluate("window.__samePage") == "yes", "the page reloaded"
     live = page.evaluate("window.tinymlaasLive")
@@ -114,19 +116,41 @@ def test_register_upload_run_compare_download(signed_in: Any, site: Any, digits_
     assert page.locator("#compare-table tbody tr").count() == 2
     page.get_by_label("Metric", exact=True).select_option("size_ratio")
     page.wait_for_function(
-        "document.querySelector('#plot-bars .gtitle').textContent.startsWith('Size')")
+        "() => document.querySelector('#plot-bars .gtitle').textContent.startsWith('Size')")
     shot(page, "08-compare")
+
+    # a search from the dashboard, followed on its page until it ends
+    page.goto(f"/projects/{project}")
+    page.locator("#search-pipelines").click()
+    page.wait_for_url(re.compile(rf"/projects/{project}/searches/new$"))
+    for label, text in (("Model", "digits-cnn"), ("Dataset", "digits")):
+        select = page.get_by_label(label, exact=True)
+        select.select_option(select.locator("option", has_text=text).first
+                             .get_attribute("value"))
+    page.get_by_label("Accuracy budget (points)").fill("2")
+    page.get_by_label("Max trials").fill("1")
+    page.get_by_label("Fine-tuning epochs").fill("1")
+    page.get_by_role("button", name="Start search").click()
+    page.wait_for_url(re.compile(r"/searches/search-[0-9a-f]+$"))
+    search_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_selector("#search-live[data-state=succeeded], #search-live[data-state=failed]",
+                           timeout=RUN_TIMEOUT_MS)
+    search = site.studio.searches.get(search_id)
+    assert search.state.value == "succeeded", search
+    assert page.locator("#candidates-table tbody tr").count() == len(search.candidates) == 1
+    shot(page, "09-search")
 
     # deleting the second run: a confirmation page first, then it is gone, the first stays
     page.goto(f"/runs/{second}")
     page.locator("#delete-run").click()
     page.wait_for_url(re.compile(rf"/runs/{second}/delete$"))
     assert "This cannot be undone" in page.locator("#confirm-delete").inner_text()
-    shot(page, "09-confirm-delete")
+    shot(page, "10-confirm-delete")
     page.locator("#delete-confirm").click()
     page.wait_for_url(re.compile(rf"/projects/{project}\?deleted=run$"))
-    assert page.locator("#runs-table tbody tr").count() == 1
+    # the first run stays, and so do the search's candidate runs
+    assert page.locator("#runs-table tbody tr").count() == 1 + len(search.candidates)
     assert page.locator(f"#pick-{first}").count() == 1
-    shot(page, "10-after-delete")
+    shot(page, "11-after-delete")
     assert page.request.get(f"/runs/{second}").status == 404
     assert site.studio.services.artifacts.exists(run.output_sha)  # the first run's output
