@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -126,8 +126,15 @@ def models_add(
         print_json(model)
     else:
         console.print(f"registered model [bold]{model.name}[/] ({model.id}): {model.kind}, "
-                      f"{model.parameters:,} parameters, input "
-                      f"{model.inputs[0].shape if model.inputs else '?'}")
+                      f"{model.parameters:,} parameters", highlight=False)
+        console.print(f"  inputs: {_tensors(model.inputs)}", markup=False, highlight=False)
+        console.print(f"  outputs: {_tensors(model.outputs)}", markup=False, highlight=False)
+
+
+def _tensors(specs: list[Any]) -> str:
+    """``name dtype (dims)`` of each tensor, dynamic dimensions by name."""
+    return ", ".join(f"{t.name} {t.dtype} ({', '.join(str(d) for d in t.shape)})"
+                     for t in specs) or "?"
 
 
 @models_app.command("list")
@@ -141,7 +148,7 @@ def models_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         return
     console.print(table("Models", ["id", "name", "kind", "task", "parameters", "input", "project"],
                         [[m.id, m.name, m.kind, m.task, f"{m.parameters:,}",
-                          m.inputs[0].shape if m.inputs else "-", m.project] for m in items]))
+                          _tensors(m.inputs), m.project] for m in items]))
 
 
 @models_app.command("show")
@@ -153,8 +160,7 @@ def models_show(ref: str, as_json: JsonOpt = False) -> None:
     console.print(table(f"Model {model.name}", ["field", "value"], [
         ["id", model.id], ["kind", model.kind], ["task", model.task],
         ["parameters", f"{model.parameters:,}"], ["artifact", model.artifact_sha],
-        ["inputs", ", ".join(f"{t.name} {t.shape} {t.dtype}" for t in model.inputs)],
-        ["outputs", ", ".join(f"{t.name} {t.shape} {t.dtype}" for t in model.outputs)],
+        ["inputs", _tensors(model.inputs)], ["outputs", _tensors(model.outputs)],
         ["project", model.project], ["created", model.created_at]]))
 
 

@@ -202,6 +202,8 @@ class Engine:
             raise InvalidInputError(
                 "the run evaluates its output, which needs a dataset: give the run one, or "
                 "set 'evaluate: false' in the pipeline", {"field": "dataset"})
+        if dataset is not None and model.inputs:
+            self._check_inputs(model, dataset)
         run = Run(
             id=new_id("run"), name=name or pipeline.name,
             project=project or model.project, model_id=model.id,
@@ -211,6 +213,17 @@ class Engine:
                               params=p.params.model_dump(mode="json"))
                    for i, p in enumerate(planned)])
         return self.meta.add_run(run)
+
+    def _check_inputs(self, model: Model, dataset: Dataset) -> None:
+        """The dataset holds an array of a fitting kind for every model input."""
+        from tinymlaas.formats.datasets import check_model_inputs
+
+        try:
+            check_model_inputs(model.inputs, self.artifacts.path(dataset.artifact_sha))
+        except InvalidInputError as exc:
+            raise IncompatibleChainError(
+                f"model {model.name} and dataset {dataset.name} do not match: {exc.message}",
+                {"model": model.name, "dataset": dataset.name, **(exc.details or {})}) from None
 
     # execution ----------------------------------------------------------------------------
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from tinymlaas.domain import ArtifactKind, TensorSpec
 from tinymlaas.errors import InvalidInputError
 
-__all__ = ["Runner", "fit_to_input", "open_runner"]
+__all__ = ["Runner", "fit_to_input", "input_feed", "open_runner"]
 
 
 def fit_to_input(X: np.ndarray, shape: list[int | str], dtype: str = "float32") -> np.ndarray:
@@ -36,17 +36,43 @@ def fit_to_input(X: np.ndarray, shape: list[int | str], dtype: str = "float32") 
     return X.reshape(len(X), *sample).astype(dtype, copy=False)
 
 
+def input_feed(X: np.ndarray, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """One array per model input, samples first, in the input's dtype.
+
+    A dataset with several inputs holds ``X`` as a structured array with one field per
+    input, named after it (integer ids stay integers); a plain ``X`` feeds a model with
+    one input.
+
+    Raises:
+        InvalidInputError: an input the samples do not hold.
+    """
+    names = X.dtype.names
+    if names is None:
+        if len(specs) > 1:
+            raise InvalidInputError(
+                f"the model takes {len(specs)} inputs ({', '.join(s.name for s in specs)}) "
+                "but the dataset holds one array X; give an NPZ with one array per input, "
+                "named after it")
+        return {specs[0].name: fit_to_input(X, specs[0].shape, specs[0].dtype)}
+    missing = [s.name for s in specs if s.name not in names]
+    if missing:
+        raise InvalidInputError(f"the dataset has no array for model input {missing[0]!r}; "
+                                f"it holds {', '.join(names)}", {"missing": missing})
+    return {s.name: fit_to_input(np.ascontiguousarray(X[s.name]), s.shape, s.dtype)
+            for s in specs}
+
+
 class Runner(Protocol):
     inputs: list[TensorSpec]
     #: Where the model runs: ``onnxruntime``, ``torch`` or ``c`` (the generated C built for
     #: this host); figures of two runtimes are never set against each other.
     runtime: str
 
-    def prepare(self, X: np.ndarray) -> np.ndarray: ...
+    def prepare(self, X: np.ndarray) -> Any: ...
 
     def predict(self, X: np.ndarray) -> np.ndarray: ...
 
-    def time_one(self, x: np.ndarray) -> float: ...
+    def time_one(self, x: Any) -> float: ...
 
 
 class OnnxRunner:
@@ -70,26 +96,23 @@ class OnnxRunner:
         model = onnx.load(str(path), load_external_data=False)
         init = {i.name for i in model.graph.initializer}
         self.inputs = onnx_tensor_specs([i for i in model.graph.input if i.name not in init])
-        self._name = self.session.get_inputs()[0].name
         batch = self.inputs[0].shape[0] if self.inputs[0].shape else 1
         self._dynamic_batch = not isinstance(batch, int) or batch <= 0
 
-    def prepare(self, X: np.ndarray) -> np.ndarray:
-        return fit_to_input(X, self.inputs[0].shape, self.inputs[0].dtype)
+    def prepare(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """The feed of every input (see :func:`input_feed`)."""
+        return input_feed(X, self.inputs)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        X = self.prepare(X)
-        if self._dynamic_batch:
-            outs = [self.session.run(None, {self._name: X[i:i + 256]})[0]
-                    for i in range(0, len(X), 256)]
-        else:
-            outs = [self.session.run(None, {self._name: X[i:i + 1]})[0] for i in range(len(X))]
+        feed = self.prepare(X)
+        step = 256 if self._dynamic_batch else 1
+        outs = [self.session.run(None, {name: a[i:i + step] for name, a in feed.items()})[0]
+                for i in range(0, len(X), step)]
         return np.concatenate(outs).astype(np.float32)
 
-    def time_one(self, x: np.ndarray) -> float:
-        feed = {self._name: x}
+    def time_one(self, x: dict[str, np.ndarray]) -> float:
         start = time.perf_counter()
-        self.session.run(None, feed)
+        self.session.run(None, x)
         return time.perf_counter() - start
 
 

@@ -19,6 +19,11 @@ Every file is hostile until checked, in bounded time and memory:
   declared sizes within the bytes actually there, and the unpacked total and compression
   ratio within the same caps as archives. CSV files stream row by row into compact arrays.
   Image zips are capped in class folders, pixels per image, output size and decoded bytes.
+
+A model with several inputs (token ids, attention mask, ...) takes an NPZ with one array per
+input, named after it, instead of ``X`` (``y`` optional). Its canonical ``X`` is a structured
+array with one field per input; integer arrays stay integers (int64). Without ``y`` the
+dataset is unlabelled (task ``embedding``: evaluation reports fidelity to the original model).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tinymlaas.domain import DatasetSplits, Task
+from tinymlaas.domain import DatasetSplits, Task, TensorSpec
 from tinymlaas.errors import InvalidInputError, PayloadTooLargeError, UnsafeInputError
 from tinymlaas.formats.archives import safe_extract_zip
 
@@ -47,6 +52,8 @@ __all__ = [
     "MAX_IMAGE_SIDE",
     "MAX_SAMPLE_VALUES",
     "LoadedDataset",
+    "canonical_fields",
+    "check_model_inputs",
     "load_builtin",
     "load_dataset_file",
     "read_canonical",
@@ -71,6 +78,8 @@ _MAX_SOURCE_PIXELS = 8192 * 8192
 #: is not given.
 _INFERRED_CLASSES = 1000
 _NPZ_ARRAYS = ("X", "y", "class_names")
+#: Most named input arrays in one NPZ (a model with several inputs).
+MAX_INPUT_ARRAYS = 32
 
 
 @dataclass
@@ -192,7 +201,7 @@ def _class_indices(y: np.ndarray, names: list[str] | None, max_classes: int) -> 
 def _finish(X: np.ndarray, y: np.ndarray, task: Task | None, names: list[str] | None,
             source: Literal["npz", "csv", "image-zip", "builtin"], *,
             max_classes: int) -> LoadedDataset:
-    X = _features(np.asarray(X))
+    X = X if X.dtype.names else _features(np.asarray(X))
     y = np.asarray(y)
     if y.ndim == 0 or y.ndim > MAX_FEATURE_DIMS + 1:
         raise InvalidInputError(f"y must have samples first; got shape {tuple(y.shape)}")
@@ -262,10 +271,11 @@ def _check_npz(path: Path, *, max_bytes: int, max_ratio: float) -> None:
         if total / packed > max_ratio:
             raise PayloadTooLargeError(f"{path.name} compression ratio {total / packed:.0f}:1 "
                                        f"exceeds {max_ratio:.0f}:1 (possible zip bomb)")
-        for key in _NPZ_ARRAYS:
-            info = members.get(f"{key}.npy")
-            if info is None:
-                continue
+        if len(members) > MAX_INPUT_ARRAYS + len(_NPZ_ARRAYS):
+            raise InvalidInputError(f"{path.name} holds {len(members)} arrays; the limit is "
+                                    f"{MAX_INPUT_ARRAYS} inputs besides y and class_names")
+        for name, info in members.items():
+            key = name.removesuffix(".npy")
             with zf.open(info) as fh:
                 version = npy.read_magic(fh)
                 if version == (1, 0):
@@ -285,16 +295,68 @@ def _check_npz(path: Path, *, max_bytes: int, max_ratio: float) -> None:
                                         f"{info.file_size} bytes")
 
 
+def _input_arrays(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """One structured values (a field per model input) from arrays named after the inputs."""
+    fields = []
+    samples = None
+    per_sample = 0
+    for name, values in arrays.items():
+        if not name or len(name) > 200 or not name.isprintable():
+            raise InvalidInputError(f"{path.name}: values name {name[:40]!r} is not an input "
+                                    "name (printable, at most 200 characters)")
+        if values.dtype.kind not in "iufb":
+            raise InvalidInputError(f"{path.name}: input values {name!r} must hold numbers; it "
+                                    f"holds {values.dtype}", {"input": name})
+        if not 1 <= values.ndim <= MAX_FEATURE_DIMS + 1 or len(values) == 0:
+            raise InvalidInputError(f"{path.name}: input values {name!r} must have samples "
+                                    f"first; got shape {tuple(values.shape)}", {"input": name})
+        if samples is not None and len(values) != samples:
+            raise InvalidInputError(f"{path.name}: input values {name!r} has {len(values)} "
+                                    f"samples but the others have {samples}", {"input": name})
+        samples = len(values)
+        per_sample += math.prod(values.shape[1:])
+        if values.dtype.kind == "f":
+            with np.errstate(over="ignore"):
+                values = values.astype(np.float32)
+            if not np.isfinite(values).all():
+                raise InvalidInputError(f"{path.name}: input values {name!r} must be finite in "
+                                        "float32", {"input": name})
+        else:
+            if values.dtype == np.uint64 and values.max() > np.iinfo(np.int64).max:
+                raise InvalidInputError(f"{path.name}: input values {name!r} holds integers "
+                                        "beyond int64", {"input": name})
+            values = values.astype(np.int64)
+        fields.append((name, values))
+    if per_sample > MAX_SAMPLE_VALUES:
+        raise InvalidInputError(f"one sample holds {per_sample} values; the limit is "
+                                f"{MAX_SAMPLE_VALUES}")
+    X = np.empty(samples or 0, dtype=[(n, a.dtype, a.shape[1:]) for n, a in fields])
+    for name, values in fields:
+        X[name] = values
+    return X
+
+
 def _load_npz(path: Path, task: Task | None, *, max_bytes: int, max_ratio: float,
               max_classes: int) -> LoadedDataset:
     try:
         _check_npz(path, max_bytes=max_bytes, max_ratio=max_ratio)
         with np.load(path, allow_pickle=False) as data:
-            missing = {"X", "y"} - set(data.files)
-            if missing:
+            inputs = [k for k in data.files if k not in _NPZ_ARRAYS]
+            named = "X" not in data.files and len(inputs) >= 2  # one array per model input
+            missing = {"y"} - set(data.files) if named else {"X", "y"} - set(data.files)
+            if missing and not named:
                 raise InvalidInputError(f"{path.name} lacks array(s) {sorted(missing)}; an NPZ "
-                                        "dataset holds X (features) and y (labels)")
-            X, y = data["X"], data["y"]
+                                        "dataset holds X (features) and y (labels), or for a "
+                                        "model with several inputs one array per input, "
+                                        "named after it (y optional)")
+            X = _input_arrays(path, {k: data[k] for k in inputs}) if named else data["X"]
+            if missing:
+                if task not in (None, Task.embedding):
+                    raise InvalidInputError(f"{path.name} has no labels (y); a {task.value} "
+                                            "dataset needs them")
+                return LoadedDataset(X=X, y=np.zeros(len(X), np.float32), task=Task.embedding,
+                                     class_names=[], source_format="npz")
+            y = data["y"]
             raw_names = data["class_names"] if "class_names" in data.files else None
     except (InvalidInputError, PayloadTooLargeError):
         raise
@@ -494,6 +556,46 @@ def write_canonical(data: LoadedDataset, target: Path) -> Path:
 def read_canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return data["X"], data["y"]
+
+
+def canonical_fields(path: Path) -> dict[str, tuple[np.dtype, tuple[int, ...]]] | None:
+    """The inputs of a canonical dataset (name: dtype and per-sample shape), read from the
+    header of its ``X``; None for a single-array ``X``."""
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(path) as zf, zf.open("X.npy") as fh:
+        version = npy.read_magic(fh)
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        _, _, dtype = read(fh)
+    if dtype.names is None:
+        return None
+    return {name: (dtype[name].base, dtype[name].shape) for name in dtype.names}
+
+
+def check_model_inputs(inputs: list[TensorSpec], path: Path) -> None:
+    """Refuse a canonical dataset that cannot feed every model input.
+
+    Raises:
+        InvalidInputError: an input without an array, or float data for an integer input.
+    """
+    fields = canonical_fields(path)
+    if fields is None:
+        if len(inputs) > 1:
+            raise InvalidInputError(
+                f"the model takes {len(inputs)} inputs ({', '.join(s.name for s in inputs)}) "
+                "but the dataset holds one array X; register an NPZ with one array per input, "
+                "named after it", {"inputs": [s.name for s in inputs]})
+        return
+    for spec in inputs:
+        if spec.name not in fields:
+            raise InvalidInputError(f"the dataset has no array for model input {spec.name!r}; "
+                                    f"it holds {', '.join(fields)}",
+                                    {"input": spec.name, "arrays": list(fields)})
+        wanted = np.dtype(spec.dtype).kind if spec.dtype != "unknown" else "f"
+        if wanted in "iub" and fields[spec.name][0].kind == "f":
+            raise InvalidInputError(f"model input {spec.name!r} takes {spec.dtype} but the "
+                                    "dataset's array holds floats; give integers",
+                                    {"input": spec.name})
 
 
 def split_indices(num_samples: int, splits: DatasetSplits) -> dict[str, np.ndarray]:

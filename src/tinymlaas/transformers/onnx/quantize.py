@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
 import onnx
 from pydantic import Field
 
-from tinymlaas.evaluation.runtime import fit_to_input
+from tinymlaas.evaluation.runtime import input_feed
 from tinymlaas.formats.models import onnx_tensor_specs
 from tinymlaas.transformers.base import Params, StepContext, StepOutput, Transformer
 
@@ -92,24 +91,24 @@ class StaticParams(KeepFloat):
 
 
 class _Reader:
-    """ONNX Runtime's calibration data reader over the calibration split, one sample a feed."""
+    """ONNX Runtime's calibration data reader over the calibration split, one sample a feed
+    of every input."""
 
-    def __init__(self, name: str, samples: np.ndarray, ctx: StepContext) -> None:
-        self._iter: Iterator[np.ndarray] = iter(samples)
-        self._name = name
-        self._count = len(samples)
+    def __init__(self, feed: dict[str, np.ndarray], ctx: StepContext) -> None:
+        self._feed = feed
+        self._count = len(next(iter(feed.values())))
         self._seen = 0
         self._ctx = ctx
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        sample = next(self._iter, None)
-        if sample is None:
+        if self._seen >= self._count:
             return None
+        i = self._seen
         self._seen += 1
         if self._seen % 32 == 0:
             self._ctx.progress(0.1 + 0.7 * self._seen / self._count,
                                f"calibrating {self._seen}/{self._count}")
-        return {self._name: sample[None]}
+        return {name: array[i:i + 1] for name, array in self._feed.items()}
 
     def rewind(self) -> None:  # pragma: no cover - part of ORT's reader protocol
         pass
@@ -134,14 +133,15 @@ class QuantizeStatic(Transformer):
         source = _preprocess(ctx)
         model = onnx.load(source)
         init = {i.name for i in model.graph.initializer}
-        spec = onnx_tensor_specs([i for i in model.graph.input if i.name not in init])[0]
+        specs = onnx_tensor_specs([i for i in model.graph.input if i.name not in init])
         X, _ = ctx.require_dataset().split("calibration")
-        samples = fit_to_input(X[: params.num_samples], spec.shape, spec.dtype)
+        samples = X[: params.num_samples]
+        feed = input_feed(samples, specs)
         ctx.log.info("calibrating on %d samples with %s", len(samples), params.calibration)
         types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
         out = ctx.out_dir / "model.onnx"
         quantize_static(
-            source, str(out), _Reader(spec.name, samples, ctx),
+            source, str(out), _Reader(feed, ctx),
             quant_format=QuantFormat.QDQ if params.format == "qdq" else QuantFormat.QOperator,
             per_channel=params.per_channel,
             activation_type=types[params.activation_type],
