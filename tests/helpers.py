@@ -66,6 +66,37 @@ def linear_onnx(path: Path, features: int = 64, classes: int = 10, seed: int = 0
     return path
 
 
+def small_cnn_onnx(path: Path, seed: int = 0) -> Path:
+    """A digits-shaped CNN, 1x1x8x8 -> Conv+Relu -> MaxPool -> Conv+Relu -> Flatten -> Gemm
+    -> 10 logits, with a dynamic batch (four kernel calls once compiled: Flatten is a view)."""
+    rng = np.random.default_rng(seed)
+
+    def init(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2],
+                         name="pool1"),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Flatten", ["r2"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "small_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=[init("w1", (4, 1, 3, 3)), init("b1", (4,)), init("w2", (8, 4, 3, 3)),
+                     init("b2", (8,)), init("w3", (10, 128)), init("b3", (10,))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def write_zip(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | None = None,
               compress: bool = True) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from tinymlaas.compiler.api import build_program
 from tinymlaas.compiler.loader import load_model, prepare
 from tinymlaas.compiler.planner import Interval, outside_bytes, plan_arena
+from tinymlaas.compiler.profile import LayerProfile, op_types, profile_program
 from tinymlaas.devices.catalog import get_device
 from tinymlaas.devices.support import RUNTIMES, supported_by
 from tinymlaas.domain import Device
@@ -125,6 +126,8 @@ class Analysis(BaseModel):
     operators: list[OperatorSupport]
     unsupported: dict[str, list[str]] = Field(description="runtime -> unsupported op types")
     fit: FitVerdict | None = None
+    layers: list[LayerProfile] | None = Field(default=None, description="per-kernel "
+                                               "profile (asked for, and compiler memory only)")
 
     @property
     def ram_bytes(self) -> int:
@@ -207,6 +210,7 @@ def analyze_model(
     device: Device | str | None = None,
     *,
     runtime: str = "c",
+    layers: bool = False,
 ) -> Analysis:
     """Analyse a model (float or int8 QDQ; NHWC and int8 I/O are fine; batch taken as 1).
 
@@ -214,6 +218,8 @@ def analyze_model(
         model: An ``.onnx`` path or a loaded model.
         device: A device profile or catalog name for the fit verdict (optional).
         runtime: The runtime the verdict assumes: ``c``, ``tflite-micro`` or ``onnxruntime``.
+        layers: Add the compiler's per-kernel profile (:mod:`tinymlaas.compiler.profile`);
+            stays None when the compiler cannot lower the model.
 
     Returns:
         The analysis; ``fit`` is set when a device was given.
@@ -231,11 +237,13 @@ def analyze_model(
         activations = program.arena_bytes
         io = outside_bytes(program)  # 0: the generated C keeps its input and output
         source = "compiler"              # in the arena (compile-c's default)
+        rows = profile_program(program, op_types(prepared)) if layers else None
     except UnsupportedModelError:
         prepared, shapes = prepare(proto, simplify=False)
         weight_bytes = stats.weight_bytes
         activations, io = _graph_memory(prepared, shapes)
         source = "graph"
+        rows = None
     operators = _operators(proto)
     unsupported = {
         r: sorted({o.op_type for o in operators if not o.runtimes[r]}) for r in RUNTIMES
@@ -251,6 +259,7 @@ def analyze_model(
         memory_source=source,
         operators=operators,
         unsupported=unsupported,
+        layers=rows,
     )
     if device is not None:
         analysis.fit = fit_verdict(analysis, device, runtime=runtime)
