@@ -727,16 +727,36 @@ def analyze(
                                          "(its output).")],
     device: Annotated[str | None, typer.Option(help="Device for the fit verdict.")] = None,
     runtime: Annotated[str, typer.Option(help="c, tflite-micro or onnxruntime.")] = "c",
+    layers: Annotated[bool, typer.Option("--layers", help="Also profile each compiled kernel "
+                                         "call: MACs, output shape, live arena bytes, "
+                                         "flash bytes.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Static analysis: weights (flash), peak activations (RAM), MACs, operator support,
     and whether it fits a device."""
-    analysis = services().analyze(model, device, runtime)
+    analysis = services().analyze(model, device, runtime, layers=layers)
     if as_json:
         return print_json(analysis)
     console.print(table(f"Analysis of {analysis.model}", ["", ""], analysis.to_table_rows()))
+    if layers:
+        _print_layers(analysis.layers)
     if analysis.fit is not None and not analysis.fit.fits:
         raise typer.Exit(1)
+
+
+def _print_layers(rows: list[Any] | None) -> None:
+    """The per-layer table of ``analyze --layers``."""
+    from tinymlaas.domain.units import human_bytes
+
+    if rows is None:
+        err_console.print("no per-layer profile: the compiler cannot lower this model "
+                          "(memory figures above are the graph's estimate)")
+        return
+    console.print(table("Layers", ["#", "op", "nodes", "MACs", "output", "live arena",
+                                   "flash"],
+                        [[r.step, r.op_type, ", ".join(r.nodes), f"{r.macs:,}",
+                          "x".join(map(str, r.output_shape)), human_bytes(r.live_bytes),
+                          human_bytes(r.flash_bytes)] for r in rows]))
 
 
 @app.command("demo")

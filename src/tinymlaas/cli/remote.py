@@ -203,7 +203,8 @@ class RemoteServices:
 
     # analysis -----------------------------------------------------------------------------
 
-    def analyze(self, ref: str, device: str | None = None, runtime: str = "c"):
+    def analyze(self, ref: str, device: str | None = None, runtime: str = "c",
+                layers: bool = False):
         """Static analysis here of an ONNX file, or of a registered ONNX model or a run's ONNX
         output downloaded from the server; the device profile comes from the server."""
         from tinymlaas.config import get_settings
@@ -215,12 +216,12 @@ class RemoteServices:
         path = Path(ref)
         if path.is_file():
             load_onnx_checked(path, max_bytes)
-            analysis = analyze_model(path, profile, runtime=runtime)
+            analysis = analyze_model(path, profile, runtime=runtime, layers=layers)
         else:
             with tempfile.TemporaryDirectory(prefix="tinymlaas-analyze-") as tmp:
                 local = self._download_onnx(ref, Path(tmp))
                 load_onnx_checked(local, max_bytes)
-                analysis = analyze_model(local, profile, runtime=runtime)
+                analysis = analyze_model(local, profile, runtime=runtime, layers=layers)
         analysis.model = ref
         return analysis
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -179,7 +180,8 @@ class Services:
             raise ConflictError(f"{device.name!r} is a catalog device; pick another name")
         return self.meta.add_device(device)
 
-    def analyze(self, ref: str, device: str | None = None, runtime: str = "c"):
+    def analyze(self, ref: str, device: str | None = None, runtime: str = "c",
+                layers: bool = False):
         """Static analysis of an ONNX file, a registered ONNX model or a run's ONNX output."""
         from tinymlaas.devices.analysis import analyze_model
 
@@ -202,9 +204,31 @@ class Services:
         else:
             load_onnx_checked(path, self.settings.max_model_bytes)
         analysis = analyze_model(path, self.get_device(device) if device else None,
-                                 runtime=runtime)
+                                 runtime=runtime, layers=layers)
         analysis.model = label
         return analysis
+
+    def run_layers(self, run: Run) -> list[Any] | None:
+        """The compiler's per-layer profile (:mod:`tinymlaas.compiler.profile`) of a run whose
+        output is an ONNX model or generated C: the latest ONNX model of the run (its output,
+        or what its ``compile-c`` step compiled, with that step's options). None when there
+        is no such model or the compiler cannot lower it."""
+        kinds = {ArtifactKind.onnx, ArtifactKind.c_source, ArtifactKind.c_bundle}
+        if run.output_sha is None or self.meta.get_artifact(run.output_sha).kind not in kinds:
+            return None
+        source = self.meta.get_model(run.model_id).artifact_sha
+        options: dict[str, Any] = {}
+        for step in run.steps:
+            if step.output_sha is None:
+                break
+            if step.transformer == "compile-c":
+                options = {k: v for k, v in step.params.items()
+                           if k in ("simplify", "fuse_residual", "io")}
+            elif self.meta.get_artifact(step.output_sha).kind is ArtifactKind.onnx:
+                source, options = step.output_sha, {}
+        if self.meta.get_artifact(source).kind is not ArtifactKind.onnx:
+            return None
+        return _profile(str(self.artifacts.path(source)), tuple(sorted(options.items())))
 
     # runs ---------------------------------------------------------------------------------
 
@@ -519,3 +543,15 @@ def _model_filename(name: str, kind: ArtifactKind) -> str:
 def _has_external(path: Path) -> bool:
     model = onnx.load(str(path), load_external_data=False)
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+@functools.lru_cache(maxsize=32)
+def _profile(path: str, options: tuple[tuple[str, Any], ...]) -> list[Any] | None:
+    """Per-layer rows of a stored (content-addressed, so never changing) ONNX file."""
+    from tinymlaas.compiler.profile import profile_model
+    from tinymlaas.errors import TinymlaasError
+
+    try:
+        return profile_model(path, **dict(options))
+    except (TinymlaasError, TypeError, ValueError):
+        return None  # operators the compiler lacks, or options it does not take

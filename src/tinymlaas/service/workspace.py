@@ -501,6 +501,10 @@ class Workspace:
         """The run's installer outputs with their manifests."""
         return self.services.run_packages(self.get_run(ref))
 
+    def run_layers(self, ref: str) -> list[Any] | None:
+        """The compiler's per-layer profile of the run's output (:meth:`Services.run_layers`)."""
+        return self.services.run_layers(self.get_run(ref))
+
     def run_artifact(self, ref: str, sha: str | None = None) -> tuple[Artifact, Path]:
         """One of a run's artifacts (default: its output) and where its bytes are."""
         run = self.get_run(ref)
