@@ -11,69 +11,22 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+from encoder_models import CLASSES, HIDDEN, INPUTS, SEQ, token_arrays, write_encoder
 from tinymlaas.domain import Pipeline, RunStatus, Task
 from tinymlaas.errors import IncompatibleChainError
 from tinymlaas.evaluation.runtime import OnnxRunner
 
-VOCAB, HIDDEN, CLASSES, SEQ = 40, 16, 3, 12
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def _encoder(path: Path) -> Path:
-    """A BERT-shaped toy: word + token-type embeddings, masked mean pooling, a classifier;
-    outputs the logits and the pooled vector."""
-    rng = np.random.default_rng(0)
-    dims = ["batch", "sequence"]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, dims) for n in INPUTS]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES]),
-               helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", HIDDEN])]
-    weights = {
-        "word": rng.normal(size=(VOCAB, HIDDEN)), "types": rng.normal(size=(2, HIDDEN)),
-        "W": rng.normal(size=(HIDDEN, CLASSES)), "b": rng.normal(size=CLASSES) * 0.1}
-    init = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
-    init += [numpy_helper.from_array(np.array([-1], np.int64), "last"),
-             numpy_helper.from_array(np.array([1], np.int64), "seq_axis")]
-    nodes = [
-        helper.make_node("Gather", ["word", "input_ids"], ["we"]),
-        helper.make_node("Gather", ["types", "token_type_ids"], ["te"]),
-        helper.make_node("Add", ["we", "te"], ["emb"]),
-        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["maskf", "last"], ["mask3"]),
-        helper.make_node("Mul", ["emb", "mask3"], ["masked"]),
-        helper.make_node("ReduceSum", ["masked", "seq_axis"], ["summed"], keepdims=0),
-        helper.make_node("ReduceSum", ["maskf", "seq_axis"], ["count"], keepdims=1),
-        helper.make_node("Div", ["summed", "count"], ["pooled"]),
-        helper.make_node("MatMul", ["pooled", "W"], ["mm"]),
-        helper.make_node("Add", ["mm", "b"], ["logits"]),
-    ]
-    graph = helper.make_graph(nodes, "encoder", inputs, outputs, init)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
-
-
-def _tokens(n: int, seed: int = 1) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(3, SEQ + 1, size=n)
-    mask = (np.arange(SEQ)[None, :] < lengths[:, None]).astype(np.int64)
-    ids = rng.integers(1, VOCAB, size=(n, SEQ)) * mask
-    types = (np.arange(SEQ)[None, :] >= (lengths // 2)[:, None]).astype(np.int64) * mask
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-
 
 @pytest.fixture
 def encoder(tmp_path: Path) -> Path:
-    return _encoder(tmp_path / "encoder.onnx")
+    return write_encoder(tmp_path / "encoder.onnx")
 
 
 @pytest.fixture
 def tokens(encoder: Path, tmp_path: Path) -> Path:
     """200 labelled samples; labels are the model's own predictions (accuracy 100%)."""
-    arrays = _tokens(200)
+    arrays = token_arrays(200)
     X = np.empty(200, dtype=[(n, np.int64, (SEQ,)) for n in INPUTS])
     for name in INPUTS:
         X[name] = arrays[name]
@@ -112,18 +65,18 @@ def test_an_npz_with_one_array_per_input_feeds_quantized_runs(services, encoder,
     assert dataset.task is Task.classification and dataset.num_samples == 200
     assert dataset.num_classes == CLASSES
     results = {}
-    for steps in (["quantize-dynamic"], [{"quantize-static": {"num_samples": 64}}]):
+    for steps in (["fuse", "quantize-dynamic"], [{"quantize-static": {"num_samples": 64}}]):
         run = services.create_run(_pipeline(*steps), model=model.id, dataset=dataset.id)
         done = services.execute_run(run.id)
         assert done.status is RunStatus.succeeded, done.error
         assert done.baseline["accuracy"] == 100.0  # labels are the original's predictions
-        name = done.steps[0].transformer
+        name = done.steps[-1].transformer
         quantized = onnx.load(str(services.artifacts.path(done.output_sha)))
         assert [i.name for i in quantized.graph.input] == list(INPUTS)
         ops = {n.op_type for n in quantized.graph.node}
         assert ("QuantizeLinear" in ops) if name == "quantize-static" else \
             ("DynamicQuantizeLinear" in ops or "MatMulInteger" in ops), ops
-        results[name] = {**done.result, **done.steps[0].metrics}
+        results[name] = {**done.result, **done.steps[-1].metrics}
     assert results["quantize-static"]["calibration_samples"] == 64
     for result in results.values():
         assert result["test_samples"] == 40 and result["runtime"] == "onnxruntime"
@@ -135,7 +88,7 @@ def test_an_npz_with_one_array_per_input_feeds_quantized_runs(services, encoder,
 
 def test_an_unlabelled_npz_reports_fidelity_only(services, encoder, tmp_path) -> None:
     path = tmp_path / "unlabelled.npz"
-    np.savez(path, **_tokens(60, seed=2))
+    np.savez(path, **token_arrays(60, seed=2))
     model = services.add_model(encoder, "encoder")
     dataset = services.add_dataset(str(path), "unlabelled")
     assert dataset.task is Task.embedding and dataset.num_classes is None
@@ -153,7 +106,7 @@ def test_integer_inputs_stay_integers_and_bad_arrays_are_refused(services, tmp_p
     from tinymlaas.formats.datasets import read_canonical
 
     path = tmp_path / "t.npz"
-    arrays = _tokens(20)
+    arrays = token_arrays(20)
     np.savez(path, **arrays)
     dataset = services.add_dataset(str(path), "t")
     X, _ = read_canonical(services.artifacts.path(dataset.artifact_sha))
@@ -173,7 +126,7 @@ def test_integer_inputs_stay_integers_and_bad_arrays_are_refused(services, tmp_p
 def test_a_dataset_that_cannot_feed_the_model_is_refused_at_submission(
         services, cli, encoder, tmp_path) -> None:
     services.add_model(encoder, "encoder")
-    arrays = _tokens(30)
+    arrays = token_arrays(30)
     np.savez(tmp_path / "two.npz", input_ids=arrays["input_ids"],
              attention_mask=arrays["attention_mask"])
     np.savez(tmp_path / "floats.npz", **{**arrays, "input_ids": arrays["input_ids"] + 0.5})
