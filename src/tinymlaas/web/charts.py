@@ -18,7 +18,8 @@ from typing import Any
 from tinymlaas.domain.units import human_bytes, human_mib
 from tinymlaas.service.compare import RUNTIME_NAMES, ComparisonRow
 
-__all__ = ["BAR_METRICS", "accuracy_range", "bar_figures", "pareto_front", "scatter_figures"]
+__all__ = ["BAR_METRICS", "accuracy_range", "bar_figures", "layers_figure", "pareto_front",
+           "scatter_figures"]
 
 KIB = 1024
 #: (key, label) of the metrics offered by the bar chart.
@@ -253,3 +254,28 @@ def bar_figures(rows: list[ComparisonRow]) -> dict[str, dict[str, Any]]:
             "hovertext": hover, "hoverinfo": "text",
             "marker": {"color": colours}, "name": label}], "layout": layout}
     return figures
+
+
+def layers_figure(rows: list[Any]) -> dict[str, Any]:
+    """The run page's per-layer chart: live arena bytes (KiB, bars, left axis) and MACs
+    (markers, right axis) at each compiled kernel call, one point per call."""
+    steps = [r.step for r in rows]
+    names = [f"#{r.step} {r.op_type}<br>{', '.join(r.nodes)}<br>"
+             f"output {'x'.join(map(str, r.output_shape))}<br>live arena "
+             f"{human_bytes(r.live_bytes)}, flash {human_bytes(r.flash_bytes)}<br>"
+             f"{r.macs:,} MACs" for r in rows]
+    return {"id": "plot-layers", "data": [
+        {"type": "bar", "name": "Live arena (KiB)", "x": steps,
+         "y": [r.live_bytes / KIB for r in rows], "hovertext": names, "hoverinfo": "text",
+         "marker": {"color": PALETTE[0]}},
+        {"type": "scatter", "mode": "lines+markers", "name": "MACs", "x": steps,
+         "y": [r.macs for r in rows], "yaxis": "y2", "hovertext": names,
+         "hoverinfo": "text", "marker": {"color": PALETTE[1], "size": 8}},
+    ], "layout": _layout(2, title={"text": "Layers: live arena and MACs per kernel call"},
+                         xaxis={"title": {"text": "Kernel call (execution order)"},
+                                "automargin": True, "dtick": 1 if len(rows) <= 30 else None},
+                         yaxis={"title": {"text": "Live arena (KiB)"}, "automargin": True,
+                                "rangemode": "tozero"},
+                         yaxis2={"title": {"text": "MACs"}, "overlaying": "y",
+                                 "side": "right", "rangemode": "tozero",
+                                 "automargin": True, "showgrid": False})}

@@ -16,6 +16,7 @@ from tinymlaas.api.responses import (
 )
 from tinymlaas.errors import InvalidInputError, NotFoundError, TinymlaasError
 from tinymlaas.service.pipelines import parse_pipeline
+from tinymlaas.web.charts import layers_figure
 from tinymlaas.web.forms import StepErrors, param_fields, parse_steps, step_errors
 from tinymlaas.web.render import render
 from tinymlaas.web.routing import WebRoute
@@ -101,7 +102,9 @@ def _run_context(viewer: Viewer, ref: str) -> dict[str, Any]:
     artifacts = ws.run_artifacts(run.id) if run.output_sha else []
     packages = ws.run_packages(run.id)
     role = ws.store.role_of(run.project, viewer.user.id)
+    layers = ws.run_layers(run.id)
     return {"run": run, "row": run_row(run, {model.id: model.name}), "model": model,
+            "layers": layers, "layers_figure": layers_figure(layers) if layers else None,
             "dataset": dataset, "artifacts": artifacts, "packages": packages,
             "project": ws.get_project(run.project), "can_write": role in {"owner", "editor"}}
 

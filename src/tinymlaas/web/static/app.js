@@ -181,7 +181,7 @@
       try {
         const response = await fetch(`/runs/${encodeURIComponent(runId)}/body`,
                                      { credentials: "same-origin" });
-        if (response.ok) body.innerHTML = await response.text();
+        if (response.ok) { body.innerHTML = await response.text(); drawLayers(); }
       } finally {
         live.ended = true;
       }
@@ -189,6 +189,19 @@
     source.onerror = () => {
       if (!live.ended) note.textContent = "Connection lost; reconnecting…";
     };
+  }
+
+  // ---- run page: the per-layer chart (JSON from the page, drawn once plotly is loaded) -----
+  function drawLayers() {
+    const script = $("#layers-figure");
+    if (!script) return;
+    const draw = () => {
+      if (!window.Plotly) return;
+      const fig = JSON.parse(script.textContent);
+      Plotly.newPlot(fig.id, fig.data, fig.layout, { responsive: true, displaylogo: false });
+      document.body.dataset.layersReady = "1";
+    };
+    if (window.Plotly) draw(); else window.addEventListener("load", draw);
   }
 
   // ---- comparison: plotly charts --------------------------------------------------------------
@@ -216,7 +229,7 @@
     const form = $("#run-form");
     if (form) initRunForm(form);
     const body = $("#run-body");
-    if (body) initRunPage(body);
+    if (body) { initRunPage(body); drawLayers(); }
     const figures = $("#compare-figures");
     if (figures) initCompare(figures);
   });
