@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from encoder_models import CLASSES, HIDDEN, INPUTS, SEQ, token_arrays, write_encoder
 from tinymlaas.domain import Pipeline, RunStatus, Task
-from tinymlaas.errors import IncompatibleChainError
-from tinymlaas.evaluation.runtime import OnnxRunner
+from tinymlaas.errors import IncompatibleChainError, InvalidInputError
+from tinymlaas.evaluation.runtime import OnnxRunner, fit_to_input, input_feed
+from tinymlaas.formats.datasets import read_canonical
 
 
 @pytest.fixture
@@ -102,9 +104,6 @@ def test_an_unlabelled_npz_reports_fidelity_only(services, encoder, tmp_path) ->
 
 
 def test_integer_inputs_stay_integers_and_bad_arrays_are_refused(services, tmp_path) -> None:
-    from tinymlaas.errors import InvalidInputError
-    from tinymlaas.formats.datasets import read_canonical
-
     path = tmp_path / "t.npz"
     arrays = token_arrays(20)
     np.savez(path, **arrays)
@@ -146,3 +145,23 @@ def test_a_dataset_that_cannot_feed_the_model_is_refused_at_submission(
     with pytest.raises(IncompatibleChainError, match=r"takes 3 inputs \(input_ids, "):
         services.create_run(_pipeline("quantize-dynamic"), model="encoder", dataset="digits")
     assert services.list_runs() == []
+
+
+def test_runners_feed_every_input_and_one_array_steps_refuse_named_arrays(encoder) -> None:
+    arrays = token_arrays(8)
+    X = np.empty(8, dtype=[(n, np.int64, (SEQ,)) for n in INPUTS])
+    for name in INPUTS:
+        X[name] = arrays[name]
+    runner = OnnxRunner(encoder)
+    feed = runner.prepare(X[:1])
+    assert sorted(feed) == sorted(INPUTS) and feed["input_ids"].dtype == np.int64
+    assert runner.time_one(feed) > 0
+    session = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(runner.predict(X), session.run(["logits"], arrays)[0],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidInputError, match="no array for model input 'token_type_ids'"):
+        input_feed(X[["input_ids", "attention_mask"]], runner.inputs)
+    with pytest.raises(InvalidInputError, match=r"takes 3 inputs \(input_ids, attention_mask"):
+        runner.predict(arrays["input_ids"].astype(np.float32))
+    with pytest.raises(InvalidInputError, match="one array per model input"):
+        fit_to_input(X, ["N", SEQ])

@@ -20,6 +20,11 @@ def fit_to_input(X: np.ndarray, shape: list[int | str], dtype: str = "float32") 
     Works when each sample has as many elements as the input expects (e.g. 8x8 images fed to
     a 64-feature input, or NCHW data to an NHWC model with one channel).
     """
+    if X.dtype.names is not None:
+        raise InvalidInputError(
+            f"the dataset holds one array per model input ({', '.join(X.dtype.names)}); such "
+            "datasets feed ONNX models (evaluation, ONNX Runtime steps, quantize-static), not "
+            "this step or runtime, which takes one array X")
     if any(not isinstance(d, int) or d <= 0 for d in shape[1:]):
         return X.astype(dtype, copy=False)
     sample = [int(d) for d in shape[1:]]
