@@ -120,6 +120,15 @@ def test_integer_inputs_stay_integers_and_bad_arrays_are_refused(services, tmp_p
     with pytest.raises(InvalidInputError, match="'input_ids' must be finite"):
         np.savez(path, input_ids=np.full((4, 3), np.nan), attention_mask=np.ones((4, 3)))
         services.add_dataset(str(path), "nan")
+    with pytest.raises(InvalidInputError, match="X must hold numbers"):
+        structured = np.zeros(4, dtype=[("a", np.float64), ("b", np.int64)])
+        structured["a"] = np.nan  # a structured X is not the named-arrays form: refused
+        np.savez(path, X=structured, y=np.arange(4))
+        services.add_dataset(str(path), "structured")
+    with pytest.raises(InvalidInputError, match="holds 40 arrays; the limit is 32"):
+        np.savez(path, **{f"input{i}": np.ones((2, 1)) for i in range(40)})
+        services.add_dataset(str(path), "many")
+    assert [d.name for d in services.list_datasets()] == ["t"]
 
 
 def test_a_dataset_that_cannot_feed_the_model_is_refused_at_submission(

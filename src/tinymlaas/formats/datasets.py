@@ -200,8 +200,9 @@ def _class_indices(y: np.ndarray, names: list[str] | None, max_classes: int) -> 
 
 def _finish(X: np.ndarray, y: np.ndarray, task: Task | None, names: list[str] | None,
             source: Literal["npz", "csv", "image-zip", "builtin"], *,
-            max_classes: int) -> LoadedDataset:
-    X = X if X.dtype.names else _features(np.asarray(X))
+            max_classes: int, named_inputs: bool = False) -> LoadedDataset:
+    # the arrays of a model's inputs (a structured X) are checked by _input_arrays
+    X = X if named_inputs else _features(np.asarray(X))
     y = np.asarray(y)
     if y.ndim == 0 or y.ndim > MAX_FEATURE_DIMS + 1:
         raise InvalidInputError(f"y must have samples first; got shape {tuple(y.shape)}")
@@ -373,7 +374,7 @@ def _load_npz(path: Path, task: Task | None, *, max_bytes: int, max_ratio: float
                      for n in raw_names.tolist()]
         except UnicodeDecodeError:
             raise InvalidInputError(f"{path.name}: class_names must be UTF-8 text") from None
-    return _finish(X, y, task, names, "npz", max_classes=max_classes)
+    return _finish(X, y, task, names, "npz", max_classes=max_classes, named_inputs=named)
 
 
 def _load_csv(path: Path, label_column: str | None, task: Task | None, *,
