@@ -125,3 +125,17 @@ def test_no_chart_without_a_compilable_model(site: Any, runs: dict[str, Any],
                       timeout=60) as client:
         response = client.get(f"/runs/{runs['c'].id}")
     assert response.status_code == 404 and "layers-figure" not in response.text
+
+
+def test_the_page_script_draws_the_chart(site: Any, runs: dict[str, Any],
+                                         new_page: Any) -> None:
+    """In a browser, under the page's CSP: four bars and four MACs markers."""
+    page = new_page()
+    page.context.add_cookies([{"name": SESSION_COOKIE, "value": runs["secret"],
+                               "url": site.url}])
+    page.goto(f"/runs/{runs['c'].id}")
+    page.wait_for_function("() => document.body.dataset.layersReady === '1'")
+    assert page.locator("#plot-layers .barlayer .point").count() == 4
+    assert page.locator("#plot-layers .scatterlayer .point").count() == 4
+    title = page.locator("#plot-layers .gtitle").text_content() or ""
+    assert title.startswith("Layers: live arena and MACs")
