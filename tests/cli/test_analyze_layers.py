@@ -28,7 +28,7 @@ def test_layers_json_and_table(cli, tmp_path: Path) -> None:
     code, out, err = cli("analyze", model, "--layers")
     assert code == 0, err
     table = out.split("Layers", 1)[1]
-    for text in ("Conv+Relu", "conv1, relu1", "1x4x8x8", "1.2 KiB", "5 KiB", "4,608"):
+    for text in ("Conv+Relu", "conv1 (+1)", "pool1", "1x4x8x8", "1.2 KiB", "5 KiB", "4,608"):
         assert text in table, text
 
     # Not asked for: no profile, no table.

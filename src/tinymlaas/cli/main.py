@@ -745,16 +745,20 @@ def analyze(
 
 
 def _print_layers(rows: list[Any] | None) -> None:
-    """The per-layer table of ``analyze --layers``."""
+    """The per-layer table of ``analyze --layers`` (each call's first node and how many
+    more it implements; ``--json`` names them all)."""
     from tinymlaas.domain.units import human_bytes
 
     if rows is None:
         err_console.print("no per-layer profile: the compiler cannot lower this model "
                           "(memory figures above are the graph's estimate)")
         return
-    console.print(table("Layers", ["#", "op", "nodes", "MACs", "output", "live arena",
+    console.print(table("Layers", ["#", "op", "node", "MACs", "output", "live arena",
                                    "flash"],
-                        [[r.step, r.op_type, ", ".join(r.nodes), f"{r.macs:,}",
+                        [[r.step, r.op_type,
+                          (r.nodes[0] if r.nodes else "") + (f" (+{len(r.nodes) - 1})"
+                                                             if len(r.nodes) > 1 else ""),
+                          f"{r.macs:,}",
                           "x".join(map(str, r.output_shape)), human_bytes(r.live_bytes),
                           human_bytes(r.flash_bytes)] for r in rows]))
 
