@@ -548,10 +548,15 @@ def _has_external(path: Path) -> bool:
 @functools.lru_cache(maxsize=32)
 def _profile(path: str, options: tuple[tuple[str, Any], ...]) -> list[Any] | None:
     """Per-layer rows of a stored (content-addressed, so never changing) ONNX file."""
+    import logging
+
     from tinymlaas.compiler.profile import profile_model
     from tinymlaas.errors import TinymlaasError
 
     try:
         return profile_model(path, **dict(options))
-    except (TinymlaasError, TypeError, ValueError):
-        return None  # operators the compiler lacks, or options it does not take
+    except TinymlaasError:
+        return None  # operators the compiler lacks
+    except Exception:  # a chart is not worth a failing run page
+        logging.getLogger(__name__).warning("no per-layer profile of %s", path, exc_info=True)
+        return None
