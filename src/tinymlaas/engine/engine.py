@@ -27,6 +27,7 @@ import shutil
 import socket
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -224,6 +225,11 @@ class Engine:
             raise IncompatibleChainError(
                 f"model {model.name} and dataset {dataset.name} do not match: {exc.message}",
                 {"model": model.name, "dataset": dataset.name, **(exc.details or {})}) from None
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            # A stored dataset that cannot be read fails in the steps that read it, which
+            # report the error the way every step error is reported.
+            log.warning("dataset %s: its arrays could not be read for the input check",
+                        dataset.id)
 
     # execution ----------------------------------------------------------------------------
 
