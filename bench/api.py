@@ -24,8 +24,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -37,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from tinymlaas.api.testing import write_digits_onnx
+from tinymlaas.api.testing import free_port, start_server, stop_server, write_digits_onnx
 from tinymlaas.client import Client
 
 RESULTS = Path(__file__).resolve().parent / "results" / "api.json"
@@ -48,41 +46,15 @@ PASSWORD = "bench password for the api"
 GOALS = {"reads_per_s": 1000, "p99_ms": 250, "submissions_per_s": 100}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _start(home: Path, port: int, database_url: str | None, workers: int) -> subprocess.Popen:
     env = {**os.environ, "TINYMLAAS_HOME": str(home), "TINYMLAAS_LOGIN_RATE_LIMIT": "1000"}
     env.pop("TINYMLAAS_DATABASE_URL", None)
     if database_url:
         env["TINYMLAAS_DATABASE_URL"] = database_url
-    process = subprocess.Popen([sys.executable, "-m", "tinymlaas.cli.main", "serve", "--port",
-                                str(port), "--log-level", "warning",
-                                *(["--workers", str(workers)] if workers > 1 else [])],
-                               env=env, start_new_session=True, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("the server stopped at start")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise SystemExit("the server did not start")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        return start_server(env, port, workers=workers)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -220,7 +192,7 @@ def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
     database_url = _postgres_database(args.postgres) if database == "postgresql" else None
     try:
         with tempfile.TemporaryDirectory(prefix="tinymlaas-bench-") as tmp:
-            port = _free_port()
+            port = free_port()
             server = _start(Path(tmp) / "home", port, database_url, args.workers)
             url = f"http://127.0.0.1:{port}"
             try:
@@ -240,7 +212,7 @@ def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
                 pages = asyncio.run(_reads(url, token, args.clients, args.duration,
                                            "/api/v1/runs?limit=20"))
             finally:
-                _stop(server)
+                stop_server(server)
     finally:
         if database_url:
             _drop_database(args.postgres, database_url)

@@ -6,10 +6,7 @@ started."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +16,7 @@ import pytest
 from api_support import PASSWORD
 
 from helpers import step_python
+from tinymlaas.api.testing import free_port, start_server, stop_server
 from tinymlaas.client import Client
 from tinymlaas.config import Settings
 from tinymlaas.service import Services
@@ -28,36 +26,11 @@ from tinymlaas.service.users import AccountService
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tinymlaas.cli.main", "serve", "--port", str(port),
-         "--workers", "2", "--log-level", "warning"], env=env, start_new_session=True,
-        stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    pytest.fail("the server did not start: " + log.read_text()[-3000:])
-
-
-def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        return start_server(env, port, workers=2, output=log.open("ab"))
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}: {log.read_text()[-3000:]}")
 
 
 def _workers(server: subprocess.Popen) -> set[int]:
@@ -96,7 +69,7 @@ def test_two_server_processes_on_postgresql_execute_each_run_exactly_once(
     env = {**os.environ, "TINYMLAAS_HOME": str(home), "TINYMLAAS_DATABASE_URL": postgres_url,
            "TINYMLAAS_EXTERNAL_STEPS": "everyone", "TINYMLAAS_LOGIN_RATE_LIMIT": "1000",
            "TINYMLAAS_SERVER_RUNS": "2"}
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = _serve(env, port, log)
     try:
@@ -119,7 +92,7 @@ def test_two_server_processes_on_postgresql_execute_each_run_exactly_once(
             statuses = _wait_finished(client, submitted)
         assert set(statuses.values()) == {"succeeded"}, statuses
     finally:
-        _stop(server)
+        stop_server(server)
 
     # Runs left pending while no server was up: both processes queue them when they start.
     settings = Settings(home=home, database_url=postgres_url, external_steps="everyone")
@@ -142,7 +115,7 @@ def test_two_server_processes_on_postgresql_execute_each_run_exactly_once(
             time.sleep(2)  # a second execution, had there been one, would have begun
             assert {r.id for r in client.list_runs(status="running")} == set()
     finally:
-        _stop(server)
+        stop_server(server)
     executions = Counter(marker.read_text().split())
     expected = [f"http-{i}" for i in range(8)] + [f"start-{i}" for i in range(6)]
     assert sorted(executions) == sorted(expected)

@@ -1,19 +1,26 @@
 """Helpers for testing against a real server: run the app with uvicorn in a background
-thread on a free localhost port, and make a tiny ONNX classifier for the digits dataset.
+thread on a free localhost port, or ``tinymlaas serve`` as a process, and make a tiny ONNX
+classifier for the digits dataset.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
-__all__ = ["LiveServer", "serve_in_thread", "write_digits_onnx"]
+__all__ = ["LiveServer", "free_port", "serve_in_thread", "start_server", "stop_server",
+           "write_digits_onnx"]
 
 
 @dataclass
@@ -74,3 +81,49 @@ def write_digits_onnx(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(env: dict[str, str], port: int, *, workers: int = 1, output: Any = None,
+                 timeout_s: float = 120) -> subprocess.Popen:
+    """``tinymlaas serve`` in its own process group, once its health check answers.
+
+    Raises:
+        RuntimeError: The server stopped, or did not answer within ``timeout_s`` (killed).
+    """
+    import httpx
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinymlaas.cli.main", "serve", "--port", str(port),
+         "--log-level", "warning", *(["--workers", str(workers)] if workers > 1 else [])],
+        env=env, start_new_session=True,
+        stdout=output if output is not None else subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server stopped at start (exit code {process.returncode})")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise RuntimeError(f"the server did not answer within {timeout_s:.0f} s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Stop a :func:`start_server` process group: SIGTERM, then SIGKILL after 30 s."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
