@@ -3,9 +3,7 @@ cancel, and follow live through server-sent events."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -15,11 +13,11 @@ from fastapi.responses import StreamingResponse
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import Studio, StudioDep, WorkspaceDep
 from tinymlaas.api.pagination import PAGED, PagingDep
-from tinymlaas.api.responses import KEEPALIVE_S
-from tinymlaas.api.runtime import Subscription
+from tinymlaas.api.responses import event_stream
 from tinymlaas.api.search_schemas import SearchCreate, SearchEventPublic, SearchPublic
 from tinymlaas.domain.searches import Search, SearchState
-from tinymlaas.service.searches import CANDIDATE, DONE, STATE, SearchRequest
+from tinymlaas.engine import RunEvent
+from tinymlaas.service.searches import CANDIDATE, STATE, SearchRequest
 from tinymlaas.service.workspace import Workspace
 
 __all__ = ["router", "search_events_response"]
@@ -75,43 +73,23 @@ async def search_events(search_id: str, ws: WorkspaceDep,
     return await search_events_response(ws, search_id, studio)
 
 
-def _sse(event: str, data: str) -> str:
-    return f"event: {event}\ndata: {data}\n\n"
-
-
 def _search_json(search: Search) -> str:
     return SearchPublic.model_validate(search).model_dump_json()
 
 
 async def search_events_response(ws: Workspace, search_id: str,
                                  studio: Studio) -> StreamingResponse:
-    """The search's live events (see :func:`search_events`), for the API and the pages."""
-    search = await run_in_threadpool(ws.get_search, search_id)
-    subscription = studio.bus.subscribe(search.id)  # before the snapshot: nothing is missed
+    """The search's live events (see :func:`search_events`)."""
+    key = (await run_in_threadpool(ws.get_search, search_id)).id
 
-    async def stream(sub: Subscription) -> AsyncIterator[str]:
-        try:
-            current = await run_in_threadpool(studio.searches.get, search.id)
-            yield _sse("search", _search_json(current))
-            while not current.done:
-                try:
-                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    current = await run_in_threadpool(studio.searches.get, search.id)
-                    yield ": keep-alive\n\n"
-                    continue
-                if event.stage == DONE:
-                    break
-                if event.stage == CANDIDATE:
-                    yield _sse("candidate", json.dumps(event.data))
-                elif event.stage == STATE:
-                    yield _sse("state", SearchEventPublic(
-                        search_id=search.id, state=SearchState(event.status)).model_dump_json())
-            final = await run_in_threadpool(studio.searches.get, search.id)
-            yield _sse("search", _search_json(final))
-            yield _sse("end", json.dumps({"search_id": search.id, "state": final.state.value}))
-        finally:
-            studio.bus.unsubscribe(sub)
+    def shown(event: RunEvent) -> tuple[str, str] | None:
+        if event.stage == CANDIDATE:
+            return "candidate", json.dumps(event.data)
+        if event.stage == STATE:
+            return "state", SearchEventPublic(
+                search_id=key, state=SearchState(event.status)).model_dump_json()
+        return None
 
-    return StreamingResponse(stream(subscription), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(studio, key, lambda: studio.searches.get(key),
+                        lambda search: search.done, ("search", _search_json), shown,
+                        lambda search: {"search_id": key, "state": search.state.value})
