@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from tinymlaas.api.runtime import EventBus, RunQueue
 from tinymlaas.config import Settings
@@ -64,21 +65,26 @@ AccountsDep = Annotated[AccountService, Depends(get_accounts)]
 _bearer = HTTPBearer(auto_error=False, description="A log-in or API token.")
 
 
-def get_current_user(
+async def get_current_user(
     accounts: AccountsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     if credentials is None:
         raise AuthenticationError("send 'Authorization: Bearer <token>'; get a token from "
                                   "POST /api/v1/auth/login")
-    return accounts.authenticate(credentials.credentials)
+    # A token verified moments ago is answered from memory on the event loop; only a
+    # lookup in the database goes to the thread pool.
+    user = accounts.cached_user(credentials.credentials)
+    if user is None:
+        user = await run_in_threadpool(accounts.authenticate, credentials.credentials)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_workspace(accounts: AccountsDep, user: CurrentUser) -> Workspace:
-    return accounts.workspace(user)
+async def get_workspace(accounts: AccountsDep, user: CurrentUser) -> Workspace:
+    return accounts.workspace(user)  # no I/O: a view of the stores for this user
 
 
 WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]

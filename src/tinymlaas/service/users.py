@@ -85,6 +85,11 @@ def check_password(password: str, user_inputs: list[str]) -> None:
              "required_score": MIN_PASSWORD_SCORE})
 
 
+
+def _check_expiry(token: ApiToken) -> None:
+    if token.expires_at is not None and token.expires_at < _now():
+        raise AuthenticationError("the session has expired; log in again")
+
 class LoginRateLimiter:
     """At most ``limit`` attempts per key in any ``window_s`` seconds (in process memory).
 
@@ -199,27 +204,40 @@ class AccountService:
         A verified token is remembered for ``token_cache_s`` (a fast keyed lookup, no
         query); revoking it here forgets it at once, other processes within that time.
         """
-        digest = hash_token(secret) if secret else ""
-        now = time.monotonic()
-        with self._verified_lock:
-            cached = self._verified.get(digest)
-        if cached is not None and cached[2] > now:
-            token, user = cached[0], cached[1]
-        else:
-            found = self.store.find_token(digest) if secret else None
-            if found is None:
-                raise AuthenticationError("invalid or revoked token; log in again or create "
-                                          "a new API token")
-            token, user = found
-            if self.settings.token_cache_s > 0:
-                with self._verified_lock:
-                    if len(self._verified) > 10_000:  # bounded: drop the stale ones
-                        self._verified = {k: v for k, v in self._verified.items()
-                                          if v[2] > now}
-                    self._verified[digest] = (token, user, now + self.settings.token_cache_s)
-        if token.expires_at is not None and token.expires_at < _now():
-            raise AuthenticationError("the session has expired; log in again")
+        user = self.cached_user(secret)
+        if user is not None:
+            return user
+        found = self.store.find_token(hash_token(secret)) if secret else None
+        if found is None:
+            raise AuthenticationError("invalid or revoked token; log in again or create "
+                                      "a new API token")
+        token, user = found
+        if self.settings.token_cache_s > 0:
+            now = time.monotonic()
+            with self._verified_lock:
+                if len(self._verified) > 10_000:  # bounded: drop the stale ones
+                    self._verified = {k: v for k, v in self._verified.items() if v[2] > now}
+                self._verified[hash_token(secret)] = (token, user,
+                                                      now + self.settings.token_cache_s)
+        _check_expiry(token)
         return user
+
+    def cached_user(self, secret: str) -> User | None:
+        """The user of a token verified within ``token_cache_s``, without touching the
+        database (so a request handler may call it on the event loop); None when the token
+        is not remembered and :meth:`authenticate` must look it up.
+
+        Raises:
+            AuthenticationError: The remembered token has expired.
+        """
+        if not secret:
+            return None
+        with self._verified_lock:
+            cached = self._verified.get(hash_token(secret))
+        if cached is None or cached[2] <= time.monotonic():
+            return None
+        _check_expiry(cached[0])
+        return cached[1]
 
     def _forget_tokens(self, user_id: str) -> None:
         with self._verified_lock:

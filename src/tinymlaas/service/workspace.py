@@ -394,9 +394,11 @@ class Workspace:
                                         dataset=dataset_id, device=device, name=name,
                                         project=project_id)
 
-    def get_run(self, ref: str, project: str | None = None) -> Run:
+    def get_run(self, ref: str, project: str | None = None, *, logs: bool = True) -> Run:
+        """A run by id or name; without ``logs`` its steps' logs are left empty (cheaper:
+        for views that do not show them)."""
         if project is None:  # by id, visible to the user, in one session: the common case
-            run = self.store.find_visible_run(ref, self.user.id)
+            run = self.store.find_visible_run(ref, self.user.id, logs=logs)
             if run is not None:
                 return run
         return self.services.get_run(self._resolve("run", ref, project))

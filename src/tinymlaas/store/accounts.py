@@ -13,13 +13,23 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, delete, or_, select, union
+from sqlalchemy import (
+    ForeignKey,
+    String,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    delete,
+    or_,
+    select,
+    union,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tinymlaas.domain import Project, Run
 from tinymlaas.errors import ConflictError, NotFoundError
-from tinymlaas.store.metadata import MetadataStore
+from tinymlaas.store.metadata import RUN_COLUMNS, MetadataStore
 from tinymlaas.store.paging import Key, Page, keyset, page_rows
 from tinymlaas.store.tables import (
     Base,
@@ -384,15 +394,14 @@ class AccountStore:
                      .order_by(table.created_at.desc()))
             return [(found.id, found.project) for found in s.execute(query)]
 
-    def find_visible_run(self, run_id: str, user_id: str) -> Run | None:
+    def find_visible_run(self, run_id: str, user_id: str, *, logs: bool = True) -> Run | None:
         """The run with id ``run_id`` when it is in a project ``user_id`` owns or was given,
-        else None: one session, the fast path of a request that names a run by id."""
+        else None (its steps' logs only with ``logs``): one session, the fast path of a
+        request that names a run by id."""
         with self.meta.reading() as s:
-            row = s.scalars(select(RunRow).where(RunRow.id == run_id, RunRow.project.in_(
-                union(select(ProjectRow.id).where(ProjectRow.owner == user_id),
-                      select(MemberRow.project_id).where(MemberRow.user_id == user_id))))
-                ).first()
-            return None if row is None else self.meta._run(s, row)
+            row = s.connection().execute(_VISIBLE_RUN, {"run_id": run_id,
+                                                        "user_id": user_id}).first()
+            return None if row is None else self.meta.runs_of(s, [row], logs=logs)[0]
 
     def run_artifacts(self, run_id: str) -> list[str]:
         """Shas a run may hand out: its input model, its step outputs and its output."""
@@ -493,3 +502,11 @@ def _token(row: TokenRow) -> ApiToken:
 
 def _project(row: ProjectRow) -> Project:
     return Project(id=row.id, name=row.name, owner=row.owner, created_at=row.created_at)
+
+
+#: Built once: building and keying the statement cost more than running it.
+_VISIBLE_RUN = select(*RUN_COLUMNS).where(
+    RunRow.id == bindparam("run_id"),
+    RunRow.project.in_(union(select(ProjectRow.id).where(ProjectRow.owner == bindparam("user_id")),
+                             select(MemberRow.project_id)
+                             .where(MemberRow.user_id == bindparam("user_id")))))

@@ -7,7 +7,7 @@ failing) by default; PostgreSQL by URL. The schema is created and upgraded by Al
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +15,16 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, create_engine, event, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,7 +55,7 @@ from tinymlaas.store.tables import (
     StepRow,
 )
 
-__all__ = ["MetadataStore", "new_id"]
+__all__ = ["RUN_COLUMNS", "MetadataStore", "new_id"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -246,18 +255,17 @@ class MetadataStore:
 
     def get_run(self, ref: str, project: str | None = None) -> Run:
         with self.reading() as s:
-            row = self._by_ref_in(s, RunRow, ref, project, "run")
-            return self._run(s, row)
+            return self.runs_of(s, [self._by_ref_in(s, RunRow, ref, project, "run")])[0]
 
     def list_runs(self, project: str | None = None, status: str | None = None,
                   limit: int = 200) -> list[Run]:
         with self.reading() as s:
-            query = select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)
+            query = select(*RUN_COLUMNS).order_by(RunRow.created_at.desc()).limit(limit)
             if project is not None:
                 query = query.where(RunRow.project == project)
             if status is not None:
                 query = query.where(RunRow.status == status)
-            return [self._run(s, r) for r in s.scalars(query)]
+            return self.runs_of(s, list(s.execute(query)))
 
     def page_runs(self, projects: Collection[str], limit: int, after: Key | None = None,
                   status: str | None = None) -> Page[Run]:
@@ -266,17 +274,12 @@ class MetadataStore:
         if not projects:
             return Page([])
         with self.reading() as s:
-            query = select(RunRow).where(RunRow.project.in_(list(projects)))
+            query = select(*RUN_COLUMNS).where(RunRow.project.in_(list(projects)))
             if status is not None:
                 query = query.where(RunRow.status == status)
-            rows = list(s.scalars(keyset(query, RunRow, limit, after, newest_first=True)))
-            steps: dict[str, list[StepRow]] = {}
-            ids = [r.id for r in rows[:limit]]
-            if ids:
-                for step in s.scalars(select(StepRow).where(StepRow.run_id.in_(ids))
-                                      .order_by(StepRow.run_id, StepRow.index)):
-                    steps.setdefault(step.run_id, []).append(step)
-            return page_rows(rows, limit, lambda r: _run_entity(r, steps.get(r.id, [])))
+            rows = list(s.execute(keyset(query, RunRow, limit, after, newest_first=True)))
+            runs = {run.id: run for run in self.runs_of(s, rows[:limit], logs=False)}
+            return page_rows(rows, limit, lambda r: runs[r.id])
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         with self.session() as s:
@@ -443,24 +446,32 @@ class MetadataStore:
         return row
 
     @staticmethod
-    def _run(s: Session, row: RunRow) -> Run:
-        steps = s.scalars(select(StepRow).where(StepRow.run_id == row.id).order_by(StepRow.index))
-        return _run_entity(row, steps)
+    def runs_of(s: Session, rows: Sequence[Any], *, logs: bool = True) -> list[Run]:
+        """The runs of ``rows`` (rows of :data:`RUN_COLUMNS`, or ``RunRow`` objects), with
+        their steps read in one query, without the steps' logs unless ``logs``.
+
+        Plain rows rather than ORM objects: building these is most of the cost of the
+        API's most frequent requests.
+        """
+        steps: dict[str, list[StepRecord]] = {r.id: [] for r in rows}
+        if steps:
+            query = _STEPS_OF[logs]
+            for step in s.connection().execute(query, {"ids": list(steps)}):  # no ORM: rows
+                data = dict(step._mapping)
+                steps[data.pop("run_id")].append(StepRecord.model_validate(data))
+        return [Run.model_validate({**{c.name: getattr(r, c.name) for c in RUN_COLUMNS},
+                                    "steps": steps[r.id]}) for r in rows]
 
 
-#: Who executes a run is the store's business, not part of the run entity.
-_LEASE_COLUMNS = frozenset({"lease_owner", "lease_expires_at"})
-
-
-def _run_entity(row: RunRow, steps: Iterable[StepRow]) -> Run:
-    data = {c.name: getattr(row, c.name) for c in RunRow.__table__.columns
-            if c.name not in _LEASE_COLUMNS}
-    data["steps"] = [
-        StepRecord.model_validate({c.name: getattr(st, c.name)
-                                   for c in StepRow.__table__.columns if c.name != "run_id"})
-        for st in steps
-    ]
-    return Run.model_validate(data)
+#: A run's columns as its entity has them: who executes a run (its lease) is the store's
+#: business, not part of the run.
+RUN_COLUMNS = tuple(c for c in RunRow.__table__.columns
+                    if c.name not in {"lease_owner", "lease_expires_at"})
+#: The steps of the runs with ids ``ids``, with their logs or without. Built once:
+#: building and keying a statement costs more than running this one.
+_STEPS_OF = {logs: select(*(c for c in StepRow.__table__.columns if logs or c.name != "log"))
+             .where(StepRow.run_id.in_(bindparam("ids", expanding=True)))
+             .order_by(StepRow.run_id, StepRow.index) for logs in (True, False)}
 
 
 def _now() -> datetime:

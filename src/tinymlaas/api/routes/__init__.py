@@ -20,6 +20,6 @@ from tinymlaas.api.routes import (
 __all__ = ["api_router"]
 
 api_router = APIRouter()
-for module in (health, auth, users, projects, models, datasets, devices, transformers,
-               templates, runs, searches, webhooks):
+for module in (runs, health, auth, users, projects, models, datasets, devices, transformers,
+               templates, searches, webhooks):
     api_router.include_router(module.router)

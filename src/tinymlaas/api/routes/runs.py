@@ -68,7 +68,7 @@ def compare_runs(body: CompareRequest, ws: WorkspaceDep) -> object:
 @router.get("/{ref}", response_model=RunPublic)
 def get_run(ref: str, ws: WorkspaceDep) -> object:
     """A run with its steps' status, timing, errors and metrics."""
-    return ws.get_run(ref)
+    return ws.get_run(ref, logs=False)
 
 
 @router.delete("/{ref}", response_model=DeletionPublic)
