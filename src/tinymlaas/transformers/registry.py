@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "fuse": "tinymlaas.transformers.onnx.fuse:Fuse",
     "quantize-dynamic": "tinymlaas.transformers.onnx.quantize:QuantizeDynamic",
     "quantize-static": "tinymlaas.transformers.onnx.quantize:QuantizeStatic",
+    "auto-int8": "tinymlaas.transformers.onnx.auto_int8:AutoInt8",
     "fp16": "tinymlaas.transformers.onnx.fp16:Float16",
     "external": "tinymlaas.transformers.external:External",
     "compile-c": "tinymlaas.transformers.compile_c:CompileC",

@@ -49,7 +49,12 @@ def _preprocess(ctx: StepContext) -> str:
 
 class DynamicParams(KeepFloat):
     weight_type: Literal["int8", "uint8"] = "int8"
-    per_channel: bool = False
+    per_channel: bool = Field(default=True, description="One scale per output channel of "
+                              "each weight (keeps transformers close to fp32) or one per "
+                              "tensor.")
+    reduce_range: bool = Field(default=True, description="Int8 weights in 7 bits: x86 CPUs "
+                               "without VNNI (AVX2) multiply uint8 activations by int8 weights "
+                               "in 16-bit sums that saturate on full-range weights.")
 
 
 class QuantizeDynamic(Transformer):
@@ -69,6 +74,7 @@ class QuantizeDynamic(Transformer):
             source, str(out),
             weight_type=QuantType.QInt8 if params.weight_type == "int8" else QuantType.QUInt8,
             per_channel=params.per_channel,
+            reduce_range=params.reduce_range,
             nodes_to_exclude=params.nodes_to_exclude or None,
             op_types_to_quantize=_op_types_to_quantize(onnx.load(source),
                                                        params.op_types_to_exclude),
