@@ -72,7 +72,8 @@ def quality_metrics(task: Task, outputs: np.ndarray, y: np.ndarray,
     return metrics
 
 
-def _static(path: Path, kind: ArtifactKind, runner: Any) -> dict[str, int]:
+def _static(path: Path, kind: ArtifactKind, runner: Any,
+            X: np.ndarray | None = None) -> dict[str, int]:
     if kind is ArtifactKind.c_source:
         result = runner.result
         return {"weight_bytes": result.const_bytes, "macs": result.macs,
@@ -80,9 +81,11 @@ def _static(path: Path, kind: ArtifactKind, runner: Any) -> dict[str, int]:
     if kind is ArtifactKind.onnx:
         import onnx
 
-        from tinymlaas.evaluation.static import graph_stats
+        from tinymlaas.evaluation.static import graph_stats, sample_shapes
 
-        stats = graph_stats(onnx.load(str(path)))
+        # MACs at the dataset's sequence length (and batch 1), not a guessed one
+        shapes = sample_shapes(X, [s.name for s in runner.inputs]) if X is not None else None
+        stats = graph_stats(onnx.load(str(path)), input_shapes=shapes)
         return {"parameters": stats.parameters, "weight_bytes": stats.weight_bytes,
                 "macs": stats.macs}
     import torch
@@ -161,7 +164,7 @@ def evaluate_model(path: Path, kind: ArtifactKind, task: Task, X: np.ndarray, y:
     if peak_resettable:
         metrics["peak_memory_mb"] = max(0, _proc_status_kb("VmHWM") - rss_before_kb) / 1024
     progress(0.9, "static analysis")
-    metrics.update(_static(path, kind, runner))
+    metrics.update(_static(path, kind, runner, X))
     if device is not None:
         metrics.update(device_fit(path, kind, runner, device))
     return metrics, outputs
