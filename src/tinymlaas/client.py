@@ -337,11 +337,13 @@ class Client:
             return self._one(ModelPublic, "POST", "/models", params=params, files=files,
                              data={"sha256": _sha256(path)})
 
-    def import_model(self, repo_id: str, filename: str, *, revision: str | None = None,
-                     name: str | None = None, project: str | None = None,
-                     task: str = "classification", input_shape: list[int] | None = None,
+    def import_model(self, repo_id: str, filename: str | None = None, *,
+                     revision: str | None = None, name: str | None = None,
+                     project: str | None = None, task: str | None = None,
+                     input_shape: list[int] | None = None,
                      description: str = "") -> ModelPublic:
-        """Register a model file from a Hugging Face repo."""
+        """Register a model file from a Hugging Face repo, or without ``filename`` the whole
+        model repo exported to ONNX with its tokenizer."""
         body = {"repo_id": repo_id, "filename": filename, "revision": revision, "name": name,
                 "project": project, "task": task, "input_shape": input_shape,
                 "description": description}
@@ -362,13 +364,21 @@ class Client:
                        project: str | None = None, task: str | None = None,
                        label_column: str | None = None,
                        image_size: tuple[int, int] | None = None, test_fraction: float = 0.2,
-                       calibration_size: int = 256, seed: int = 0) -> DatasetPublic:
-        """Stream an .npz, .csv or image .zip to the server and register it."""
+                       calibration_size: int = 256, seed: int = 0,
+                       tokenizer: str | None = None, text_column: str = "text",
+                       text_pair_column: str | None = None, max_length: int = 128,
+                       padding: str = "max_length") -> DatasetPublic:
+        """Stream an .npz, .csv or image .zip to the server and register it; with
+        ``tokenizer`` (a model), a .csv or .jsonl of text tokenized with its tokenizer."""
+        text = {"tokenizer": tokenizer, "text_column": text_column,
+                "text_pair_column": text_pair_column, "max_length": max_length,
+                "padding": padding} if tokenizer else {}
         return self._upload(DatasetPublic, "/datasets", path, {
             "name": name, "project": project, "task": task, "label_column": label_column,
             "image_width": image_size[0] if image_size else None,
             "image_height": image_size[1] if image_size else None,
-            "test_fraction": test_fraction, "calibration_size": calibration_size, "seed": seed})
+            "test_fraction": test_fraction, "calibration_size": calibration_size, "seed": seed,
+            **text})
 
     def add_builtin_dataset(self, source: str = "digits", *, name: str | None = None,
                             project: str | None = None, test_fraction: float = 0.2,

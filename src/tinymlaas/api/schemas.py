@@ -300,7 +300,12 @@ class HubImport(Create):
 
 
 class ModelHubImport(HubImport):
-    task: Task = Task.classification
+    filename: str | None = Field(  # type: ignore[assignment]
+        default=None, min_length=1, max_length=500, examples=["model.onnx"],
+        description="A model file to register as it is; omit it to import the whole model "
+        "repo (config, safetensors weights, tokenizer) exported to ONNX with its tokenizer.")
+    task: Task | None = Field(default=None, description="Default: classification for a file; "
+                              "for a whole repo, from its architecture.")
     input_shape: list[InputDim] | None = Field(default=None, max_length=8)
     description: str = Field(default="", max_length=2000)
 

@@ -110,23 +110,46 @@ def _parse_ints(text: str | None, sep: str = ",") -> list[int] | None:
 
 @models_app.command("add")
 def models_add(
-    path: Annotated[Path, typer.Argument(help="ONNX, torch.export (.pt2) or TorchScript file.")],
+    path: Annotated[str, typer.Argument(help="ONNX, torch.export (.pt2) or TorchScript file; "
+                                        "a Hugging Face model folder or cache folder; or "
+                                        "hf:ORG/NAME from the Hub.")],
     name: Annotated[str | None, typer.Option(help="Name (default: the file name).")] = None,
-    task: Annotated[Task, typer.Option(help="What the model does.")] = Task.classification,
+    task: Annotated[Task | None, typer.Option(
+        help="What the model does (default: classification; for Hugging Face models, from "
+        "the architecture).")] = None,
     input_shape: Annotated[str | None, typer.Option(
         help="Input shape without batch, e.g. 1,8,8 (needed for TorchScript).")] = None,
+    revision: Annotated[str | None, typer.Option(
+        help="Hugging Face branch, tag or commit (hf:ORG/NAME and cache folders).")] = None,
     description: str = "",
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate and register a model file."""
-    model = services().add_model(path, name, task=task, project=project or "default",
-                                 input_shape=_parse_ints(input_shape), description=description)
+    """Validate and register a model file, or import a Hugging Face model to ONNX.
+
+    A Hugging Face model (hf:ORG/NAME, or a folder with config.json, safetensors weights and
+    tokenizer files) is exported to ONNX with its tokenizer kept inside; HF_HUB_OFFLINE=1
+    uses only the local cache. An unreachable Hub exits with code 7.
+    """
+    if path.startswith("hf:") or Path(path).is_dir():
+        if input_shape is not None:
+            raise InvalidInputError("--input-shape is for TorchScript files; a Hugging Face "
+                                    "model takes token ids of any length")
+        model = services().add_hf_model(path, name, revision=revision, task=task,
+                                        project=project or "default", description=description)
+    else:
+        if revision is not None:
+            raise InvalidInputError("--revision is for hf:ORG/NAME and Hugging Face cache "
+                                    "folders")
+        model = services().add_model(Path(path), name, task=task or Task.classification,
+                                     project=project or "default",
+                                     input_shape=_parse_ints(input_shape),
+                                     description=description)
     if as_json:
         print_json(model)
     else:
         console.print(f"registered model [bold]{model.name}[/] ({model.id}): {model.kind}, "
-                      f"{model.parameters:,} parameters", highlight=False)
+                      f"{model.parameters:,} parameters, task {model.task}", highlight=False)
         console.print(f"  inputs: {_tensors(model.inputs)}", markup=False, highlight=False)
         console.print(f"  outputs: {_tensors(model.outputs)}", markup=False, highlight=False)
 
@@ -181,10 +204,35 @@ def datasets_add(
     calibration_size: Annotated[int, typer.Option(help="Calibration samples (from the "
                                                   "train split).")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the split permutation.")] = 0,
+    tokenizer: Annotated[str | None, typer.Option(
+        help="Text data (.csv, .jsonl): tokenize with the tokenizer of this registered model "
+        "(one imported from Hugging Face); one array per model input.")] = None,
+    text_column: Annotated[str, typer.Option(help="Text data: the column of text.")] = "text",
+    text_pair_column: Annotated[str | None, typer.Option(
+        help="Text data: a second text per row (sentence pairs).")] = None,
+    max_length: Annotated[int, typer.Option(help="Text data: tokens per sample (longer "
+                                            "texts are truncated).")] = 128,
+    padding: Annotated[str, typer.Option(help="Text data: max_length (pad every sample to "
+                                         "--max-length) or longest (to the longest "
+                                         "sample).")] = "max_length",
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate and register a dataset."""
+    """Validate and register a dataset.
+
+    Text (a .csv or .jsonl with a text column) is tokenized with a model's tokenizer:
+    --tokenizer MODEL; without --label-column it is unlabelled (for calibration and
+    fidelity).
+    """
+    text = None
+    if tokenizer is not None:
+        from tinymlaas.formats.text_datasets import TextOptions
+
+        text = TextOptions(tokenizer=tokenizer, text_column=text_column,
+                           text_pair_column=text_pair_column, max_length=max_length,
+                           padding=padding)  # type: ignore[arg-type]
+    elif text_pair_column is not None:
+        raise InvalidInputError("--text-pair-column is for text data: give --tokenizer MODEL")
     size = _parse_ints(image_size)
     if size is not None and len(size) != 2:
         raise InvalidInputError("--image-size takes WxH, e.g. 32x32")
@@ -195,11 +243,14 @@ def datasets_add(
         raise InvalidInputError(str(exc).splitlines()[-2].strip()) from None
     dataset = services().add_dataset(source, name, task=task, label_column=label_column,
                                      image_size=(size[0], size[1]) if size else None,
-                                     splits=splits, project=project or "default")
+                                     splits=splits, project=project or "default",
+                                     **({"text": text} if text is not None else {}))
     if as_json:
         return print_json(dataset)
+    shape = "tokenized text" if dataset.source_format == "text" else \
+        f"shape {dataset.feature_shape}"
     console.print(f"registered dataset [bold]{dataset.name}[/] ({dataset.id}): "
-                  f"{dataset.num_samples} samples of shape {dataset.feature_shape}, "
+                  f"{dataset.num_samples} samples of {shape}, "
                   f"task {dataset.task}" + (f", {dataset.num_classes} classes"
                                             if dataset.num_classes else ""))
 

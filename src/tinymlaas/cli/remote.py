@@ -28,6 +28,7 @@ from tinymlaas.engine import RunEvent
 from tinymlaas.errors import InvalidInputError, NotFoundError
 from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.datasets import BUILTIN_DATASETS
+from tinymlaas.formats.text_datasets import TextOptions
 from tinymlaas.service import ComparisonRow
 from tinymlaas.service.services import Deletion, SigningKey
 
@@ -66,6 +67,37 @@ class RemoteServices:
                                           input_shape=input_shape, description=description)
         return Model.model_validate(public.model_dump())
 
+    def add_hf_model(self, source: str, name: str | None = None, *,
+                     revision: str | None = None, task: Task | None = None,
+                     project: str | None = None, description: str = "") -> Model:
+        """``hf:ORG/NAME`` is imported by the server; a local folder is exported here and
+        the ONNX file (tokenizer inside) uploaded."""
+        project = None if project == "default" else project
+        if source.startswith("hf:"):
+            from tinymlaas.formats.hub import parse_repo_ref
+
+            repo_id, pinned = parse_repo_ref(source)
+            public = self.client.import_model(repo_id, None, revision=revision or pinned,
+                                              name=name, project=project,
+                                              task=task.value if task else None,
+                                              description=description)
+            return Model.model_validate(public.model_dump())
+        from tinymlaas.formats import huggingface as hf
+
+        path = Path(source)
+        if not hf.is_model_folder(path):
+            raise InvalidInputError(f"{source} is neither hf:ORG/NAME nor a Hugging Face "
+                                    "model folder")
+        folder = hf.resolve_model_folder(path, revision)
+        with tempfile.TemporaryDirectory() as tmp:
+            exported = hf.export_model_folder(folder, Path(tmp) / f"{name or path.name}.onnx",
+                                              source=path.resolve().name, max_bytes=2**40)
+            public = self.client.upload_model(exported.path, name=name, project=project,
+                                              task=(task or exported.task).value,
+                                              description=description or
+                                              f"{path.name}: {exported.architecture}")
+        return Model.model_validate(public.model_dump())
+
     def list_models(self, project: str | None = None) -> list[Model]:
         return [Model.model_validate(m.model_dump()) for m in self.client.list_models(project)]
 
@@ -75,10 +107,18 @@ class RemoteServices:
     def add_dataset(self, source: str, name: str | None = None, *, task: Task | None = None,
                     label_column: str | None = None, image_size: tuple[int, int] | None = None,
                     splits: DatasetSplits | None = None,
-                    project: str | None = None) -> Dataset:
+                    project: str | None = None, text: TextOptions | None = None) -> Dataset:
         project = None if project == "default" else project
         splits = splits or DatasetSplits()
-        if source in BUILTIN_DATASETS and not Path(source).exists():
+        if text is not None:
+            public = self.client.upload_dataset(
+                source, name=name, project=project, task=task.value if task else None,
+                label_column=label_column, test_fraction=splits.test_fraction,
+                calibration_size=splits.calibration_size, seed=splits.seed,
+                tokenizer=text.tokenizer, text_column=text.text_column,
+                text_pair_column=text.text_pair_column, max_length=text.max_length,
+                padding=text.padding)
+        elif source in BUILTIN_DATASETS and not Path(source).exists():
             public = self.client.add_builtin_dataset(
                 source, name=name, project=project, test_fraction=splits.test_fraction,
                 calibration_size=splits.calibration_size, seed=splits.seed)

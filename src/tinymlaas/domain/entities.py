@@ -177,7 +177,7 @@ class Dataset(Entity):
     name: str = Field(pattern=NAME_PATTERN)
     project: str = "default"
     artifact_sha: str
-    source_format: Literal["npz", "csv", "image-zip", "builtin"]
+    source_format: Literal["npz", "csv", "image-zip", "builtin", "text"]
     task: Task = Task.classification
     num_samples: int
     feature_shape: list[int]

@@ -54,6 +54,7 @@ __all__ = [
     "LoadedDataset",
     "canonical_fields",
     "check_model_inputs",
+    "finish_dataset",
     "load_builtin",
     "load_dataset_file",
     "read_canonical",
@@ -88,7 +89,7 @@ class LoadedDataset:
     y: np.ndarray
     task: Task
     class_names: list[str]
-    source_format: Literal["npz", "csv", "image-zip", "builtin"]
+    source_format: Literal["npz", "csv", "image-zip", "builtin", "text"]
 
     @property
     def num_classes(self) -> int | None:
@@ -199,7 +200,7 @@ def _class_indices(y: np.ndarray, names: list[str] | None, max_classes: int) -> 
 
 
 def _finish(X: np.ndarray, y: np.ndarray, task: Task | None, names: list[str] | None,
-            source: Literal["npz", "csv", "image-zip", "builtin"], *,
+            source: Literal["npz", "csv", "image-zip", "builtin", "text"], *,
             max_classes: int, named_inputs: bool = False) -> LoadedDataset:
     # the arrays of a model's inputs (a structured X) are checked by _input_arrays
     X = X if named_inputs else _features(np.asarray(X))
@@ -240,6 +241,10 @@ def _finish(X: np.ndarray, y: np.ndarray, task: Task | None, names: list[str] | 
             raise InvalidInputError("regression targets must be within float32 range")
         names = []
     return LoadedDataset(X=X, y=y, task=task, class_names=names, source_format=source)
+
+
+#: Labels and task checked and normalized for arrays already loaded (text datasets use it).
+finish_dataset = _finish
 
 
 def load_builtin(name: str) -> LoadedDataset:
@@ -541,6 +546,9 @@ def load_dataset_file(path: Path, *, task: Task | None = None, label_column: str
                          max_classes=max_classes)
     if suffix in {".csv", ".tsv", ".txt"}:
         return _load_csv(path, label_column, task, max_classes=max_classes)
+    if suffix in {".jsonl", ".ndjson"}:
+        raise InvalidInputError(f"{path.name} is text: give the model whose tokenizer "
+                                "tokenizes it (--tokenizer MODEL, or tokenizer=MODEL in the API)")
     if suffix == ".zip":
         return _load_image_zip(path, image_size, max_entries=max_entries, max_bytes=max_bytes,
                                max_ratio=max_ratio, max_classes=max_classes)

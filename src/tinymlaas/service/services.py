@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Collection
@@ -39,6 +40,7 @@ from tinymlaas.executors.procs import private_dir
 from tinymlaas.formats import datasets as ds
 from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.models import detect_model_kind, inspect_model, load_onnx_checked
+from tinymlaas.formats.text_datasets import TextOptions
 from tinymlaas.installers import read_manifest
 from tinymlaas.service.compare import ComparisonRow, comparison_row, source_model_warnings
 from tinymlaas.store import MetadataStore, cleanup
@@ -105,6 +107,52 @@ class Services:
             kind=kind, task=task, inputs=info.inputs, outputs=info.outputs,
             parameters=info.parameters, description=description))
 
+    def add_hf_model(self, source: str, name: str | None = None, *,
+                     revision: str | None = None, task: Task | None = None,
+                     project: str = DEFAULT_PROJECT, description: str = "") -> Model:
+        """Register a Hugging Face model: ``hf:ORG/NAME[@REV]`` (the Hub, or its cache when
+        offline), a model folder (``save_pretrained``) or a cache folder
+        (``models--ORG--NAME``). It is exported to ONNX with its tokenizer and config kept
+        in the file; the task follows the architecture unless given.
+
+        Raises:
+            ServiceUnavailableError: the Hub cannot be reached and the repo is not cached.
+            NotFoundError: the Hub has no such repo or revision.
+            UnsafeInputError: the weights are only pickles.
+            UnsupportedModelError: remote code needed, not a text model, or export failure.
+        """
+        from tinymlaas.formats import huggingface as hf
+        from tinymlaas.formats.hub import hub_snapshot, parse_repo_ref
+
+        max_bytes = self.settings.max_model_bytes
+        if source.startswith("hf:"):
+            repo_id, pinned = parse_repo_ref(source)
+            revision = revision or pinned
+            folder = hub_snapshot(repo_id, revision=revision, max_bytes=max_bytes)
+            label = f"hf:{repo_id}@{folder.name}"
+            default_name = repo_id.rsplit("/", 1)[-1]
+        else:
+            path = Path(source)
+            if not hf.is_model_folder(path):
+                raise InvalidInputError(f"{source} is neither hf:ORG/NAME nor a Hugging Face "
+                                        "model folder (config.json, model.safetensors, "
+                                        "tokenizer files)")
+            folder = hf.resolve_model_folder(path, revision)
+            label = str(path.resolve().name)
+            default_name = label.split("--")[-1] if label.startswith("models--") else label
+        name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", default_name).strip("-._")[:100] \
+            or "model"
+        Model(id="m", name=name, artifact_sha="0" * 64, kind=ArtifactKind.onnx)  # the name
+        with tempfile.TemporaryDirectory() as tmp:
+            exported = hf.export_model_folder(folder, Path(tmp) / "model.onnx", source=label,
+                                              max_bytes=max_bytes)
+            note = " (tokenizer and config kept in the ONNX metadata)" \
+                if exported.has_tokenizer else ""
+            return self.add_model(exported.path, name, task=task or exported.task,
+                                  project=project,
+                                  description=description or
+                                  f"{label}: {exported.architecture}{note}")
+
     def get_model(self, ref: str, project: str | None = None) -> Model:
         return self.meta.get_model(ref, project)
 
@@ -116,10 +164,17 @@ class Services:
     def add_dataset(self, source: str, name: str | None = None, *, task: Task | None = None,
                     label_column: str | None = None, image_size: tuple[int, int] | None = None,
                     splits: DatasetSplits | None = None,
-                    project: str = DEFAULT_PROJECT) -> Dataset:
-        """Register a dataset file, or a built-in by name (``digits``)."""
+                    project: str = DEFAULT_PROJECT, text: TextOptions | None = None) -> Dataset:
+        """Register a dataset file, or a built-in by name (``digits``). With ``text``, a
+        CSV/JSONL of text tokenized with the tokenizer of the model ``text.tokenizer``."""
         s = self.settings
-        if source in ds.BUILTIN_DATASETS and not Path(source).exists():
+        if text is not None:
+            path = Path(source)
+            if not path.is_file():
+                raise InvalidInputError(f"dataset file {source!r} does not exist")
+            data = self._tokenize(path, text, project, label_column=label_column, task=task)
+            default_name = path.stem
+        elif source in ds.BUILTIN_DATASETS and not Path(source).exists():
             data = ds.load_builtin(source)
             default_name = source
         else:
@@ -148,6 +203,25 @@ class Services:
             artifact = self._store_file(canonical, ArtifactKind.dataset_npz, f"{name}.npz")
         record.artifact_sha = artifact.sha256
         return self.meta.add_dataset(record)
+
+    def _tokenize(self, path: Path, text: TextOptions, project: str, *,
+                  label_column: str | None, task: Task | None) -> ds.LoadedDataset:
+        """A text file tokenized with the tokenizer kept in a registered model."""
+        from tinymlaas.formats.huggingface import model_tokenizer
+        from tinymlaas.formats.text_datasets import tokenize_text_file
+
+        try:
+            model = self.get_model(text.tokenizer, project)
+        except NotFoundError:  # an id, or a model of another project
+            model = self.get_model(text.tokenizer)
+        if model.kind is not ArtifactKind.onnx:
+            raise InvalidInputError(f"model {model.name!r} is {model.kind}; a tokenizer comes "
+                                    "with a model imported from Hugging Face (ONNX)")
+        tokenizer = model_tokenizer(self.artifact_path(model.artifact_sha))
+        return tokenize_text_file(path, tokenizer, [spec.name for spec in model.inputs], text,
+                                  label_column=label_column, task=task,
+                                  max_bytes=self.settings.max_dataset_bytes,
+                                  max_classes=self.settings.max_classes)
 
     def get_dataset(self, ref: str, project: str | None = None) -> Dataset:
         return self.meta.get_dataset(ref, project)

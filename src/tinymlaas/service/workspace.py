@@ -8,6 +8,7 @@ their projects from here, and project members manage its webhooks.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from pathlib import Path
@@ -31,6 +32,7 @@ from tinymlaas.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from tinymlaas.formats.text_datasets import TextOptions
 from tinymlaas.service.pipelines import parse_pipeline
 from tinymlaas.service.searches import Searches, SearchRequest
 from tinymlaas.service.services import (
@@ -215,6 +217,14 @@ class Workspace:
                                        project=self.project_id(project, write=True),
                                        input_shape=input_shape, description=description)
 
+    def add_hf_model(self, source: str, name: str | None = None, *,
+                     revision: str | None = None, project: str | None = None,
+                     task: Task | None = None, description: str = "") -> Model:
+        """A Hugging Face model (``hf:ORG/NAME``, a model folder or a cache folder)."""
+        return self.services.add_hf_model(source, name, revision=revision, task=task,
+                                          project=self.project_id(project, write=True),
+                                          description=description)
+
     def list_models(self, project: str | None = None) -> list[Model]:
         return [m for p in sorted(self._scope(project)) for m in self.services.list_models(p)]
 
@@ -229,10 +239,14 @@ class Workspace:
     def add_dataset(self, source: str, name: str | None = None, *, project: str | None = None,
                     task: Task | None = None, label_column: str | None = None,
                     image_size: tuple[int, int] | None = None,
-                    splits: DatasetSplits | None = None) -> Dataset:
+                    splits: DatasetSplits | None = None,
+                    text: TextOptions | None = None) -> Dataset:
+        project_id = self.project_id(project, write=True)
+        if text is not None:  # the tokenizer's model: any of the user's projects, by id
+            text = dataclasses.replace(text, tokenizer=self._resolve("model", text.tokenizer))
         return self.services.add_dataset(source, name, task=task, label_column=label_column,
                                          image_size=image_size, splits=splits,
-                                         project=self.project_id(project, write=True))
+                                         project=project_id, text=text)
 
     def list_datasets(self, project: str | None = None) -> list[Dataset]:
         return [d for p in sorted(self._scope(project)) for d in self.services.list_datasets(p)]

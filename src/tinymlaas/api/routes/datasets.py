@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -10,7 +10,6 @@ from fastapi.responses import FileResponse
 
 from tinymlaas.api.common import AUTH_ERRORS, DATASET_DOWNLOAD, artifact_response
 from tinymlaas.api.deps import SettingsDep, WorkspaceDep
-from tinymlaas.api.hub import hub_download
 from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.schemas import (
     DatasetBuiltinCreate,
@@ -23,6 +22,8 @@ from tinymlaas.api.uploads import UPLOAD_BODY, receive_upload, safe_stem
 from tinymlaas.domain import DatasetSplits, Task
 from tinymlaas.domain.entities import MAX_CALIBRATION_SIZE, MAX_SEED, NAME_PATTERN
 from tinymlaas.formats.datasets import MAX_IMAGE_SIDE
+from tinymlaas.formats.hub import hub_download
+from tinymlaas.formats.text_datasets import MAX_TEXT_LENGTH, TextOptions
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=AUTH_ERRORS)
 
@@ -53,9 +54,26 @@ async def upload_dataset(
     seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     filename: Annotated[str | None, Query(
         max_length=255, description="File name of a raw (octet-stream) body.")] = None,
+    tokenizer: Annotated[str | None, Query(
+        max_length=200, description="Text data (.csv, .jsonl): the model (id or name) whose "
+        "tokenizer tokenizes it, one array per model input.")] = None,
+    text_column: Annotated[str, Query(min_length=1, max_length=200,
+                                      description="Text data: the column of text.")] = "text",
+    text_pair_column: Annotated[str | None, Query(
+        min_length=1, max_length=200, description="Text data: a second text per row.")] = None,
+    max_length: Annotated[int, Query(ge=2, le=MAX_TEXT_LENGTH,
+                                     description="Text data: tokens per sample.")] = 128,
+    padding: Annotated[Literal["max_length", "longest"], Query(
+        description="Text data: pad to max_length, or to the longest sample.")]
+    = "max_length",
 ) -> object:
-    """Upload and register an .npz (X, y), a .csv or a .zip of image folders."""
+    """Upload and register an .npz (X, y), a .csv or a .zip of image folders; with
+    ``tokenizer``, a .csv or .jsonl of text tokenized with that model's tokenizer (without
+    ``label_column`` it is unlabelled: for calibration and fidelity)."""
     ws.project_id(project, write=True)
+    text = TextOptions(tokenizer=tokenizer, text_column=text_column,
+                       text_pair_column=text_pair_column, max_length=max_length,
+                       padding=padding) if tokenizer else None
     limit = min(settings.max_upload_bytes, settings.max_dataset_bytes)
     size = (image_width, image_height) if image_width and image_height else None
     splits = DatasetSplits(test_fraction=test_fraction, calibration_size=calibration_size,
@@ -65,7 +83,7 @@ async def upload_dataset(
         return await run_in_threadpool(
             ws.add_dataset, str(upload.path), name or safe_stem(upload.filename, "dataset"),
             project=project, task=task, label_column=label_column, image_size=size,
-            splits=splits)
+            splits=splits, text=text)
     finally:
         upload.path.unlink(missing_ok=True)
 

@@ -10,12 +10,13 @@ from fastapi.responses import FileResponse
 
 from tinymlaas.api.common import AUTH_ERRORS, MODEL_DOWNLOAD, artifact_response
 from tinymlaas.api.deps import SettingsDep, WorkspaceDep
-from tinymlaas.api.hub import hub_download
 from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.schemas import DeletionPublic, ErrorBody, InputDim, ModelHubImport, ModelPublic
 from tinymlaas.api.uploads import MODEL_UPLOAD_BODY, receive_upload, safe_stem, staged_model
 from tinymlaas.domain import Task
 from tinymlaas.domain.entities import NAME_PATTERN
+from tinymlaas.errors import InvalidInputError
+from tinymlaas.formats.hub import hub_download
 
 router = APIRouter(prefix="/models", tags=["models"], responses=AUTH_ERRORS)
 
@@ -71,15 +72,29 @@ async def upload_model(
 
 
 @router.post("/hub", response_model=ModelPublic, status_code=status.HTTP_201_CREATED,
-             responses={413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+             responses={413: {"model": ErrorBody}, 422: {"model": ErrorBody},
+                        503: {"model": ErrorBody}})
 def import_model(body: ModelHubImport, ws: WorkspaceDep, settings: SettingsDep) -> object:
-    """Register a model file from a Hugging Face repo (honours HF_ENDPOINT and the
-    offline cache)."""
+    """Register a model from a Hugging Face repo (honours HF_ENDPOINT and the offline cache).
+
+    With ``filename``, that file is registered as it is. Without it, the repo's config,
+    safetensors weights and tokenizer are fetched and exported to ONNX, the tokenizer and
+    config kept in the file (pickled ``.bin`` weights and remote code are refused: 4xx). A
+    Hub that cannot be reached is a 503, never a 404.
+    """
     ws.project_id(body.project, write=True)
+    if body.filename is None:
+        if body.input_shape is not None:
+            raise InvalidInputError("input_shape is for a TorchScript file; a whole repo is "
+                                    "exported with dynamic batch and sequence")
+        return ws.add_hf_model(f"hf:{body.repo_id}", body.name, revision=body.revision,
+                               project=body.project, task=body.task,
+                               description=body.description)
     path = hub_download(body.repo_id, body.filename, revision=body.revision,
                         max_bytes=settings.max_model_bytes)
     return ws.add_model(path, body.name or safe_stem(path.name, "model"),
-                        project=body.project, task=body.task, input_shape=body.input_shape,
+                        project=body.project, task=body.task or Task.classification,
+                        input_shape=body.input_shape,
                         description=body.description or f"hf://{body.repo_id}/{body.filename}")
 
 
