@@ -548,11 +548,14 @@ class Client:
     def search(self, model: str, dataset: str, *, device: str | None = None,
                objective: str = "size", max_accuracy_drop: float = 1.0,
                time_budget_s: float = 600.0, max_trials: int | None = None, epochs: int = 3,
-               seed: int = 0, project: str | None = None) -> SearchPublic:
+               seed: int = 0, project: str | None = None,
+               quality_budget: str | None = None) -> SearchPublic:
         """Start a search of compression pipelines on the server (it runs there in the
-        background); follow it with :meth:`follow_search`."""
+        background); follow it with :meth:`follow_search`. ``quality_budget`` is the budget
+        in the dataset task's metric (``cosine=0.01``; see ``docs/optimize``)."""
         body = {"model": model, "dataset": dataset, "device": device, "objective": objective,
-                "max_accuracy_drop": max_accuracy_drop, "time_budget_s": time_budget_s,
+                "max_accuracy_drop": max_accuracy_drop, "quality_budget": quality_budget,
+                "time_budget_s": time_budget_s,
                 "max_trials": max_trials, "epochs": epochs, "seed": seed, "project": project}
         return self._one(SearchPublic, "POST", "/searches",
                          json={k: v for k, v in body.items() if v is not None})

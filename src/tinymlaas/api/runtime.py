@@ -23,7 +23,8 @@ from tinymlaas.service import Services
 __all__ = ["TERMINAL", "EventBus", "Reaper", "RunQueue", "Subscription"]
 
 log = logging.getLogger("tinymlaas.runs")
-TERMINAL = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled})
+TERMINAL = frozenset({RunStatus.succeeded, RunStatus.degraded, RunStatus.failed,
+                      RunStatus.cancelled})
 #: The stage of the last event of a run, published after it has been recorded.
 DONE = "done"
 
@@ -107,8 +108,9 @@ class RunQueue:
         Raises:
             ConflictError: it is queued or executing already, or it has succeeded.
         """
-        if run.status is RunStatus.succeeded:
-            raise ConflictError(f"run {run.id} has already succeeded; rerun it for a new run")
+        if run.status in {RunStatus.succeeded, RunStatus.degraded}:
+            raise ConflictError(f"run {run.id} has already ended ({run.status.value}); rerun "
+                                "it for a new run")
         if run.status is RunStatus.running or not self.submit(run.id, {run.status}):
             raise ConflictError(f"run {run.id} is already queued or running")
 
@@ -174,7 +176,8 @@ class RunQueue:
         if run is None:
             return
         self.bus.publish(RunEvent(run_id, DONE, run.status.value,
-                                  1.0 if run.status is RunStatus.succeeded else 0.0,
+                                  1.0 if run.status in {RunStatus.succeeded,
+                                                        RunStatus.degraded} else 0.0,
                                   run.error or ""))
         if self.on_finished is not None:
             try:

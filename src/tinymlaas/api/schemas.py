@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from tinymlaas.domain import ArtifactKind, RunStatus, StepStatus, Task, TensorSpec
+from tinymlaas.domain import ArtifactKind, Fidelity, RunStatus, StepStatus, Task, TensorSpec
 from tinymlaas.domain.entities import (
     MAX_CALIBRATION_SIZE,
     MAX_SEED,
@@ -444,6 +444,9 @@ class PipelineSpec(Create):
     steps: list[PipelineStepItem] = Field(default_factory=list, max_length=MAX_STEPS,
                                           description=f"At most {MAX_STEPS} steps.")
     evaluate: bool = Field(default=True, strict=True)
+    fidelity: Fidelity | None = Field(default=None, description="Thresholds below which "
+                                      "the run ends degraded (default: 5 accuracy points, a "
+                                      "mean cosine of 0.95, an SNR of 20 dB); null: one off.")
 
     def as_dict(self) -> dict[str, Any]:
         """The pipeline exactly as it was sent (short forms kept)."""
@@ -578,7 +581,8 @@ class WebhookCreate(Create):
     url: HttpUrlText
     project: str | None = None
     secret: str | None = Field(default=None, min_length=8, max_length=255)
-    events: list[Literal["run.succeeded", "run.failed", "run.cancelled"]] | None = None
+    events: list[Literal["run.succeeded", "run.degraded", "run.failed",
+                         "run.cancelled"]] | None = None
 
 
 class WebhookPublic(Public):

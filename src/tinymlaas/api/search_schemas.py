@@ -8,10 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tinymlaas.api.schemas import Create, Public, StrictInteger, StrictNumber
 from tinymlaas.domain.entities import MAX_SEED
+from tinymlaas.domain.quality import parse_quality_budget
 from tinymlaas.domain.searches import (
     MAX_SEARCH_BUDGET_S,
     MAX_SEARCH_EPOCHS,
@@ -37,7 +38,12 @@ class SearchCreate(Create):
     objective: Objective = Field(default="size", description="What to minimise while "
                                  "keeping accuracy: file size, p50 latency or RAM.")
     max_accuracy_drop: Annotated[StrictNumber, Field(ge=0.0, le=100.0)] = Field(
-        default=1.0, description="Largest accepted accuracy loss, in points (the budget).")
+        default=1.0, description="Largest accepted accuracy loss, in points (the budget of "
+        "a classification dataset).")
+    quality_budget: Annotated[str, Field(min_length=3, max_length=40)] | None = Field(
+        default=None, description="The budget in the dataset task's own metric, "
+        "METRIC=VALUE: accuracy=1, cosine=0.01 (mean cosine drop), mae=0.1, auc=0.02, "
+        "snr=30 (a floor in dB). Default: the task's.")
     time_budget_s: Annotated[StrictNumber, Field(gt=0.0, le=MAX_SEARCH_BUDGET_S)] = Field(
         default=600.0, description="Search time in seconds, checked between candidates.")
     max_trials: Annotated[StrictInteger, Field(ge=1, le=MAX_SEARCH_TRIALS)] | None = Field(
@@ -48,6 +54,13 @@ class SearchCreate(Create):
     seed: Annotated[StrictInteger, Field(ge=0, le=MAX_SEED)] = Field(
         default=0, description="Seed of the sampler.")
     project: _Ref | None = Field(default=None, description="Project (default: your own).")
+
+    @field_validator("quality_budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_quality_budget(value)  # a ValueError is the 422's message
+        return value
 
     def request(self) -> dict[str, Any]:
         """The search's choices, without the project."""
@@ -67,6 +80,7 @@ class SearchPublic(Public):
     device: str | None = None
     objective: Objective
     max_accuracy_drop: float
+    quality_budget: str | None = None
     time_budget_s: float
     max_trials: int | None = None
     epochs: int

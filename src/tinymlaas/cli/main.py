@@ -19,6 +19,7 @@ from tinymlaas.cli.render import (
     human_kib,
     human_mib,
     print_json,
+    quality_cells,
     status,
     table,
 )
@@ -404,7 +405,8 @@ def run_labels(run: Run) -> dict[int | str, str]:
 
 def show_run_summary(run: Run) -> None:
     """Print a run's status, its metrics against the input model and the device fit."""
-    colour = "green" if run.status == "succeeded" else "red"
+    colour = "green" if run.status == "succeeded" else "bold red" if run.status == "degraded" \
+        else "red"
     console.print(f"run [bold]{run.name}[/] ({run.id}): [{colour}]{run.status}[/]"
                   + (f": {run.error}" if run.error else ""))
     if run.result:
@@ -428,7 +430,8 @@ def show_run_summary(run: Run) -> None:
                 console.print(f"  - {reason}")
 
 
-_METRICS = ["runtime", "accuracy", "mse", "auc", "top1_agreement", "max_abs_diff", "file_bytes",
+_METRICS = ["runtime", "accuracy", "mae", "rmse", "auc", "cosine_mean", "cosine_p5",
+            "cosine_min", "snr_db", "max_abs_error", "top1_agreement", "file_bytes",
             "parameters", "weight_bytes", "arena_bytes", "macs", "latency_ms_p50",
             "latency_ms_p95", "peak_memory_mb"]
 
@@ -467,8 +470,14 @@ def run_pipeline(
     _execute(svc, run, as_json)
 
 
+#: ``run`` and ``runs rerun``: the exit code of a run that ended degraded (every step
+#: succeeded, the output missed the fidelity gate).
+EXIT_DEGRADED = 8
+
+
 def _execute(svc, run: Run, as_json: bool) -> None:
-    """Execute a created run with live progress, show the outcome, exit 6 if it failed."""
+    """Execute a created run with live progress, show the outcome; exit 6 if it failed, 8
+    if it ended degraded."""
     if not as_json:
         console.print(f"run [bold]{run.name}[/] ({run.id}): {len(run.steps)} step(s)")
     with RunProgress(run_labels(run)) as progress:
@@ -477,6 +486,8 @@ def _execute(svc, run: Run, as_json: bool) -> None:
         print_json(run)
     else:
         show_run_summary(run)
+    if run.status == "degraded":
+        raise typer.Exit(EXIT_DEGRADED)
     if run.status != "succeeded":
         raise typer.Exit(6)
 
@@ -492,11 +503,11 @@ def runs_list(project: ProjectOpt = None,
     if not items:
         console.print("no runs yet: `tinymlaas run examples/static-int8.yaml`")
         return
-    console.print(table("Runs", ["id", "name", "status", "steps", "accuracy", "size", "p50 ms",
+    console.print(table("Runs", ["id", "name", "status", "steps", "quality", "size", "p50 ms",
                                  "created"],
                         [[r.id, r.name, status(r.status), " → ".join(s.transformer
                                                                     for s in r.steps) or "-",
-                          fmt(r.result.get("accuracy"), ".2f", "%"),
+                          quality_cells(r.baseline, r.result)[0],
                           human_bytes(r.result.get("file_bytes")),
                           fmt(r.result.get("latency_ms_p50"), ".3f"),
                           r.created_at.strftime("%Y-%m-%d %H:%M")] for r in items]))
@@ -568,9 +579,9 @@ def show_comparison(rows: list[ComparisonRow]) -> None:
     console.print(table(
         f"Comparison (ratios: reference / run, so 4.0x = 4 times smaller or faster; "
         f"reference: {ref}, measured in each run's runtime)",
-        ["run", "steps", "status", "accuracy", "Δ acc", "agree", "size", "size ×", "MACs"],
+        ["run", "steps", "status", "quality", "Δ", "agree", "size", "size ×", "MACs"],
         [[r.name, " → ".join(r.steps) or "(none)", status(r.status),
-          fmt(r.accuracy, ".2f", "%"), fmt(r.accuracy_change, "+.2f"),
+          _quality_text(r), _quality_change(r),
           fmt(r.top1_agreement, ".1f", "%"), human_bytes(r.file_bytes),
           fmt(r.size_ratio, ".2f", "x"), fmt(r.macs, ",")] for r in rows]))
     console.print(table(
@@ -593,8 +604,24 @@ def show_comparison(rows: list[ComparisonRow]) -> None:
               f"{human_bytes(d.flash_needed_bytes)} / {human_bytes(d.flash_limit_bytes)}"]
              for r in with_device if (d := r.device) is not None]))
     for r in rows:
+        if r.fidelity:
+            console.print(f"[bold red]degraded[/]: {r.name}: {r.fidelity['message']}",
+                          highlight=False)
         for note in r.notes:
             console.print(f"note: {r.name}: {note}", highlight=False, markup=False)
+
+
+def _quality_text(row: ComparisonRow) -> str:
+    """The run's primary metric in its unit (``accuracy 91.20%``, ``mean cosine 0.9931``)."""
+    q = row.quality
+    return f"{q['label']} {q['text']}" if q and q.get("value") is not None else "-"
+
+
+def _quality_change(row: ComparisonRow) -> str:
+    q = row.quality
+    if not q or q.get("change") is None:
+        return "-"
+    return f"{q['change']:+.{2 if q['key'] == 'accuracy' else 4}f}"
 
 
 def _verdict(label: str) -> str:

@@ -10,6 +10,7 @@ import typer
 
 from tinymlaas.cli.render import console, fmt, human_bytes, print_json, status, table
 from tinymlaas.domain.searches import Candidate, Search, SearchState
+from tinymlaas.errors import InvalidInputError
 
 __all__ = ["optimize_command", "render_result", "searches_app"]
 
@@ -26,6 +27,34 @@ def _objective(candidate: Candidate, objective: str) -> str:
     return human_bytes(candidate.objective)
 
 
+def _quality(candidate: Candidate) -> str:
+    """The candidate's primary metric in its unit (an accuracy in %, a mean cosine, ...)."""
+    from tinymlaas.domain.quality import PRIMARY_METRICS
+
+    metric = next((m for m in PRIMARY_METRICS.values() if m.key == candidate.quality_metric),
+                  None)
+    if metric is None:  # a search recorded before the task metrics
+        return fmt(candidate.accuracy, ".2f", "%")
+    return metric.format(candidate.quality)
+
+
+def _drop(candidate: Candidate) -> str:
+    if candidate.accuracy_drop is None:
+        return "-"
+    digits = 2 if candidate.quality_metric in (None, "accuracy") else 4
+    return f"{-candidate.accuracy_drop:+.{digits}f}"
+
+
+def _budget_text(result: Any) -> str:
+    """The quality budget in words: ``max accuracy drop 1.0``, ``budget cosine=0.01``."""
+    metric = getattr(result, "quality_metric", None)
+    if metric is not None and metric != "accuracy":  # an OptimizeResult
+        return f"quality budget {metric} {result.quality_budget:g}"
+    if getattr(result, "quality_budget", None) and isinstance(result.quality_budget, str):
+        return f"quality budget {result.quality_budget}"
+    return f"max accuracy drop {result.max_accuracy_drop}"
+
+
 def render_result(result: Any) -> None:
     """The candidates table, then the recommendation or the sensitivity report (of a
     :class:`Search` or an ``OptimizeResult``)."""
@@ -34,9 +63,8 @@ def render_result(result: Any) -> None:
     for c in sorted(result.candidates, key=lambda c: (c.objective is None, c.objective or 0)):
         mark = ("★ " if c.run_id == result.recommended else "") + \
             ("P" if c.run_id in result.pareto else "")
-        rows.append([mark, c.run_id, " → ".join(c.steps), c.status,
-                     fmt(c.accuracy, ".2f", "%"), fmt(-c.accuracy_drop if c.accuracy_drop
-                                                      is not None else None, "+.2f"),
+        rows.append([mark, c.run_id, " → ".join(c.steps), status(c.status),
+                     _quality(c), _drop(c),
                      human_bytes(c.file_bytes),
                      fmt(base_size / c.file_bytes if base_size and c.file_bytes else None,
                          ".2f", "x"),
@@ -47,11 +75,11 @@ def render_result(result: Any) -> None:
     dataset = getattr(result, "dataset_name", None) or result.dataset
     elapsed = f", {result.elapsed_s:.0f} s" if result.elapsed_s is not None else ""
     console.print(table(
-        f"optimize {model} on {dataset}: objective {result.objective}, max "
-        f"accuracy drop {result.max_accuracy_drop}"
+        f"optimize {model} on {dataset}: objective {result.objective}, "
+        f"{_budget_text(result)}"
         + (f", device {result.device}" if result.device else "")
         + f" ({len(result.candidates)} candidates{elapsed}; ★ recommended, P Pareto)",
-        ["", "run", "steps", "status", "accuracy", "Δ acc", "size", "size ×", "p50 ms",
+        ["", "run", "steps", "status", "quality", "Δ", "size", "size ×", "p50 ms",
          "arena", result.objective, "meets limits"], rows))
     console.print(result.message, highlight=False)
     if result.sensitivity:
@@ -66,7 +94,7 @@ def render_result(result: Any) -> None:
 
 def _show_candidate(candidate: Candidate) -> None:
     console.print(f"  {candidate.run_id}: {' → '.join(candidate.steps)}: {candidate.status}, "
-                  f"accuracy {fmt(candidate.accuracy, '.2f')}, size "
+                  f"quality {_quality(candidate)}, size "
                   f"{human_bytes(candidate.file_bytes)}", highlight=False)
 
 
@@ -99,8 +127,11 @@ def optimize_command(
                                                      "in points.")] = 1.0,
     objective: Annotated[str, typer.Option(help="What to minimise: size, latency or ram.")]
     = "size",
-    budget: Annotated[str, typer.Option(help="Search time, e.g. 90s, 10m, 1h (checked "
-                                        "between candidates).")] = "10m",
+    budget: Annotated[list[str] | None, typer.Option(
+        help="Repeatable. A search time (90s, 10m, 1h; default 10m, checked between "
+        "candidates) or a quality budget in the dataset task's metric, METRIC=VALUE: "
+        "accuracy=1 (points), cosine=0.01 (mean cosine drop), mae=0.1, auc=0.02, snr=30 "
+        "(floor, dB).")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Exactly this many candidate runs "
                                                    "at most (1 to 200).")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of training steps.")] = 3,
@@ -114,9 +145,17 @@ def optimize_command(
     from tinymlaas.optimize import parse_budget
     from tinymlaas.service.searches import parse_request
 
+    durations = [b for b in budget or [] if "=" not in b]
+    qualities = [b for b in budget or [] if "=" in b]
+    if len(durations) > 1 or len(qualities) > 1:
+        raise InvalidInputError("give --budget at most once as a time (10m) and once as a "
+                                "quality budget (cosine=0.01)")
+    duration = durations[0] if durations else "10m"
     request = parse_request({
         "model": model, "dataset": dataset, "device": device, "objective": objective,
-        "max_accuracy_drop": max_accuracy_drop, "time_budget_s": parse_budget(budget),
+        "max_accuracy_drop": max_accuracy_drop,
+        "quality_budget": qualities[0] if qualities else None,
+        "time_budget_s": parse_budget(duration),
         "max_trials": max_trials, "epochs": epochs, "seed": seed})
     svc = services()
 
@@ -128,7 +167,7 @@ def optimize_command(
         client = svc.client
         public = client.search(project=project, **request.model_dump())
         if not as_json:
-            console.print(f"search {public.id} on the server: up to {budget}"
+            console.print(f"search {public.id} on the server: up to {duration}"
                           + (f", {max_trials} candidate(s)" if max_trials else ""))
 
         def on_event(name: str, payload: Any) -> None:
@@ -146,7 +185,7 @@ def optimize_command(
     searches = Searches(svc)
     search = searches.create(request, project)
     if not as_json:
-        console.print(f"search {search.id}: up to {budget}"
+        console.print(f"search {search.id}: up to {duration}"
                       + (f", {max_trials} candidate(s)" if max_trials else ""))
 
     def follow(event: Any) -> None:

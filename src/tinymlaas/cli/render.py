@@ -23,7 +23,8 @@ err_console = Console(stderr=True)
 if not console.is_terminal:
     console.width = max(console.width, 160)  # logs and pipes: don't fold tables
 
-_STATUS_STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "running": "yellow",
+_STATUS_STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "degraded": "bold red",
+                 "running": "yellow",
                  "skipped": "dim", "cancelled": "magenta", "pending": "dim"}
 
 
@@ -39,6 +40,20 @@ def fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
     if value is None:
         return "-"
     return f"{value:{spec}}{suffix}"
+
+
+def quality_cells(baseline: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """The task's primary metric and its change against ``baseline``, in its own unit (an
+    accuracy in %, a mean cosine, an MAE, an SNR in dB), for run tables."""
+    from tinymlaas.domain.quality import quality_summary
+
+    summary = quality_summary(baseline, result)
+    if not summary:
+        return ["-", "-"]
+    value = f"{summary['label']} {summary['text']}" if summary["value"] is not None else "-"
+    change = summary["change"]
+    digits = 2 if summary["key"] == "accuracy" else 4
+    return [value, "-" if change is None else f"{change:+.{digits}f}"]
 
 
 def status(value: str) -> str:

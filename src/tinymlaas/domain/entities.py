@@ -81,6 +81,7 @@ class Task(StrEnum):
     regression = "regression"
     anomaly = "anomaly"
     embedding = "embedding"
+    generic = "generic"
 
 
 class ArtifactKind(StrEnum):
@@ -226,6 +227,37 @@ class PipelineStep(Entity):
         return value
 
 
+class Fidelity(Entity):
+    """A pipeline's fidelity gate: below these, a run ends ``degraded``, not ``succeeded``.
+
+    Each threshold applies to one task's figures; ``null`` switches that one off. The
+    defaults catch a compression that destroyed the model (5 accuracy points, a mean cosine
+    under 0.95, an output SNR under 20 dB, i.e. an error at 10 % of the signal's amplitude)
+    without failing the ordinary losses of int8. Regression has no default (an MAE's scale is
+    the label's): set ``max_mae_increase_pct`` to gate it.
+    """
+
+    max_accuracy_drop: float | None = Field(
+        default=5.0, ge=0.0, le=100.0, allow_inf_nan=False,
+        description="classification: largest accuracy loss against the input model, in "
+        "points")
+    min_cosine: float | None = Field(
+        default=0.95, ge=-1.0, le=1.0, allow_inf_nan=False,
+        description="embedding: smallest mean cosine between the output's and the input "
+        "model's outputs")
+    min_snr_db: float | None = Field(
+        default=20.0, ge=-200.0, le=400.0, allow_inf_nan=False,
+        description="generic: smallest signal-to-noise ratio of the output's outputs "
+        "against the input model's, in dB")
+    max_mae_increase_pct: float | None = Field(
+        default=None, ge=0.0, le=1e6, allow_inf_nan=False,
+        description="regression: largest MAE increase over the input model's, in percent "
+        "(off by default)")
+    max_auc_drop: float | None = Field(
+        default=0.05, ge=0.0, le=1.0, allow_inf_nan=False,
+        description="anomaly: largest AUC loss against the input model")
+
+
 class Pipeline(Entity):
     """An ordered list of steps plus what to evaluate."""
 
@@ -237,6 +269,8 @@ class Pipeline(Entity):
     steps: list[PipelineStep] = Field(default_factory=list, max_length=MAX_STEPS,
                                       description=f"At most {MAX_STEPS} steps.")
     evaluate: bool = True
+    fidelity: Fidelity | None = Field(default=None, description="Thresholds below which "
+                                      "the run ends degraded; none: the defaults.")
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -260,6 +294,9 @@ class RunStatus(StrEnum):
     pending = "pending"
     running = "running"
     succeeded = "succeeded"
+    #: Every step succeeded but the output missed the pipeline's fidelity gate against the
+    #: input model; its artifacts are kept (the user decides).
+    degraded = "degraded"
     failed = "failed"
     cancelled = "cancelled"
 

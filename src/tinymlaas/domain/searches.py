@@ -51,9 +51,15 @@ class Candidate(BaseModel):
     choice: dict[str, Any]
     status: str
     error: str | None = None
-    accuracy: float | None = Field(default=None, description="quality: accuracy, AUC, "
-                                   "cosine or negative MSE (higher is better)")
-    accuracy_drop: float | None = None
+    accuracy: float | None = Field(default=None, description="quality score, higher is "
+                                   "better: accuracy, AUC, mean cosine, SNR or negative "
+                                   "MAE")
+    accuracy_drop: float | None = Field(default=None, description="the drop of the task's "
+                                        "primary metric against the input model, in its "
+                                        "unit (positive: worse)")
+    quality_metric: str | None = Field(default=None, description="the task's primary "
+                                       "metric (tinymlaas.domain.quality)")
+    quality: float | None = Field(default=None, description="its value, in its own unit")
     file_bytes: int | None = None
     latency_ms: float | None = None
     ram_bytes: int | None = None
@@ -97,6 +103,9 @@ class Search(BaseModel):
     device: str | None = None
     objective: Objective = "size"
     max_accuracy_drop: float = 1.0
+    quality_budget: str | None = Field(default=None, description="the budget in the "
+                                       "dataset task's own metric, e.g. cosine=0.01 "
+                                       "(classification: max_accuracy_drop)")
     time_budget_s: float = 600.0
     max_trials: int | None = None
     epochs: int = 3

@@ -54,6 +54,7 @@ from tinymlaas.domain import (
     StepStatus,
 )
 from tinymlaas.domain.entities import DIRECTORY_KINDS, EVALUABLE_KINDS, FILE_NAMES
+from tinymlaas.domain.quality import fidelity_verdict
 from tinymlaas.errors import ConflictError, IncompatibleChainError, InvalidInputError
 from tinymlaas.evaluation.evaluate import EVALUATION_VERSION
 from tinymlaas.executors.base import Executor, JobResult
@@ -403,6 +404,16 @@ class Engine:
         finally:
             with self._lock:
                 self._cancelled.discard(run_id)
+        verdict = fidelity_verdict(dataset.task, result["baseline"], result["result"],
+                                   run.pipeline.fidelity) \
+            if dataset is not None and result["result"] else None
+        if verdict is not None:  # the artifacts are kept: the user decides
+            message = f"degraded: {verdict.message}"
+            result["result"] = {**result["result"], "fidelity": verdict.as_dict()}
+            self._end(run_id, status=RunStatus.degraded, output_sha=current.sha256,
+                      error=message, finished_at=_now(), **result)
+            emit(RunEvent(run_id, "run", RunStatus.degraded.value, 1.0, message=message))
+            return self.meta.get_run(run_id)
         self._end(run_id, status=RunStatus.succeeded, output_sha=current.sha256,
                   finished_at=_now(), **result)
         emit(RunEvent(run_id, "run", RunStatus.succeeded.value, 1.0))

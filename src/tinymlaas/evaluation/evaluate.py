@@ -18,10 +18,13 @@ import numpy as np
 
 from tinymlaas.domain import ArtifactKind, Device, Task, TensorSpec
 
-__all__ = ["EVALUATION_VERSION", "evaluate_model", "quality_metrics"]
+__all__ = ["EVALUATION_VERSION", "SNR_CAP_DB", "evaluate_model", "quality_metrics"]
 
-#: Part of every evaluation's cache key: 2 records the runtime and the device verdict.
-EVALUATION_VERSION = "2"
+#: Part of every evaluation's cache key: 2 records the runtime and the device verdict, 3 the
+#: task metrics (MAE/RMSE, cosine min/p5/mean, max abs error and SNR).
+EVALUATION_VERSION = "3"
+#: The SNR reported for outputs identical to the reference.
+SNR_CAP_DB = 300.0
 
 
 def _proc_status_kb(field: str) -> int:
@@ -44,13 +47,25 @@ def _reset_peak_rss() -> bool:
 
 def quality_metrics(task: Task, outputs: np.ndarray, y: np.ndarray,
                     reference: np.ndarray | None) -> dict[str, float]:
-    """Task-aware quality, plus fidelity to ``reference`` outputs when given."""
+    """Task-aware quality, plus fidelity to ``reference`` outputs (the input model's on the
+    same samples) when given.
+
+    classification: ``accuracy`` (percent); regression: ``mae``, ``rmse`` (and ``mse``);
+    anomaly: ``auc``; against the reference: ``cosine_min``, ``cosine_p5``, ``cosine_mean``
+    (per-sample cosine of the flattened outputs; ``cosine_to_original`` is the mean),
+    ``max_abs_error`` and ``snr_db`` (signal power of the reference over the error's, in
+    dB; ``SNR_CAP_DB`` when they are equal). :mod:`tinymlaas.domain.quality` says which
+    is each task's primary metric.
+    """
     metrics: dict[str, float] = {}
     flat = outputs.reshape(len(outputs), -1)
     if task is Task.classification:
         metrics["accuracy"] = float(np.mean(flat.argmax(axis=1) == y) * 100.0)
     elif task is Task.regression:
-        metrics["mse"] = float(np.mean((flat.squeeze() - y.reshape(len(y), -1).squeeze()) ** 2))
+        error = flat.astype(np.float64) - y.reshape(len(y), -1).astype(np.float64)
+        metrics["mae"] = float(np.mean(np.abs(error)))
+        metrics["mse"] = float(np.mean(error ** 2))
+        metrics["rmse"] = float(np.sqrt(metrics["mse"]))
     elif task is Task.anomaly:
         from sklearn.metrics import roc_auc_score
 
@@ -59,16 +74,26 @@ def quality_metrics(task: Task, outputs: np.ndarray, y: np.ndarray,
         if len(np.unique(y)) == 2:
             metrics["auc"] = float(roc_auc_score(y, flat.mean(axis=1)))
     if reference is not None:
-        ref = reference.reshape(len(reference), -1)
-        diff = np.abs(flat.astype(np.float64) - ref)
+        out = flat.astype(np.float64)
+        ref = reference.reshape(len(reference), -1).astype(np.float64)
+        diff = np.abs(out - ref)
         metrics["max_abs_diff"] = float(diff.max())
         metrics["mean_abs_diff"] = float(diff.mean())
+        metrics["max_abs_error"] = metrics["max_abs_diff"]
+        noise = float(np.mean((out - ref) ** 2))
+        signal = float(np.mean(ref ** 2))
+        # Capped so that stored metrics stay finite JSON (identical outputs: the cap).
+        metrics["snr_db"] = SNR_CAP_DB if noise == 0.0 else \
+            min(SNR_CAP_DB, float(10.0 * np.log10(max(signal, 1e-300) / noise)))
         if task is Task.classification:
             metrics["top1_agreement"] = float(np.mean(flat.argmax(1) == ref.argmax(1)) * 100.0)
-        if task is Task.embedding or task is Task.regression:
-            num = (flat * ref).sum(1)
-            den = np.linalg.norm(flat, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12
-            metrics["cosine_to_original"] = float(np.mean(num / den))
+        if task is not Task.classification:
+            cosine = (out * ref).sum(1) / (
+                np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12)
+            metrics["cosine_min"] = float(cosine.min())
+            metrics["cosine_p5"] = float(np.percentile(cosine, 5))
+            metrics["cosine_mean"] = float(cosine.mean())
+            metrics["cosine_to_original"] = metrics["cosine_mean"]
     return metrics
 
 
@@ -146,7 +171,7 @@ def evaluate_model(path: Path, kind: ArtifactKind, task: Task, X: np.ndarray, y:
     runner = open_runner(path, kind, inputs)
     progress(0.2, f"inference on {len(X)} test samples")
     outputs = runner.predict(X)
-    metrics: dict[str, Any] = {"runtime": runner.runtime,
+    metrics: dict[str, Any] = {"runtime": runner.runtime, "task": task.value,
                                "file_bytes": _file_bytes(path, kind, runner),
                                "test_samples": len(X)}
     metrics.update(quality_metrics(task, outputs, y, reference))

@@ -357,10 +357,11 @@ def _load_npz(path: Path, task: Task | None, *, max_bytes: int, max_ratio: float
                                         "named after it (y optional)")
             X = _input_arrays(path, {k: data[k] for k in inputs}) if named else data["X"]
             if missing:
-                if task not in (None, Task.embedding):
+                if task not in (None, Task.embedding, Task.generic):
                     raise InvalidInputError(f"{path.name} has no labels (y); a {task.value} "
                                             "dataset needs them")
-                return LoadedDataset(X=X, y=np.zeros(len(X), np.float32), task=Task.embedding,
+                return LoadedDataset(X=X, y=np.zeros(len(X), np.float32),
+                                     task=task or Task.embedding,
                                      class_names=[], source_format="npz")
             y = data["y"]
             raw_names = data["class_names"] if "class_names" in data.files else None

@@ -104,7 +104,8 @@ class Notifier:
         event = run_event_name(run)
         queued: dict[str, Any] = {"event": event, "email": [], "webhooks": {}}
         try:
-            if run.status.value in {"succeeded", "failed"} and self.settings.smtp_host:
+            if run.status.value in {"succeeded", "degraded", "failed"} and \
+                    self.settings.smtp_host:
                 recipients = self.store.owners_and_members(run.project)
                 if recipients and self.queue.submit(email_delivery(
                         f"email about run {run.id}", self.settings, recipients,

@@ -17,7 +17,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tinymlaas.domain import Device, Pipeline, Run, Task
+from tinymlaas.domain import Device, Fidelity, Pipeline, Run, Task
+from tinymlaas.domain.quality import (
+    PrimaryMetric,
+    budget_violation,
+    metric_drop,
+    quality_summary,
+    resolve_quality_budget,
+)
 from tinymlaas.domain.searches import OBJECTIVES, Candidate, Objective
 from tinymlaas.domain.units import human_bytes, human_kib
 from tinymlaas.errors import InvalidInputError
@@ -38,6 +45,10 @@ class OptimizeResult(BaseModel):
     device: str | None
     objective: Objective
     max_accuracy_drop: float
+    quality_metric: str = Field(default="accuracy", description="the metric of the quality "
+                                "budget (the dataset task's)")
+    quality_budget: float = Field(default=1.0, description="largest accepted drop of it (a "
+                                  "floor in dB for an SNR)")
     budget_s: float
     elapsed_s: float
     baseline: dict[str, Any]
@@ -51,13 +62,29 @@ class OptimizeResult(BaseModel):
 
 
 def _quality(metrics: dict[str, Any], task: Task) -> float | None:
-    """Higher is better: accuracy, AUC, cosine, or negative MSE."""
-    for key in ("accuracy", "auc", "cosine_to_original"):
-        if metrics.get(key) is not None:
-            return float(metrics[key])
-    if metrics.get("mse") is not None:
-        return -float(metrics["mse"])
-    return None
+    """The task's primary metric as a score where higher is better (accuracy, AUC, mean
+    cosine, SNR, or the negative MAE)."""
+    summary = quality_summary({}, {**metrics, "task": task.value})
+    value = summary.get("value")
+    if value is None:
+        return None
+    return float(value) if summary["higher_is_better"] else -float(value)
+
+
+def _candidate_gate(metric: PrimaryMetric, budget: float) -> Fidelity:
+    """The fidelity gate of a search's candidate runs: the defaults, loosened to the
+    search's own budget where that is looser (a user who accepts a 10-point drop gets
+    candidates up to it as succeeded); a degraded candidate is never recommended."""
+    gate = Fidelity()
+    if metric.key == "accuracy":
+        gate.max_accuracy_drop = max(gate.max_accuracy_drop or 0.0, budget)
+    elif metric.key == "cosine_mean":
+        gate.min_cosine = min(gate.min_cosine or 1.0, 1.0 - budget)
+    elif metric.key == "auc":
+        gate.max_auc_drop = max(gate.max_auc_drop or 0.0, budget)
+    elif metric.key == "snr_db":
+        gate.min_snr_db = min(gate.min_snr_db or 0.0, budget)
+    return gate
 
 
 def _device_memory(path: Any, device: Device | None
@@ -108,14 +135,21 @@ class _Search:
     def __init__(self, svc: Any, model_ref: str, dataset_ref: str, device: str | None,
                  objective: Objective, max_drop: float, epochs: int, project: str | None,
                  on_candidate: Callable[[Candidate], None],
-                 execute: Callable[[str], Run] | None = None) -> None:
+                 execute: Callable[[str], Run] | None = None,
+                 quality_budget: str | None = None) -> None:
         self.svc = svc
         self.execute = execute or svc.execute_run
         self.model = svc.get_model(model_ref, project)
         self.dataset = svc.get_dataset(dataset_ref, project)
         self.device = svc.get_device(device, {self.model.project}) if device else None
         self.objective = objective
-        self.max_drop = max_drop
+        try:
+            self.metric, self.max_drop = resolve_quality_budget(self.dataset.task, max_drop,
+                                                                quality_budget)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+        self.max_accuracy_drop = max_drop
+        self.gate = _candidate_gate(self.metric, self.max_drop)
         self.epochs = epochs
         self.project = project
         self.on_candidate = on_candidate
@@ -130,7 +164,7 @@ class _Search:
         if signature in self.seen:
             return self.seen[signature]
         index = len(self.candidates)
-        pipeline = Pipeline(name=f"optimize-{index}", steps=steps)
+        pipeline = Pipeline(name=f"optimize-{index}", steps=steps, fidelity=self.gate)
         run = self.svc.create_run(pipeline, model=self.model.id, dataset=self.dataset.id,
                                   device=self.device.name if self.device else None,
                                   project=self.project)
@@ -157,8 +191,13 @@ class _Search:
         ram, flash, arena = _device_memory(self.svc.artifact_path(run.output_sha),
                                            self.device) if run.output_sha else (None,) * 3
         candidate.accuracy = quality
-        candidate.accuracy_drop = None if quality is None or base_quality is None \
-            else base_quality - quality
+        candidate.quality_metric = self.metric.key
+        candidate.quality = quality_summary(run.baseline, {**result, "task": task.value}
+                                            ).get("value")
+        candidate.accuracy_drop = metric_drop(task, run.baseline, result)
+        if candidate.accuracy_drop is None and self.metric.key == "accuracy" and \
+                quality is not None and base_quality is not None:
+            candidate.accuracy_drop = base_quality - quality
         candidate.file_bytes = result.get("file_bytes")
         candidate.latency_ms = result.get("latency_ms_p50")
         candidate.ram_bytes = ram if ram is not None else (
@@ -170,9 +209,9 @@ class _Search:
         candidate.objective = {"size": candidate.file_bytes, "latency": candidate.latency_ms,
                                "ram": candidate.ram_bytes}[self.objective]
         violations = []
-        if candidate.accuracy_drop is not None and candidate.accuracy_drop > self.max_drop:
-            violations.append(f"accuracy drop {candidate.accuracy_drop:.2f} > "
-                              f"{self.max_drop:.2f}")
+        missed = budget_violation(task, run.baseline, result, self.max_drop)
+        if missed:
+            violations.append(missed)
         if self.device is not None:
             if candidate.flash_bytes and candidate.flash_bytes > self.device.flash_kb * 1024:
                 violations.append(f"flash {human_bytes(candidate.flash_bytes)} > "
@@ -189,6 +228,7 @@ def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
              objective: Objective = "size", max_accuracy_drop: float = 1.0,
              budget: str | float = "10m", max_trials: int | None = None, epochs: int = 3,
              project: str | None = None, seed: int = 0, sensitivity: bool = True,
+             quality_budget: str | None = None,
              on_candidate: Callable[[Candidate], None] = lambda c: None,
              should_stop: Callable[[], bool] = lambda: False,
              execute: Callable[[str], Run] | None = None) -> OptimizeResult:
@@ -201,7 +241,10 @@ def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
         device: Catalog or custom device whose flash and RAM are hard limits.
         objective: What to minimise: ``size`` (file bytes), ``latency`` (p50 ms) or
             ``ram`` (device analysis, else measured peak memory).
-        max_accuracy_drop: Largest accepted quality loss in points.
+        max_accuracy_drop: Largest accepted accuracy loss in points (classification).
+        quality_budget: The budget in the dataset task's metric, ``METRIC=VALUE``
+            (``cosine=0.01``); default: ``max_accuracy_drop`` for classification, else the
+            task's default (:data:`tinymlaas.domain.quality.DEFAULT_BUDGETS`).
         budget: Wall-clock budget (seconds or ``10m``); checked between candidates.
         max_trials: Exactly this many candidate runs at most (fewer only when the budget
             runs out or the search is stopped).
@@ -223,7 +266,7 @@ def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
     budget_s = parse_budget(budget)
     started = time.monotonic()
     search = _Search(svc, model, dataset, device, objective, max_accuracy_drop, epochs,
-                     project, on_candidate, execute)
+                     project, on_candidate, execute, quality_budget)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.TPESampler(seed=seed,
@@ -270,14 +313,17 @@ def _finish(search: _Search, started: float, budget_s: float,
     closest = None
     report: list[LayerSensitivity] = []
     if recommended is not None:
+        metric = search.metric
+        drop = recommended.accuracy_drop
         message = (f"recommended {recommended.run_id} ({' → '.join(recommended.steps)}): "
-                   f"{search.objective} {_show(recommended)}, accuracy drop "
-                   f"{recommended.accuracy_drop:.2f}")
+                   f"{search.objective} {_show(recommended)}, {metric.label} "
+                   f"{metric.format(recommended.quality)}"
+                   + ("" if drop is None else f" (drop {drop:.{metric.digits}f})"))
     else:
-        measured = [c for c in candidates if c.accuracy_drop is not None]
+        measured = [c for c in candidates if c.accuracy is not None]
         fitting = [c for c in measured if not any(v.startswith(("flash", "RAM"))
                                                   for v in c.violations)] or measured
-        closest = min(fitting, key=lambda c: (c.accuracy_drop, c.objective or 0),
+        closest = min(fitting, key=lambda c: (-(c.accuracy or 0.0), c.objective or 0),
                       default=None)
         message = "no candidate meets every constraint"
         if closest is not None:
@@ -287,7 +333,8 @@ def _finish(search: _Search, started: float, budget_s: float,
     return OptimizeResult(
         model=search.model.name, dataset=search.dataset.name,
         device=search.device.name if search.device else None, objective=search.objective,
-        max_accuracy_drop=search.max_drop, budget_s=budget_s,
+        max_accuracy_drop=search.max_accuracy_drop, quality_metric=search.metric.key,
+        quality_budget=search.max_drop, budget_s=budget_s,
         elapsed_s=time.monotonic() - started, baseline=search.baseline,
         candidates=candidates, pareto=[c.run_id for c in front],
         recommended=recommended.run_id if recommended else None,

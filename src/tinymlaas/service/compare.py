@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from tinymlaas.devices.analysis import Verdict, verdict_label
 from tinymlaas.domain import Model, Run
+from tinymlaas.domain.quality import quality_summary
 
 __all__ = ["RUNTIME_NAMES", "ComparisonRow", "DeviceMetrics", "HostMetrics", "ReferenceMetrics",
            "comparison_row", "runtime_of", "same_runtime_ratio", "source_model_warnings"]
@@ -127,6 +128,12 @@ class ComparisonRow(BaseModel):
     steps: list[str]
     accuracy: float | None = None
     accuracy_change: float | None = None
+    task: str | None = Field(default=None, description="the task the run was evaluated for")
+    quality: dict[str, Any] = Field(
+        default_factory=dict, description="the task's primary metric (see "
+        "tinymlaas.domain.quality.quality_summary): key, label, unit, value, change, drop")
+    fidelity: dict[str, Any] | None = Field(
+        default=None, description="why the run is degraded: metric, value, threshold")
     top1_agreement: float | None = None
     file_bytes: int | None = None
     size_ratio: float | None = None
@@ -159,11 +166,13 @@ def comparison_row(run: Run, model: Model, base: Mapping[str, Any], reference: s
                      f"{RUNTIME_NAMES.get(runtime, runtime)}, its reference in "
                      f"{RUNTIME_NAMES.get(base_runtime, base_runtime)}{why}")
     fit = res.get("fit")
+    quality = quality_summary(dict(base), res)
     return ComparisonRow(
         run_id=run.id, name=run.name, status=run.status.value,
         steps=[s.transformer for s in run.steps],
         accuracy=res.get("accuracy"),
         accuracy_change=_diff(res.get("accuracy"), base.get("accuracy")),
+        task=quality.get("task"), quality=quality, fidelity=res.get("fidelity"),
         top1_agreement=res.get("top1_agreement"),
         file_bytes=res.get("file_bytes"),
         size_ratio=same_runtime_ratio(base, res, "file_bytes"),

@@ -22,10 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psutil
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tinymlaas.domain import Run
+from tinymlaas.domain import Run, Task
 from tinymlaas.domain.entities import MAX_SEED
+from tinymlaas.domain.quality import parse_quality_budget, resolve_quality_budget
 from tinymlaas.domain.searches import (
     MAX_SEARCH_BUDGET_S,
     MAX_SEARCH_EPOCHS,
@@ -65,7 +66,20 @@ class SearchRequest(BaseModel):
     objective: Objective = Field(default="size", description="What to minimise besides "
                                  "the accuracy loss: size, latency or ram.")
     max_accuracy_drop: float = Field(default=1.0, ge=0.0, le=100.0,
-                                     description="Largest accepted accuracy loss, in points.")
+                                     description="Largest accepted accuracy loss, in points "
+                                     "(classification datasets only).")
+    quality_budget: str | None = Field(
+        default=None, max_length=40, description="The budget in the dataset task's metric, "
+        "METRIC=VALUE: accuracy=1 (points), cosine=0.01 (mean cosine drop), mae=0.1, "
+        "auc=0.02, snr=30 (a floor in dB). Default: the task's (see docs/optimize).")
+
+    @field_validator("quality_budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name, number = parse_quality_budget(value)
+        return f"{name}={number:g}"
     time_budget_s: float = Field(default=600.0, gt=0.0, le=MAX_SEARCH_BUDGET_S,
                                  description="Search time in seconds (checked between "
                                              "candidates).")
@@ -128,8 +142,19 @@ class Searches:
             id=new_id("search"), project=project, created_by=created_by, model_id=model.id,
             model_name=model.name, dataset_id=dataset.id, dataset_name=dataset.name,
             device=request.device, objective=request.objective,
-            max_accuracy_drop=request.max_accuracy_drop, time_budget_s=request.time_budget_s,
+            max_accuracy_drop=request.max_accuracy_drop,
+            quality_budget=self._checked_budget(request.quality_budget, dataset.task),
+            time_budget_s=request.time_budget_s,
             max_trials=request.max_trials, epochs=request.epochs, seed=request.seed))
+
+    @staticmethod
+    def _checked_budget(budget: str | None, task: Task) -> str | None:
+        """``budget`` when it is in ``task``'s metric (or a search on it has a default)."""
+        try:
+            resolve_quality_budget(task, 1.0, budget)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+        return budget
 
     def get(self, search_id: str, projects: Collection[str] | None = None) -> Search:
         return self.store.get(search_id, projects)
@@ -215,6 +240,7 @@ class Searches:
             result = optimize(
                 self.services, search.model_id, search.dataset_id, device=search.device,
                 objective=search.objective, max_accuracy_drop=search.max_accuracy_drop,
+                quality_budget=search.quality_budget,
                 budget=search.time_budget_s, max_trials=search.max_trials,
                 epochs=search.epochs, project=search.project, seed=search.seed,
                 on_candidate=record, should_stop=stopping,
@@ -269,7 +295,8 @@ class Searches:
             watcher.join()
         if self.run_events is not None:  # the run's event stream may close now
             self.run_events(RunEvent(run_id, DONE, run.status.value,
-                                     1.0 if run.status.value == "succeeded" else 0.0,
+                                     1.0 if run.status.value in {"succeeded", "degraded"}
+                                     else 0.0,
                                      run.error or ""))
         return run
 

@@ -455,9 +455,12 @@ class Services:
     def export_run(self, ref: str, out_dir: Path) -> list[Path]:
         """Write a finished run's model, metrics, pipeline and lineage into ``out_dir``."""
         run = self.meta.get_run(ref)
-        if run.status is not RunStatus.succeeded or run.output_sha is None:
-            raise InvalidInputError(f"run {run.id} is {run.status.value}; only a succeeded run "
-                                    "has an output to export")
+        # A degraded run's output is exported too: the user decides whether its fidelity is
+        # enough (its metrics, written alongside, say why it is degraded).
+        if run.status not in {RunStatus.succeeded, RunStatus.degraded} or \
+                run.output_sha is None:
+            raise InvalidInputError(f"run {run.id} is {run.status.value}; only a succeeded "
+                                    "(or degraded) run has an output to export")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         import re

@@ -544,8 +544,8 @@ class Workspace:
         from tinymlaas.notify.webhooks import check_webhook_url
 
         check_webhook_url(url, allow_private=self.services.settings.webhook_allow_private)
-        allowed = {"run.succeeded", "run.failed", "run.cancelled"}
-        events = events or ["run.succeeded", "run.failed"]
+        allowed = {"run.succeeded", "run.degraded", "run.failed", "run.cancelled"}
+        events = events or ["run.succeeded", "run.degraded", "run.failed"]
         if not set(events) <= allowed:
             raise InvalidInputError(f"webhook events are {sorted(allowed)}")
         secret = secret or self.services.settings.webhook_secret or secrets.token_urlsafe(24)

@@ -117,7 +117,8 @@ class Webhook(_Entity):
     project: str
     url: str
     secret: str
-    events: list[str] = Field(default_factory=lambda: ["run.succeeded", "run.failed"])
+    events: list[str] = Field(default_factory=lambda: ["run.succeeded", "run.degraded",
+                                                       "run.failed"])
     created_at: datetime = Field(default_factory=_now)
 
 

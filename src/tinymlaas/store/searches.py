@@ -52,6 +52,7 @@ class SearchRow(Base):
     device: Mapped[str | None] = mapped_column(String(100))
     objective: Mapped[str] = mapped_column(String(20))
     max_accuracy_drop: Mapped[float] = mapped_column(Float)
+    quality_budget: Mapped[str | None] = mapped_column(String(40))
     time_budget_s: Mapped[float] = mapped_column(Float)
     max_trials: Mapped[int | None] = mapped_column(Integer)
     epochs: Mapped[int] = mapped_column(Integer)

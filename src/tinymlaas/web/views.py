@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinymlaas.domain import Run
+from tinymlaas.domain.quality import quality_summary
 from tinymlaas.service.compare import runtime_of, same_runtime_ratio
 
 __all__ = ["STEP_DONE", "RunRow", "run_row"]
@@ -33,6 +34,8 @@ class RunRow:
     baseline_runtime: str | None = None
     fit: dict[str, Any] | None = None
     steps: list[str] = field(default_factory=list)
+    #: The task's primary metric (see :func:`tinymlaas.domain.quality.quality_summary`).
+    quality: dict[str, Any] = field(default_factory=dict)
 
 
 def run_row(run: Run, model_names: dict[str, str]) -> RunRow:
@@ -50,4 +53,5 @@ def run_row(run: Run, model_names: dict[str, str]) -> RunRow:
         memory_ratio=same_runtime_ratio(base, res, "peak_memory_mb"),
         runtime=runtime_of(res), baseline_runtime=runtime_of(base),
         fit=res.get("fit") or None,
-        steps=[s.transformer for s in run.steps])
+        steps=[s.transformer for s in run.steps],
+        quality=quality_summary(base, res))

@@ -1,0 +1,57 @@
+"""A degraded run over the API and in the web: its status, the figure and the threshold,
+shown in red; its output can still be downloaded; compare lists it with the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+from web_support import sign_in, text_of
+
+from helpers import linear_onnx
+
+
+def test_a_degraded_run_is_shown_with_its_figure(http: TestClient, tmp_path: Path) -> None:
+    api = sign_in(http, "grace@example.com")
+    model = api.upload_model(linear_onnx(tmp_path / "embed.onnx", 32, 16, seed=3),
+                             name="embed")
+    X = np.random.default_rng(4).normal(size=(120, 32)).astype(np.float32)
+    np.savez(tmp_path / "sentences.npz", X=X, y=np.zeros(len(X), np.float32))
+    dataset = api.upload_dataset(tmp_path / "sentences.npz", name="sentences",
+                                 task="embedding")
+    ok = api.follow(api.create_run(model.id, dataset.id, pipeline={
+        "name": "dyn", "steps": ["quantize-dynamic"]}).id)
+    bad = api.follow(api.create_run(model.id, dataset.id, pipeline={
+        "name": "dyn-strict", "steps": ["quantize-dynamic"],
+        "fidelity": {"min_cosine": 1.0}}).id)
+    assert ok.status == "succeeded" and bad.status == "degraded"
+    cosine = bad.result["cosine_mean"]
+    assert bad.result["fidelity"]["threshold"] == 1.0
+    auth = {"Authorization": f"Bearer {api.token}"}
+    listed = http.get("/api/v1/runs", params={"status": "degraded"}, headers=auth).json()
+    assert [r["id"] for r in listed] == [bad.id]
+    refused = http.post("/api/v1/runs", headers=auth, json={
+        "model": model.id, "dataset": dataset.id,
+        "pipeline": {"steps": ["fuse"], "fidelity": {"min_cosine": 3}}})
+    assert refused.status_code == 400 and "fidelity.min_cosine" in refused.text
+    # the user decides: the output of a degraded run downloads
+    assert http.get(f"/api/v1/runs/{bad.id}/output", headers=auth).status_code == 200
+
+    page = http.get(f"/runs/{bad.id}")
+    assert page.status_code == 200
+    assert 'class="badge s-degraded"' in page.text
+    assert 'data-degraded="cosine_mean"' in page.text
+    text = text_of(page.text)
+    assert f"mean cosine to the input model's outputs is {cosine:.4f}" in text
+    assert "under the 1 fidelity threshold" in text
+    assert f"{cosine:.4f}" in text and "Cosine to the input model (mean · p5 · min)" in text
+
+    project = bad.project
+    compare = http.get(f"/projects/{project}/compare", params={"run": [ok.id, bad.id]})
+    assert compare.status_code == 200
+    text = text_of(compare.text)
+    assert f"mean cosine {cosine:.4f}" in text and "degraded" in text
+    assert "fidelity threshold" in text
+    dashboard = text_of(http.get(f"/projects/{project}").text)
+    assert f"mean cosine {cosine:.4f}" in dashboard
