@@ -126,3 +126,37 @@ def test_cli_run_exits_8_on_a_degraded_run_and_shows_it(services, embedding, cli
     assert json.loads(out)[0]["status"] == "degraded"
     code, out, _ = cli("compare", "strict")
     assert code == 0 and "degraded" in out and "mean cosine 0.99" in out
+
+
+def test_static_int8_that_destroys_an_embedding_ends_degraded(services, tmp_path: Path) -> None:
+    """An activation outlier (one input feature a thousand times larger, with tiny weights,
+    as in transformers' hidden states): per-tensor int8 activations round every other
+    feature to zero, and the embedding is destroyed. The default gate catches it."""
+    rng = np.random.default_rng(11)
+    w = rng.normal(size=(32, 16)).astype(np.float32)
+    w[0] *= 1e-4
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "outlier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+        [numpy_helper.from_array(w, "W")])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
+         str(tmp_path / "outlier.onnx"))
+    X = rng.normal(size=(300, 32)).astype(np.float32)
+    X[:, 0] = rng.choice([-1000.0, 1000.0], size=len(X))
+    np.savez(tmp_path / "outlier.npz", X=X, y=np.zeros(len(X), np.float32))
+    model = services.add_model(tmp_path / "outlier.onnx", "outlier")
+    dataset = services.add_dataset(str(tmp_path / "outlier.npz"), "outlier",
+                                   task=Task.embedding)
+    run = services.create_run(Pipeline.model_validate(
+        {"name": "static", "steps": [{"quantize-static": {"per_channel": False}}]}),
+        model=model.id, dataset=dataset.id)
+    done = services.execute_run(run.id)
+    assert done.status is RunStatus.degraded, done.error
+    cosine = done.result["cosine_mean"]
+    assert cosine < 0.95 and done.result["cosine_min"] <= cosine
+    assert done.result["fidelity"] == {"metric": "cosine_mean", "value": cosine,
+                                       "threshold": 0.95, "message": done.error[10:]}
+    assert done.result["snr_db"] < 10.0  # the error is as large as the signal

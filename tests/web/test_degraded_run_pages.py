@@ -55,3 +55,39 @@ def test_a_degraded_run_is_shown_with_its_figure(http: TestClient, tmp_path: Pat
     assert "fidelity threshold" in text
     dashboard = text_of(http.get(f"/projects/{project}").text)
     assert f"mean cosine {cosine:.4f}" in dashboard
+
+
+def test_a_search_with_a_cosine_budget_from_the_web_form(http: TestClient,
+                                                          tmp_path: Path) -> None:
+    import re
+    import time
+
+    api = sign_in(http, "hedy@example.com")
+    project = api.me().default_project
+    model = api.upload_model(linear_onnx(tmp_path / "embed.onnx", 32, 16, seed=3),
+                             name="embed")
+    X = np.random.default_rng(4).normal(size=(120, 32)).astype(np.float32)
+    np.savez(tmp_path / "sentences.npz", X=X, y=np.zeros(len(X), np.float32))
+    data = api.upload_dataset(tmp_path / "sentences.npz", name="sentences", task="embedding")
+    form = http.get(f"/projects/{project}/searches/new")
+    assert 'name="quality_budget"' in form.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    base = {"model": model.id, "dataset": data.id, "max_accuracy_drop": "1", "budget": "5m",
+            "max_trials": "1", "epochs": "1", "csrf_token": token}
+    wrong = http.post(f"/projects/{project}/searches",
+                      data={**base, "quality_budget": "accuracy=1"}, follow_redirects=False)
+    assert wrong.status_code == 400
+    assert "its task is embedding" in text_of(wrong.text)
+    made = http.post(f"/projects/{project}/searches",
+                     data={**base, "quality_budget": "cosine=0.01"}, follow_redirects=False)
+    assert made.status_code == 303, text_of(made.text)[:500]
+    search_id = made.headers["location"].rsplit("/", 1)[1]
+    deadline = time.monotonic() + 300
+    while (search := api.get_search(search_id)).state.value in {"queued", "running"}:
+        assert time.monotonic() < deadline, "the search did not finish"
+        time.sleep(0.5)
+    assert search.quality_budget == "cosine=0.01" and search.recommended
+    (c,) = search.candidates
+    page = text_of(http.get(f"/searches/{search_id}").text)
+    assert "quality budget cosine=0.01" in page
+    assert f"mean cosine {c.quality:,.4f}" in page

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tinymlaas import __version__
+from tinymlaas.domain.quality import PRIMARY_METRICS
 from tinymlaas.domain.units import human_bytes, human_kib, human_mib
 from tinymlaas.service.compare import RUNTIME_NAMES
 from tinymlaas.web.session import Viewer, csrf_token, remember_csrf
@@ -69,7 +70,8 @@ def environment() -> Environment:
                       lstrip_blocks=True)
     env.filters.update(bytes=fmt_bytes, kib=fmt_kib, mib=fmt_mib, num=fmt_num,
                        ratio=fmt_ratio, delta=fmt_delta, time=fmt_time)
-    env.globals.update(ratio_of=ratio, runtime_name=runtime_name, version=__version__)
+    env.globals.update(ratio_of=ratio, runtime_name=runtime_name, version=__version__,
+                       quality_labels={m.key: m.label for m in PRIMARY_METRICS.values()})
     return env
 
 

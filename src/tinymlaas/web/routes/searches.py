@@ -98,6 +98,7 @@ def create_search(request: Request, project_id: str, viewer: WebSession, studio:
                   device: Annotated[str, Form()] = "",
                   objective: Annotated[str, Form()] = "size",
                   max_accuracy_drop: Annotated[str, Form()] = "1.0",
+                  quality_budget: Annotated[str, Form()] = "",
                   budget: Annotated[str, Form()] = "10m",
                   max_trials: Annotated[str, Form()] = "",
                   epochs: Annotated[str, Form()] = "3",
@@ -106,8 +107,8 @@ def create_search(request: Request, project_id: str, viewer: WebSession, studio:
     ws = viewer.workspace
     project = ws.get_project(project_id)
     form = {"model": model, "dataset": dataset, "device": device, "objective": objective,
-            "max_accuracy_drop": max_accuracy_drop, "budget": budget,
-            "max_trials": max_trials, "epochs": epochs}
+            "max_accuracy_drop": max_accuracy_drop, "quality_budget": quality_budget,
+            "budget": budget, "max_trials": max_trials, "epochs": epochs}
     try:
         if not model:
             raise InvalidInputError("pick the model to compress")
@@ -117,6 +118,7 @@ def create_search(request: Request, project_id: str, viewer: WebSession, studio:
             "model": model, "dataset": dataset, "device": device or None,
             "objective": objective, "max_accuracy_drop": _number(max_accuracy_drop,
                                                                  "accuracy budget"),
+            "quality_budget": quality_budget.strip() or None,
             "time_budget_s": parse_budget(budget or "10m"),
             "max_trials": int(_number(max_trials, "max trials")) if max_trials.strip()
             else None, "epochs": int(_number(epochs, "epochs"))}), project.id)
