@@ -106,9 +106,10 @@ def _cause(exc: BaseException) -> str:
 
 def _unreachable(where: str, endpoint: str | None, cause: str) -> ServiceUnavailableError:
     hub = endpoint or "https://huggingface.co"
+    what = "repo" if where.startswith("hf:") else "file"
     return ServiceUnavailableError(
         f"the Hugging Face Hub cannot be reached ({hub}: {cause}) to fetch {where}; try again "
-        "later, or set HF_HUB_OFFLINE=1 with the files in the local cache",
+        f"later, or set HF_HUB_OFFLINE=1 with the {what} in the local cache",
         {"kind": "hub_unreachable", "endpoint": hub, "retry_after_s": 60})
 
 

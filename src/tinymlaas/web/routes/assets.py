@@ -16,6 +16,7 @@ from tinymlaas.api.uploads import receive_upload, safe_stem, staged_model
 from tinymlaas.domain import DatasetSplits, Device, Task
 from tinymlaas.errors import InvalidInputError, TinymlaasError
 from tinymlaas.formats.datasets import MAX_IMAGE_SIDE
+from tinymlaas.formats.text_datasets import MAX_TEXT_LENGTH, TextOptions
 from tinymlaas.web.forms import param_fields
 from tinymlaas.web.render import render
 from tinymlaas.web.routing import WebRoute
@@ -121,6 +122,30 @@ async def upload_model(request: Request, viewer: WebSession, studio: StudioDep) 
     return RedirectResponse(f"/models?added={model.id}", status_code=303)
 
 
+@router.post("/models/hub")
+def import_hub_model(request: Request, viewer: WebSession,
+                     repo_id: Annotated[str, Form(max_length=200)] = "",
+                     revision: Annotated[str, Form(max_length=100)] = "",
+                     name: Annotated[str, Form(max_length=100)] = "",
+                     project: Annotated[str, Form(max_length=100)] = "",
+                     task: Annotated[str, Form(max_length=40)] = "",
+                     csrf_token: Annotated[str, Form()] = "") -> Response:
+    """A Hugging Face model repo, exported to ONNX with its tokenizer (as ``models add
+    hf:ORG/NAME``); an unreachable Hub shows its 503 message on the page."""
+    check_csrf(request, csrf_token)
+    try:
+        repo = repo_id.strip().removeprefix("hf:")
+        if not repo:
+            raise InvalidInputError("repo: give the Hugging Face repo id, e.g. "
+                                    "sentence-transformers/all-MiniLM-L6-v2", {"field": "repo"})
+        model = viewer.workspace.add_hf_model(
+            f"hf:{repo}", name.strip() or None, revision=revision.strip() or None,
+            project=project or None, task=Task(task) if task in TASKS else None)
+    except TinymlaasError as exc:
+        return _models_page(request, viewer, exc.message, exc.http_status)
+    return RedirectResponse(f"/models?added={model.id}", status_code=303)
+
+
 @router.get("/models/{ref}/file")
 def download_model(ref: str, viewer: WebSession) -> Response:
     return model_file_response(viewer.workspace, ref)
@@ -132,7 +157,10 @@ def _datasets_page(request: Request, viewer: Viewer, error: str | None = None,
                    status_code: int = 200) -> Response:
     return render(request, "datasets.html", {
         "datasets": viewer.workspace.list_datasets(), "projects": _writable_projects(viewer),
-        "project_names": _project_names(viewer), "tasks": TASKS, "error": error},
+        "project_names": _project_names(viewer), "tasks": TASKS, "error": error,
+        "text_models": [m for m in viewer.workspace.list_models()
+                        if m.kind.value == "onnx" and any(i.name == "input_ids"
+                                                          for i in m.inputs)]},
         viewer=viewer, status_code=status_code)
 
 
@@ -159,12 +187,29 @@ async def upload_dataset(request: Request, viewer: WebSession, studio: StudioDep
             fields.get("name", "").strip() or safe_stem(upload.filename, "dataset"),
             project=fields.get("project") or None, task=task,
             label_column=fields.get("label_column", "").strip() or None,
-            image_size=(size[0], size[1]) if size else None, splits=_splits(fields))
+            image_size=(size[0], size[1]) if size else None, splits=_splits(fields),
+            text=_text_options(fields))
     except TinymlaasError as exc:
         return _datasets_page(request, viewer, exc.message, exc.http_status)
     finally:
         upload.path.unlink(missing_ok=True)
     return RedirectResponse(f"/datasets?added={dataset.id}", status_code=303)
+
+
+def _text_options(fields: dict[str, str]) -> TextOptions | None:
+    """The text fields of the upload form: None without a tokenizer model."""
+    tokenizer = fields.get("tokenizer", "").strip()
+    if not tokenizer:
+        return None
+    length = _ints(fields.get("max_length", ""), "max length", count=1,
+                   most=MAX_TEXT_LENGTH) or [128]
+    padding = fields.get("padding") or "max_length"
+    if padding not in ("max_length", "longest"):
+        raise InvalidInputError("padding: max_length or longest", {"field": "padding"})
+    return TextOptions(tokenizer=tokenizer,
+                       text_column=fields.get("text_column", "").strip() or "text",
+                       text_pair_column=fields.get("text_pair_column", "").strip() or None,
+                       max_length=length[0], padding=padding)  # type: ignore[arg-type]
 
 
 @router.post("/datasets/builtin")
