@@ -91,3 +91,21 @@ def test_a_search_with_a_cosine_budget_from_the_web_form(http: TestClient,
     page = text_of(http.get(f"/searches/{search_id}").text)
     assert "quality budget cosine=0.01" in page
     assert f"mean cosine {c.quality:,.4f}" in page
+
+
+def test_the_task_metric_bar_chart_is_named_after_the_shared_metric() -> None:
+    from tinymlaas.domain.quality import quality_summary
+    from tinymlaas.service.compare import ComparisonRow
+    from tinymlaas.web.charts import bar_figures
+
+    rows = [ComparisonRow(run_id=f"r{i}", name=f"r{i}", status=s, steps=[], reference="x",
+                          quality=quality_summary({}, {"task": "embedding",
+                                                       "cosine_mean": c}))
+            for i, (s, c) in enumerate([("succeeded", 0.993), ("degraded", 0.34)])]
+    figure = bar_figures(rows)["quality"]
+    assert figure["layout"]["title"]["text"] == "Mean cosine"
+    assert figure["data"][0]["x"] == [0.993, 0.34]
+    mixed = [*rows, ComparisonRow(run_id="c", name="c", status="succeeded", steps=[],
+                                  reference="x", quality=quality_summary(
+                                      {"accuracy": 90.0}, {"accuracy": 89.0}))]
+    assert bar_figures(mixed)["quality"]["layout"]["title"]["text"] == "Task metric"

@@ -26,6 +26,7 @@ KIB = 1024
 BAR_METRICS = [
     ("accuracy", "Accuracy (%)"),
     ("accuracy_change", "Accuracy change (points)"),
+    ("quality", "Task metric"),
     ("size_ratio", "Size reduction (×)"),
     ("latency_ratio", "Host speed-up, same runtime (×)"),
     ("peak_memory_mb", "Host peak RAM (MiB)"),
@@ -221,6 +222,7 @@ def _device_limits(rows: list[ComparisonRow]) -> tuple[list[dict[str, Any]],
 _BAR_VALUES: dict[str, Callable[[ComparisonRow], float | None]] = {
     "accuracy": lambda r: r.accuracy,
     "accuracy_change": lambda r: r.accuracy_change,
+    "quality": lambda r: r.quality.get("value"),
     "size_ratio": lambda r: r.size_ratio,
     "latency_ratio": lambda r: r.host.latency_ratio,
     "peak_memory_mb": lambda r: r.host.peak_memory_mb,
@@ -236,6 +238,11 @@ def bar_figures(rows: list[ComparisonRow]) -> dict[str, dict[str, Any]]:
     figures = {}
     for key, label in BAR_METRICS:
         values = [_BAR_VALUES[key](r) for r in rows]
+        if key == "quality":  # the task's primary metric, named when the runs share it
+            names = {(r.quality["label"], r.quality["unit"]) for r in rows if r.quality}
+            if len(names) == 1:
+                (name, unit), = names
+                label = f"{name[:1].upper()}{name[1:]}" + (f" ({unit.strip()})" if unit else "")
         hover = [f"{_label(r)}<br>{_runtime(r.host.runtime)}<br>"
                  + ("–: " + "; ".join(r.notes) if v is None and r.notes else
                     "–" if v is None else f"{v:.4g}")
