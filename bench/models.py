@@ -1,0 +1,223 @@
+"""Benchmark of the default int8 (``auto-int8``) on each model family, against fp32.
+
+For every family: fidelity to fp32 (embedding cosine min/mean, or top-1 agreement and
+accuracy), size and speed ratios (ONNX Runtime, batch 1, one thread) of ``auto-int8`` and of
+ONNX Runtime's own ``quantize_dynamic(per_channel=True)`` as the anchor, in the same run.
+Models are built here (a BERT-like sentence embedder from a ``transformers`` config with
+random weights, the demo digits CNN trained for a few epochs); nothing is downloaded.
+
+Prints a table and writes ``bench/results/models.json``.
+Usage: ``python bench/models.py [--small] [--out PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the model builders shared with the tests
+
+#: A MiniLM-sized encoder (6 layers, 384 wide, 30522-token vocabulary: 22.4 M parameters),
+#: and a tiny one for the smoke test.
+BERT_SIZES = {"full": {"layers": 6, "hidden": 384, "heads": 12, "vocab": 30522},
+              "small": {"layers": 2, "hidden": 64, "heads": 2, "vocab": 1000}}
+
+
+def _latency_ms(paths: dict[str, Path], feed: dict[str, np.ndarray], seconds: float
+                ) -> dict[str, float]:
+    """Median batch-1 latency of each model, one thread, measured in interleaved rounds so
+    that load from other processes affects every model alike."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sessions = {k: ort.InferenceSession(str(p), options) for k, p in paths.items()}
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    for session in sessions.values():
+        for _ in range(3):
+            session.run(None, feed)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or min(len(t) for t in times.values()) < 5:
+        for name, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, feed)
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+def _auto_int8(model: Path, access: Any, out: Path, **params: Any
+               ) -> tuple[Path, dict[str, Any]]:
+    from tinymlaas.domain import ArtifactKind
+    from tinymlaas.transformers.base import StepContext
+    from tinymlaas.transformers.registry import get_transformer, validate_params
+
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = StepContext(input_path=model, input_kind=ArtifactKind.onnx,
+                      params=validate_params("auto-int8", params), out_dir=out, work_dir=out,
+                      dataset=access)
+    result = get_transformer("auto-int8").run(ctx)
+    return result.path, result.metrics
+
+
+def _anchor(model: Path, out: Path) -> Path:
+    """ONNX Runtime's own dynamic int8, per-channel, other options at their defaults (the
+    exporter's ``value_info`` is dropped first: ORT's shape inference trips on it)."""
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    proto = onnx.load(str(model))
+    del proto.graph.value_info[:]
+    clean = out.with_suffix(".clean.onnx")
+    onnx.save(proto, str(clean))
+    quantize_dynamic(str(clean), str(out), per_channel=True)
+    return out
+
+
+def _rows(family: str, paths: dict[str, Path], fidelity: dict[str, dict[str, float]],
+          latency: dict[str, float], extra: dict[str, Any],
+          input_shapes: dict[str, list[int]] | None = None) -> list[dict[str, Any]]:
+    import onnx
+
+    from tinymlaas.evaluation.static import graph_stats
+
+    base = paths["fp32"]
+    rows = []
+    for name, path in paths.items():
+        stats = graph_stats(onnx.load(str(path)), input_shapes=input_shapes)
+        rows.append({"family": family, "method": name, "file_bytes": os.path.getsize(path),
+                     "size_x": os.path.getsize(base) / os.path.getsize(path),
+                     "latency_ms": latency[name], "speed_x": latency["fp32"] / latency[name],
+                     "parameters": stats.parameters, "macs": stats.macs,
+                     **fidelity[name], **(extra if name == "auto-int8" else {})})
+    return rows
+
+
+def bench_bert(work: Path, size: str, samples: int, seq: int, seconds: float
+               ) -> list[dict[str, Any]]:
+    import onnxruntime as ort
+
+    from hf_models import bert_inputs, write_bert_embedder, write_canonical_tokens
+    from tinymlaas.domain import DatasetSplits, Task
+    from tinymlaas.transformers.base import DatasetAccess
+
+    config = BERT_SIZES[size]
+    model = write_bert_embedder(work / "bert.onnx", **config)
+    vocab = config["vocab"]
+    data = write_canonical_tokens(work / "tokens.npz", bert_inputs(256, seq, vocab, seed=3))
+    access = DatasetAccess(path=data, task=Task.embedding, splits=DatasetSplits())
+    auto, metrics = _auto_int8(model, access, work / "auto")
+    # the alternative auto-int8 did not pick: static, sensitive nodes kept in float
+    static, _ = _auto_int8(model, access, work / "static", strategy="static")
+    paths = {"fp32": model, "auto-int8": auto,
+             "ort quantize_dynamic per_channel": _anchor(model, work / "ort.onnx"),
+             "auto-int8 strategy=static": static}
+    feed = bert_inputs(samples, seq, vocab, seed=11)  # never seen by calibration
+    ref = ort.InferenceSession(str(model)).run(None, feed)[0]
+    fidelity = {}
+    for name, path in paths.items():
+        out = ort.InferenceSession(str(path)).run(None, feed)[0]
+        cosine = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
+        fidelity[name] = {"cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean())}
+    one = {k: v[:1] for k, v in feed.items()}
+    latency = _latency_ms(paths, one, seconds)
+    family = f"bert-embedder {config['layers']}x{config['hidden']} seq {seq}"
+    return _rows(family, paths, fidelity, latency,
+                 {"strategy": metrics["strategy"], "op_counts": metrics["op_counts"]},
+                 {name: [1, seq] for name in feed})
+
+
+def bench_cnn(work: Path, epochs: int, seconds: float) -> list[dict[str, Any]]:
+    import onnxruntime as ort
+
+    from tinymlaas.demo import train_digits_cnn
+    from tinymlaas.domain import ArtifactKind, DatasetSplits
+    from tinymlaas.formats.datasets import load_builtin, write_canonical
+    from tinymlaas.transformers.base import DatasetAccess, StepContext
+    from tinymlaas.transformers.torch.export_onnx import ExportOnnx, ExportParams
+
+    torch_path, _ = train_digits_cnn(work / "digits.pt2", epochs=epochs)
+    export_dir = work / "export"
+    export_dir.mkdir()
+    model = ExportOnnx().run(StepContext(input_path=torch_path,
+                                         input_kind=ArtifactKind.torch_exported,
+                                         params=ExportParams(), out_dir=export_dir,
+                                         work_dir=export_dir)).path
+    digits = load_builtin("digits")
+    data = write_canonical(digits, work / "digits.npz")
+    access = DatasetAccess(path=data, task=digits.task, splits=DatasetSplits(), num_classes=10)
+    auto, metrics = _auto_int8(model, access, work / "auto")
+    paths = {"fp32": model, "auto-int8": auto,
+             "ort quantize_dynamic per_channel": _anchor(model, work / "ort.onnx")}
+    X, y = access.split("test")
+    name = ort.InferenceSession(str(model)).get_inputs()[0].name
+    X = X.astype(np.float32)
+    ref = ort.InferenceSession(str(model)).run(None, {name: X})[0].argmax(1)
+    fidelity = {}
+    for method, path in paths.items():
+        pred = ort.InferenceSession(str(path)).run(None, {name: X})[0].argmax(1)
+        fidelity[method] = {"accuracy": float((pred == y).mean() * 100),
+                            "top1_agreement": float((pred == ref).mean() * 100)}
+    latency = _latency_ms(paths, {name: X[:1]}, seconds)
+    return _rows("digits-cnn", paths, fidelity, latency,
+                 {"strategy": metrics["strategy"], "op_counts": metrics["op_counts"]})
+
+
+def _fidelity(row: dict[str, Any]) -> str:
+    if "cosine_mean" in row:
+        return f"cos mean {row['cosine_mean']:.4f} min {row['cosine_min']:.4f}"
+    return f"acc {row['accuracy']:.2f}% agree {row['top1_agreement']:.1f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true",
+                        help="tiny models and short timings (a smoke run)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "models.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("TINYMLAAS_HOME", tempfile.mkdtemp(prefix="tinymlaas-bench-"))
+    from rich.console import Console
+    from rich.table import Table
+
+    work = Path(tempfile.mkdtemp(prefix="tinymlaas-models-"))
+    seconds = 0.5 if args.small else 5.0
+    (work / "bert").mkdir()
+    (work / "cnn").mkdir()
+    rows = bench_bert(work / "bert", "small" if args.small else "full",
+                      samples=16 if args.small else 200, seq=32 if args.small else 128,
+                      seconds=seconds)
+    rows += bench_cnn(work / "cnn", epochs=1 if args.small else 15, seconds=seconds)
+
+    table = Table(title="Default int8 by model family (ONNX Runtime, batch 1, 1 thread)")
+    for column in ("family", "method", "fidelity", "size", "size x", "ms", "speed x",
+                   "parameters", "MACs"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["family"], row["method"] + (f" ({row['strategy']})"
+                                                      if "strategy" in row else ""),
+                      _fidelity(row), f"{row['file_bytes'] / 2**20:.2f} MiB",
+                      f"{row['size_x']:.2f}", f"{row['latency_ms']:.2f}",
+                      f"{row['speed_x']:.2f}", f"{row['parameters']:,}", f"{row['macs']:,}")
+    Console(width=200).print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "machine": {"platform": platform.platform(),
+                                           "processor": platform.processor(),
+                                           "cpus": os.cpu_count()},
+                               "small": args.small, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""``bench/models.py`` runs end to end on tiny models and writes figures that hold together:
+auto-int8 picks dynamic for the encoder and static for the CNN, stays close to fp32, makes
+the files smaller, and leaves parameter counts and MACs as they were."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_models_bench_runs_on_tiny_models(tmp_path: Path) -> None:
+    out = tmp_path / "models.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "models.py"), "--small",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    by = {(r["family"].split()[0], r["method"]): r for r in rows}
+    assert {m for _, m in by} == {"fp32", "auto-int8", "ort quantize_dynamic per_channel",
+                                  "auto-int8 strategy=static"}
+    bert, cnn = by[("bert-embedder", "auto-int8")], by[("digits-cnn", "auto-int8")]
+    assert bert["strategy"] == "dynamic" and cnn["strategy"] == "static"
+    assert bert["cosine_mean"] >= 0.99 and bert["cosine_min"] >= 0.95
+    assert cnn["top1_agreement"] >= 95.0
+    for family in ("bert-embedder", "digits-cnn"):
+        fp32 = by[(family, "fp32")]
+        for method in ("auto-int8", "ort quantize_dynamic per_channel"):
+            row = by[(family, method)]
+            assert row["size_x"] >= 2.5, (family, method)
+            assert row["parameters"] == fp32["parameters"], (family, method)
+            assert row["macs"] == fp32["macs"], (family, method)
+    assert "Default int8 by model family" in proc.stdout
