@@ -160,3 +160,22 @@ def test_static_int8_that_destroys_an_embedding_ends_degraded(services, tmp_path
     assert done.result["fidelity"] == {"metric": "cosine_mean", "value": cosine,
                                        "threshold": 0.95, "message": done.error[10:]}
     assert done.result["snr_db"] < 10.0  # the error is as large as the signal
+
+
+def test_the_email_of_a_degraded_run_gives_the_figure() -> None:
+    from tinymlaas.domain import Run
+    from tinymlaas.notify.notifier import Notifier, run_event_name
+
+    run = Run(id="run-2", name="q", model_id="m", pipeline=Pipeline(name="q", steps=["fuse"]),
+              status=RunStatus.degraded,
+              error="degraded: mean cosine to the input model's outputs is 0.3400 (min "
+                    "0.0500), under the 0.95 fidelity threshold",
+              baseline={"file_bytes": 4096}, result={"cosine_mean": 0.34, "snr_db": 2.5,
+                                                     "file_bytes": 1024})
+    subject, body = Notifier._email(run)
+    assert subject == "[tinymlaas] run q degraded" and run_event_name(run) == "run.degraded"
+    lines = body.splitlines()
+    assert "Error: degraded: mean cosine to the input model's outputs is 0.3400 (min 0.0500), " \
+           "under the 0.95 fidelity threshold" in lines
+    assert "  mean cosine to the input model: - -> 0.3400" in lines
+    assert "  output SNR: - -> 2.5 dB" in lines

@@ -23,7 +23,10 @@ __all__ = ["Notifier", "email_delivery", "run_event_name", "webhook_delivery"]
 log = logging.getLogger("tinymlaas.notify")
 #: The metrics a run's e-mail shows, with how each reads.
 _SUMMARY: list[tuple[str, str, Callable[[Any], str]]] = [
-    ("accuracy", "accuracy", lambda v: f"{v:.2f}%"), ("file_bytes", "size", human_bytes),
+    ("accuracy", "accuracy", lambda v: f"{v:.2f}%"), ("mae", "MAE", lambda v: f"{v:.4g}"),
+    ("auc", "AUC", lambda v: f"{v:.4f}"),
+    ("cosine_mean", "mean cosine to the input model", lambda v: f"{v:.4f}"),
+    ("snr_db", "output SNR", lambda v: f"{v:.1f} dB"), ("file_bytes", "size", human_bytes),
     ("latency_ms_p50", "latency p50", lambda v: f"{v:.3f} ms"),
     ("peak_memory_mb", "peak memory", human_mib)]
 
