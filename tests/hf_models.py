@@ -122,3 +122,43 @@ def write_canonical_tokens(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     X = structured(arrays)
     np.savez(path, X=X, y=np.zeros(len(X), np.int64))
     return path
+
+
+def write_vit_classifier(path: Path, layers: int = 2, hidden: int = 64, heads: int = 2,
+                         image: int = 32, patch: int = 8, classes: int = 10,
+                         seed: int = 0) -> Path:
+    """A random ViT image classifier (``ViTForImageClassification`` from a config), exported
+    with one float input ``pixel_values`` (batch dynamic) and one output ``logits``."""
+    import torch
+
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                       intermediate_size=4 * hidden, image_size=image, patch_size=patch,
+                       num_labels=classes, attn_implementation="eager")
+    vit = ViTForImageClassification(config).eval()
+    trained_like(vit)
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vit = vit
+
+        def forward(self, pixel_values):
+            return self.vit(pixel_values=pixel_values).logits
+
+    example = torch.from_numpy(vit_images(2, image))
+    with torch.no_grad():
+        torch.onnx.export(Logits().eval(), (example,), str(path), dynamo=False,
+                          opset_version=17, input_names=["pixel_values"],
+                          output_names=["logits"],
+                          dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+def vit_images(n: int, image: int = 32, seed: int = 1) -> np.ndarray:
+    """Smooth random images (normalised, NCHW float32) for :func:`write_vit_classifier`."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(n, 3, image // 4, image // 4)).astype(np.float32)
+    return np.repeat(np.repeat(coarse, 4, axis=2), 4, axis=3)

@@ -130,3 +130,22 @@ def test_the_template_runs_on_a_registered_onnx_model(services, tmp_path) -> Non
     assert step.transformer == "auto-int8" and step.metrics["strategy"] in {"static", "dynamic"}
     assert done.result["accuracy"] >= done.baseline["accuracy"] - 5.0
     assert done.result["parameters"] == done.baseline["parameters"]
+
+
+def test_vit_with_a_patch_conv_is_still_a_transformer(tmp_path) -> None:
+    from hf_models import vit_images, write_vit_classifier
+
+    model = write_vit_classifier(tmp_path / "vit.onnx")
+    data = tmp_path / "images.npz"
+    np.savez(data, X=vit_images(32, seed=3), y=np.zeros(32, np.int64))
+    access = DatasetAccess(path=data, task=Task.classification, splits=DatasetSplits(),
+                           num_classes=10)
+    result = _run("auto-int8", model, access, tmp_path / "auto")
+    assert result.metrics["strategy"] == "dynamic"
+    assert result.metrics["op_counts"]["conv"] == 1  # the patch embedding
+    feed = {"pixel_values": vit_images(64, seed=11)}
+    ref = ort.InferenceSession(str(model)).run(None, feed)[0]
+    out = ort.InferenceSession(str(result.path)).run(None, feed)[0]
+    cosine = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cosine.mean() >= 0.99 and cosine.min() >= 0.95, (cosine.mean(), cosine.min())
+    assert np.mean(out.argmax(1) == ref.argmax(1)) >= 0.85
