@@ -389,12 +389,18 @@ class Client:
 
     def import_dataset(self, repo_id: str, filename: str, *, revision: str | None = None,
                        name: str | None = None, project: str | None = None,
-                       task: str | None = None, label_column: str | None = None
-                       ) -> DatasetPublic:
-        """Register a dataset file from a Hugging Face dataset repo."""
+                       task: str | None = None, label_column: str | None = None,
+                       tokenizer: str | None = None, text_column: str = "text",
+                       text_pair_column: str | None = None, max_length: int = 128,
+                       padding: str = "max_length") -> DatasetPublic:
+        """Register a dataset file from a Hugging Face dataset repo; with ``tokenizer`` (a
+        model), a .csv or .jsonl of text tokenized with its tokenizer."""
+        text = {"tokenizer": tokenizer, "text_column": text_column,
+                "text_pair_column": text_pair_column, "max_length": max_length,
+                "padding": padding} if tokenizer else {}
         return self._one(DatasetPublic, "POST", "/datasets/hub", json={
             "repo_id": repo_id, "filename": filename, "revision": revision, "name": name,
-            "project": project, "task": task, "label_column": label_column})
+            "project": project, "task": task, "label_column": label_column, **text})
 
     def list_datasets(self, project: str | None = None) -> list[DatasetPublic]:
         return self._many(DatasetPublic, "/datasets", params={"project": project})

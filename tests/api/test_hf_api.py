@@ -81,3 +81,19 @@ def test_repo_import_and_text_upload(http: TestClient, alice: Client, tmp_path: 
                            content=data.read_bytes())
         assert answer.status_code == status, answer.text
     assert [d.name for d in alice.list_datasets()] == ["reviews"]
+
+    # a text file in a dataset repo of the (offline) cache, tokenized the same way
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = cache / "datasets--org--reviews" / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (snapshot / "train.jsonl").write_bytes(data.read_bytes())
+    (cache / "datasets--org--reviews" / "refs").mkdir()
+    (cache / "datasets--org--reviews" / "refs" / "main").write_text(COMMIT)
+    hub_data = alice.import_dataset("org/reviews", "train.jsonl", name="hub-reviews",
+                                    tokenizer="tiny-cls", padding="longest", max_length=64)
+    assert (hub_data.source_format, hub_data.task, hub_data.num_samples) == \
+        ("text", "embedding", 20)
+    no_column = http.post(f"{API}/datasets/hub", headers=headers, json={
+        "repo_id": "org/reviews", "filename": "train.jsonl", "tokenizer": "tiny-cls",
+        "text_column": "review"})
+    assert no_column.status_code == 400 and "column 'review'" in no_column.json()["message"]

@@ -326,6 +326,12 @@ class DatasetHubImport(HubImport, SplitsCreate):
     task: Task | None = None
     label_column: str | None = None
     image_size: tuple[ImageSide, ImageSide] | None = None
+    tokenizer: str | None = Field(default=None, max_length=200, description="Text (.csv, "
+                                  ".jsonl): the model whose tokenizer tokenizes it.")
+    text_column: str = Field(default="text", min_length=1, max_length=200)
+    text_pair_column: str | None = Field(default=None, min_length=1, max_length=200)
+    max_length: StrictInteger = Field(default=128, ge=2, le=8192)
+    padding: Literal["max_length", "longest"] = "max_length"
 
 
 class DatasetPublic(Public):

@@ -100,7 +100,8 @@ def add_builtin(body: DatasetBuiltinCreate, ws: WorkspaceDep) -> object:
 @router.post("/hub", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
              responses={413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
 def import_dataset(body: DatasetHubImport, ws: WorkspaceDep, settings: SettingsDep) -> object:
-    """Register a dataset file from a Hugging Face dataset repo."""
+    """Register a dataset file from a Hugging Face dataset repo (text with ``tokenizer``, as
+    for uploads)."""
     ws.project_id(body.project, write=True)
     path = hub_download(body.repo_id, body.filename, revision=body.revision,
                         repo_type="dataset", max_bytes=settings.max_dataset_bytes)
@@ -109,7 +110,11 @@ def import_dataset(body: DatasetHubImport, ws: WorkspaceDep, settings: SettingsD
                           image_size=body.image_size,
                           splits=DatasetSplits(test_fraction=body.test_fraction,
                                                calibration_size=body.calibration_size,
-                                               seed=body.seed))
+                                               seed=body.seed),
+                          text=TextOptions(tokenizer=body.tokenizer, text_column=body.text_column,
+                                           text_pair_column=body.text_pair_column,
+                                           max_length=body.max_length, padding=body.padding)
+                          if body.tokenizer else None)
 
 
 @router.get("/{ref}", response_model=DatasetPublic)
