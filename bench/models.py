@@ -3,8 +3,9 @@
 For every family: fidelity to fp32 (embedding cosine min/mean, or top-1 agreement and
 accuracy), size and speed ratios (ONNX Runtime, batch 1, one thread) of ``auto-int8`` and of
 ONNX Runtime's own ``quantize_dynamic(per_channel=True)`` as the anchor, in the same run.
-Models are built here (a BERT-like sentence embedder from a ``transformers`` config with
-random weights, the demo digits CNN trained for a few epochs); nothing is downloaded.
+Models are built here (a BERT-like sentence embedder and a ViT-like classifier from
+``transformers`` configs with random weights, the demo digits CNN trained for a few epochs);
+nothing is downloaded.
 
 Prints a table and writes ``bench/results/models.json``.
 Usage: ``python bench/models.py [--small] [--out PATH]``.
@@ -137,6 +138,42 @@ def bench_bert(work: Path, size: str, samples: int, seq: int, seconds: float
                  {name: [1, seq] for name in feed})
 
 
+#: A ViT-Tiny-like classifier at 224 pixels, and a tiny one for the smoke test.
+VIT_SIZES = {"full": {"layers": 6, "hidden": 192, "heads": 3, "image": 224, "patch": 16},
+             "small": {"layers": 2, "hidden": 64, "heads": 2, "image": 32, "patch": 8}}
+
+
+def bench_vit(work: Path, size: str, samples: int, seconds: float) -> list[dict[str, Any]]:
+    import onnxruntime as ort
+
+    from hf_models import vit_images, write_vit_classifier
+    from tinymlaas.domain import DatasetSplits, Task
+    from tinymlaas.transformers.base import DatasetAccess
+
+    config = VIT_SIZES[size]
+    model = write_vit_classifier(work / "vit.onnx", **config)
+    calibration = vit_images(64, config["image"], seed=3)
+    data = work / "images.npz"
+    np.savez(data, X=calibration, y=np.zeros(len(calibration), np.int64))
+    access = DatasetAccess(path=data, task=Task.classification, splits=DatasetSplits(),
+                           num_classes=10)
+    auto, metrics = _auto_int8(model, access, work / "auto")
+    paths = {"fp32": model, "auto-int8": auto,
+             "ort quantize_dynamic per_channel": _anchor(model, work / "ort.onnx")}
+    feed = {"pixel_values": vit_images(samples, config["image"], seed=11)}
+    ref = ort.InferenceSession(str(model)).run(None, feed)[0]
+    fidelity = {}
+    for name, path in paths.items():
+        out = ort.InferenceSession(str(path)).run(None, feed)[0]
+        cosine = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
+        fidelity[name] = {"cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
+                          "top1_agreement": float((out.argmax(1) == ref.argmax(1)).mean() * 100)}
+    latency = _latency_ms(paths, {"pixel_values": feed["pixel_values"][:1]}, seconds)
+    family = f"vit-classifier {config['layers']}x{config['hidden']} {config['image']}px"
+    return _rows(family, paths, fidelity, latency,
+                 {"strategy": metrics["strategy"], "op_counts": metrics["op_counts"]})
+
+
 def bench_cnn(work: Path, epochs: int, seconds: float) -> list[dict[str, Any]]:
     import onnxruntime as ort
 
@@ -175,7 +212,9 @@ def bench_cnn(work: Path, epochs: int, seconds: float) -> list[dict[str, Any]]:
 
 def _fidelity(row: dict[str, Any]) -> str:
     if "cosine_mean" in row:
-        return f"cos mean {row['cosine_mean']:.4f} min {row['cosine_min']:.4f}"
+        agreement = (f" agree {row['top1_agreement']:.1f}%" if "top1_agreement" in row
+                     else "")
+        return f"cos mean {row['cosine_mean']:.4f} min {row['cosine_min']:.4f}{agreement}"
     return f"acc {row['accuracy']:.2f}% agree {row['top1_agreement']:.1f}%"
 
 
@@ -196,6 +235,9 @@ def main() -> None:
     rows = bench_bert(work / "bert", "small" if args.small else "full",
                       samples=16 if args.small else 200, seq=32 if args.small else 128,
                       seconds=seconds)
+    (work / "vit").mkdir()
+    rows += bench_vit(work / "vit", "small" if args.small else "full",
+                      samples=16 if args.small else 200, seconds=seconds)
     rows += bench_cnn(work / "cnn", epochs=1 if args.small else 15, seconds=seconds)
 
     table = Table(title="Default int8 by model family (ONNX Runtime, batch 1, 1 thread)")

@@ -1,6 +1,6 @@
 """``bench/models.py`` runs end to end on tiny models and writes figures that hold together:
-auto-int8 picks dynamic for the encoder and static for the CNN, stays close to fp32, makes
-the files smaller, and leaves parameter counts and MACs as they were."""
+auto-int8 picks dynamic for the encoder and the ViT and static for the CNN, stays close to
+fp32, makes the files smaller, and leaves parameter counts and MACs as they were."""
 
 from __future__ import annotations
 
@@ -23,10 +23,13 @@ def test_the_models_bench_runs_on_tiny_models(tmp_path: Path) -> None:
     assert {m for _, m in by} == {"fp32", "auto-int8", "ort quantize_dynamic per_channel",
                                   "auto-int8 strategy=static"}
     bert, cnn = by[("bert-embedder", "auto-int8")], by[("digits-cnn", "auto-int8")]
-    assert bert["strategy"] == "dynamic" and cnn["strategy"] == "static"
+    vit = by[("vit-classifier", "auto-int8")]
+    assert bert["strategy"] == "dynamic" and vit["strategy"] == "dynamic"
+    assert cnn["strategy"] == "static"
     assert bert["cosine_mean"] >= 0.99 and bert["cosine_min"] >= 0.95
+    assert vit["cosine_mean"] >= 0.99 and vit["top1_agreement"] >= 80.0
     assert cnn["top1_agreement"] >= 95.0
-    for family in ("bert-embedder", "digits-cnn"):
+    for family in ("bert-embedder", "vit-classifier", "digits-cnn"):
         fp32 = by[(family, "fp32")]
         for method in ("auto-int8", "ort quantize_dynamic per_channel"):
             row = by[(family, method)]
