@@ -1,13 +1,15 @@
 """Benchmark of the Studio API under concurrent load, against a real server
-(``tinymlaas serve`` in a subprocess on 127.0.0.1) on SQLite and on PostgreSQL, driven by
-``--clients`` concurrent asyncio clients (httpx).
+(``tinymlaas serve`` in a subprocess on 127.0.0.1) on SQLite and on PostgreSQL, with
+``--clients`` concurrent connections.
 
-For each database: run submissions (``POST /runs`` of a one-step pipeline; after the first
-its step is a cache hit, so the runs finish quickly and the queue drains), then reads for
-``--duration`` seconds each of ``GET /runs/{id}`` and of a paginated ``GET /runs?limit=20``
-(each client walks the pages, following the ``Link`` headers). Throughput, p50/p99 latency
+For each database: run submissions (``POST /runs`` of a one-step pipeline from asyncio
+clients on httpx, which count the runs accepted; after the first its step is a cache hit, so
+the runs finish quickly and the queue drains), then reads for ``--duration`` seconds each of
+``GET /runs/{id}`` and of a paginated ``GET /runs?limit=20`` (each connection walks the
+pages, following the ``Link`` headers), driven by wrk (``apt-get install wrk``), whose C
+event loop takes little of the CPUs it shares with the server. Throughput, p50/p99 latency
 and errors (any status but the expected one, or a transport error) are measured on the
-client. The load generator runs on the same machine as the server and shares its CPUs.
+client side.
 
     .venv/bin/python bench/api.py [--clients 100] [--duration 10] [--submissions 300]
         [--workers 2] [--databases sqlite postgresql] [--out bench/results/api.json]
@@ -24,6 +26,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import ssl
 import subprocess
 import sys
@@ -81,38 +84,57 @@ def _client(url: str, token: str) -> httpx.AsyncClient:
                              limits=limits, timeout=60, verify=_TLS)
 
 
-async def _reads(url: str, token: str, clients: int, duration_s: float,
-                 first: str) -> dict[str, float]:
-    """``clients`` tasks for ``duration_s``: each GETs ``first`` and follows its ``Link``
-    headers to the last page, again and again (a single resource has no ``Link``)."""
-    latencies: list[float] = []
-    errors = 0
-    stop = 0.0
+#: Lua for wrk: follow each page's ``Link: <...>; rel="next"`` (back to the first page after
+#: the last), and print the summary as one JSON line. Latencies are in microseconds.
+_WRK_SCRIPT = """
+local first = os.getenv("BENCH_FIRST")
+local path = first
+request = function() return wrk.format("GET", path) end
+if os.getenv("BENCH_FOLLOW") == "1" then
+  response = function(status, headers, body)
+    local link = headers["link"] or headers["Link"]
+    local url = link and string.match(link, '<([^>]+)>;%s*rel="next"')
+    path = url and (string.match(url, "^https?://[^/]+(/.*)$") or url) or first
+  end
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCH_JSON {"requests": %d, "duration_us": %d, "connect": %d, '
+    .. '"read": %d, "write": %d, "status": %d, "timeout": %d, "p50_us": %d, '
+    .. '"p99_us": %d, "max_us": %d}\\n', summary.requests, summary.duration, e.connect,
+    e.read, e.write, e.status, e.timeout, latency:percentile(50), latency:percentile(99),
+    latency.max))
+end
+"""
 
-    async def client_loop(http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        path: str | None = first
-        while time.monotonic() < stop:
-            began = time.perf_counter()
-            try:
-                response = await http.get(path or first)
-                ok = response.status_code == 200
-            except httpx.HTTPError:
-                ok, response = False, None
-            latencies.append((time.perf_counter() - began) * 1000)
-            errors += not ok
-            link = response.links.get("next", {}).get("url") if response is not None else None
-            path = link or first
 
-    # One connection per client, as separate programs would have: one shared pool of 100
-    # connections costs the load generator more than the server.
-    https = [_client(url, token) for _ in range(clients)]
-    stop = time.monotonic() + duration_s
-    began = time.perf_counter()
-    await asyncio.gather(*(client_loop(http) for http in https))
-    elapsed = time.perf_counter() - began
-    await asyncio.gather(*(http.aclose() for http in https))
-    return _summary(latencies, errors, elapsed)
+def _reads(url: str, token: str, clients: int, duration_s: float, first: str) -> dict[str, Any]:
+    """``clients`` connections for ``duration_s``, driven by wrk: each GETs ``first`` and
+    follows its ``Link`` headers to the last page, again and again (a single resource has
+    no ``Link``). wrk is written in C: as the load generator shares the server's CPUs, the
+    less of them it takes, the more the figures are the server's."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/api.py needs wrk, the HTTP load generator (apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT)
+    try:
+        proc = subprocess.run(
+            ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(duration_s))}s", "--timeout", "30s",
+             "-s", script.name, "-H", f"Authorization: Bearer {token}", url + first],
+            capture_output=True, text=True, timeout=duration_s + 120, check=False,
+            env={**os.environ, "BENCH_FIRST": first, "BENCH_FOLLOW": "1" if "?" in first else "0"})
+    finally:
+        os.unlink(script.name)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed (exit code {proc.returncode}): {proc.stderr[-2000:]}")
+    raw = json.loads(line.removeprefix("BENCH_JSON "))
+    errors = sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))
+    elapsed = raw["duration_us"] / 1e6
+    return {"requests": raw["requests"], "errors": errors,
+            "per_s": raw["requests"] / elapsed if elapsed else 0.0,
+            "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
+            "max_ms": raw["max_us"] / 1000, "load_generator": "wrk"}
 
 
 async def _submissions(url: str, token: str, clients: int, count: int, model: str,
@@ -207,10 +229,8 @@ def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
                 submit = asyncio.run(_submissions(url, token, args.clients, args.submissions,
                                                   model.id, data.id))
                 submit["drained_s"] = _wait_drained(url, token)
-                one = asyncio.run(_reads(url, token, args.clients, args.duration,
-                                         f"/api/v1/runs/{run.id}"))
-                pages = asyncio.run(_reads(url, token, args.clients, args.duration,
-                                           "/api/v1/runs?limit=20"))
+                one = _reads(url, token, args.clients, args.duration, f"/api/v1/runs/{run.id}")
+                pages = _reads(url, token, args.clients, args.duration, "/api/v1/runs?limit=20")
             finally:
                 stop_server(server)
     finally:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     token: str | None = Field(default=None, description="API token for server_url.")
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, description="Per upload.")
     server_runs: int = Field(default=2, ge=1, description="Runs executed at once by a server.")
+    server_threads: int = Field(default=8, ge=1, le=256, description="Requests that read or "
+                                "write the database handled at once by each server process "
+                                "(its thread pool); more only adds lock contention.")
     resume_interrupted: bool = Field(default=True, description="At server start, resubmit "
                                      "runs a stopped server left running (they resume from "
                                      "the step cache) instead of only marking them failed.")

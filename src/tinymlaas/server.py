@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from tinymlaas import __version__
@@ -84,6 +85,9 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The pool that runs the handlers that block on the database (AnyIO's, 40 threads
+        # by default: under load they mostly contend for the interpreter and the pool).
+        to_thread.current_default_thread_limiter().total_tokens = studio.settings.server_threads
         reaper = Reaper(lambda: recover_runs(studio, pending=False),
                         studio.settings.lease_ttl_s).start()
         yield

@@ -65,8 +65,10 @@ AccountsDep = Annotated[AccountService, Depends(get_accounts)]
 _bearer = HTTPBearer(auto_error=False, description="A log-in or API token.")
 
 
+# The two below are asked for on almost every request: they take the accounts from the
+# request rather than through the dependencies above, each of which costs a little to solve.
 async def get_current_user(
-    accounts: AccountsDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     if credentials is None:
@@ -74,6 +76,7 @@ async def get_current_user(
                                   "POST /api/v1/auth/login")
     # A token verified moments ago is answered from memory on the event loop; only a
     # lookup in the database goes to the thread pool.
+    accounts: AccountService = request.app.state.studio.accounts
     user = accounts.cached_user(credentials.credentials)
     if user is None:
         user = await run_in_threadpool(accounts.authenticate, credentials.credentials)
@@ -83,8 +86,8 @@ async def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-async def get_workspace(accounts: AccountsDep, user: CurrentUser) -> Workspace:
-    return accounts.workspace(user)  # no I/O: a view of the stores for this user
+async def get_workspace(request: Request, user: CurrentUser) -> Workspace:
+    return request.app.state.studio.accounts.workspace(user)  # no I/O: a view for the user
 
 
 WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]

@@ -399,10 +399,9 @@ class AccountStore:
         """The run with id ``run_id`` when it is in a project ``user_id`` owns or was given,
         else None (its steps' logs only with ``logs``): one session, the fast path of a
         request that names a run by id."""
-        with self.meta.reading() as s:
-            row = s.connection().execute(_VISIBLE_RUN, {"run_id": run_id,
-                                                        "user_id": user_id}).first()
-            return None if row is None else self.meta.runs_of(s, [row], logs=logs)[0]
+        with self.meta.read_connection() as c:
+            row = c.execute(_VISIBLE_RUN, {"run_id": run_id, "user_id": user_id}).first()
+            return None if row is None else self.meta.runs_of(c, [row], logs=logs)[0]
 
     def run_artifacts(self, run_id: str) -> list[str]:
         """Shas a run may hand out: its input model, its step outputs and its output."""

@@ -16,6 +16,7 @@ from typing import Any, cast
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
+    Connection,
     CursorResult,
     Engine,
     bindparam,
@@ -71,7 +72,10 @@ _READ_ONLY = "tinymlaas_read_only"
 
 def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        # Enough connections for a server's request threads and runs (a connection opened
+        # past the pool is closed after use, and setting one up costs more than a read).
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+                               pool_size=16, max_overflow=16)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -113,7 +117,8 @@ class MetadataStore:
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         self.engine = _create_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._readers = sessionmaker(self.engine.execution_options(**{_READ_ONLY: True}),
+        self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
+        self._readers = sessionmaker(self._read_engine,
                                      expire_on_commit=False)
         self.migrate()
 
@@ -145,6 +150,13 @@ class MetadataStore:
         :func:`_create_engine`); writing in it may fail with "database is locked"."""
         with self._readers.begin() as session:
             yield session
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """The same without the ORM's session, for the hot read paths that build entities
+        from plain rows (:meth:`runs_of`)."""
+        with self._read_engine.begin() as connection:
+            yield connection
 
     # projects -----------------------------------------------------------------------------
 
@@ -255,7 +267,8 @@ class MetadataStore:
 
     def get_run(self, ref: str, project: str | None = None) -> Run:
         with self.reading() as s:
-            return self.runs_of(s, [self._by_ref_in(s, RunRow, ref, project, "run")])[0]
+            row = self._by_ref_in(s, RunRow, ref, project, "run")
+            return self.runs_of(s.connection(), [row])[0]
 
     def list_runs(self, project: str | None = None, status: str | None = None,
                   limit: int = 200) -> list[Run]:
@@ -265,7 +278,7 @@ class MetadataStore:
                 query = query.where(RunRow.project == project)
             if status is not None:
                 query = query.where(RunRow.status == status)
-            return self.runs_of(s, list(s.execute(query)))
+            return self.runs_of(s.connection(), list(s.execute(query)))
 
     def page_runs(self, projects: Collection[str], limit: int, after: Key | None = None,
                   status: str | None = None) -> Page[Run]:
@@ -278,7 +291,7 @@ class MetadataStore:
             if status is not None:
                 query = query.where(RunRow.status == status)
             rows = list(s.execute(keyset(query, RunRow, limit, after, newest_first=True)))
-            runs = {run.id: run for run in self.runs_of(s, rows[:limit], logs=False)}
+            runs = {r.id: r for r in self.runs_of(s.connection(), rows[:limit], logs=False)}
             return page_rows(rows, limit, lambda r: runs[r.id])
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -446,7 +459,7 @@ class MetadataStore:
         return row
 
     @staticmethod
-    def runs_of(s: Session, rows: Sequence[Any], *, logs: bool = True) -> list[Run]:
+    def runs_of(c: Connection, rows: Sequence[Any], *, logs: bool = True) -> list[Run]:
         """The runs of ``rows`` (rows of :data:`RUN_COLUMNS`, or ``RunRow`` objects), with
         their steps read in one query, without the steps' logs unless ``logs``.
 
@@ -456,7 +469,7 @@ class MetadataStore:
         steps: dict[str, list[StepRecord]] = {r.id: [] for r in rows}
         if steps:
             query = _STEPS_OF[logs]
-            for step in s.connection().execute(query, {"ids": list(steps)}):  # no ORM: rows
+            for step in c.execute(query, {"ids": list(steps)}):
                 data = dict(step._mapping)
                 steps[data.pop("run_id")].append(StepRecord.model_validate(data))
         return [Run.model_validate({**{c.name: getattr(r, c.name) for c in RUN_COLUMNS},
