@@ -117,9 +117,14 @@ class MetadataStore:
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         self.engine = _create_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
-        self._readers = sessionmaker(self._read_engine,
-                                     expire_on_commit=False)
+        read_options: dict[str, Any] = {_READ_ONLY: True}
+        if not url.startswith("sqlite"):
+            # In PostgreSQL's default isolation (read committed) each statement reads its
+            # own snapshot, in a transaction or not: reads skip BEGIN and COMMIT, two
+            # round trips to the server.
+            read_options["isolation_level"] = "AUTOCOMMIT"
+        self._read_engine = self.engine.execution_options(**read_options)
+        self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
         self.migrate()
 
     def migrate(self) -> None:
