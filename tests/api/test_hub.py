@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +38,15 @@ class FakeHub:
 
             def _answer(self, body: bool) -> None:
                 hub.requests.append((self.command, self.path))
-                key = self.path.split("?")[0].replace("/resolve/main/", "/")
+                if self.path.startswith("/api/models/"):
+                    self._listing()
+                    return
+                if self.path.startswith("/api/"):  # nothing else of the Hub's API is here
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                key = re.sub(r"/resolve/[^/]+/", "/", self.path.split("?")[0], count=1)
                 data = hub.files.get(key)
                 if data is None:
                     self.send_response(404)
@@ -53,6 +63,27 @@ class FakeHub:
                 self.end_headers()
                 if body:
                     self.wfile.write(data)
+
+            def _listing(self) -> None:
+                """``/api/models/{repo}[/revision/{rev}]`` (the repo's files with their
+                sizes) and ``.../tree/{rev}`` (the same as a tree)."""
+                repo = self.path.split("?")[0].removeprefix("/api/models/")
+                repo, tree, _ = repo.partition("/tree/")
+                repo = repo.split("/revision/")[0]
+                files = {key.removeprefix(f"/{repo}/"): data for key, data in hub.files.items()
+                         if key.startswith(f"/{repo}/")}
+                payload = json.dumps(
+                    [{"type": "file", "path": name, "size": len(data),
+                      "oid": hashlib.sha1(data).hexdigest()} for name, data in files.items()]
+                    if tree else
+                    {"id": repo, "sha": COMMIT, "siblings": [
+                        {"rfilename": name, "size": len(data)} for name, data in files.items()]}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def do_HEAD(self) -> None:
                 self._answer(body=False)
@@ -199,3 +230,38 @@ def test_a_hub_answering_404_stays_404(http: TestClient, alice: Client,
                          json={"repo_id": "org/other", "filename": "model.onnx"})
     assert response.status_code == 404, response.text
     assert_error_shape(response.json(), "not_found")
+
+
+def test_a_download_over_the_limit_is_refused_before_it_starts(
+        http: TestClient, alice: Client, studio, fake_hub: FakeHub, tmp_path: Path) -> None:
+    """A hostile user cannot fill the server's disk through the Hub: the sizes the Hub
+    gives are checked before anything is fetched (one file, or a whole model repo)."""
+    auth = {"Authorization": f"Bearer {alice.token}"}
+    fake_hub.files.update({"/org/big/config.json": b'{"model_type": "bert"}',
+                           "/org/big/model.safetensors": b"w" * 5000,
+                           "/org/big/pytorch_model.bin": b"p" * 100_000})
+    studio.settings.max_model_bytes = 1000
+
+    one = http.post(f"{API}/models/hub", headers=auth,
+                    json={"repo_id": "org/big", "filename": "model.safetensors"})
+    assert one.status_code == 413, one.text
+    assert_error_shape(one.json(), "payload_too_large")
+    assert one.json()["details"] == {"limit_bytes": 1000, "size_bytes": 5000}
+
+    repo = http.post(f"{API}/models/hub", headers=auth, json={"repo_id": "org/big"})
+    assert repo.status_code == 413, repo.text
+    # The weights and config it would fetch (the pickled .bin is never among them).
+    assert repo.json()["details"] == {"limit_bytes": 1000, "size_bytes": 5000 + 22}
+    assert not [path for method, path in fake_hub.requests
+                if method == "GET" and "/resolve/" in path], fake_hub.requests
+    assert not list((tmp_path / "hf-cache").rglob("*.safetensors"))
+
+    # Under a limit that the .bin alone would break, the import goes past the check and
+    # fetches only the files it needs.
+    studio.settings.max_model_bytes = 50_000
+    past = http.post(f"{API}/models/hub", headers=auth, json={"repo_id": "org/big"})
+    assert past.status_code != 413, past.text
+    fetched = {path for method, path in fake_hub.requests if method == "GET"}
+    assert f"/org/big/resolve/{COMMIT}/model.safetensors" in fetched
+    assert not any(path.endswith(".bin") for path in fetched)
+    assert alice.list_models() == []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +79,42 @@ def _snapshot(**kwargs: Any) -> str:
     from huggingface_hub import snapshot_download
 
     return str(snapshot_download(**kwargs))
+
+
+def _file_size(repo_id: str, filename: str, revision: str | None, repo_type: str,
+               endpoint: str | None) -> int | None:
+    """The size the Hub gives for one file (None when it gives none), asked before the
+    download: a file over the limit must not reach the server's disk at all."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    return get_hf_file_metadata(hf_hub_url(repo_id, filename, repo_type=repo_type,
+                                           revision=revision, endpoint=endpoint)).size
+
+
+def _snapshot_size(repo_id: str, revision: str | None, endpoint: str | None) -> int:
+    """The total size of the files :func:`hub_snapshot` would download, from the Hub's
+    listing of the repo."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, files_metadata=True)
+    wanted = filter_repo_objects(info.siblings or [], allow_patterns=list(MODEL_REPO_PATTERNS),
+                                 key=lambda sibling: sibling.rfilename)
+    return sum(sibling.size or 0 for sibling in wanted)
+
+
+def _refuse_large(where: str, max_bytes: int, size_of: Callable[..., int | None],
+                  *args: Any) -> None:
+    """Refuse a download the Hub says is over ``max_bytes``. Best effort: when the Hub
+    does not answer the question, the download itself reports why (after its retries), and
+    what it fetched is measured once on disk."""
+    try:
+        size = size_of(*args)
+    except Exception:  # unreachable, not found, an answer without sizes: the download says
+        return
+    if size is not None and size > max_bytes:
+        raise PayloadTooLargeError(f"{where} takes {size} bytes; the limit is {max_bytes}",
+                                   {"limit_bytes": max_bytes, "size_bytes": size})
 
 
 def _status(exc: BaseException) -> int | None:
@@ -190,6 +226,9 @@ def hub_download(repo_id: str, filename: str, *, revision: str | None = None,
     endpoint = os.environ.get("HF_ENDPOINT") or None
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
     with _hub_errors(where, endpoint, offline):
+        if max_bytes is not None and not offline:
+            _refuse_large(where, max_bytes, _file_size, repo_id, filename, revision,
+                          repo_type, endpoint)
         path = Path(_fetch(repo_id=repo_id, filename=filename, revision=revision,
                            repo_type=repo_type, endpoint=endpoint, cache_dir=_cache_dir(),
                            local_files_only=offline))
@@ -216,6 +255,8 @@ def hub_snapshot(repo_id: str, *, revision: str | None = None,
     endpoint = os.environ.get("HF_ENDPOINT") or None
     where = f"hf:{repo_id}" + (f"@{revision}" if revision else "")
     with _hub_errors(where, endpoint, offline):
+        if max_bytes is not None and not offline:
+            _refuse_large(where, max_bytes, _snapshot_size, repo_id, revision, endpoint)
         folder = Path(_snapshot(repo_id=repo_id, revision=revision, endpoint=endpoint,
                                 cache_dir=_cache_dir(), local_files_only=offline,
                                 allow_patterns=list(MODEL_REPO_PATTERNS)))
