@@ -100,29 +100,33 @@ class Workspace:
         self.services = services
         self.store = store
         self.user = user
-        self._projects: set[str] | None = None
+        self._roles: dict[str, Role] | None = None
+
+    @property
+    def roles(self) -> dict[str, Role]:
+        """The user's role in each project they own or were given (read on first use, in
+        one query: a request for one run by id needs none of them)."""
+        if self._roles is None:
+            self._roles = self.store.project_roles(self.user.id)
+        return self._roles
 
     @property
     def projects(self) -> set[str]:
-        """Ids of the projects the user owns or was given (read on first use: a request
-        for one run by id needs no list of them)."""
-        if self._projects is None:
-            self._projects = self.store.visible_project_ids(self.user.id)
-        return self._projects
+        """Ids of the projects the user owns or was given."""
+        return set(self.roles)
 
     # projects -----------------------------------------------------------------------------
 
     def project_id(self, ref: str | None, write: bool = False) -> str:
         """A visible project id (default: the user's own); ``write`` needs owner or editor."""
         project = ref or self.user.default_project
-        if project not in self.projects:
+        role = self.roles.get(project)
+        if role is None:
             raise NotFoundError(f"project {project!r} not found", {"kind": "project",
                                                                    "ref": project})
-        if write:
-            role = self.store.role_of(project, self.user.id)
-            if role not in _WRITE_ROLES:
-                raise ForbiddenError(f"you can view project {project!r} but not change it; "
-                                     "ask its owner for the editor role")
+        if write and role not in _WRITE_ROLES:
+            raise ForbiddenError(f"you can view project {project!r} but not change it; "
+                                 "ask its owner for the editor role")
         return project
 
     def create_project(self, name: str) -> Project:
@@ -131,7 +135,7 @@ class Workspace:
             raise InvalidInputError("a project name has 1 to 100 characters")
         project = self.store.add_project(Project(id=new_id("proj"), name=name,
                                                  owner=self.user.id))
-        self.projects.add(project.id)
+        self.roles[project.id] = "owner"
         return project
 
     def list_projects(self) -> list[Project]:
@@ -472,7 +476,7 @@ class Workspace:
             raise ConflictError("this is an account's personal project, which cannot be "
                                 "deleted; delete what is in it instead", {"project": project})
         deletion = self.services.delete_project(project)
-        self.projects.discard(project)
+        self.roles.pop(project, None)
         return deletion
 
     def writable_run(self, ref: str) -> Run:
@@ -557,7 +561,6 @@ class Workspace:
         return self.store.list_webhooks(self._scope(project))
 
     def delete_webhook(self, webhook_id: str) -> None:
-        writable = {p for p in self.projects
-                    if self.store.role_of(p, self.user.id) in _WRITE_ROLES}
+        writable = {p for p, role in self.roles.items() if role in _WRITE_ROLES}
         if not self.store.delete_webhook(webhook_id, writable):
             raise NotFoundError(f"webhook {webhook_id!r} not found", {"kind": "webhook"})

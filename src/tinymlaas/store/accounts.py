@@ -306,12 +306,16 @@ class AccountStore:
             return s.scalars(select(UserRow.id).where(UserRow.default_project == project_id)
                              .limit(1)).first() is not None
 
-    def visible_project_ids(self, user_id: str) -> set[str]:
-        """Projects the user owns or was given access to."""
+    def project_roles(self, user_id: str) -> dict[str, Role]:
+        """The user's role in each project they own or were given access to."""
         with self.meta.reading() as s:
-            return set(s.scalars(union(
-                select(ProjectRow.id).where(ProjectRow.owner == user_id),
-                select(MemberRow.project_id).where(MemberRow.user_id == user_id))))
+            roles: dict[str, Role] = {
+                project: role for project, role in s.execute(
+                    select(MemberRow.project_id, MemberRow.role)
+                    .where(MemberRow.user_id == user_id))}
+            roles.update((project, "owner") for project in s.scalars(
+                select(ProjectRow.id).where(ProjectRow.owner == user_id)))
+            return roles
 
     def page_projects(self, user_id: str, limit: int,
                       after: Key | None = None) -> Page[Project]:
