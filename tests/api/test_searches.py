@@ -39,9 +39,13 @@ def test_a_search_runs_in_the_background_and_streams_its_candidates(
     assert final.state.value == "succeeded" and states[-1] == "succeeded"
     assert len(candidates) == 2 == len(final.candidates)
     assert [c.run_id for c in candidates] == [c.run_id for c in final.candidates]
-    # Exactly two candidate runs, nothing left behind, all in alice's project.
+    # Exactly two candidate runs and the held-out evaluation of the recommended one,
+    # nothing left behind, all in alice's project.
+    held_out = [c.test["run_id"] for c in final.candidates if c.test]
+    assert len(held_out) == 1
     runs = alice.list_runs()
-    assert sorted(r.id for r in runs) == sorted(c.run_id for c in final.candidates)
+    assert sorted(r.id for r in runs) == sorted([c.run_id for c in final.candidates]
+                                                + held_out)
     assert all(r.status.value in FINISHED for r in runs)
     # The first candidate is static int8: 2,312 bytes against 2,778 for float, 1.11 points.
     first = final.candidates[0]

@@ -269,6 +269,10 @@ class Pipeline(Entity):
     steps: list[PipelineStep] = Field(default_factory=list, max_length=MAX_STEPS,
                                       description=f"At most {MAX_STEPS} steps.")
     evaluate: bool = True
+    evaluation_split: Literal["test", "validation", "holdout"] = Field(
+        default="test", description="The samples the evaluation uses: the dataset's test "
+        "split, or one of its two halves (optimize selects on `validation` and reports on "
+        "`holdout`).")
     fidelity: Fidelity | None = Field(default=None, description="Thresholds below which "
                                       "the run ends degraded; none: the defaults.")
 

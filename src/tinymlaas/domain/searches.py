@@ -74,6 +74,11 @@ class Candidate(BaseModel):
     feasible: bool = False
     violations: list[str] = Field(default_factory=list)
     pareto: bool = False
+    test: dict[str, Any] | None = Field(default=None, description="the recommended (or "
+                                        "closest) candidate's figures on the held-out "
+                                        "half of the test split, which the search never "
+                                        "saw: run_id, samples, quality, accuracy_drop, "
+                                        "file_bytes, size_ratio, latency_ms")
 
 
 class LayerSensitivity(BaseModel):

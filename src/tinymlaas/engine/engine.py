@@ -560,14 +560,16 @@ class Engine:
 
     def evaluate(self, run_id: str, artifact: Artifact, model: Model, dataset: Dataset,
                  reference_sha: str | None, stage: str, emit: EventCallback,
-                 device: Device | None = None) -> dict[str, Any]:
-        """Metrics of ``artifact`` on the test split (cached by content within the dataset's
-        project, like steps), as a dict."""
+                 device: Device | None = None, split: str = "test") -> dict[str, Any]:
+        """Metrics of ``artifact`` on the test split, or one of its halves (cached by
+        content within the dataset's project, like steps), as a dict."""
         device_spec = device.model_dump(mode="json") if device else None
-        key = hashlib.sha256(canonical_json(
-            [EVALUATION_VERSION, artifact.sha256, dataset.artifact_sha,
-             dataset.splits.model_dump(), dataset.task.value, reference_sha,
-             device_spec, dataset.project]).encode()).hexdigest()
+        parts: list[Any] = [EVALUATION_VERSION, artifact.sha256, dataset.artifact_sha,
+                            dataset.splits.model_dump(), dataset.task.value, reference_sha,
+                            device_spec, dataset.project]
+        if split != "test":  # the whole test split keeps the keys it always had
+            parts.append(split)
+        key = hashlib.sha256(canonical_json(parts).encode()).hexdigest()
         cached = self.meta.get_evaluation(key)
         if cached is not None and self.artifacts.exists(cached.metrics.get("outputs_sha", "")):
             emit(RunEvent(run_id, stage, StepStatus.cached.value, 1.0, "cached"))
@@ -579,7 +581,7 @@ class Engine:
         job = {"kind": "evaluate", "job_id": f"{run_id}-{stage}", "job_dir": str(job_dir),
                "task": dataset.task.value, "input": self._input_job(artifact, job_dir),
                "input_specs": [s.model_dump() for s in model.inputs],
-               "dataset": self._dataset_job(dataset), "device": device_spec,
+               "dataset": self._dataset_job(dataset), "split": split, "device": device_spec,
                "reference": str(self.artifacts.path(reference_sha)) if reference_sha else None}
         result = self._dispatch(run_id, job, lambda f, m: emit(
             RunEvent(run_id, stage, StepStatus.running.value, f, m)))
@@ -605,12 +607,13 @@ class Engine:
             return {"baseline": {}, "result": {}}
         baseline_artifact, note = self._baseline_artifact(run, model, dataset, output, producer,
                                                           planned, device, emit)
+        split = run.pipeline.evaluation_split
         baseline = self.evaluate(run.id, baseline_artifact, model, dataset, None,
-                                 "evaluate-baseline", emit, device)
+                                 "evaluate-baseline", emit, device, split)
         if note:
             baseline = {**baseline, "note": note}
         result = self.evaluate(run.id, output, model, dataset, baseline["outputs_sha"],
-                               "evaluate", emit, device)
+                               "evaluate", emit, device, split)
         return {"baseline": baseline, "result": result}
 
     def _baseline_artifact(self, run: Run, model: Model, dataset: Dataset, output: Artifact,

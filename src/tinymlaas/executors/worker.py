@@ -129,7 +129,7 @@ def _evaluate(job: dict[str, Any], job_dir: Path, log: logging.Logger) -> dict[s
 
     dataset = _dataset(job["dataset"])
     assert dataset is not None
-    X, y = dataset.split("test")
+    X, y = dataset.split(job.get("split", "test"))
     reference = np.load(job["reference"], allow_pickle=False) if job.get("reference") else None
     metrics, outputs = evaluate_model(
         Path(job["input"]["path"]), ArtifactKind(job["input"]["kind"]), Task(job["task"]),

@@ -609,9 +609,19 @@ def check_model_inputs(inputs: list[TensorSpec], path: Path) -> None:
 
 
 def split_indices(num_samples: int, splits: DatasetSplits) -> dict[str, np.ndarray]:
-    """Deterministic ``train``, ``test`` and ``calibration`` (a subset of train) indices."""
+    """Deterministic ``train``, ``test`` and ``calibration`` (a subset of train) indices,
+    and the test split in two halves, ``validation`` and ``holdout``, by a second seeded
+    permutation: ``optimize`` selects candidates on one and reports the chosen one's
+    figures on the other, which the selection never saw. A test split of one sample cannot
+    be halved; both halves are then that sample."""
     order = np.random.default_rng(splits.seed).permutation(num_samples)
     n_test = max(1, round(num_samples * splits.test_fraction))
     test, train = np.sort(order[:n_test]), order[n_test:]
+    halves = np.random.default_rng(splits.seed + 1).permutation(test)
+    n_validation = (len(test) + 1) // 2
+    validation, holdout = halves[:n_validation], halves[n_validation:]
+    if len(holdout) == 0:
+        holdout = validation
     return {"train": np.sort(train), "test": test,
-            "calibration": np.sort(train[: splits.calibration_size])}
+            "calibration": np.sort(train[: splits.calibration_size]),
+            "validation": np.sort(validation), "holdout": np.sort(holdout)}

@@ -6,6 +6,12 @@ minimises the objective (file size, latency or RAM) at once; the result always h
 Pareto set, the recommended run (the best objective within the accuracy budget and the
 device's flash and RAM) and, when no candidate qualifies, the closest one with a
 per-layer sensitivity report.
+
+Candidates are evaluated on the validation half of the dataset's test split; the chosen
+one is then evaluated once more on the other half, which the selection never saw, and
+those are the figures the result reports for it. Techniques that train in PyTorch are left
+out, once and with the reason, when the model is an ONNX graph that cannot be converted;
+a choice that was already tried (failed or not) is never run again.
 """
 
 from __future__ import annotations
@@ -13,11 +19,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tinymlaas.domain import Device, Fidelity, Pipeline, Run, Task
+from tinymlaas.domain import ArtifactKind, Device, Fidelity, Pipeline, Run, Task
 from tinymlaas.domain.quality import (
     PrimaryMetric,
     budget_violation,
@@ -29,12 +35,24 @@ from tinymlaas.domain.searches import OBJECTIVES, Candidate, Objective
 from tinymlaas.domain.units import human_bytes, human_kib
 from tinymlaas.errors import InvalidInputError
 from tinymlaas.optimize.sensitivity import LayerSensitivity, layer_sensitivity
-from tinymlaas.optimize.space import SEEDS, build_steps, suggest
+from tinymlaas.optimize.space import (
+    TORCH_FORMATS,
+    TORCH_TECHNIQUES,
+    Space,
+    build_steps,
+    suggest,
+)
 
 __all__ = ["Candidate", "Objective", "OptimizeResult", "optimize", "pareto_front",
            "parse_budget"]
 
 _log = logging.getLogger("tinymlaas.optimize")
+
+#: Objective values within this share of the best count as a tie, which the smaller quality
+#: drop breaks (a 1 % smaller file is not worth a visibly worse model).
+TIE_SHARE = 0.03
+#: Sampled choices in a row that were all tried before: the space is exhausted.
+MAX_REPEATS = 40
 
 
 class OptimizeResult(BaseModel):
@@ -58,6 +76,9 @@ class OptimizeResult(BaseModel):
     closest: str | None = Field(default=None, description="when none meets them: the run "
                                 "nearest to the accuracy budget among those that fit")
     sensitivity: list[LayerSensitivity] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list, description="techniques left out of "
+                               "the search, e.g. pruning when the graph cannot be "
+                               "converted to PyTorch")
     message: str = ""
 
 
@@ -157,19 +178,63 @@ class _Search:
         self.baseline: dict[str, Any] = {}
         self.seen: dict[str, Candidate] = {}
         self.started = time.monotonic()
+        self.space, self.skipped = self._space()
+        self._keep_float: list[str] | None = None
 
-    def evaluate(self, choice: dict[str, Any]) -> Candidate:
-        steps = build_steps(choice, self.model.kind, self.epochs)
+    def _space(self) -> tuple[Space, list[str]]:
+        """The choices that apply to this model, decided once: an ONNX graph that cannot
+        be converted to PyTorch gets no pruning, distillation, factorization or QAT (each
+        of them would fail on the same operator)."""
+        if self.model.kind is not ArtifactKind.onnx:
+            return Space(), []
+        try:
+            from tinymlaas.formats.onnx_to_torch import onnx_to_torch
+
+            onnx_to_torch(self.svc.artifact_path(self.model.artifact_sha))
+        except Exception as exc:
+            reason = (getattr(exc, "message", None) or str(exc)).split("; supported:")[0]
+            skipped = [f"pruning, distillation, low-rank factorization, QAT — the graph "
+                       f"cannot be converted to PyTorch: {reason}"]
+            _log.info("skipped: %s", skipped[0])
+            formats = tuple(f for f in Space().formats if f not in TORCH_FORMATS)
+            techniques = tuple(t for t in Space().techniques if t not in TORCH_TECHNIQUES)
+            return Space(techniques=techniques, formats=formats), skipped
+        return Space(), []
+
+    def keep_float(self) -> list[str]:
+        """The nodes per-layer sensitivity says to keep in float, measured once on the
+        validation half (classification only: the probes score accuracy)."""
+        if self._keep_float is None:
+            self._keep_float = []
+            if self.dataset.task is Task.classification:
+                report = _sensitivity(self, split="validation", prune=False)
+                self._keep_float = [s.layer for s in report
+                                    if s.probe == "quantize-int8" and s.advice.startswith("keep")]
+        return self._keep_float
+
+    def evaluate(self, choice: dict[str, Any]) -> Candidate | None:
+        """The candidate of ``choice``, or None when its pipeline was tried before (it is
+        not run again, whether it failed or not)."""
+        keep = self.keep_float() if choice.get("keep_float") else None
+        steps = build_steps(choice, self.model.kind, self.epochs, keep)
         signature = repr([(s.transformer, sorted(s.params.items())) for s in steps])
         if signature in self.seen:
-            return self.seen[signature]
+            return None
         index = len(self.candidates)
-        pipeline = Pipeline(name=f"optimize-{index}", steps=steps, fidelity=self.gate)
-        run = self.svc.create_run(pipeline, model=self.model.id, dataset=self.dataset.id,
-                                  device=self.device.name if self.device else None,
-                                  project=self.project)
-        run = self.execute(run.id)
-        candidate = self._candidate(index, run, choice)
+        pipeline = Pipeline(name=f"optimize-{index}", steps=steps, fidelity=self.gate,
+                            evaluation_split="validation")
+        try:
+            run = self.svc.create_run(pipeline, model=self.model.id, dataset=self.dataset.id,
+                                      device=self.device.name if self.device else None,
+                                      project=self.project)
+            run = self.execute(run.id)
+            candidate = self._candidate(index, run, choice)
+        except Exception as exc:  # a candidate that cannot run is a failed candidate
+            _log.info("candidate %d failed: %s", index, exc)
+            candidate = Candidate(trial=index, run_id="", name=pipeline.name,
+                                  steps=[s.transformer for s in steps], choice=choice,
+                                  status="failed",
+                                  error=getattr(exc, "message", None) or str(exc))
         candidate.found_after_s = time.monotonic() - self.started
         self.candidates.append(candidate)
         self.seen[signature] = candidate
@@ -271,18 +336,25 @@ def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.TPESampler(seed=seed,
                                                                    n_startup_trials=4))
-    for seed_choice in SEEDS:
+    seeds = search.space.seeds()
+    for seed_choice in seeds:
         study.enqueue_trial(seed_choice, skip_if_exists=True)
+    repeats = 0
 
     def finished() -> bool:
         return (max_trials is not None and len(search.candidates) >= max_trials) \
-            or should_stop()
+            or repeats >= MAX_REPEATS or should_stop()
 
     def trial_fn(trial: optuna.Trial) -> tuple[float, float]:
+        nonlocal repeats
         if finished():  # never a run beyond max_trials, nor after a cancel
             trial.study.stop()
             raise optuna.TrialPruned("search finished")
-        candidate = search.evaluate(suggest(trial))
+        candidate = search.evaluate(suggest(trial, search.space))
+        if candidate is None:  # tried before: no second run, whatever its outcome was
+            repeats += 1
+            raise optuna.TrialPruned("tried before")
+        repeats = 0
         if candidate.accuracy is None or candidate.objective is None:
             raise optuna.TrialPruned(candidate.error or "run failed")
         trial.set_user_attr("run_id", candidate.run_id)
@@ -292,44 +364,63 @@ def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
         if finished():
             study.stop()
 
-    # Repeated choices reuse their candidate and choices the model cannot take create no
-    # run, so trials may outnumber candidates; this bounds them all the same.
-    attempts = None if max_trials is None else 5 * max_trials + len(SEEDS)
+    # Repeated choices create no run, so trials may outnumber candidates; MAX_REPEATS in a
+    # row end the search (the space is exhausted), and so does this bound.
+    attempts = None if max_trials is None else 5 * max_trials + len(seeds) + MAX_REPEATS
     remaining = budget_s - (time.monotonic() - started)
     if remaining > 0 and not finished():
-        study.optimize(trial_fn, n_trials=attempts, timeout=remaining,
-                       callbacks=[stop_when_done], catch=(Exception,))
-    return _finish(search, started, budget_s, sensitivity)
+        try:
+            study.optimize(trial_fn, n_trials=attempts, timeout=remaining,
+                           callbacks=[stop_when_done], catch=(Exception,))
+        except Exception:  # the sampler itself failed: keep what was found
+            _log.exception("the search stopped early")
+    return _finish(search, started, budget_s, sensitivity, should_stop)
 
 
-def _finish(search: _Search, started: float, budget_s: float,
-            with_sensitivity: bool) -> OptimizeResult:
+def _pick(feasible: list[Candidate]) -> Candidate | None:
+    """The best objective, where objectives within :data:`TIE_SHARE` of it are a tie that
+    the smaller quality drop wins (then the smaller objective)."""
+    if not feasible:
+        return None
+    best = min(float(c.objective or 0.0) for c in feasible)
+    tied = [c for c in feasible if float(c.objective or 0.0) <= best * (1 + TIE_SHARE)]
+    return min(tied, key=lambda c: (c.accuracy_drop if c.accuracy_drop is not None
+                                    else float("inf"), float(c.objective or 0.0)))
+
+
+def _finish(search: _Search, started: float, budget_s: float, with_sensitivity: bool,
+            should_stop: Callable[[], bool] = lambda: False) -> OptimizeResult:
     candidates = search.candidates
     front = pareto_front(candidates)
     for c in front:
         c.pareto = True
-    feasible = sorted([c for c in candidates if c.feasible], key=lambda c: c.objective or 0.0)
-    recommended = feasible[0] if feasible else None
+    recommended = _pick([c for c in candidates if c.feasible])
     closest = None
     report: list[LayerSensitivity] = []
+    metric = search.metric
     if recommended is not None:
-        metric = search.metric
         drop = recommended.accuracy_drop
         message = (f"recommended {recommended.run_id} ({' → '.join(recommended.steps)}): "
                    f"{search.objective} {_show(recommended)}, {metric.label} "
                    f"{metric.format(recommended.quality)}"
-                   + ("" if drop is None else f" (drop {drop:.{metric.digits}f})"))
+                   + ("" if drop is None else f" (drop {drop:.{metric.digits}f})")
+                   + " on the validation half")
+        if not should_stop():
+            message += _held_out(search, recommended)
     else:
         measured = [c for c in candidates if c.accuracy is not None]
         fitting = [c for c in measured if not any(v.startswith(("flash", "RAM"))
                                                   for v in c.violations)] or measured
         closest = min(fitting, key=lambda c: (-(c.accuracy or 0.0), c.objective or 0),
                       default=None)
-        message = "no candidate meets every constraint"
+        message = ("no candidate meets every constraint" if candidates
+                   else "no candidate could be evaluated within the budget")
         if closest is not None:
             message += (f"; closest: {closest.run_id} ({'; '.join(closest.violations)})")
-        if with_sensitivity:
-            report = _sensitivity(search)
+        if with_sensitivity and not should_stop():
+            report = _sensitivity(search, split="validation")
+    if search.skipped:
+        message += "".join(f"; skipped: {s}" for s in search.skipped)
     return OptimizeResult(
         model=search.model.name, dataset=search.dataset.name,
         device=search.device.name if search.device else None, objective=search.objective,
@@ -338,7 +429,8 @@ def _finish(search: _Search, started: float, budget_s: float,
         elapsed_s=time.monotonic() - started, baseline=search.baseline,
         candidates=candidates, pareto=[c.run_id for c in front],
         recommended=recommended.run_id if recommended else None,
-        closest=closest.run_id if closest else None, sensitivity=report, message=message)
+        closest=closest.run_id if closest else None, sensitivity=report,
+        skipped=search.skipped, message=message)
 
 
 def _show(candidate: Candidate) -> str:
@@ -346,7 +438,48 @@ def _show(candidate: Candidate) -> str:
     return f"{value:,.0f} B" if isinstance(value, int) else f"{value:.4g}"
 
 
-def _sensitivity(search: _Search) -> list[LayerSensitivity]:
+def _held_out(search: _Search, chosen: Candidate) -> str:
+    """Evaluate the chosen pipeline on the held-out half (its steps are cache hits), store
+    the figures in ``chosen.test`` and say them; never fails the search."""
+    try:
+        source = search.svc.get_run(chosen.run_id)
+        pipeline = Pipeline(name=f"{source.name}-test", steps=source.pipeline.steps,
+                            fidelity=search.gate, evaluation_split="holdout")
+        run = search.svc.create_run(pipeline, model=search.model.id,
+                                    dataset=search.dataset.id,
+                                    device=search.device.name if search.device else None,
+                                    project=search.project)
+        run = search.execute(run.id)
+    except Exception as exc:
+        _log.warning("held-out evaluation failed: %s", exc)
+        return f"; the held-out evaluation failed: {getattr(exc, 'message', None) or exc}"
+    result = run.result or {}
+    if not result:
+        return f"; the held-out evaluation failed: {run.error or run.status.value}"
+    task = search.dataset.task
+    quality = quality_summary(run.baseline, {**result, "task": task.value}).get("value")
+    drop = metric_drop(task, run.baseline, result)
+    if drop is None and quality is not None and search.metric.key == "accuracy":
+        base = _quality(run.baseline, task)
+        drop = None if base is None else base - quality
+    base_bytes, file_bytes = run.baseline.get("file_bytes"), result.get("file_bytes")
+    chosen.test = {"run_id": run.id, "samples": result.get("test_samples"),
+                   "quality": quality, "accuracy_drop": drop, "file_bytes": file_bytes,
+                   "size_ratio": base_bytes / file_bytes if base_bytes and file_bytes
+                   else None, "latency_ms": result.get("latency_ms_p50"),
+                   "status": run.status.value}
+    metric = search.metric
+    text = (f"; on the held-out test half ({result.get('test_samples')} samples, "
+            f"{run.id}): {metric.label} {metric.format(quality)}")
+    if drop is not None:
+        text += f" (drop {drop:.{metric.digits}f})"
+    if chosen.test["size_ratio"]:
+        text += f", {chosen.test['size_ratio']:.2f}x smaller than the fp32 ONNX model"
+    return text
+
+
+def _sensitivity(search: _Search, split: Literal["test", "validation", "holdout"] = "test",
+                 prune: bool = True) -> list[LayerSensitivity]:
     from tinymlaas.transformers.base import DatasetAccess
 
     dataset = search.dataset
@@ -358,7 +491,8 @@ def _sensitivity(search: _Search) -> list[LayerSensitivity]:
     model = search.model
     try:
         return layer_sensitivity(search.svc.artifact_path(model.artifact_sha), model.kind,
-                                 model.inputs, access, search.max_drop)
+                                 model.inputs, access, search.max_drop, split=split,
+                                 prune=prune and not search.skipped)
     except Exception as exc:  # the report is advice; the search result stands without it
         _log.warning("sensitivity analysis failed: %s", exc)
         return []

@@ -13,6 +13,7 @@ import copy
 import logging
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from tinymlaas.transformers.base import DatasetAccess, StepContext
 __all__ = ["LayerSensitivity", "layer_sensitivity"]
 
 _QUANTIZABLE = {"Conv", "Gemm", "MatMul"}
+Split = Literal["test", "validation", "holdout"]
 
 
 def _quality(outputs: np.ndarray, y: np.ndarray) -> float:
@@ -46,12 +48,12 @@ def _to_onnx(path: Path, kind: ArtifactKind, specs: list[TensorSpec], work: Path
 
 
 def _quantize_probes(source: Path, dataset: DatasetAccess, baseline: float, budget: float,
-                     work: Path) -> list[LayerSensitivity]:
+                     work: Path, split: Split) -> list[LayerSensitivity]:
     import onnx
 
     from tinymlaas.transformers.onnx.quantize import QuantizeStatic, StaticParams
 
-    X, y = dataset.split("test")
+    X, y = dataset.split(split)
     nodes = [n.name for n in onnx.load(str(source)).graph.node if n.op_type in _QUANTIZABLE]
     found: list[LayerSensitivity] = []
     for name in nodes:
@@ -72,7 +74,7 @@ def _quantize_probes(source: Path, dataset: DatasetAccess, baseline: float, budg
 
 def _prune_probes(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
                   dataset: DatasetAccess, baseline: float,
-                  budget: float) -> list[LayerSensitivity]:
+                  budget: float, split: Split) -> list[LayerSensitivity]:
     import torch
 
     from tinymlaas.transformers.torch.prune_structured import channel_prune
@@ -85,7 +87,7 @@ def _prune_probes(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
 
     model = load_trainable(path, kind)
     shape = sample_shape(specs, path, kind)
-    X_test, y = dataset.split("test")
+    X_test, y = dataset.split(split)
     X = torch.from_numpy(np.ascontiguousarray(X_test.reshape(len(X_test), *shape)))
     outputs = output_layers(model)
     found = []
@@ -105,23 +107,27 @@ def _prune_probes(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
 
 def layer_sensitivity(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
                       dataset: DatasetAccess, max_accuracy_drop: float,
-                      ) -> list[LayerSensitivity]:
-    """Both probes on the model at ``path``, most sensitive layers first.
+                      split: Split = "test", prune: bool = True) -> list[LayerSensitivity]:
+    """Both probes on the model at ``path``, most sensitive layers first, measured on the
+    dataset's ``split`` (``optimize`` uses its validation half, never the held-out one);
+    ``prune=False`` leaves the pruning probes out.
 
     Probes that do not apply to the model (e.g. pruning a graph that cannot be converted
     to PyTorch) are left out rather than failing the report.
     """
     from tinymlaas.errors import TinymlaasError
 
-    X, y = dataset.split("test")
+    X, y = dataset.split(split)
     found: list[LayerSensitivity] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         source = _to_onnx(path, kind, specs, work)
         baseline = _quality(_onnx_outputs(source, X), y)
-        found += _quantize_probes(source, dataset, baseline, max_accuracy_drop, work)
+        found += _quantize_probes(source, dataset, baseline, max_accuracy_drop, work, split)
         try:
-            found += _prune_probes(path, kind, specs, dataset, baseline, max_accuracy_drop)
+            if prune:
+                found += _prune_probes(path, kind, specs, dataset, baseline,
+                                       max_accuracy_drop, split)
         except TinymlaasError as exc:  # e.g. a graph that cannot be converted to PyTorch
             logging.getLogger("tinymlaas.optimize").info("pruning probes skipped: %s", exc)
     return sorted(found, key=lambda s: -s.drop)

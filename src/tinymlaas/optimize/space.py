@@ -1,33 +1,68 @@
 """The search space of ``optimize``: which pipelines, and with which parameters.
 
 A candidate is a structural technique (none, structured pruning, distillation, low-rank
-factorization) followed by a numeric format (int8 static PTQ, int8 QAT, fp16, fp32).
-Models given as ONNX skip ``export-onnx``.
+factorization) followed by a numeric format: int8 static PTQ (per-channel or not, with or
+without the most sensitive layers kept in float), int8 dynamic (per-channel, reduced
+range), ``auto-int8``, int8 QAT, fp16 or fp32. Models given as ONNX skip ``export-onnx``.
+The structural techniques and QAT train in PyTorch; an ONNX graph that cannot be converted
+to PyTorch gets the ONNX-native choices only (:func:`space_for`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from tinymlaas.domain import ArtifactKind, PipelineStep
 
-__all__ = ["FORMATS", "SEEDS", "TECHNIQUES", "build_steps", "suggest"]
+__all__ = ["FORMATS", "ONNX_SEEDS", "SEEDS", "TECHNIQUES", "TORCH_FORMATS",
+           "TORCH_TECHNIQUES", "Space", "build_steps", "suggest"]
 
 TECHNIQUES = ("none", "prune", "distill", "lowrank")
-FORMATS = ("int8", "qat", "fp16", "fp32")
+FORMATS = ("int8", "dynamic", "auto", "qat", "fp16", "fp32")
+#: What trains in PyTorch (an ONNX input is converted by ``formats.onnx_to_torch``).
+TORCH_TECHNIQUES = ("prune", "distill", "lowrank")
+TORCH_FORMATS = ("qat",)
 
 #: Tried first, in this order: cheap, usually good starting points.
 SEEDS: list[dict[str, Any]] = [
-    {"technique": "none", "format": "int8", "per_channel": True},
-    {"technique": "prune", "format": "int8", "per_channel": True, "prune_ratio": 0.5},
-    {"technique": "distill", "format": "int8", "per_channel": True, "width": 0.5},
+    {"technique": "none", "format": "int8", "per_channel": True, "keep_float": False},
+    {"technique": "prune", "format": "int8", "per_channel": True, "keep_float": False,
+     "prune_ratio": 0.5},
+    {"technique": "distill", "format": "int8", "per_channel": True, "keep_float": False,
+     "width": 0.5},
+]
+#: The first choices of a graph that stays in ONNX: the graph-aware default, then dynamic
+#: per-channel int8 (what transformers take best), then static int8.
+ONNX_SEEDS: list[dict[str, Any]] = [
+    {"technique": "none", "format": "auto"},
+    {"technique": "none", "format": "dynamic", "per_channel": True, "reduce_range": False},
+    {"technique": "none", "format": "int8", "per_channel": True, "keep_float": False},
 ]
 
 
-def suggest(trial: Any) -> dict[str, Any]:
+@dataclass
+class Space:
+    """The choices one search samples from, decided once before it starts."""
+
+    techniques: tuple[str, ...] = TECHNIQUES
+    formats: tuple[str, ...] = FORMATS
+    #: Node names that per-layer sensitivity says to keep in float (``keep_float``).
+    keep_float: list[str] = field(default_factory=list)
+
+    def seeds(self) -> list[dict[str, Any]]:
+        """The seed choices this space can take."""
+        seeds = SEEDS if "prune" in self.techniques else ONNX_SEEDS
+        return [s for s in seeds if s["technique"] in self.techniques
+                and s["format"] in self.formats]
+
+
+def suggest(trial: Any, space: Space | None = None) -> dict[str, Any]:
     """Sample one candidate's choices from an optuna trial."""
-    choice: dict[str, Any] = {"technique": trial.suggest_categorical("technique", TECHNIQUES),
-                              "format": trial.suggest_categorical("format", FORMATS)}
+    space = space or Space()
+    choice: dict[str, Any] = {
+        "technique": trial.suggest_categorical("technique", space.techniques),
+        "format": trial.suggest_categorical("format", space.formats)}
     if choice["technique"] == "prune":
         choice["prune_ratio"] = trial.suggest_float("prune_ratio", 0.2, 0.85)
     elif choice["technique"] == "distill":
@@ -36,12 +71,17 @@ def suggest(trial: Any) -> dict[str, Any]:
         choice["rank_ratio"] = trial.suggest_float("rank_ratio", 0.05, 0.6)
     if choice["format"] == "int8":
         choice["per_channel"] = trial.suggest_categorical("per_channel", (True, False))
+        choice["keep_float"] = trial.suggest_categorical("keep_float", (False, True))
+    elif choice["format"] == "dynamic":
+        choice["per_channel"] = trial.suggest_categorical("per_channel", (True, False))
+        choice["reduce_range"] = trial.suggest_categorical("reduce_range", (False, True))
     return choice
 
 
-def build_steps(choice: dict[str, Any], model_kind: ArtifactKind,
-                epochs: int) -> list[PipelineStep]:
-    """The pipeline of one candidate."""
+def build_steps(choice: dict[str, Any], model_kind: ArtifactKind, epochs: int,
+                keep_float: list[str] | None = None) -> list[PipelineStep]:
+    """The pipeline of one candidate; ``keep_float`` are the node names a static int8
+    choice with ``keep_float`` leaves in float."""
     steps: list[PipelineStep] = []
     technique = choice["technique"]
     if technique == "prune":
@@ -61,8 +101,17 @@ def build_steps(choice: dict[str, Any], model_kind: ArtifactKind,
     if torch_output:
         steps.append(PipelineStep(transformer="export-onnx", params={}))
     if fmt == "int8":
-        steps.append(PipelineStep(transformer="quantize-static", params={
-            "per_channel": bool(choice.get("per_channel", True))}))
+        params: dict[str, Any] = {"per_channel": bool(choice.get("per_channel", True))}
+        # only an unchanged graph has the node names the sensitivity probes found
+        if choice.get("keep_float") and keep_float and technique == "none":
+            params["nodes_to_exclude"] = sorted(keep_float)
+        steps.append(PipelineStep(transformer="quantize-static", params=params))
+    elif fmt == "dynamic":
+        steps.append(PipelineStep(transformer="quantize-dynamic", params={
+            "per_channel": bool(choice.get("per_channel", True)),
+            "reduce_range": bool(choice.get("reduce_range", False))}))
+    elif fmt == "auto":
+        steps.append(PipelineStep(transformer="auto-int8", params={}))
     elif fmt == "fp16":
         steps.append(PipelineStep(transformer="fp16", params={}))
     if not steps:

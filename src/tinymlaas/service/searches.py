@@ -226,7 +226,7 @@ class Searches:
         baseline: dict[str, Any] = {}
 
         def record(candidate: Candidate) -> None:
-            if not baseline:
+            if not baseline and candidate.run_id:  # a candidate that could not start has none
                 run = self.services.get_run(candidate.run_id)
                 baseline.update({k: v for k, v in run.baseline.items() if k != "outputs_sha"})
             self.store.add_candidate(search.id, candidate, baseline)

@@ -63,7 +63,8 @@ class DatasetAccess:
             self._arrays = read_canonical(self.path)
         return self._arrays
 
-    def split(self, name: Literal["train", "test", "calibration"]) -> tuple[np.ndarray, np.ndarray]:
+    def split(self, name: Literal["train", "test", "calibration", "validation", "holdout"]
+              ) -> tuple[np.ndarray, np.ndarray]:
         from tinymlaas.formats.datasets import split_indices
 
         X, y = self.arrays()
