@@ -162,3 +162,52 @@ def vit_images(n: int, image: int = 32, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.normal(size=(n, 3, image // 4, image // 4)).astype(np.float32)
     return np.repeat(np.repeat(coarse, 4, axis=2), 4, axis=3)
+
+
+CAUSAL_LM_INPUTS = ("input_ids", "attention_mask")
+
+
+def write_causal_lm(path: Path, layers: int = 2, hidden: int = 64, heads: int = 2,
+                    vocab: int = 256, positions: int = 64, seed: int = 0) -> Path:
+    """A random GPT-2 causal LM (``GPT2LMHeadModel`` from a config, no cache), exported the
+    usual way for scoring or generation without a cache: two int64 inputs ``input_ids`` and
+    ``attention_mask`` (batch and sequence dynamic), one output ``logits`` of shape
+    (batch, sequence, ``vocab``)."""
+    import torch
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads,
+                        n_positions=positions, n_inner=4 * hidden, use_cache=False,
+                        bos_token_id=vocab - 1, eos_token_id=vocab - 1,
+                        attn_implementation="eager")
+    lm = GPT2LMHeadModel(config).eval()
+    trained_like(lm)
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, attention_mask):
+            return self.lm(input_ids=input_ids, attention_mask=attention_mask,
+                           use_cache=False).logits
+
+    arrays = causal_lm_inputs(2, 16, vocab)
+    example = tuple(torch.from_numpy(arrays[name]) for name in CAUSAL_LM_INPUTS)
+    axes = {name: {0: "batch", 1: "sequence"} for name in CAUSAL_LM_INPUTS}
+    axes["logits"] = {0: "batch", 1: "sequence"}
+    with torch.no_grad():
+        torch.onnx.export(Logits().eval(), example, str(path), dynamo=False, opset_version=17,
+                          input_names=list(CAUSAL_LM_INPUTS), output_names=["logits"],
+                          dynamic_axes=axes)
+    return path
+
+
+def causal_lm_inputs(n: int, seq: int = 16, vocab: int = 256,
+                     seed: int = 1) -> dict[str, np.ndarray]:
+    """Random ids within ``vocab`` and an attention mask of ones (no padding), int64."""
+    rng = np.random.default_rng(seed)
+    return {"input_ids": rng.integers(0, vocab, size=(n, seq)).astype(np.int64),
+            "attention_mask": np.ones((n, seq), np.int64)}

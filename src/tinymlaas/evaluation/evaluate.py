@@ -118,9 +118,12 @@ def _static(path: Path, kind: ArtifactKind, runner: Any,
 
     module = runner.module
     tensors = [*module.parameters(), *module.buffers()]
-    shape = [1 if not isinstance(d, int) else d for d in runner.inputs[0].shape]
+    from tinymlaas.formats.torch_models import example_tensors
+
+    # ids within the vocabulary, masks of ones: float zeros break an embedding layer
+    example = example_tensors(path, kind, runner.inputs)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        module(torch.zeros(shape))
+        module(*example)
     return {"parameters": int(sum(p.numel() for p in module.parameters())),
             "weight_bytes": int(sum(t.numel() * t.element_size() for t in tensors)),
             "macs": int(counter.get_total_flops() // 2)}

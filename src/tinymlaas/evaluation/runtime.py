@@ -136,21 +136,31 @@ class TorchRunner:
         self.module = load_torch_module(path, kind)
         self.inputs = inputs
 
-    def prepare(self, X: np.ndarray) -> np.ndarray:
-        return fit_to_input(X, self.inputs[0].shape)
+    def prepare(self, X: np.ndarray) -> list[np.ndarray]:
+        """One array per tensor input, in the input's dtype (integer ids stay integers)."""
+        return list(input_feed(X, self.inputs).values())
+
+    def _first_output(self, out: object) -> np.ndarray:
+        from tinymlaas.formats.torch_models import output_tensors
+
+        leaves = output_tensors(out)
+        if not leaves:
+            raise InvalidInputError(f"the model returned no tensor ({type(out).__name__})")
+        return leaves[0][1].numpy()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        X = self.prepare(X)
+        feed = self.prepare(X)
         with self._torch.no_grad():
-            outs = [self.module(self._torch.from_numpy(X[i:i + 256]))
+            outs = [self._first_output(self.module(*[self._torch.from_numpy(a[i:i + 256])
+                                                     for a in feed]))
                     for i in range(0, len(X), 256)]
-        return np.concatenate([o.numpy() for o in outs]).astype(np.float32)
+        return np.concatenate(outs).astype(np.float32)
 
-    def time_one(self, x: np.ndarray) -> float:
-        tensor = self._torch.from_numpy(x)
+    def time_one(self, x: list[np.ndarray]) -> float:
+        tensors = [self._torch.from_numpy(a) for a in x]
         with self._torch.no_grad():
             start = time.perf_counter()
-            self.module(tensor)
+            self.module(*tensors)
             return time.perf_counter() - start
 
 

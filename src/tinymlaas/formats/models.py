@@ -188,19 +188,21 @@ def onnx_tensor_specs(values: list[onnx.ValueInfoProto]) -> list[TensorSpec]:
 
 def inspect_model(path: Path, kind: ArtifactKind, max_bytes: int,
                   input_shape: list[int] | None = None) -> ModelInfo:
-    """Validate a model file of ``kind`` and describe it.
+    """Validate a model file of ``kind``, run it once on example inputs built from its
+    input spec (:mod:`tinymlaas.formats.examples`) and describe it.
 
     ``input_shape`` (without the batch dimension) is needed for TorchScript, which does not
     record shapes.
     """
     if kind is ArtifactKind.onnx:
         from tinymlaas.evaluation.static import graph_stats
+        from tinymlaas.formats.examples import check_onnx_runs
 
         model = load_onnx_checked(path, max_bytes)
         init = {i.name for i in model.graph.initializer}
-        return ModelInfo(kind=kind,
-                         inputs=onnx_tensor_specs([i for i in model.graph.input
-                                                   if i.name not in init]),
+        inputs = onnx_tensor_specs([i for i in model.graph.input if i.name not in init])
+        check_onnx_runs(path, model, inputs)
+        return ModelInfo(kind=kind, inputs=inputs,
                          outputs=onnx_tensor_specs(list(model.graph.output)),
                          parameters=graph_stats(model).parameters)
     from tinymlaas.formats.torch_models import inspect_torch
