@@ -18,7 +18,9 @@ from tinymlaas.evaluation.runtime import OnnxRunner
 from tinymlaas.formats.datasets import split_indices
 from tinymlaas.optimize import optimize
 from tinymlaas.optimize.search import _pick
+from tinymlaas.optimize.sensitivity import layer_sensitivity
 from tinymlaas.optimize.space import TORCH_TECHNIQUES
+from tinymlaas.transformers.base import DatasetAccess
 
 TORCH_STEPS = {"prune-structured", "distill", "factorize-lowrank", "qat", "export-onnx"}
 
@@ -157,3 +159,21 @@ def test_a_hugging_face_bert_export_gets_a_cosine_judged_search(services, tmp_pa
         assert chosen.test["quality"] == pytest.approx(
             services.get_run(chosen.test["run_id"]).result["cosine_mean"])
         assert chosen.test["size_ratio"] > 1.5
+
+
+def test_sensitivity_of_an_embedding_is_a_cosine_and_stops_at_its_deadline(
+        services, tmp_path: Path) -> None:
+    encoder = write_encoder(tmp_path / "encoder.onnx")
+    np.savez(tmp_path / "tokens.npz", **token_arrays(80, seed=3))
+    model = services.add_model(encoder, "encoder")
+    dataset = services.add_dataset(str(tmp_path / "tokens.npz"), "tokens",
+                                   task=Task.embedding)
+    access = DatasetAccess(path=services.artifact_path(dataset.artifact_sha),
+                           task=dataset.task, splits=dataset.splits)
+    path = services.artifact_path(model.artifact_sha)
+    (probe,) = layer_sensitivity(path, model.kind, model.inputs, access, 0.01,
+                                 split="validation", prune=False)
+    assert probe.probe == "quantize-int8" and 0.9 < probe.accuracy <= 1.0 + 1e-9
+    assert probe.drop == pytest.approx(1.0 - probe.accuracy)
+    assert layer_sensitivity(path, model.kind, model.inputs, access, 0.01,
+                             split="validation", prune=False, deadline=0.0) == []

@@ -180,6 +180,8 @@ class _Search:
         self.started = time.monotonic()
         self.space, self.skipped = self._space()
         self._keep_float: list[str] | None = None
+        #: When the search's time budget ends (``time.monotonic``); set by :func:`optimize`.
+        self.deadline = float("inf")
 
     def _space(self) -> tuple[Space, list[str]]:
         """The choices that apply to this model, decided once: an ONNX graph that cannot
@@ -203,11 +205,17 @@ class _Search:
 
     def keep_float(self) -> list[str]:
         """The nodes per-layer sensitivity says to keep in float, measured once on the
-        validation half (classification only: the probes score accuracy)."""
+        validation half (classification: accuracy; embedding: cosine to the float
+        outputs)."""
         if self._keep_float is None:
             self._keep_float = []
-            if self.dataset.task is Task.classification:
-                report = _sensitivity(self, split="validation", prune=False)
+            if self.dataset.task in (Task.classification, Task.embedding):
+                # at most a quarter of the time left: one static quantization per layer
+                # adds up on a transformer's dozens of MatMuls
+                now = time.monotonic()
+                report = _sensitivity(self, split="validation", prune=False,
+                                      tasks=(Task.classification, Task.embedding),
+                                      deadline=now + max(0.0, self.deadline - now) / 4)
                 self._keep_float = [s.layer for s in report
                                     if s.probe == "quantize-int8" and s.advice.startswith("keep")]
         return self._keep_float
@@ -332,6 +340,7 @@ def optimize(svc: Any, model: str, dataset: str, *, device: str | None = None,
     started = time.monotonic()
     search = _Search(svc, model, dataset, device, objective, max_accuracy_drop, epochs,
                      project, on_candidate, execute, quality_budget)
+    search.deadline = started + budget_s
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.TPESampler(seed=seed,
@@ -479,11 +488,12 @@ def _held_out(search: _Search, chosen: Candidate) -> str:
 
 
 def _sensitivity(search: _Search, split: Literal["test", "validation", "holdout"] = "test",
-                 prune: bool = True) -> list[LayerSensitivity]:
+                 prune: bool = True, tasks: tuple[Task, ...] = (Task.classification,),
+                 deadline: float | None = None) -> list[LayerSensitivity]:
     from tinymlaas.transformers.base import DatasetAccess
 
     dataset = search.dataset
-    if dataset.task is not Task.classification:
+    if dataset.task not in tasks:  # the report shows accuracies: classification only
         return []
     access = DatasetAccess(path=search.svc.artifact_path(dataset.artifact_sha),
                            task=dataset.task, splits=dataset.splits,
@@ -492,7 +502,7 @@ def _sensitivity(search: _Search, split: Literal["test", "validation", "holdout"
     try:
         return layer_sensitivity(search.svc.artifact_path(model.artifact_sha), model.kind,
                                  model.inputs, access, search.max_drop, split=split,
-                                 prune=prune and not search.skipped)
+                                 prune=prune and not search.skipped, deadline=deadline)
     except Exception as exc:  # the report is advice; the search result stands without it
         _log.warning("sensitivity analysis failed: %s", exc)
         return []
