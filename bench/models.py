@@ -3,9 +3,9 @@
 For every family: fidelity to fp32 (embedding cosine min/mean, or top-1 agreement and
 accuracy), size and speed ratios (ONNX Runtime, batch 1, one thread) of ``auto-int8`` and of
 ONNX Runtime's own ``quantize_dynamic(per_channel=True)`` as the anchor, in the same run.
-Models are built here (a BERT-like sentence embedder and a ViT-like classifier from
-``transformers`` configs with random weights, the demo digits CNN trained for a few epochs);
-nothing is downloaded.
+Models are built here (a BERT-like sentence embedder, a ViT-like classifier and a GPT-2-like
+causal LM from ``transformers`` configs with random weights, the demo digits CNN trained for
+a few epochs); nothing is downloaded.
 
 Prints a table and writes ``bench/results/models.json``.
 Usage: ``python bench/models.py [--small] [--out PATH]``.
@@ -174,6 +174,50 @@ def bench_vit(work: Path, size: str, samples: int, seconds: float) -> list[dict[
                  {"strategy": metrics["strategy"], "op_counts": metrics["op_counts"]})
 
 
+#: A small GPT-2-like causal LM (6 layers x 384, 8192-token vocabulary), and a tiny one.
+GPT_SIZES = {"full": {"layers": 6, "hidden": 384, "heads": 6, "vocab": 8192,
+                      "positions": 256},
+             "small": {"layers": 2, "hidden": 64, "heads": 2, "vocab": 256, "positions": 64}}
+
+
+def bench_gpt(work: Path, size: str, samples: int, seq: int, seconds: float
+              ) -> list[dict[str, Any]]:
+    """A causal LM without a cache (ids and mask in, logits out): fidelity is the cosine of
+    each sample's logits (all positions) to fp32, and next-token agreement."""
+    import onnxruntime as ort
+
+    from hf_models import causal_lm_inputs, write_canonical_tokens, write_causal_lm
+    from tinymlaas.domain import DatasetSplits, Task
+    from tinymlaas.transformers.base import DatasetAccess
+
+    config = GPT_SIZES[size]
+    model = write_causal_lm(work / "gpt.onnx", **config)
+    vocab = config["vocab"]
+    data = write_canonical_tokens(work / "ids.npz", causal_lm_inputs(128, seq, vocab, seed=3))
+    access = DatasetAccess(path=data, task=Task.embedding, splits=DatasetSplits())
+    auto, metrics = _auto_int8(model, access, work / "auto")
+    paths = {"fp32": model, "auto-int8": auto,
+             "ort quantize_dynamic per_channel": _anchor(model, work / "ort.onnx")}
+    feed = causal_lm_inputs(samples, seq, vocab, seed=11)
+    ref = ort.InferenceSession(str(model)).run(None, feed)[0]
+    flat_ref = ref.reshape(len(ref), -1)
+    fidelity = {}
+    for name, path in paths.items():
+        out = ort.InferenceSession(str(path)).run(None, feed)[0]
+        flat = out.reshape(len(out), -1)
+        cosine = (flat * flat_ref).sum(1) / (np.linalg.norm(flat, axis=1)
+                                             * np.linalg.norm(flat_ref, axis=1))
+        fidelity[name] = {"cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
+                          "top1_agreement": float((out.argmax(-1) == ref.argmax(-1)).mean()
+                                                  * 100)}
+    one = {k: v[:1] for k, v in feed.items()}
+    latency = _latency_ms(paths, one, seconds)
+    family = f"gpt2-causal-lm {config['layers']}x{config['hidden']} seq {seq}"
+    return _rows(family, paths, fidelity, latency,
+                 {"strategy": metrics["strategy"], "op_counts": metrics["op_counts"]},
+                 {name: [1, seq] for name in feed})
+
+
 def bench_cnn(work: Path, epochs: int, seconds: float) -> list[dict[str, Any]]:
     import onnxruntime as ort
 
@@ -238,6 +282,10 @@ def main() -> None:
     (work / "vit").mkdir()
     rows += bench_vit(work / "vit", "small" if args.small else "full",
                       samples=16 if args.small else 200, seconds=seconds)
+    (work / "gpt").mkdir()
+    rows += bench_gpt(work / "gpt", "small" if args.small else "full",
+                      samples=16 if args.small else 100, seq=32 if args.small else 128,
+                      seconds=seconds)
     rows += bench_cnn(work / "cnn", epochs=1 if args.small else 15, seconds=seconds)
 
     table = Table(title="Default int8 by model family (ONNX Runtime, batch 1, 1 thread)")

@@ -29,6 +29,10 @@ def test_the_models_bench_runs_on_tiny_models(tmp_path: Path) -> None:
     assert bert["cosine_mean"] >= 0.99 and bert["cosine_min"] >= 0.95
     assert vit["cosine_mean"] >= 0.99 and vit["top1_agreement"] >= 80.0
     assert cnn["top1_agreement"] >= 95.0
+    gpt = by[("gpt2-causal-lm", "auto-int8")]
+    assert gpt["strategy"] == "dynamic" and gpt["cosine_mean"] >= 0.99
+    assert gpt["parameters"] == by[("gpt2-causal-lm", "fp32")]["parameters"]
+    assert gpt["size_x"] >= 2.5
     for family in ("bert-embedder", "vit-classifier", "digits-cnn"):
         fp32 = by[(family, "fp32")]
         for method in ("auto-int8", "ort quantize_dynamic per_channel"):
