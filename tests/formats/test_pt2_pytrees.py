@@ -157,3 +157,20 @@ def test_example_inputs_of_a_torchscript_file_follow_the_given_shape(tmp_path: P
     specs = example_inputs(scripted, ArtifactKind.torchscript, [4])
     (tensor,) = example_tensors(scripted, ArtifactKind.torchscript, specs)
     assert tensor.dtype == torch.float32 and list(tensor.shape) == [1, 4]
+
+
+def test_export_onnx_of_a_model_output_archive_keeps_its_input_names(
+        run_transformer, bert_archives) -> None:
+    import onnxruntime as ort
+
+    bert, with_output, _ = bert_archives
+    out = run_transformer("export-onnx", with_output, ArtifactKind.torch_exported)
+    session = ort.InferenceSession(str(out.path))
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+    ids = np.random.default_rng(2).integers(0, VOCAB, size=(2, 12))
+    mask = np.ones_like(ids)
+    with torch.no_grad():
+        want = bert(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)) \
+            .last_hidden_state.numpy()
+    got = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -49,10 +49,13 @@ class ExportOnnx(Transformer):
                                   if params.dynamic_batch else None)
             else:
                 program = load_exported_program(ctx.input_path)
+                # one input keeps the name "input"; several keep their own (input_ids, ...)
+                specs = example_inputs(ctx.input_path, ctx.input_kind)
+                names = ["input"] if len(specs) <= 1 else [s.name for s in specs]
                 torch.onnx.export(program, (), str(out),
                                   opset_version=params.opset, dynamo=True,
                                   external_data=False, optimize=params.optimize,
-                                  input_names=["input"], output_names=["output"])
+                                  input_names=names, output_names=["output"])
         except Exception as exc:
             raise UnsupportedModelError(f"torch.onnx.export failed: "
                                         f"{str(exc).strip().splitlines()[0][:300]}") from exc
