@@ -31,8 +31,12 @@ def test_optimize_records_a_search_with_exactly_max_trials_runs(tiny, services) 
     assert search["state"] == "succeeded" and search["max_trials"] == 2
     assert search["time_budget_s"] == 600 and search["epochs"] == 1
     runs = services.list_runs()
-    assert sorted(r.id for r in runs) == sorted(c["run_id"] for c in search["candidates"])
-    assert len(runs) == 2
+    # two candidate runs and the held-out evaluation of the recommended one
+    held_out = [c["test"]["run_id"] for c in search["candidates"] if c.get("test")]
+    assert len(held_out) == 1
+    assert sorted(r.id for r in runs) == sorted([c["run_id"] for c in search["candidates"]]
+                                                + held_out)
+    assert len(runs) == 3
     assert search["recommended"] == search["candidates"][0]["run_id"]
     assert search["candidates"][0]["steps"] == ["quantize-static"]
 
