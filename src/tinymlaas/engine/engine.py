@@ -299,9 +299,11 @@ class Engine:
         finally:
             with self._lock:
                 self._busy.discard(run_id)
+                held = run_id in self._leased  # the outcome was not recorded (see _end)
                 self._leased.discard(run_id)
-            try:  # a no-op when the outcome was recorded (that released the lease)
-                self.meta.release_lease(run_id, self.owner)
+            try:
+                if held:
+                    self.meta.release_lease(run_id, self.owner)
             except Exception:
                 log.exception("the lease of run %s could not be released; it expires "
                               "in %.0f s", run_id, self.lease_ttl_s)
@@ -370,7 +372,10 @@ class Engine:
     def _end(self, run_id: str, **fields: Any) -> None:
         """Record the run's outcome and release its lease in one update, only while this
         engine still holds the lease."""
-        if not self.meta.release_lease(run_id, self.owner, **fields):
+        released = self.meta.release_lease(run_id, self.owner, **fields)
+        with self._lock:  # given up either way: not renewed again, nor released in execute
+            self._leased.discard(run_id)
+        if not released:
             log.warning("run %s: outcome %s not recorded: another process took the run over",
                         run_id, fields.get("status"))
 
