@@ -54,3 +54,16 @@ def token_arrays(n: int, seed: int = 1) -> dict[str, np.ndarray]:
     ids = rng.integers(1, VOCAB, size=(n, SEQ)) * mask
     types = (np.arange(SEQ)[None, :] >= (lengths // 2)[:, None]).astype(np.int64) * mask
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def labelled_tokens(encoder: Path, path: Path, n: int) -> Path:
+    """An NPZ of ``n`` samples of :func:`token_arrays` (one array per input) labelled with
+    ``encoder``'s own predictions, so its accuracy on them is 100 %."""
+    from tinymlaas.evaluation.runtime import OnnxRunner
+
+    arrays = token_arrays(n)
+    X = np.empty(n, dtype=[(name, np.int64, (SEQ,)) for name in INPUTS])
+    for name in INPUTS:
+        X[name] = arrays[name]
+    np.savez(path, y=OnnxRunner(encoder).predict(X).argmax(1), **arrays)
+    return path

@@ -13,7 +13,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from encoder_models import CLASSES, HIDDEN, INPUTS, SEQ, token_arrays, write_encoder
+from encoder_models import (
+    CLASSES,
+    HIDDEN,
+    INPUTS,
+    SEQ,
+    labelled_tokens,
+    token_arrays,
+    write_encoder,
+)
 from tinymlaas.domain import Pipeline, RunStatus, Task
 from tinymlaas.errors import IncompatibleChainError, InvalidInputError
 from tinymlaas.evaluation.runtime import OnnxRunner, fit_to_input, input_feed
@@ -28,14 +36,7 @@ def encoder(tmp_path: Path) -> Path:
 @pytest.fixture
 def tokens(encoder: Path, tmp_path: Path) -> Path:
     """200 labelled samples; labels are the model's own predictions (accuracy 100%)."""
-    arrays = token_arrays(200)
-    X = np.empty(200, dtype=[(n, np.int64, (SEQ,)) for n in INPUTS])
-    for name in INPUTS:
-        X[name] = arrays[name]
-    y = OnnxRunner(encoder).predict(X).argmax(1)
-    path = tmp_path / "tokens.npz"
-    np.savez(path, y=y, **arrays)
-    return path
+    return labelled_tokens(encoder, tmp_path / "tokens.npz", 200)
 
 
 def _pipeline(*steps: object) -> Pipeline:

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoder_models import INPUTS, SEQ, token_arrays, write_encoder
+from encoder_models import labelled_tokens, token_arrays, write_encoder
 from hf_models import bert_inputs, write_bert_embedder
 from tinymlaas.domain import DatasetSplits, Task
 from tinymlaas.domain.searches import Candidate
-from tinymlaas.evaluation.runtime import OnnxRunner
 from tinymlaas.formats.datasets import split_indices
 from tinymlaas.optimize import optimize
 from tinymlaas.optimize.search import _pick
@@ -28,14 +27,9 @@ TORCH_STEPS = {"prune-structured", "distill", "factorize-lowrank", "qat", "expor
 @pytest.fixture
 def encoder_and_tokens(services, tmp_path: Path):
     encoder = write_encoder(tmp_path / "encoder.onnx")
-    arrays = token_arrays(120)
-    X = np.empty(120, dtype=[(n, np.int64, (SEQ,)) for n in INPUTS])
-    for name in INPUTS:
-        X[name] = arrays[name]
-    y = OnnxRunner(encoder).predict(X).argmax(1)
-    np.savez(tmp_path / "tokens.npz", y=y, **arrays)
     model = services.add_model(encoder, "encoder")
-    dataset = services.add_dataset(str(tmp_path / "tokens.npz"), "tokens")
+    dataset = services.add_dataset(str(labelled_tokens(encoder, tmp_path / "tokens.npz", 120)),
+                                   "tokens")
     return model, dataset
 
 

@@ -108,20 +108,14 @@ def test_conv_net_gets_static_qdq(run_transformer, digits_onnx) -> None:
 
 
 def test_the_template_runs_on_a_registered_onnx_model(services, tmp_path) -> None:
-    from encoder_models import INPUTS, SEQ, token_arrays, write_encoder
-    from tinymlaas.evaluation.runtime import OnnxRunner
+    from encoder_models import labelled_tokens, write_encoder
     from tinymlaas.service.pipelines import load_pipeline
     from tinymlaas.templates import template_path
 
     encoder = write_encoder(tmp_path / "encoder.onnx")
-    arrays = token_arrays(200)
-    X = np.empty(200, dtype=[(n, np.int64, (SEQ,)) for n in INPUTS])
-    for name in INPUTS:
-        X[name] = arrays[name]
-    y = OnnxRunner(encoder).predict(X).argmax(1)
-    np.savez(tmp_path / "tokens.npz", y=y, **arrays)
     model = services.add_model(encoder, "encoder")
-    dataset = services.add_dataset(str(tmp_path / "tokens.npz"), "tokens")
+    dataset = services.add_dataset(str(labelled_tokens(encoder, tmp_path / "tokens.npz", 200)),
+                                   "tokens")
     run = services.create_run(load_pipeline(template_path("auto-int8")), model=model.id,
                               dataset=dataset.id)
     done = services.execute_run(run.id)
