@@ -19,6 +19,11 @@ Free dimensions take small values: the batch (the first dimension) 1, any other
 from __future__ import annotations
 
 import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -136,28 +141,54 @@ def onnx_vocab_sizes(model: Any) -> dict[str, int]:
     return sizes
 
 
-def check_onnx_runs(path: Any, model: Any, specs: list[TensorSpec]) -> None:
+def check_onnx_runs(path: Any, model: Any, specs: list[TensorSpec], *,
+                    memory_mb: int = 8192, timeout_s: float = 300) -> None:
     """Run an ONNX model once on example inputs (:func:`example_arrays`, ids within the
     vocabulary its embeddings have), so a model ONNX Runtime cannot run is refused when it
     is registered rather than after every run's steps.
 
-    Raises:
-        UnsupportedModelError: ONNX Runtime cannot load or run the model.
-    """
-    import onnxruntime as ort
+    The run happens in a child process under an address-space limit (``memory_mb``) and a
+    CPU-time limit (``timeout_s``): the model is the user's, and a graph may ask for any
+    amount of memory or time (a ``ConstantOfShape`` of 10^10 elements, a long ``Loop``),
+    which in this process would take the server down with it.
 
+    Raises:
+        UnsupportedModelError: ONNX Runtime cannot load or run the model, or it needs more
+            memory or time than allowed.
+    """
     from tinymlaas.errors import UnsupportedModelError
 
     feed = example_arrays(specs, onnx_vocab_sizes(model))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        session.run(None, feed)
-    except Exception as exc:
-        described = ", ".join(f"{n} {a.dtype}{list(a.shape)}" for n, a in feed.items())
-        text = str(exc).strip()
-        raise UnsupportedModelError(
-            f"ONNX Runtime cannot run {Path(str(path)).name} on example inputs ({described}): "
-            f"{text.splitlines()[0][:300] if text else type(exc).__name__}") from None
+    described = ", ".join(f"{n} {a.dtype}{list(a.shape)}" for n, a in feed.items())
+    name = Path(str(path)).name
+    with tempfile.TemporaryDirectory(prefix="tinymlaas-check-") as tmp:
+        inputs = Path(tmp) / "inputs.npz"
+        np.savez(inputs, **feed)
+        cpu_s = max(1, math.ceil(timeout_s))
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "tinymlaas.formats.run_once", str(path), str(inputs)],
+                capture_output=True, text=True, timeout=timeout_s + 30, check=False,
+                preexec_fn=lambda: _limit(memory_mb, cpu_s))
+        except subprocess.TimeoutExpired:
+            proc = None
+    if proc is not None and proc.returncode == 0:
+        return
+    lines = (proc.stderr.strip().splitlines() if proc is not None else []) or [""]
+    if proc is None or proc.returncode < 0 or not lines[-1]:
+        reason = (f"it needs more than {memory_mb} MB of memory or {cpu_s} s of CPU time "
+                  "(TINYMLAAS_STEP_MEMORY_MB, TINYMLAAS_STEP_TIMEOUT_S)")
+    else:
+        reason = lines[-1][:300]
+    raise UnsupportedModelError(
+        f"ONNX Runtime cannot run {name} on example inputs ({described}): {reason}")
+
+
+def _limit(memory_mb: int, cpu_s: int) -> None:
+    """In the child, before it runs anything: its limits (hard too, so it cannot raise
+    them), and no core files."""
+    for which, value in ((resource.RLIMIT_AS, memory_mb * 2**20),
+                         (resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_CORE, 0)):
+        _soft, hard = resource.getrlimit(which)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(which, (value, value))

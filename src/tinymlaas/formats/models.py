@@ -187,12 +187,14 @@ def onnx_tensor_specs(values: list[onnx.ValueInfoProto]) -> list[TensorSpec]:
 
 
 def inspect_model(path: Path, kind: ArtifactKind, max_bytes: int,
-                  input_shape: list[int] | None = None) -> ModelInfo:
+                  input_shape: list[int] | None = None, *, memory_mb: int = 8192,
+                  timeout_s: float = 120) -> ModelInfo:
     """Validate a model file of ``kind``, run it once on example inputs built from its
     input spec (:mod:`tinymlaas.formats.examples`) and describe it.
 
     ``input_shape`` (without the batch dimension) is needed for TorchScript, which does not
-    record shapes.
+    record shapes. An ONNX model runs in a child process within ``memory_mb`` of memory and
+    ``timeout_s`` of CPU time.
     """
     if kind is ArtifactKind.onnx:
         from tinymlaas.evaluation.static import graph_stats
@@ -201,7 +203,7 @@ def inspect_model(path: Path, kind: ArtifactKind, max_bytes: int,
         model = load_onnx_checked(path, max_bytes)
         init = {i.name for i in model.graph.initializer}
         inputs = onnx_tensor_specs([i for i in model.graph.input if i.name not in init])
-        check_onnx_runs(path, model, inputs)
+        check_onnx_runs(path, model, inputs, memory_mb=memory_mb, timeout_s=timeout_s)
         return ModelInfo(kind=kind, inputs=inputs,
                          outputs=onnx_tensor_specs(list(model.graph.output)),
                          parameters=graph_stats(model).parameters)

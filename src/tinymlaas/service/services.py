@@ -89,7 +89,9 @@ class Services:
         if not path.is_file():
             raise InvalidInputError(f"model file {path} does not exist")
         kind = detect_model_kind(path)
-        info = inspect_model(path, kind, self.settings.max_model_bytes, input_shape)
+        info = inspect_model(path, kind, self.settings.max_model_bytes, input_shape,
+                             memory_mb=self.settings.step_memory_mb,
+                             timeout_s=min(self.settings.step_timeout_s, 120))
         name = name or path.stem
         Model(id="m", name=name, artifact_sha="0" * 64, kind=kind)  # validates the name
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,32 @@
+"""``python -m tinymlaas.formats.run_once MODEL.onnx INPUTS.npz``: run an ONNX model once on
+the arrays of ``INPUTS.npz`` (one per input name), in a process of its own (see
+:func:`tinymlaas.formats.examples.check_onnx_runs`). Exit code 0 when it ran; otherwise 1
+with the reason on the last line of stderr."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(model: str, inputs: str) -> int:
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        with np.load(inputs, allow_pickle=False) as arrays:
+            feed = {name: arrays[name] for name in arrays.files}
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        session.run(None, feed)
+    except Exception as exc:  # the model's fault: reported to the user in one line
+        text = str(exc).strip()
+        print(text.splitlines()[0] if text else type(exc).__name__, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))
