@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import subprocess
 import sys
 import tempfile
@@ -165,11 +164,11 @@ def check_onnx_runs(path: Any, model: Any, specs: list[TensorSpec], *,
         inputs = Path(tmp) / "inputs.npz"
         np.savez(inputs, **feed)
         cpu_s = max(1, math.ceil(timeout_s))
-        try:
+        try:  # the child limits itself before it loads the model (no preexec_fn: threads)
             proc = subprocess.run(
-                [sys.executable, "-m", "tinymlaas.formats.run_once", str(path), str(inputs)],
-                capture_output=True, text=True, timeout=timeout_s + 30, check=False,
-                preexec_fn=lambda: _limit(memory_mb, cpu_s))
+                [sys.executable, "-m", "tinymlaas.formats.run_once", str(path), str(inputs),
+                 str(memory_mb), str(cpu_s)],
+                capture_output=True, text=True, timeout=timeout_s + 30, check=False)
         except subprocess.TimeoutExpired:
             proc = None
     if proc is not None and proc.returncode == 0:
@@ -183,12 +182,3 @@ def check_onnx_runs(path: Any, model: Any, specs: list[TensorSpec], *,
     raise UnsupportedModelError(
         f"ONNX Runtime cannot run {name} on example inputs ({described}): {reason}")
 
-
-def _limit(memory_mb: int, cpu_s: int) -> None:
-    """In the child, before it runs anything: its limits (hard too, so it cannot raise
-    them), and no core files."""
-    for which, value in ((resource.RLIMIT_AS, memory_mb * 2**20),
-                         (resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_CORE, 0)):
-        _soft, hard = resource.getrlimit(which)
-        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        resource.setrlimit(which, (value, value))

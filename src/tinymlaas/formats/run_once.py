@@ -1,14 +1,26 @@
-"""``python -m tinymlaas.formats.run_once MODEL.onnx INPUTS.npz``: run an ONNX model once on
-the arrays of ``INPUTS.npz`` (one per input name), in a process of its own (see
+"""``python -m tinymlaas.formats.run_once MODEL.onnx INPUTS.npz MEMORY_MB CPU_S``: run an
+ONNX model once on the arrays of ``INPUTS.npz`` (one per input name), in a process of its
+own that first limits its address space to ``MEMORY_MB`` and its CPU time to ``CPU_S`` (see
 :func:`tinymlaas.formats.examples.check_onnx_runs`). Exit code 0 when it ran; otherwise 1
-with the reason on the last line of stderr."""
+with the reason on the last line of stderr, or killed at its CPU limit."""
 
 from __future__ import annotations
 
+import resource
 import sys
 
 
-def main(model: str, inputs: str) -> int:
+def limit(memory_mb: int, cpu_s: int) -> None:
+    """Limits that this process cannot raise again (soft and hard), and no core files."""
+    for which, value in ((resource.RLIMIT_AS, memory_mb * 2**20),
+                         (resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_CORE, 0)):
+        _soft, hard = resource.getrlimit(which)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(which, (value, value))
+
+
+def main(model: str, inputs: str, memory_mb: str, cpu_s: str) -> int:
+    limit(int(memory_mb), int(cpu_s))
     import numpy as np
     import onnxruntime as ort
 
@@ -29,4 +41,4 @@ def main(model: str, inputs: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(*sys.argv[1:5]))
