@@ -257,3 +257,14 @@ def test_device_numbers_refuse_booleans(http: TestClient, alice: Client) -> None
                     json={"repo_id": "org/m", "filename": "m.onnx", "input_shape": [True, 8]})
     assert hub.status_code == 422
     assert http.post(f"{API}/devices", headers=auth, json=base).status_code == 201
+
+
+def test_the_api_accepts_every_field_of_a_pipeline() -> None:
+    """The remote CLI and SDK send pipelines as the domain dumps them: a field the API's
+    schema lacks would refuse every such run with 'Extra inputs are not permitted'."""
+    from tinymlaas.api.schemas import PipelineSpec
+    from tinymlaas.domain import Pipeline
+
+    assert set(PipelineSpec.model_fields) == set(Pipeline.model_fields)
+    dumped = Pipeline(steps=[], evaluation_split="holdout").model_dump(mode="json")
+    assert PipelineSpec.model_validate(dumped).evaluation_split == "holdout"

@@ -450,6 +450,10 @@ class PipelineSpec(Create):
     steps: list[PipelineStepItem] = Field(default_factory=list, max_length=MAX_STEPS,
                                           description=f"At most {MAX_STEPS} steps.")
     evaluate: bool = Field(default=True, strict=True)
+    evaluation_split: Literal["test", "validation", "holdout"] = Field(
+        default="test", description="The samples the evaluation uses: the dataset's test "
+        "split, or one of its two seeded halves (optimize selects on `validation` and "
+        "reports on `holdout`).")
     fidelity: Fidelity | None = Field(default=None, description="Thresholds below which "
                                       "the run ends degraded (default: 5 accuracy points, a "
                                       "mean cosine of 0.95, an SNR of 20 dB); null: one off.")
