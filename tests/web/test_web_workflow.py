@@ -54,9 +54,11 @@ def test_register_upload_run_compare_download(signed_in: Any, site: Any, digits_
     # a model upload and the built-in dataset, through their forms
     page.goto("/models")
     assert page.get_by_text("No models yet").is_visible()
-    page.get_by_label("File (.onnx, .pt2, TorchScript .pt)").set_input_files(str(digits_cnn[0]))
-    page.get_by_label("Name (optional)").fill("digits-cnn")
-    page.get_by_role("button", name="Upload").click()
+    # The page has two forms (upload, Hugging Face import), each named by its heading.
+    upload = page.get_by_role("form", name="Upload a model")
+    upload.get_by_label("File (.onnx, .pt2, TorchScript .pt)").set_input_files(str(digits_cnn[0]))
+    upload.get_by_label("Name (optional)").fill("digits-cnn")
+    upload.get_by_role("button", name="Upload").click()
     page.wait_for_url(re.compile(r"/models\?added=model-"))
     row = page.locator("#models-table tbody tr.added")
     assert "digits-cnn" in row.inner_text() and "torch-exported" in row.inner_text()
@@ -148,8 +150,12 @@ def test_register_upload_run_compare_download(signed_in: Any, site: Any, digits_
     shot(page, "10-confirm-delete")
     page.locator("#delete-confirm").click()
     page.wait_for_url(re.compile(rf"/projects/{project}\?deleted=run$"))
-    # the first run stays, and so do the search's candidate runs
-    assert page.locator("#runs-table tbody tr").count() == 1 + len(search.candidates)
+    # the first run stays, and so do the search's candidate runs and the held-out
+    # evaluation of its recommended candidate
+    held_out = [c.test["run_id"] for c in search.candidates if c.test]
+    assert len(held_out) == 1
+    assert page.locator("#runs-table tbody tr").count() == 1 + len(search.candidates) + 1
+    assert page.locator(f"#pick-{held_out[0]}").count() == 1
     assert page.locator(f"#pick-{first}").count() == 1
     shot(page, "11-after-delete")
     assert page.request.get(f"/runs/{second}").status == 404
