@@ -66,6 +66,20 @@ def linear_onnx(path: Path, features: int = 64, classes: int = 10, seed: int = 0
     return path
 
 
+def linear_embedding(services, tmp_path: Path, samples: int, seed: int) -> tuple:
+    """A linear 32 -> 16 'embedding' model and a dataset of ``samples`` random vectors for
+    it (task embedding), registered in ``services``."""
+    from tinymlaas.domain import Task
+
+    model = services.add_model(linear_onnx(tmp_path / "embed.onnx", 32, 16, seed=seed),
+                               "embed")
+    X = np.random.default_rng(seed + 1).normal(size=(samples, 32)).astype(np.float32)
+    np.savez(tmp_path / "sentences.npz", X=X, y=np.zeros(len(X), np.float32))
+    dataset = services.add_dataset(str(tmp_path / "sentences.npz"), "sentences",
+                                   task=Task.embedding)
+    return model, dataset
+
+
 def small_cnn_onnx(path: Path, seed: int = 0) -> Path:
     """A digits-shaped CNN, 1x1x8x8 -> Conv+Relu -> MaxPool -> Conv+Relu -> Flatten -> Gemm
     -> 10 logits, with a dynamic batch (four kernel calls once compiled: Flatten is a view)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import linear_onnx
+from helpers import linear_embedding
 from tinymlaas.domain import Pipeline, RunStatus, Task
 from tinymlaas.errors import InvalidInputError
 
@@ -19,13 +19,7 @@ from tinymlaas.errors import InvalidInputError
 @pytest.fixture
 def embedding(services, tmp_path: Path):
     """A linear 32 -> 16 'embedding' model and an unlabelled dataset for it."""
-    model = services.add_model(linear_onnx(tmp_path / "embed.onnx", 32, 16, seed=3), "embed")
-    X = np.random.default_rng(4).normal(size=(120, 32)).astype(np.float32)
-    np.savez(tmp_path / "sentences.npz", X=X, y=np.zeros(len(X), np.float32))
-    dataset = services.add_dataset(str(tmp_path / "sentences.npz"), "sentences",
-                                   task=Task.embedding)
-    assert dataset.task is Task.embedding
-    return model, dataset
+    return linear_embedding(services, tmp_path, 120, seed=3)
 
 
 def _run(services, model, dataset, fidelity: dict | None = None):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import linear_onnx
+from helpers import linear_embedding, linear_onnx
 from tinymlaas.domain import Task
 from tinymlaas.errors import InvalidInputError
 from tinymlaas.optimize import optimize
@@ -18,12 +18,8 @@ from tinymlaas.service.searches import Searches, parse_request
 
 @pytest.fixture
 def embedding(services, tmp_path: Path):
-    model = services.add_model(linear_onnx(tmp_path / "embed.onnx", 32, 16, seed=5), "embed")
-    X = np.random.default_rng(6).normal(size=(160, 32)).astype(np.float32)
-    np.savez(tmp_path / "sentences.npz", X=X, y=np.zeros(len(X), np.float32))
-    dataset = services.add_dataset(str(tmp_path / "sentences.npz"), "sentences",
-                                   task=Task.embedding)
-    return model, dataset
+    """A linear 32 -> 16 'embedding' model and an unlabelled dataset for it."""
+    return linear_embedding(services, tmp_path, 160, seed=5)
 
 
 def test_a_cosine_budget_judges_embedding_candidates(services, embedding) -> None:
