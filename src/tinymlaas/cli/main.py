@@ -856,6 +856,11 @@ from tinymlaas.cli.optimize import optimize_command, searches_app  # noqa: E402
 app.command("optimize")(optimize_command)
 app.add_typer(searches_app, name="searches")
 
+# The device agent (its module imports only typer; the agent itself loads when it runs).
+from tinymlaas.agent.cli import agent as agent_command  # noqa: E402
+
+app.command("agent")(agent_command)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: our errors print one readable line and exit with their code."""
