@@ -31,6 +31,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from tinymlaas import errors
+from tinymlaas.api.fleet_schemas import DeviceDetail, DeviceEnrollment
 from tinymlaas.api.schemas import (
     ArtifactPublic,
     ComparisonPublic,
@@ -56,6 +57,7 @@ from tinymlaas.api.schemas import (
     WebhookPublic,
 )
 from tinymlaas.api.search_schemas import SearchEventPublic, SearchPublic
+from tinymlaas.domain.fleet import FleetDevice, InferenceJob, Release, Rollout
 from tinymlaas.domain.searches import Candidate
 
 __all__ = ["Client"]
@@ -309,6 +311,70 @@ class Client:
 
     def unshare_project(self, project_id: str, user_id: str) -> None:
         self.request("DELETE", f"/projects/{project_id}/members/{user_id}")
+
+    # the fleet (over-the-air) ----------------------------------------------------------
+
+    def enroll_device(self, name: str, *, groups: list[str] | None = None,
+                      profile: str | None = None, tags: dict[str, str] | None = None,
+                      project: str | None = None) -> DeviceEnrollment:
+        """Add a device; the answer holds its one-time ``enrollment_code`` for the agent."""
+        body = {"name": name, "groups": groups or [], "profile": profile, "tags": tags or {},
+                "project": project}
+        return self._one(DeviceEnrollment, "POST", "/fleet/devices",
+                         json={k: v for k, v in body.items() if v is not None})
+
+    def list_fleet(self, project: str | None = None,
+                   group: str | None = None) -> list[FleetDevice]:
+        return self._list(FleetDevice, "/fleet/devices", {"project": project, "group": group})
+
+    def fleet_device(self, ref: str) -> DeviceDetail:
+        return self._one(DeviceDetail, "GET", f"/fleet/devices/{ref}")
+
+    def revoke_device(self, ref: str) -> FleetDevice:
+        return self._one(FleetDevice, "POST", f"/fleet/devices/{ref}/revoke")
+
+    def renew_enrollment(self, ref: str) -> DeviceEnrollment:
+        return self._one(DeviceEnrollment, "POST", f"/fleet/devices/{ref}/enrollment-code")
+
+    def create_release(self, run: str, **options: Any) -> Release:
+        """A signed release of a finished run's installer output (``name``, ``atol``,
+        ``rtol``, ``max_latency_ms``)."""
+        return self._one(Release, "POST", "/fleet/releases",
+                         json={"run": run, **{k: v for k, v in options.items() if v is not None}})
+
+    def list_releases(self, project: str | None = None) -> list[Release]:
+        return self._list(Release, "/fleet/releases", {"project": project})
+
+    def deploy(self, group: str, *, run: str | None = None, release: str | None = None,
+               waves: list[int] | None = None, error_threshold: float | None = None,
+               **options: Any) -> Rollout:
+        """Roll a release (or a run, released first) out to ``group`` in ``waves``."""
+        body = {"group": group, "run": run, "release": release, "waves": waves,
+                "error_threshold": error_threshold, **options}
+        return self._one(Rollout, "POST", "/fleet/rollouts",
+                         json={k: v for k, v in body.items() if v is not None})
+
+    def rollout(self, ref: str) -> Rollout:
+        return self._one(Rollout, "GET", f"/fleet/rollouts/{ref}")
+
+    def list_rollouts(self, project: str | None = None) -> list[Rollout]:
+        return self._list(Rollout, "/fleet/rollouts", {"project": project})
+
+    def rollout_action(self, ref: str, action: str) -> Rollout:
+        """``pause``, ``resume``, ``cancel`` or ``rollback`` (which returns the new rollout)."""
+        return self._one(Rollout, "POST", f"/fleet/rollouts/{ref}/{action}")
+
+    def request_inference(self, device: str, dataset: str, limit: int = 100) -> InferenceJob:
+        return self._one(InferenceJob, "POST", f"/fleet/devices/{device}/inference",
+                         json={"dataset": dataset, "limit": limit})
+
+    def inference_job(self, job_id: str) -> InferenceJob:
+        return self._one(InferenceJob, "GET", f"/fleet/inference/{job_id}")
+
+    def _list(self, model: type[T], path: str, params: dict[str, Any]) -> list[T]:
+        response = self.request("GET", path, params={k: v for k, v in params.items()
+                                                     if v is not None})
+        return TypeAdapter(list[model]).validate_python(response.json())  # type: ignore[valid-type]
 
     def signing_key(self, project_id: str) -> SigningKeyPublic:
         """The public key the project's firmware is signed with."""

@@ -24,12 +24,14 @@ from tinymlaas.api.docs import install_docs
 from tinymlaas.api.errors import install_error_handlers
 from tinymlaas.api.middleware import RejectNulBytes, SecurityHeaders
 from tinymlaas.api.routes import api_router
+from tinymlaas.api.routes.ddi import router as ddi_router
 from tinymlaas.api.runtime import EventBus, Reaper, RunQueue
 from tinymlaas.api.uploads import sweep_stale_uploads
 from tinymlaas.config import Settings, get_settings
 from tinymlaas.domain import RunStatus
 from tinymlaas.notify import Notifier
 from tinymlaas.service import Services
+from tinymlaas.service.fleet import Fleet
 from tinymlaas.service.searches import Searches
 from tinymlaas.service.users import AccountService
 from tinymlaas.web import install_web
@@ -52,7 +54,7 @@ def open_studio(settings: Settings | None = None) -> Studio:
     # Searches execute their candidate runs in their own threads, publishing on the bus.
     searches = Searches(services, on_event=bus.publish, run_events=bus.publish,
                         max_workers=settings.server_runs)
-    return Studio(settings, services, accounts, bus, runs, searches)
+    return Studio(settings, services, accounts, bus, runs, searches, Fleet(services))
 
 
 def recover_runs(studio: Studio, *, pending: bool = True) -> dict[str, list[str]]:
@@ -110,6 +112,7 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     app.add_middleware(RejectNulBytes)
     app.add_middleware(SecurityHeaders)  # outermost: on every response, the 400s above too
     app.include_router(api_router, prefix=API_PREFIX)
+    app.include_router(ddi_router)  # the devices' side, at /ddi (hawkBit DDI's paths)
     install_docs(app, API_PREFIX)  # /api/v1/docs and /api/v1/redoc, no CDN
     install_web(app)
     return app

@@ -13,6 +13,7 @@ from tinymlaas.api.runtime import EventBus, RunQueue
 from tinymlaas.config import Settings
 from tinymlaas.errors import AuthenticationError
 from tinymlaas.service import Services
+from tinymlaas.service.fleet import Fleet
 from tinymlaas.service.searches import Searches
 from tinymlaas.service.users import AccountService
 from tinymlaas.service.workspace import Workspace
@@ -38,6 +39,7 @@ class Studio:
     bus: EventBus
     runs: RunQueue
     searches: Searches
+    fleet: Fleet
 
 
 # The dependencies that only read app state are ``async``: FastAPI runs a plain ``def``

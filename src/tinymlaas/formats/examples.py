@@ -31,7 +31,7 @@ import numpy as np
 from tinymlaas.domain import TensorSpec
 
 __all__ = ["EXAMPLE_BATCH", "EXAMPLE_SEQUENCE", "SAFE_ID_RANGE", "check_onnx_runs", "example_array",
-           "example_arrays", "hf_config_vocab", "onnx_vocab_sizes"]
+           "example_arrays", "hf_config_vocab", "onnx_vocab_sizes", "run_onnx_isolated"]
 
 EXAMPLE_BATCH = 1
 EXAMPLE_SEQUENCE = 16
@@ -155,24 +155,37 @@ def check_onnx_runs(path: Any, model: Any, specs: list[TensorSpec], *,
         UnsupportedModelError: ONNX Runtime cannot load or run the model, or it needs more
             memory or time than allowed.
     """
+    feed = example_arrays(specs, onnx_vocab_sizes(model))
+    run_onnx_isolated(path, feed, memory_mb=memory_mb, timeout_s=timeout_s)
+
+
+def run_onnx_isolated(path: Any, feed: dict[str, np.ndarray], *, memory_mb: int = 8192,
+                      timeout_s: float = 300) -> list[np.ndarray]:
+    """The outputs of an ONNX model on ``feed``, computed in a child process under an
+    address-space limit (``memory_mb``) and a CPU-time limit (``timeout_s``).
+
+    Raises:
+        UnsupportedModelError: ONNX Runtime cannot load or run the model, or it needs more
+            memory or time than allowed.
+    """
     from tinymlaas.errors import UnsupportedModelError
 
-    feed = example_arrays(specs, onnx_vocab_sizes(model))
     described = ", ".join(f"{n} {a.dtype}{list(a.shape)}" for n, a in feed.items())
     name = Path(str(path)).name
+    cpu_s = max(1, math.ceil(timeout_s))
     with tempfile.TemporaryDirectory(prefix="tinymlaas-check-") as tmp:
-        inputs = Path(tmp) / "inputs.npz"
+        inputs, out = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
         np.savez(inputs, **feed)
-        cpu_s = max(1, math.ceil(timeout_s))
         try:  # the child limits itself before it loads the model (no preexec_fn: threads)
             proc = subprocess.run(
                 [sys.executable, "-m", "tinymlaas.formats.run_once", str(path), str(inputs),
-                 str(memory_mb), str(cpu_s)],
+                 str(memory_mb), str(cpu_s), str(out)],
                 capture_output=True, text=True, timeout=timeout_s + 30, check=False)
         except subprocess.TimeoutExpired:
             proc = None
-    if proc is not None and proc.returncode == 0:
-        return
+        if proc is not None and proc.returncode == 0:
+            with np.load(out, allow_pickle=False) as arrays:
+                return [arrays[f"output/{i}"] for i in range(len(arrays.files))]
     lines = (proc.stderr.strip().splitlines() if proc is not None else []) or [""]
     if proc is None or proc.returncode < 0 or not lines[-1]:
         reason = (f"it needs more than {memory_mb} MB of memory or {cpu_s} s of CPU time "
@@ -181,4 +194,3 @@ def check_onnx_runs(path: Any, model: Any, specs: list[TensorSpec], *,
         reason = lines[-1][:300]
     raise UnsupportedModelError(
         f"ONNX Runtime cannot run {name} on example inputs ({described}): {reason}")
-

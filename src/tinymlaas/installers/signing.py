@@ -8,6 +8,8 @@ The key directory the engine hands a signing step (``<home>/keys/<project>``) lo
 
     <key_dir>/                 mode 0700
       signing-key.pem          mode 0600  current private key (PKCS#8 PEM, unencrypted)
+      release-key.pem          mode 0600  Ed25519 key that signs over-the-air release
+                                          manifests and deployment tickets
       .lock                    mode 0600  serialises creation and rotation (flock)
       retired/                 mode 0700
         <fingerprint>.pem      mode 0600  earlier private keys, kept after a rotation
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.hashes import SHA256
 from pydantic import BaseModel, Field
 
@@ -59,6 +61,7 @@ __all__ = [
     "fingerprint",
     "parse_version",
     "public_key_pem",
+    "release_key",
     "retired_public_keys",
     "rotate_key",
     "sign_image",
@@ -68,6 +71,7 @@ __all__ = [
 #: The signature type of every project key (imgtool ``keygen -t ecdsa-p256``).
 KEY_TYPE = "ecdsa-p256"
 PRIVATE_KEY_FILE = "signing-key.pem"
+RELEASE_KEY_FILE = "release-key.pem"
 RETIRED_DIR = "retired"
 LOCK_FILE = ".lock"
 
@@ -105,6 +109,24 @@ def ensure_key(key_dir: Path) -> str:
         if not current.exists():
             _publish_new_key(key_dir, current, replace=False)
         return fingerprint(_public_pem_of(_load_private(current)))
+
+
+def release_key(key_dir: Path) -> ed25519.Ed25519PrivateKey:
+    """The project's Ed25519 release key (made now if it has none): it signs over-the-air
+    release manifests and deployment tickets (:mod:`tinymlaas.contracts.ota`); devices keep
+    its public half from their enrollment."""
+    key_dir = _prepare_dir(Path(key_dir))
+    path = key_dir / RELEASE_KEY_FILE
+    with _locked(key_dir):
+        if not path.exists():
+            pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption())
+            _write_secret(path, pem, replace=False)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise InvalidInputError(f"{path.name} is not an Ed25519 private key")
+    return key
 
 
 def rotate_key(key_dir: Path) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 
 from tinymlaas.domain import RunStatus
 from tinymlaas.errors import ConflictError
+from tinymlaas.store import fleet
 from tinymlaas.store.accounts import (
     ExternalTransformerRow,
     MemberRow,
@@ -94,8 +95,14 @@ def delete_project(meta: MetadataStore, project: str) -> None:
         datasets = list(s.scalars(select(DatasetRow.id).where(DatasetRow.project == project)))
     delete_records(meta, runs=runs, models=models, datasets=datasets)
     with meta.session() as s:
+        devices = list(s.scalars(select(fleet.DeviceRow.id)
+                                 .where(fleet.DeviceRow.project == project)))
+        s.execute(delete(fleet.EventRow).where(fleet.EventRow.device_id.in_(devices)))
+        rollouts = select(fleet.RolloutRow.id).where(fleet.RolloutRow.project == project)
+        s.execute(delete(fleet.ActionRow).where(fleet.ActionRow.rollout_id.in_(rollouts)))
         for table in (DeviceRow, ExternalTransformerRow, PipelineTemplateRow, WebhookRow,
-                      SearchRow):
+                      SearchRow, fleet.DeviceRow, fleet.ReleaseRow, fleet.RolloutRow,
+                      fleet.InferenceRow):
             s.execute(delete(table).where(table.project == project))
         s.execute(delete(MemberRow).where(MemberRow.project_id == project))
         s.execute(delete(ProjectRow).where(ProjectRow.id == project))
@@ -115,6 +122,9 @@ def collect_garbage(meta: MetadataStore) -> list[str]:
         used |= set(s.scalars(select(DatasetRow.artifact_sha)))
         used |= {sha for sha in s.scalars(select(RunRow.output_sha)) if sha}
         used |= {sha for sha in s.scalars(select(StepRow.output_sha)) if sha}
+        for column in (fleet.ReleaseRow.package_sha, fleet.ReleaseRow.golden_sha,
+                       fleet.InferenceRow.inputs_sha, fleet.InferenceRow.outputs_sha):
+            used |= {sha for sha in s.scalars(select(column)) if sha}
         evaluations = list(s.execute(select(EvaluationRow.key, EvaluationRow.artifact_sha,
                                             EvaluationRow.metrics)))
         used |= {_outputs(metrics) for _, sha, metrics in evaluations if sha in used} - {None}

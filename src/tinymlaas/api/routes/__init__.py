@@ -6,6 +6,7 @@ from tinymlaas.api.routes import (
     auth,
     datasets,
     devices,
+    fleet,
     health,
     models,
     projects,
@@ -26,5 +27,5 @@ api_router = APIRouter()
 # dependencies. Requests are matched in order, so the most requested resources (runs,
 # then searches) come first; no two resources share a path.
 for module in (runs, searches, models, datasets, devices, projects, health, auth, users,
-               transformers, templates, webhooks):
+               transformers, templates, webhooks, fleet):
     api_router.routes.extend(module.router.routes)
