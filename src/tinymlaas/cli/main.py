@@ -856,6 +856,11 @@ from tinymlaas.cli.optimize import optimize_command, searches_app  # noqa: E402
 app.command("optimize")(optimize_command)
 app.add_typer(searches_app, name="searches")
 
+from tinymlaas.cli.fleet import deploy_command, fleet_app  # noqa: E402
+
+app.add_typer(fleet_app, name="fleet")
+app.command("deploy")(deploy_command)
+
 # The device agent (its module imports only typer; the agent itself loads when it runs).
 from tinymlaas.agent.cli import agent as agent_command  # noqa: E402
 
