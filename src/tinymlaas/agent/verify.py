@@ -68,7 +68,8 @@ def verify_release(manifest_bytes: bytes, ticket_bytes: bytes, anchor: Ed25519Pu
     Raises:
         UnsafeInputError: a signature, binding, anti-rollback or profile check failed.
     """
-    signed = verify_document(_envelope(manifest_bytes, "manifest"), anchor)
+    envelope = _envelope(manifest_bytes, "manifest")
+    signed = verify_document(envelope, anchor)
     try:
         manifest = ReleaseManifest.model_validate(signed)
     except ValidationError as exc:
@@ -86,10 +87,10 @@ def verify_release(manifest_bytes: bytes, ticket_bytes: bytes, anchor: Ed25519Pu
                                f"{ticket.project!r}), not this device's project {tenant!r}")
     if ticket.action_id != action_id:
         raise UnsafeInputError(f"the ticket is for action {ticket.action_id!r}, not {action_id!r}")
-    # The ticket names the manifest by the sha256 of the manifest file as served, or of the
-    # canonical JSON of the signed document (both cover everything that was signed).
+    # The ticket names the manifest by the sha256 of the canonical JSON of its envelope (the
+    # bytes the server serves as manifest.json).
     digests = {hashlib.sha256(manifest_bytes).hexdigest(),
-               hashlib.sha256(canonical_json(signed)).hexdigest()}
+               hashlib.sha256(canonical_json(envelope)).hexdigest()}
     if ticket.manifest_sha256 not in digests:
         raise UnsafeInputError("the ticket names another manifest (its manifest_sha256 differs)")
     if ticket.release_id != manifest.release_id or ticket.version != manifest.version:
