@@ -339,6 +339,23 @@ class _DeviceError(Exception):
     """The device answered a request with an SMP error."""
 
 
+def _smp_error(response: Any) -> str:
+    """An SMP error answer in words: its code's name (version 2 ``err`` or version 1 ``rc``)
+    and reason."""
+    err = getattr(response, "err", None)
+    code = err.rc if err is not None else getattr(response, "rc", None)
+    reason = getattr(response, "rsn", None)
+    return str(getattr(code, "name", code)) + (f" ({reason})" if reason else "")
+
+
+def _why(exc: BaseException) -> str:
+    """One short phrase for a failed request (smpclient's timeouts quote the whole frame)."""
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 class _Session:
     def __init__(self, host: str, port: int, address: str, timeout_s: float,
                  on_stage: Stage) -> None:
@@ -358,7 +375,7 @@ class _Session:
                     ) -> Any:
         response = await client.request(request, timeout_s=timeout_s)
         if error(response):
-            raise _DeviceError(f"{type(request).__name__} refused: {response}")
+            raise _DeviceError(f"{type(request).__name__} refused: {_smp_error(response)}")
         if not success(response):  # pragma: no cover - smpclient returns one of the two
             raise _DeviceError(f"unexpected answer to {type(request).__name__}: {response}")
         return response
@@ -371,7 +388,7 @@ class _Session:
             response = await self._call(client, ImageStatesRead(), timeout_s)
             return list(response.images)
         except (TimeoutError, OSError, SMPClientException, _DeviceError, ValueError) as exc:
-            log.debug("no image list from %s: %s", self.address, exc)
+            log.debug("no image list from %s: %s", self.address, _why(exc))
             return None
         finally:
             if client is not None:
@@ -415,9 +432,9 @@ class _Session:
                     return True, "it answered the health check"
                 return False, f"it answered the health check with {response.r!r}"
             except _DeviceError as exc:
-                return False, f"it refused the health check ({exc})"
+                return False, f"it refused the health check ({_why(exc)})"
             except (TimeoutError, OSError, SMPClientException, ValueError) as exc:
-                why = f"it did not answer the health check ({exc or type(exc).__name__})"
+                why = f"it did not answer the health check ({_why(exc)})"
             finally:
                 if client is not None:
                     await _quietly_disconnect(client)
@@ -437,13 +454,13 @@ class _Session:
         except (TimeoutError, OSError, SMPClientException, _DeviceError) as exc:
             await _quietly_disconnect(client)
             raise ServiceUnavailableError(
-                f"The device at {self.address} does not answer SMP requests ({exc}); check "
-                "that it is on and runs an SMP server over UDP.") from exc
+                f"The device at {self.address} does not answer SMP requests ({_why(exc)}); "
+                "check that it is on and runs an SMP server over UDP.") from exc
         try:
             active = _slot(before, 0)
             previous_hash = _hash_of(active)
             previous_version = active.version if active is not None else None
-            result = {"image_sha256": new_hash, "version": package.version,
+            result: dict[str, Any] = {"image_sha256": new_hash, "version": package.version,
                       "previous_hash": previous_hash, "previous_version": previous_version}
             if previous_hash == new_hash and active is not None:
                 confirmed = bool(active.confirmed)
@@ -459,7 +476,7 @@ class _Session:
         except (TimeoutError, OSError, SMPClientException, _DeviceError) as exc:
             await _quietly_disconnect(client)
             raise StepFailedError(
-                f"The device at {self.address} did not take the image ({exc}); it still "
+                f"The device at {self.address} did not take the image ({_why(exc)}); it still "
                 "runs the previous image.") from exc
         except BaseException:
             await _quietly_disconnect(client)
@@ -480,10 +497,10 @@ class _Session:
         self.on_stage("booted", f"the device runs {package.version} on test (not confirmed)")
         healthy, why = await self._healthy()
         if healthy:
-            confirmed = await self._confirm(package)
-            if confirmed is not None:
+            confirmed_states = await self._confirm(package)
+            if confirmed_states is not None:
                 self.on_stage("confirmed", f"{package.version} {why} and is confirmed")
-                final = _slot(confirmed, 0)
+                final = _slot(confirmed_states, 0)
                 return GatewayResult(committed=True, outcome="confirmed", active_hash=new_hash,
                                      active_version=final.version if final else None,
                                      detail=f"{package.version} is confirmed: {why}",
@@ -493,7 +510,8 @@ class _Session:
         try:
             client = await self._client(self.request_timeout_s)
         except (TimeoutError, OSError, SMPClientException) as exc:
-            return self._unknown(result, f"{why}, and the device could not be reset ({exc}); "
+            return self._unknown(result, f"{why}, and the device could not be reset "
+                                 f"({_why(exc)}); "
                                  "it reverts at its next reset")
         await self._reset(client)
         reverted = await self._wait_back(after)
@@ -548,7 +566,7 @@ class _Session:
                 hash=bytes.fromhex(package.image_sha256), confirm=True))
             states = list(response.images)
         except (TimeoutError, OSError, SMPClientException, _DeviceError) as exc:
-            log.warning("confirming %s failed: %s", package.version, exc)
+            log.warning("confirming %s failed: %s", package.version, _why(exc))
             return None
         finally:
             if client is not None:
@@ -562,7 +580,7 @@ class _Session:
                  reason: str) -> GatewayResult:
         running = _slot(states, 0)
         active_hash = _hash_of(running)
-        active = {"active_hash": active_hash,
+        active: dict[str, Any] = {"active_hash": active_hash,
                   "active_version": running.version if running else None}
         if active_hash is not None and active_hash == result["previous_hash"]:
             detail = f"{reason}; the device runs {running.version if running else '?'} again"
