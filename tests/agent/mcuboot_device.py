@@ -31,7 +31,8 @@ stops after that many flash operations, and the device stays off until
 
 The simulated application: firmware whose payload holds :data:`UNHEALTHY` runs but
 refuses the health echo; one that holds :data:`CRASH` hangs at boot, so its watchdog
-resets the device (and MCUboot reverts it, being unconfirmed).
+resets the device (and MCUboot reverts it, being unconfirmed); one that holds
+:data:`SELF_CONFIRM` confirms its own image at boot, as many Zephyr applications do.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ TLV_SHA256 = 0x10
 TLV_ECDSA_SIG = 0x22
 UNHEALTHY = b"SIM-APP-UNHEALTHY"
 CRASH = b"SIM-APP-CRASH"
+SELF_CONFIRM = b"SIM-APP-SELF-CONFIRM"
 FLAG_SET = 0x01
 
 _SWAP_INFO, _COPY_DONE, _IMAGE_OK, _MAGIC = -40, -32, -24, -16
@@ -320,6 +322,13 @@ class McubootDevice:
             return
         self.running = info
         self.healthy = UNHEALTHY not in payload and CRASH not in payload
+        if SELF_CONFIRM in payload:  # boot_write_img_confirmed() at start-up
+            self._confirm_running()
+
+    def _confirm_running(self) -> None:
+        trailer = self.trailer(0)
+        if trailer["magic"] and not trailer["image_ok"]:
+            self._write(self.primary, _IMAGE_OK, bytes([FLAG_SET]))
 
     def _swap(self, swap_type: SwapType, *, resume: bool) -> None:
         self._swapping, self._swap_ops = True, 0
@@ -462,9 +471,7 @@ class McubootDevice:
         primary = parse_image(self.primary[:self.image_area], self.key)
         secondary = parse_image(self.secondary[:self.image_area], self.key)
         if confirm and (digest is None or (primary is not None and digest == primary.hash)):
-            trailer = self.trailer(0)
-            if trailer["magic"] and not trailer["image_ok"]:
-                self._write(self.primary, _IMAGE_OK, bytes([FLAG_SET]))
+            self._confirm_running()
             return None
         if secondary is None or digest != secondary.hash:
             if primary is not None and digest == primary.hash:

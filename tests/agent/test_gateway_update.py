@@ -7,7 +7,15 @@ import socket
 from pathlib import Path
 
 import pytest
-from mcuboot_device import CRASH, UNHEALTHY, McubootDevice, Package, SwapType, signed_package
+from mcuboot_device import (
+    CRASH,
+    SELF_CONFIRM,
+    UNHEALTHY,
+    McubootDevice,
+    Package,
+    SwapType,
+    signed_package,
+)
 
 from tinymlaas.agent.gateway import STAGES, install_package, parse_address
 from tinymlaas.errors import ConflictError, InvalidInputError, ServiceUnavailableError
@@ -105,6 +113,25 @@ def test_bad_update_is_reverted_to_the_old_image(tmp_path: Path, key_dir: Path,
     assert device.running is not None and device.running.hash.hex() == factory.image_hash
     assert device.swaps == [SwapType.TEST, SwapType.REVERT]
     assert device.trailer(0)["image_ok"]
+
+
+def test_an_application_that_confirms_itself_cannot_be_reverted(
+        tmp_path: Path, key_dir: Path, factory: Package, device: McubootDevice) -> None:
+    """The gateway says so instead of resetting in vain: the image stays, unhealthy."""
+    bad = signed_package(tmp_path, key_dir, name="app-1.1.0-self", version="1.1.0",
+                         marker=UNHEALTHY + SELF_CONFIRM, size=4500)
+    stages = Stages()
+
+    result = install_package(bad.zip_path, device.address, on_stage=stages, timeout_s=10)
+
+    assert stages.names == ["uploading", "uploaded", "marked-test", "reset", "booted"]
+    assert "confirmed it at boot" in dict(stages.seen)["booted"]
+    assert not result.committed and result.outcome == "unhealthy"
+    assert result.active_hash == bad.image_hash
+    assert "cannot revert" in result.detail
+    assert device.swaps == [SwapType.TEST] and device.boots == 2  # no second reset
+    assert device.reboot() and device.running is not None
+    assert device.running.hash.hex() == bad.image_hash
 
 
 def test_image_the_bootloader_does_not_trust_never_runs(tmp_path: Path, key_dir: Path,

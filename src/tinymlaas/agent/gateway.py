@@ -112,9 +112,12 @@ class GatewayResult(BaseModel):
     """What :func:`install_package` found at the end, as the device reported it."""
 
     committed: bool = Field(description="the new image runs and is confirmed (permanent)")
-    outcome: Literal["confirmed", "reverted", "unchanged", "unknown"] = Field(description=(
-        "confirmed: committed; reverted: the device runs the previous image again; "
-        "unchanged: it already ran this image; unknown: it did not come back in time"))
+    outcome: Literal["confirmed", "reverted", "unchanged", "unhealthy", "unknown"] = Field(
+        description=(
+            "confirmed: committed; reverted: the device runs the previous image again; "
+            "unchanged: it already ran this image; unhealthy: the new image failed the "
+            "health check but its application had confirmed it, so it stays; unknown: the "
+            "device did not come back in time, or runs an unexpected image"))
     detail: str
     image_sha256: str = Field(description="the new image's hash (its SHA256 TLV), hex")
     version: str = Field(description="the new image's version")
@@ -494,8 +497,19 @@ class _Session:
                           f"{package.version}: MCUboot refused it, or it did not stay up "
                           "and was reverted")
             return self._settled(after, result, reason="the new image did not boot")
-        self.on_stage("booted", f"the device runs {package.version} on test (not confirmed)")
+        self_confirmed = bool(running and running.confirmed)
+        self.on_stage("booted", f"the device runs {package.version}" + (
+            " (its application confirmed it at boot)" if self_confirmed
+            else " on test (not confirmed)"))
         healthy, why = await self._healthy()
+        if not healthy and self_confirmed:  # MCUboot will not revert a confirmed image
+            detail = (f"{package.version} {why.removeprefix('it ')}, but its application "
+                      "confirmed it at boot, so MCUboot cannot revert it; install the "
+                      "previous release to go back (and let the gateway confirm images)")
+            log.warning("%s: %s", self.address, detail)
+            return GatewayResult(committed=False, outcome="unhealthy", detail=detail,
+                                 active_hash=new_hash, active_version=running.version
+                                 if running else None, **result)
         if healthy:
             confirmed_states = await self._confirm(package)
             if confirmed_states is not None:
@@ -587,8 +601,12 @@ class _Session:
             self.on_stage("reverted", detail)
             return GatewayResult(committed=False, outcome="reverted", detail=detail,
                                  **active, **result)
-        detail = (f"{reason}, and the device runs image {active_hash}, which is neither the "
-                  "new one nor the previous one")
+        if active_hash is not None and active_hash == result["image_sha256"]:
+            detail = (f"{reason}, but the device still runs {result['version']}: it was "
+                      "confirmed meanwhile, so MCUboot did not revert it")
+        else:
+            detail = (f"{reason}, and the device runs image {active_hash}, which is neither "
+                      "the new one nor the previous one")
         return GatewayResult(committed=False, outcome="unknown", detail=detail, **active,
                              **result)
 
