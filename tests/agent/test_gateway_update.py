@@ -18,7 +18,12 @@ from mcuboot_device import (
 )
 
 from tinymlaas.agent.gateway import STAGES, install_package, parse_address
-from tinymlaas.errors import ConflictError, InvalidInputError, ServiceUnavailableError
+from tinymlaas.errors import (
+    ConflictError,
+    InvalidInputError,
+    ServiceUnavailableError,
+    StepFailedError,
+)
 from tinymlaas.installers import signing
 
 
@@ -151,6 +156,20 @@ def test_image_the_bootloader_does_not_trust_never_runs(tmp_path: Path, key_dir:
     assert device.refused_images == 1 and device.swaps == []
     assert device.image_area_of(0) == padded(factory.image, device)
     assert device.image_in(1) is None  # MCUboot erased it
+
+
+def test_an_upload_the_device_refuses_changes_nothing(tmp_path: Path, key_dir: Path,
+                                                      factory: Package) -> None:
+    """Too large for this device's slots: refused at the first chunk."""
+    new = signed_package(tmp_path, key_dir, name="app-1.1.0", version="1.1.0", size=4500)
+    with McubootDevice(signing.public_key_pem(key_dir), factory.image,
+                       slot_sectors=5) as small:
+        stages = Stages()
+        with pytest.raises(StepFailedError, match="INVALID_IMAGE_TOO_LARGE"):
+            install_package(new.zip_path, small.address, on_stage=stages, timeout_s=10)
+        assert stages.names == ["uploading"]
+        assert small.image_in(1) is None and small.boots == 1
+        assert small.image_area_of(0) == padded(factory.image, small)
 
 
 def test_an_image_already_running_is_not_sent_again(factory: Package,

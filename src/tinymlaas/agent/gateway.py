@@ -308,9 +308,9 @@ def install_package(package_zip: Path, address: str, *, on_stage: Stage,
             sent to the device then).
         UnsafeInputError: The image disagrees with its manifest or its key is not trusted.
         ConflictError: The image is older than the running one.
-        ServiceUnavailableError: The device does not answer before the reset.
-        StepFailedError: The device refused the upload or the test request (it still runs
-            the previous image, which stays confirmed).
+        ServiceUnavailableError: The device does not answer (nothing was sent).
+        StepFailedError: The device refused the upload or the test request, or stopped
+            answering before the reset (it still runs the previous image).
     """
     if timeout_s <= 0:
         raise InvalidInputError("timeout_s must be positive.")
@@ -355,6 +355,9 @@ def _why(exc: BaseException) -> str:
     """One short phrase for a failed request (smpclient's timeouts quote the whole frame)."""
     if isinstance(exc, TimeoutError):
         return "no answer in time"
+    answer = exc.args[0] if exc.args else None
+    if hasattr(answer, "err") or hasattr(answer, "rc"):  # an upload refused with an error
+        return f"refused: {_smp_error(answer)}"
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
@@ -467,6 +470,7 @@ class _Session:
                       "previous_hash": previous_hash, "previous_version": previous_version}
             if previous_hash == new_hash and active is not None:
                 confirmed = bool(active.confirmed)
+                await _quietly_disconnect(client)
                 return GatewayResult(
                     committed=confirmed, outcome="unchanged", active_hash=new_hash,
                     active_version=active.version, **result,
