@@ -26,6 +26,7 @@ class Studio:
     client: Client
     project: str
     run_id: str
+    model: Path
 
     def blob(self, sha256: str) -> Path:
         """A blob of the server's artifact store, on its disk."""

@@ -50,6 +50,6 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
         with Client(url, token) as client:
             model = linear_onnx(base / "linear-model.onnx", features=256, classes=64)
             run_id = make_run(client, model)
-            yield Studio(url, home, client, client.me().default_project, run_id)
+            yield Studio(url, home, client, client.me().default_project, run_id, model)
     finally:
         stop_server(server)

@@ -1,12 +1,15 @@
 """``tinymlaas agent`` against the real Studio: enrollment, an update in each slot, and the
 refusals (a tampered file, a manifest signed with another key, a replayed older release),
-each reported to the server and leaving the device on its committed release."""
+each reported to the server and leaving the device on its committed release; inference jobs
+run on the committed release."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 from agent_e2e import Studio, agent, current_release, enroll, summary
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -117,3 +120,31 @@ def test_agent_refuses_tampered_foreign_and_replayed_releases(studio: Studio,
         key_file.write_bytes(good_key)
     rollout = studio.client.deploy("e2e-refusals", release=foreign.id)
     refused(rollout.id, "signed by an unknown key")
+
+
+def test_agent_runs_inference_jobs_on_its_committed_release(studio: Studio,
+                                                            tmp_path: Path) -> None:
+    device, code = enroll(studio, "kiosk-3", "e2e-inference")
+    root = tmp_path / "agent"
+    release = studio.client.create_release(studio.run_id)
+    studio.client.deploy("e2e-inference", release=release.id)
+    assert summary(agent(root, server=studio.url, code=code))["outcome"] == "committed"
+
+    # labels the model's own answers: every output computed on the device scores 1.0
+    x = np.random.default_rng(7).normal(size=(60, 256)).astype(np.float32)
+    logits = ort.InferenceSession(str(studio.model), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    data = tmp_path / "probe.npz"
+    np.savez(data, X=x, y=np.argmax(logits, axis=1).astype(np.int64))
+    dataset = studio.client.upload_dataset(data, name="probe", task="classification")
+    job = studio.client.request_inference(device, dataset.id, limit=10)
+
+    done = agent(root)
+    assert done.returncode == 0, done.stderr
+    result = summary(done)
+    assert result["outcome"] == "idle" and result["inference"] == {"job": job.id, "samples": 10}
+    finished = studio.client.inference_job(job.id)
+    assert finished.state == "done" and len(finished.latency_ms) == 10
+    assert all(v > 0 for v in finished.latency_ms)
+    assert finished.metrics["accuracy"] == 1.0
+    assert not list((root / "downloads").iterdir())

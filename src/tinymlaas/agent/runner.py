@@ -100,10 +100,12 @@ class Outcome:
     version: int | None = None
     slot: str | None = None
     details: list[str] = field(default_factory=list)
+    #: The inference job run at this poll: ``{"job", "samples"}``.
+    inference: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"outcome": self.outcome, "action_id": self.action_id, "version": self.version,
-                "slot": self.slot, "details": self.details}
+                "slot": self.slot, "details": self.details, "inference": self.inference}
 
 
 class _Refused(Exception):
@@ -241,6 +243,13 @@ class Agent:
         if link is not None:
             action_id = link.href.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
             outcome = self.deploy(action_id, link.href)
+        inference = base.links.get("inference")
+        if inference is not None:
+            from tinymlaas.agent.inference import run_inference
+
+            done = run_inference(self, inference.href)
+            if done is not None:
+                outcome.inference = {"job": done.job_id, "samples": done.samples}
         return outcome, sleep
 
     # ------------------------------------------------------------------ one deployment
