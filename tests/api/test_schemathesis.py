@@ -57,6 +57,10 @@ SEMANTIC_REFUSALS = {
     "POST /api/v1/devices",
     # Repo ids and in-repo file paths are checked by the Hub client's rules (400).
     "POST /api/v1/models/hub", "POST /api/v1/datasets/hub",
+    # A rollout needs a group with devices, and a run that ended in an installer (400/409).
+    "POST /api/v1/fleet/rollouts", "POST /api/v1/fleet/releases",
+    # A device's outputs are an NPZ in base64 (400).
+    "POST /ddi/{tenant}/controller/v1/{controller_id}/inference/{job_id}/result",
 }
 #: A list's ``cursor`` is a position the server signed for its own pages (docs/api.md#pages):
 #: one made up from the schema's pattern is refused (422) for what it means, not its form,

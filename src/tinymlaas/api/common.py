@@ -11,10 +11,10 @@ from tinymlaas.api.schemas import ErrorBody
 from tinymlaas.domain import Artifact, ArtifactKind
 
 __all__ = ["AUTH_ERRORS", "DATASET_DOWNLOAD", "DOWNLOAD", "ERRORS", "JSON_ERRORS", "MEDIA_TYPES",
-           "MODEL_DOWNLOAD", "ZIP_DOWNLOAD", "artifact_response", "download"]
+           "MODEL_DOWNLOAD", "ZIP_DOWNLOAD", "artifact_response", "download", "errors"]
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody} for code in codes}
 
 
@@ -26,9 +26,9 @@ JSON_ERRORS: dict[int | str, dict[str, Any]] = {
     for code in (400, 401, 403, 404, 409, 422, 500)}
 
 #: Errors any route may answer with.
-ERRORS = _errors(400, 404, 422, 500)
+ERRORS = errors(400, 404, 422, 500)
 #: ... and those of routes behind a token.
-AUTH_ERRORS = _errors(400, 401, 403, 404, 409, 422, 500)
+AUTH_ERRORS = errors(400, 401, 403, 404, 409, 422, 500)
 
 MEDIA_TYPES = {
     ArtifactKind.onnx: "application/onnx",

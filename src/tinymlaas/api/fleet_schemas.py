@@ -7,12 +7,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tinymlaas.domain.entities import NAME_PATTERN
 from tinymlaas.domain.fleet import DeviceEvent, FleetDevice, InferenceJob
 
 __all__ = ["DeviceCreate", "DeviceDetail", "DeviceEnrollment", "HealthOptions",
            "InferenceCreate", "ReleaseCreate", "RolloutCreate"]
 
-_Name = Annotated[str, Field(min_length=1, max_length=100)]
+_Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+_TagKey = Annotated[str, Field(min_length=1, max_length=64)]
+_TagValue = Annotated[str, Field(max_length=200)]
 
 
 class _Body(BaseModel):
@@ -24,7 +27,7 @@ class DeviceCreate(_Body):
     groups: list[_Name] = Field(default_factory=list, max_length=16)
     profile: str | None = Field(default=None, max_length=100,
                                 description="A device profile of the catalog (or custom)")
-    tags: dict[str, str] = Field(default_factory=dict, max_length=32)
+    tags: dict[_TagKey, _TagValue] = Field(default_factory=dict, max_length=32)
     project: str | None = Field(default=None, max_length=100)
 
 

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 
-from tinymlaas.api.common import ERRORS
+from tinymlaas.api.common import errors
 from tinymlaas.api.deps import StudioDep
 from tinymlaas.contracts.ota import (
     ActionHistory,
@@ -44,7 +44,8 @@ from tinymlaas.service.fleet import MAX_INFERENCE_SAMPLES, MAX_RESULT_BYTES, POL
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/ddi", tags=["devices (DDI)"], responses=ERRORS)
+router = APIRouter(prefix="/ddi", tags=["devices (DDI)"],
+                   responses=errors(400, 401, 404, 409, 413, 422, 500))
 
 _target_token = APIKeyHeader(name="Authorization", auto_error=False, scheme_name="TargetToken",
                              description="`TargetToken <device credential>`")
@@ -74,8 +75,7 @@ def _sleep(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-@router.post("/enroll", response_model=Enrollment, status_code=status.HTTP_201_CREATED,
-             responses={401: ERRORS[400]})
+@router.post("/enroll", response_model=Enrollment, status_code=status.HTTP_201_CREATED)
 def enroll(body: EnrollRequest, studio: StudioDep) -> object:
     """Trade a one-time enrollment code for the device's credential and the project's
     release key (the trust anchor the device keeps)."""
