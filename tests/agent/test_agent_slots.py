@@ -13,7 +13,7 @@ from agent_support import make_release, sha256
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from helpers import write_zip
-from tinymlaas.agent.health import check_python
+from tinymlaas.agent.health import check_files, check_python
 from tinymlaas.agent.slots import (
     current_slot,
     install_slot,
@@ -118,3 +118,21 @@ def test_agent_health_check_runs_the_installed_wheel_on_the_golden_data(
     hung = check_python(content, import_name or "", golden, HealthSpec(golden="x"),
                         timeout_s=2)
     assert not hung.ok and "more than 2 s" in hung.detail
+
+
+def test_agent_installs_a_c_bundle_whose_health_is_its_files(
+        tmp_path: Path, release_key: Ed25519PrivateKey) -> None:
+    bundle = write_zip(tmp_path / "c-bundle.zip", {"src/model.c": b"int model;\n",
+                                                   "include/model.h": b"#pragma once\n",
+                                                   "manifest.json": b"{}"})
+    layout = Layout(tmp_path / "root")
+    layout.create()
+    release = make_release(release_key, bundle, None, version=2, kind="c-bundle")
+    verified = VerifiedRelease(release.document, None, release.manifest)  # type: ignore[arg-type]
+    assert install_slot(layout, "a", verified, release.files) is None
+    assert (layout.slot("a") / "content" / "src" / "model.c").read_bytes() == b"int model;\n"
+    expected = {bundle.name: sha256(bundle)}
+    assert check_files(slot_intact(layout, "a", expected)).ok
+    (layout.slot("a") / "release" / bundle.name).unlink()
+    health = check_files(slot_intact(layout, "a", expected))
+    assert not health.ok and "c-bundle.zip is missing" in health.detail

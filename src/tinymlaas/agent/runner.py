@@ -430,14 +430,18 @@ class Agent:
 
     def _gateway(self, trial: Trial, package: Path) -> HealthResult:
         # Loaded only for signed-image releases (it needs the MCU transport's packages).
-        gateway = importlib.import_module("tinymlaas.agent.gateway")
         faults.fault("health")
-        result = gateway.install_package(
-            package, self.gateway or "",
-            on_stage=lambda stage, detail: self._report(trial.action_id, "health",
-                                                        f"gateway {stage}: {detail}",
-                                                        version=trial.version, slot=trial.slot),
-            timeout_s=self.health_timeout_s)
+        try:
+            gateway = importlib.import_module("tinymlaas.agent.gateway")
+            result = gateway.install_package(
+                package, self.gateway or "",
+                on_stage=lambda stage, detail: self._report(
+                    trial.action_id, "health", f"gateway {stage}: {detail}",
+                    version=trial.version, slot=trial.slot),
+                timeout_s=self.health_timeout_s)
+        except Exception as exc:  # the MCU's transport: whatever failed, the trial is over
+            detail = exc.message if isinstance(exc, TinymlaasError) else f"{exc}"
+            return HealthResult(False, f"the gateway could not update the MCU: {detail}")
         return HealthResult(bool(result.committed), str(result.detail))
 
     # ------------------------------------------------------------------ the loop
