@@ -154,6 +154,10 @@ class Fleet:
     def history(self, device: FleetDevice) -> list[DeviceEvent]:
         return self.store.history(device.id)
 
+    def jobs_for_run(self, run: Run) -> list[InferenceJob]:
+        """What devices measured (accuracy, latency) running releases made from ``run``."""
+        return self.store.jobs_for_run(run.id, run.project)
+
     # releases -----------------------------------------------------------------------------
 
     def create_release(self, project: str, run: Run, *, name: str | None = None,

@@ -455,3 +455,16 @@ class FleetStore:
             rows = s.scalars(select(InferenceRow).where(InferenceRow.device_id == device_id)
                              .order_by(InferenceRow.created_at.desc()).limit(limit)).all()
             return [_job(r) for r in rows]
+
+    def jobs_for_run(self, run_id: str, project: str,
+                     limit: int = 50) -> builtins.list[InferenceJob]:
+        """Finished inference jobs of ``project``'s devices that ran a release made from
+        ``run_id`` (rollbacks included: they keep the run), newest first."""
+        with self.meta.session() as s:
+            rows = s.scalars(select(InferenceRow).join(ReleaseRow, (
+                ReleaseRow.project == InferenceRow.project)
+                & (ReleaseRow.version == InferenceRow.version)).where(
+                InferenceRow.project == project, ReleaseRow.run_id == run_id,
+                InferenceRow.state == "done")
+                .order_by(InferenceRow.created_at.desc()).limit(limit)).all()
+            return [_job(r) for r in rows]

@@ -7,6 +7,7 @@ from tinymlaas.web.routes import (
     auth,
     compare,
     delete,
+    fleet,
     projects,
     runs,
     searches,
@@ -16,5 +17,5 @@ from tinymlaas.web.routes import (
 __all__ = ["web_router"]
 
 web_router = APIRouter(include_in_schema=False)
-for module in (vendor, auth, projects, runs, searches, compare, assets, delete):
+for module in (vendor, auth, projects, runs, searches, compare, assets, fleet, delete):
     web_router.include_router(module.router)

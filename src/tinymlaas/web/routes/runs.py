@@ -14,6 +14,7 @@ from tinymlaas.api.responses import (
     run_events_response,
     run_export_response,
 )
+from tinymlaas.domain import Run
 from tinymlaas.errors import InvalidInputError, NotFoundError, TinymlaasError
 from tinymlaas.service.pipelines import parse_pipeline
 from tinymlaas.web.charts import layers_figure
@@ -94,7 +95,16 @@ def create_run(request: Request, project_id: str, viewer: WebSession, studio: St
     return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
 
-def _run_context(viewer: Viewer, ref: str) -> dict[str, Any]:
+def _device_jobs(studio: StudioDep, run: Run) -> list[dict[str, Any]]:
+    """What devices measured running releases made from ``run`` (newest first)."""
+    jobs = studio.fleet.jobs_for_run(run)
+    if not jobs:
+        return []
+    names = {d.id: d.name for d in studio.fleet.store.list_devices([run.project])}
+    return [{"job": j, "device": names.get(j.device_id, j.device_id)} for j in jobs]
+
+
+def _run_context(viewer: Viewer, ref: str, studio: StudioDep) -> dict[str, Any]:
     ws = viewer.workspace
     run = ws.get_run(ref)
     model = ws.get_model(run.model_id)
@@ -106,18 +116,20 @@ def _run_context(viewer: Viewer, ref: str) -> dict[str, Any]:
     return {"run": run, "row": run_row(run, {model.id: model.name}), "model": model,
             "layers": layers, "layers_figure": layers_figure(layers) if layers else None,
             "dataset": dataset, "artifacts": artifacts, "packages": packages,
-            "project": ws.get_project(run.project), "can_write": role in {"owner", "editor"}}
+            "project": ws.get_project(run.project), "can_write": role in {"owner", "editor"},
+            "device_jobs": _device_jobs(studio, run)}
 
 
 @router.get("/runs/{ref}")
-def run_page(request: Request, ref: str, viewer: WebSession) -> Response:
-    return render(request, "run.html", _run_context(viewer, ref), viewer=viewer)
+def run_page(request: Request, ref: str, viewer: WebSession, studio: StudioDep) -> Response:
+    return render(request, "run.html", _run_context(viewer, ref, studio), viewer=viewer)
 
 
 @router.get("/runs/{ref}/body")
-def run_body(request: Request, ref: str, viewer: WebSession) -> Response:
+def run_body(request: Request, ref: str, viewer: WebSession, studio: StudioDep) -> Response:
     """The steps, metrics and downloads, for the page to swap in when the run ends."""
-    return render(request, "_run_body.html", _run_context(viewer, ref), viewer=viewer)
+    return render(request, "_run_body.html", _run_context(viewer, ref, studio),
+                  viewer=viewer)
 
 
 @router.get("/runs/{ref}/events")
