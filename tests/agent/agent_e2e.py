@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -101,3 +102,55 @@ def current_release(root: Path) -> tuple[int | None, str | None]:
     package = folder / "release" / manifest["package"]["name"]
     assert hashlib.sha256(package.read_bytes()).hexdigest() == state.committed.package_sha256
     return state.committed.version, state.committed.slot
+
+
+#: Crash points before ``current`` is switched: the update resumes and commits.
+BEFORE_SWITCH = {"mid-download", "after-download"}
+#: The points of test_agent_faults.py and test_agent_faults_trial.py (split for time).
+UPDATE_POINTS = ["mid-download", "after-download", "before-replace"]
+TRIAL_POINTS = ["after-replace", "after-switch", "health"]
+
+
+def crash_and_recover(studio: Studio, tmp_path: Path, point: str) -> None:
+    """Commit a first release, crash (SIGKILL at ``point``) during the second, start again:
+    the device ends on a complete committed slot and the server shows the truth."""
+    group = f"faults-{point}"
+    device, code = enroll(studio, f"crash-{point}", group)
+    root = tmp_path / "agent"
+    first = studio.client.create_release(studio.run_id)
+    studio.client.deploy(group, release=first.id)
+    assert summary(agent(root, server=studio.url, code=code))["outcome"] == "committed"
+    assert current_release(root) == (first.version, "a")
+
+    second = studio.client.create_release(studio.run_id)
+    rollout = studio.client.deploy(group, release=second.id)
+    crashed = agent(root, fault=point)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    state = load_state(Layout(root))
+    assert state.committed is not None and state.committed.version == first.version
+    if point == "mid-download":  # a part of the package is on disk, to be resumed
+        (part,) = (root / "downloads").glob("*/*.part")
+        assert 0 < part.stat().st_size < second.manifest["signed"]["package"]["size"]
+    if point in BEFORE_SWITCH:
+        assert state.trial is None and current_release(root) == (first.version, "a")
+
+    done = agent(root)
+    assert done.returncode == 0, done.stderr
+    result = summary(done)
+    action = next(a for a in studio.client.rollout(rollout.id).actions if a.device_id == device)
+    shown = studio.client.fleet_device(device)
+    if point in BEFORE_SWITCH:
+        assert result["outcome"] == "committed", result
+        assert current_release(root) == (second.version, "b")
+        assert action.state.value == "succeeded"
+        assert (shown.version, shown.release_id) == (second.version, second.id)
+    else:
+        assert result["outcome"] == "rolled_back", result
+        assert current_release(root) == (first.version, "a")
+        assert (action.state.value, action.stage) == ("rolled_back", "rolled_back")
+        assert "rolled back to version" in action.message
+        assert (shown.version, shown.release_id) == (first.version, first.id)
+    state = load_state(Layout(root))
+    assert state.trial is None and state.pending == {}
+    assert not (root / "current.new").is_symlink()
+    assert not list((root / "slots").glob("*.partial"))

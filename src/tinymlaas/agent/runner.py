@@ -240,8 +240,9 @@ class Agent:
         sleep = parse_sleep(base.config.polling.sleep, float(self.config.poll_s))
         link = base.links.get("deploymentBase")
         outcome = Outcome("idle")
-        if link is not None:
-            action_id = link.href.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+        action_id = link.href.rstrip("/").rsplit("/", 1)[-1].split("?")[0] if link else None
+        self._clean_downloads(keep=action_id)
+        if link is not None and action_id is not None:
             outcome = self.deploy(action_id, link.href)
         inference = base.links.get("inference")
         if inference is not None:
@@ -251,6 +252,14 @@ class Agent:
             if done is not None:
                 outcome.inference = {"job": done.job_id, "samples": done.samples}
         return outcome, sleep
+
+    def _clean_downloads(self, keep: str | None) -> None:
+        """Remove the downloads of actions no longer offered (withdrawn or cancelled)."""
+        if not self.layout.downloads.is_dir():
+            return
+        for folder in self.layout.downloads.iterdir():
+            if folder.name != keep:
+                shutil.rmtree(folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ one deployment
 
