@@ -10,9 +10,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
+
+import httpx
 
 from tinymlaas.agent.store import Layout, load_state
 from tinymlaas.client import Client
@@ -154,3 +161,64 @@ def crash_and_recover(studio: Studio, tmp_path: Path, point: str) -> None:
     assert state.trial is None and state.pending == {}
     assert not (root / "current.new").is_symlink()
     assert not list((root / "slots").glob("*.partial"))
+
+
+class Proxy(BaseHTTPRequestHandler):
+    """An HTTP proxy in front of the Studio that records each request's path, Range header
+    and status, and, when ``ticket`` is set, serves it as every ``ticket.json`` (rewriting
+    the deployment's unsigned metadata to match)."""
+
+    upstream = ""
+    ticket = b""
+    seen: ClassVar[list[tuple[str, str, int]]] = []
+
+    def do_GET(self) -> None:
+        self._forward("GET")
+
+    def do_POST(self) -> None:
+        self._forward("POST")
+
+    def _forward(self, method: str) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() in ("authorization", "content-type", "range")}
+        if method == "GET" and self.ticket and self.path.endswith("/ticket.json"):
+            status, data, extra = 200, self.ticket, {}
+        else:
+            answer = httpx.request(method, self.upstream + self.path, headers=headers,
+                                   content=body)
+            status, data = answer.status_code, answer.content
+            extra = {k: v for k, v in answer.headers.items() if k.lower() == "content-range"}
+            if self.ticket and method == "GET" and "/deploymentBase/" in self.path \
+                    and status == 200:
+                document = json.loads(data)
+                for artifact in document["deployment"]["chunks"][0]["artifacts"]:
+                    if artifact["filename"] == "ticket.json":
+                        artifact["hashes"] = {"sha256": hashlib.sha256(self.ticket).hexdigest()}
+                        artifact["size"] = len(self.ticket)
+                data = json.dumps(document).encode()
+        self.seen.append((self.path, self.headers.get("Range", ""), status))
+        self.send_response(status)
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@contextmanager
+def proxy(upstream: str) -> Iterator[tuple[str, type[Proxy]]]:
+    """A :class:`Proxy` of ``upstream`` on a free port, in a thread: its URL and class."""
+    handler = type("StudioProxy", (Proxy,), {"upstream": upstream, "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()

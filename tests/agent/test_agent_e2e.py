@@ -69,6 +69,12 @@ def test_agent_enrolls_installs_and_updates_in_the_other_slot(studio: Studio,
     again = agent(tmp_path / "other", server=studio.url, code=code)
     assert again.returncode == 5 and "enrollment" in again.stderr
 
+    # a revoked device stops with the exit code of a refused credential
+    studio.client.revoke_device(device)
+    revoked = agent(root)
+    assert revoked.returncode == 5 and "revoked device credential" in revoked.stderr
+    assert current_release(root) == (second.version, "b")
+
 
 def test_agent_refuses_tampered_foreign_and_replayed_releases(studio: Studio,
                                                               tmp_path: Path) -> None:

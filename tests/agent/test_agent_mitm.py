@@ -4,74 +4,24 @@ another device, so A refuses, says why to the server, and installs nothing."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from agent_e2e import Studio, agent, current_release, enroll, summary
-
-
-class _Proxy(BaseHTTPRequestHandler):
-    upstream = ""
-    ticket = b""
-
-    def do_GET(self) -> None:
-        self._forward("GET")
-
-    def do_POST(self) -> None:
-        self._forward("POST")
-
-    def _forward(self, method: str) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() in ("authorization", "content-type", "range")}
-        if method == "GET" and self.path.endswith("/ticket.json"):
-            status, data, extra = 200, self.ticket, {}
-        else:
-            answer = httpx.request(method, self.upstream + self.path, headers=headers,
-                                   content=body)
-            status, data = answer.status_code, answer.content
-            extra = {k: v for k, v in answer.headers.items() if k.lower() == "content-range"}
-            if method == "GET" and "/deploymentBase/" in self.path and status == 200:
-                document = json.loads(data)
-                for artifact in document["deployment"]["chunks"][0]["artifacts"]:
-                    if artifact["filename"] == "ticket.json":
-                        artifact["hashes"] = {"sha256": hashlib.sha256(self.ticket).hexdigest()}
-                        artifact["size"] = len(self.ticket)
-                data = json.dumps(document).encode()
-        self.send_response(status)
-        for key, value in extra.items():
-            self.send_header(key, value)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *_: object) -> None:
-        pass
+from agent_e2e import Proxy, Studio, agent, current_release, enroll, proxy, summary
 
 
 @pytest.fixture
-def proxy(studio: Studio) -> Iterator[tuple[str, type[_Proxy]]]:
-    handler = type("Proxy", (_Proxy,), {"upstream": studio.url})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+def studio_proxy(studio: Studio) -> Iterator[tuple[str, type[Proxy]]]:
+    with proxy(studio.url) as found:
+        yield found
 
 
 def test_agent_refuses_a_ticket_signed_for_another_device(
-        studio: Studio, tmp_path: Path, proxy: tuple[str, type[_Proxy]]) -> None:
-    url, handler = proxy
+        studio: Studio, tmp_path: Path, studio_proxy: tuple[str, type[Proxy]]) -> None:
+    url, handler = studio_proxy
     device_a, code_a = enroll(studio, "door-a", "e2e-mitm")
     device_b, code_b = enroll(studio, "door-b", "e2e-mitm")
     release = studio.client.create_release(studio.run_id)
