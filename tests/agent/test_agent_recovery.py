@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,24 @@ def test_agent_without_enrollment_asks_for_the_code(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "give --server and --token" in done.stderr
+
+
+def test_agent_keeps_polling_while_the_server_is_out_of_reach(
+        tmp_path: Path, release_key: Ed25519PrivateKey) -> None:
+    layout = enrolled_root(tmp_path / "root", release_key, f"http://127.0.0.1:{free_port()}")
+    process = subprocess.Popen([sys.executable, "-m", "tinymlaas.agent.cli", "--root",
+                                str(layout.root)], stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while len(lines) < 2:  # the poll interval of agent.json is 1 s
+            line = process.stderr.readline()
+            assert line, f"the agent stopped: exit {process.wait()}, {lines}"
+            if "trying again in 1 s" in line:
+                lines.append(line)
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
