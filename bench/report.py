@@ -45,6 +45,8 @@ SCRIPTS = [
      "latency, arena, ELF flash and RAM", "[compiler.md](compiler.md#benchmark)"),
     ("bench/api.py", "server reads and run submissions under 100 concurrent clients, SQLite "
      "and PostgreSQL side by side", "below, with `--api`; [api.md](api.md#performance)"),
+    ("bench/ota.py", "an over-the-air rollout in two waves to 50 simulated devices polling the "
+     "DDI API: time to finish, poll latency, failures, bytes", "below, with `--ota`"),
 ]
 
 
@@ -99,6 +101,33 @@ def run_api(work: Path) -> dict[str, Any]:
     subprocess.run([sys.executable, str(ROOT / "api.py"), "--out", str(out)], check=True,
                    stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
+
+
+def run_ota(work: Path) -> dict[str, Any]:
+    out = work / "ota.json"
+    subprocess.run([sys.executable, str(ROOT / "ota.py"), "--json", str(out)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def render_ota(ota: dict[str, Any]) -> list[str]:
+    """The section of ``bench/ota.py``'s figures (its JSON)."""
+    import ota as ota_bench
+
+    setup = ota["parameters"]
+    return ["## Over-the-air rollout (`python bench/ota.py`)", "",
+            f"`tinymlaas serve` ({setup['workers']} process"
+            f"{'es' if setup['workers'] > 1 else ''}, {setup['database']}) on "
+            f"127.0.0.1 and {setup['devices']} simulated devices (asyncio tasks on httpx, one "
+            f"connection each, on the same CPUs) that enroll with their one-time codes and "
+            f"poll the DDI API every {setup['poll_s']:g} s. A `package-python` run of the "
+            f"digits model is deployed to their group in waves "
+            f"{', '.join(f'{w} %' for w in setup['waves'])}; each device downloads every "
+            "artifact, checks its sha256 and size, verifies the signed manifest and its own "
+            "ticket with the release key it got at enrollment, and reports each stage up to "
+            "`committed`. Poll latency is measured on the client side over every poll from "
+            f"the deploy on. Goal: {ota['goal']['text']}.", "",
+            ota_bench.table(ota), ""]
 
 
 def render_api(api: dict[str, Any]) -> list[str]:
@@ -186,6 +215,8 @@ def render(report: dict[str, Any]) -> str:
         lines.append(installers.table(report["installers"]))
     if report.get("api"):
         lines += ["", *render_api(report["api"])]
+    if report.get("ota"):
+        lines += ["", *render_ota(report["ota"])]
     return "\n".join(lines) + "\n"
 
 
@@ -196,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-repeats", type=int, default=5)
     parser.add_argument("--api", action="store_true",
                         help="also run bench/api.py (SQLite and PostgreSQL)")
+    parser.add_argument("--ota", action="store_true",
+                        help="also run bench/ota.py (a rollout to 50 simulated devices)")
     parser.add_argument("--out", type=Path, default=ROOT.parent / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=ROOT / "results" / "report.json")
     args = parser.parse_args(argv)
@@ -213,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         installers = run_installers(args.models, work) if args.models else []
         print("API...", file=sys.stderr) if args.api else None
         api = run_api(work) if args.api else None
+        print("OTA rollout...", file=sys.stderr) if args.ota else None
+        ota = run_ota(work) if args.ota else None
     report = {"meta": meta, "engine": engine, "demo": demo, "installers": installers,
-              "api": api}
+              "api": api, "ota": ota}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(report), encoding="utf-8")
     args.json.parent.mkdir(parents=True, exist_ok=True)
