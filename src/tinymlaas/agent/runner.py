@@ -187,6 +187,8 @@ class Agent:
             except ServiceUnavailableError as exc:
                 self.log(f"{action_id}: final feedback not delivered yet: {exc}")
                 return
+            except AuthenticationError:
+                raise  # kept for when the device has a working credential again
             except TinymlaasError as exc:  # the server no longer wants it (404, 4xx)
                 self.log(f"{action_id}: final feedback refused by the server: {exc}")
             self.state.finish(action_id, feedback)
