@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 from fastapi.testclient import TestClient
-from web_support import PASSWORD, log_in, shot, sign_in, text_of
+from web_support import PASSWORD, log_in, no_horizontal_overflow, shot, sign_in, text_of
 
 from tinymlaas.api.testing import write_digits_onnx
 from tinymlaas.domain import Pipeline, RunStatus
@@ -221,6 +221,15 @@ def test_enroll_deploy_and_follow_a_device(site, new_page, tmp_path: Path) -> No
         assert answer.status == 404, (path, answer.status)
     assert device.action() is not None, "the rollout still runs"
 
+    # at phone width the fleet and device pages do not scroll sideways
+    phone = new_page(width=390, height=844)
+    log_in(phone, "fleet-owner@example.com")
+    for path in ("/fleet", device_url):
+        phone.goto(path)
+        scroll, width = no_horizontal_overflow(phone)
+        assert scroll <= width, (path, scroll, width)
+    shot(phone, "fleet-phone")
+
     # revoke: the device's credential stops working
     page.goto(device_url)
     page.get_by_role("button", name="Revoke").click()
@@ -228,6 +237,19 @@ def test_enroll_deploy_and_follow_a_device(site, new_page, tmp_path: Path) -> No
     assert page.locator("#device-health").inner_text().strip() == "revoked"
     assert device.http.get(device.base, headers=device.headers).status_code == 401
     assert page.get_by_role("form", name="Run inference on this device").count() == 0
+
+    # a new enrollment code, shown once, brings the device back with a new credential
+    page.get_by_role("button", name="New enrollment code").click()
+    renewed = page.locator("#enrollment-code").inner_text().strip()
+    assert renewed.startswith("tmle_") and renewed != code
+    assert renewed in page.locator("#agent-command").inner_text()
+    page.goto(device_url)
+    assert renewed not in page.content()
+    assert page.locator("#device-health").inner_text().strip() != "revoked"
+    back = Device(site.url, renewed)
+    assert back.identity["controller_id"] == device.identity["controller_id"]
+    assert back.http.get(back.base, headers=back.headers).status_code == 200
+    assert device.http.get(device.base, headers=device.headers).status_code == 401
 
 
 def _csrf(http: TestClient, path: str) -> str:
@@ -287,6 +309,17 @@ def test_fleet_forms_answer_bad_input_with_a_clear_4xx(http: TestClient, tmp_pat
     assert post("/fleet/devices/fdev-nope/revoke").status_code == 404
 
     rollout = api.deploy("lab", run=run.id)
+    # a viewer of the project sees the rollout without its buttons, and cannot press them
+    with TestClient(http.app, raise_server_exceptions=False) as watcher:
+        sign_in(watcher, "viewer@example.com")
+        api.share_project(device.project, "viewer@example.com", role="viewer")
+        seen = watcher.get("/fleet")
+        assert seen.status_code == 200 and f'id="rollout-{rollout.id}"' in seen.text
+        assert f"/fleet/rollouts/{rollout.id}/pause" not in seen.text
+        pressed = watcher.post(f"/fleet/rollouts/{rollout.id}/pause", data={
+            "csrf_token": _csrf(watcher, "/fleet")}, follow_redirects=False)
+        assert pressed.status_code == 403 and "editor role" in text_of(pressed.text)
+        assert api.rollout(rollout.id).state.value == "running"
     assert post(f"/fleet/rollouts/{rollout.id}/explode").status_code == 404
     again = post(f"/fleet/rollouts/{rollout.id}/resume")
     assert again.status_code == 409 and "only a paused rollout" in text_of(again.text)

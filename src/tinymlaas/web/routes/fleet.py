@@ -76,6 +76,7 @@ def _fleet_page(request: Request, viewer: Viewer, studio: StudioDep, *,
         "devices": devices, "health": {d.id: device_health(d) for d in devices},
         "rollouts": fleet.rollouts(), "actions": ROLLOUT_ACTIONS, "verbs": _VERBS,
         "projects": projects, "writable": _writable(viewer), "groups": groups,
+        "can_write": {p.id for p in _writable(viewer)},
         "profiles": studio.services.list_devices(ws.projects),
         "runs": deployable_runs(viewer),
         "enroll_form": enroll_form or {"project": ws.user.default_project},
@@ -117,11 +118,16 @@ def enroll(request: Request, viewer: WebSession, studio: StudioDep,
         _keep_project_404(exc)
         return _fleet_page(request, viewer, studio, enroll_form=form,
                            errors={"enroll": exc.message}, status_code=exc.http_status)
+    return _fleet_page(request, viewer, studio, enrolled=_enrolled(request, device.name, code),
+                       status_code=201)
+
+
+def _enrolled(request: Request, name: str, code: str) -> dict[str, Any]:
+    """What the page shows once: the code and the agent's command line for this server."""
     server = str(request.base_url).rstrip("/")
-    enrolled = {"device": device, "code": code, "hours": int(CODE_TTL.total_seconds() // 3600),
-                "command": f"tinymlaas agent --server {server} --token {code} "
-                           "--root /var/lib/tinymlaas-agent"}
-    return _fleet_page(request, viewer, studio, enrolled=enrolled, status_code=201)
+    return {"name": name, "code": code, "hours": int(CODE_TTL.total_seconds() // 3600),
+            "command": f"tinymlaas agent --server {server} --token {code} "
+                       "--root /var/lib/tinymlaas-agent"}
 
 
 def _number(text: str, what: str) -> float | None:
@@ -199,6 +205,7 @@ def rollout_action(request: Request, ref: str, action: str, viewer: WebSession,
 
 def _device_page(request: Request, viewer: Viewer, studio: StudioDep, ref: str, *,
                  form: dict[str, Any] | None = None, error: str | None = None,
+                 enrolled: dict[str, Any] | None = None,
                  status_code: int = 200) -> Response:
     fleet = _fleet(viewer, studio)
     ws = viewer.workspace
@@ -213,7 +220,7 @@ def _device_page(request: Request, viewer: Viewer, studio: StudioDep, ref: str, 
         "history": studio.fleet.history(device), "jobs": jobs, "datasets": datasets,
         "can_write": ws.roles.get(device.project) in {"owner", "editor"},
         "max_samples": MAX_INFERENCE_SAMPLES,
-        "form": form or {"limit": "100"}, "error": error,
+        "form": form or {"limit": "100"}, "error": error, "enrolled": enrolled,
         "queued": request.query_params.get("queued")},
         viewer=viewer, status_code=status_code)
 
@@ -231,6 +238,18 @@ def revoke(request: Request, ref: str, viewer: WebSession, studio: StudioDep,
     check_csrf(request, csrf_token)
     device = studio.fleet.revoke(_fleet(viewer, studio).device(ref, write=True))
     return RedirectResponse(f"/fleet/devices/{device.id}", status_code=303)
+
+
+@router.post("/fleet/devices/{ref}/enrollment-code")
+def renew_code(request: Request, ref: str, viewer: WebSession, studio: StudioDep,
+               csrf_token: Annotated[str, Form()] = "") -> Response:
+    """A new one-time enrollment code, shown this once; the device's current credential
+    stops working (a lost code, a device wiped, or a revoked one brought back)."""
+    check_csrf(request, csrf_token)
+    device = _fleet(viewer, studio).device(ref, write=True)
+    code = studio.fleet.renew_code(device)
+    return _device_page(request, viewer, studio, device.id,
+                        enrolled=_enrolled(request, device.name, code))
 
 
 @router.post("/fleet/devices/{ref}/inference")
