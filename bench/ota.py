@@ -84,6 +84,8 @@ STAGES = ("downloading", "downloaded", "verified", "installed", "switched", "hea
 GOALS = {"failed": 0, "rollout_s": 30.0, "poll_p99_ms": 250.0}
 #: Attempts of one request on a transport error or a 5xx answer.
 ATTEMPTS = 3
+#: Polls one device makes alone once the rollout has ended, for the cost of a poll unloaded.
+ALONE_POLLS = 50
 
 console = Console(width=120)
 
@@ -126,6 +128,7 @@ class SimulatedDevice:
         self.random = random.Random(seed)
         self.handled: set[str] = set()
         self.identity: dict[str, Any] = {}
+        self.base = ""
 
     async def run(self) -> None:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -134,8 +137,8 @@ class SimulatedDevice:
             self.identity = answer.json()
             self.key = load_public_key(self.identity["public_key"])
             http.headers["Authorization"] = f"TargetToken {self.identity['token']}"
-            base = (f"/ddi/{self.identity['tenant']}/controller/v1/"
-                    f"{self.identity['controller_id']}")
+            self.base = base = (f"/ddi/{self.identity['tenant']}/controller/v1/"
+                                f"{self.identity['controller_id']}")
             # devices do not poll in step: each starts at a random point of the interval
             await self._sleep(self.random.uniform(0, self.poll_s))
             polled = False
@@ -290,6 +293,19 @@ class SimulatedDevice:
         return manifest.version
 
 
+async def polls_alone(url: str, device: SimulatedDevice, count: int) -> list[float]:
+    """Milliseconds of ``count`` polls one after the other from ``device`` alone: what a
+    poll costs when nothing else is asked of the server."""
+    headers = {"Authorization": f"TargetToken {device.identity['token']}"}
+    latencies = []
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+        for _ in range(count):
+            began = time.perf_counter()
+            (await http.get(device.base)).raise_for_status()
+            latencies.append((time.perf_counter() - began) * 1000)
+    return latencies
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds of process ``pid`` and its living children."""
     import psutil
@@ -355,6 +371,7 @@ async def _rollout(url: str, token: str, run_id: str, codes: dict[str, str],
         closed.cancel()
         stop.set()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        alone = await polls_alone(url, devices[0], ALONE_POLLS)
     finally:
         stop.set()
         for task in tasks:
@@ -377,6 +394,8 @@ async def _rollout(url: str, token: str, run_id: str, codes: dict[str, str],
         "polls": len(during), "polls_total": len(tally.polls), "poll_errors": tally.poll_errors,
         "poll_ms": {"p50": percentile(during, 50), "p95": percentile(during, 95),
                     "p99": percentile(during, 99), "max": max(during, default=float("nan"))},
+        "poll_alone_ms": {"polls": len(alone), "p50": percentile(alone, 50),
+                          "p99": percentile(alone, 99)},
         "bytes_downloaded": tally.bytes_downloaded,
         "bytes_per_device": tally.bytes_downloaded / len(codes),
         "artifacts_downloaded": tally.artifacts_downloaded, "feedbacks": tally.feedbacks,
@@ -502,6 +521,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
          f"{polls['p50']:.1f} / {polls['p95']:.1f} / {polls['p99']:.1f} ms",
          goal("poll_p99_ms", f"p99 ≤ {GOALS['poll_p99_ms']:.0f} ms")),
         ("polls (errors)", f"{r['polls']:,} ({r['poll_errors']})", ""),
+        ("one device polling alone afterwards: p50 / p99",
+         f"{r['poll_alone_ms']['p50']:.1f} / {r['poll_alone_ms']['p99']:.1f} ms", ""),
         ("one device: offer → committed p50 / max",
          "-" if r["device_update_s"]["max"] is None else
          f"{r['device_update_s']['p50']:.2f} / {r['device_update_s']['max']:.2f} s", ""),

@@ -114,20 +114,28 @@ def render_ota(ota: dict[str, Any]) -> list[str]:
     """The section of ``bench/ota.py``'s figures (its JSON)."""
     import ota as ota_bench
 
-    setup = ota["parameters"]
+    setup, meta, results = ota["parameters"], ota["meta"], ota["results"]
+    cpu, alone = results["cpu"], results["poll_alone_ms"]
+    workers = f"{setup['workers']} process{'es' if setup['workers'] > 1 else ''}"
     return ["## Over-the-air rollout (`python bench/ota.py`)", "",
-            f"`tinymlaas serve` ({setup['workers']} process"
-            f"{'es' if setup['workers'] > 1 else ''}, {setup['database']}) on "
-            f"127.0.0.1 and {setup['devices']} simulated devices (asyncio tasks on httpx, one "
-            f"connection each, on the same CPUs) that enroll with their one-time codes and "
-            f"poll the DDI API every {setup['poll_s']:g} s. A `package-python` run of the "
-            f"digits model is deployed to their group in waves "
+            f"Measured on {meta['when']} ({meta['cpus']} CPUs, load average "
+            f"{meta['load']:.1f} when it started). `tinymlaas serve` ({workers}, "
+            f"{setup['database']}) on 127.0.0.1 and {setup['devices']} simulated devices "
+            "(asyncio tasks on httpx, one connection each, on the same CPUs) that enroll with "
+            f"their one-time codes and poll the DDI API every {setup['poll_s']:g} s. A "
+            "`package-python` run of the digits model is deployed to their group in waves "
             f"{', '.join(f'{w} %' for w in setup['waves'])}; each device downloads every "
             "artifact, checks its sha256 and size, verifies the signed manifest and its own "
             "ticket with the release key it got at enrollment, and reports each stage up to "
             "`committed`. Poll latency is measured on the client side over every poll from "
             f"the deploy on. Goal: {ota['goal']['text']}.", "",
-            ota_bench.table(ota), ""]
+            ota_bench.table(ota), "",
+            f"From the deploy to the end the server used {cpu['server_s']:.1f} CPU seconds in "
+            f"{cpu['window_s']:.1f} s ({cpu['server_s'] / cpu['window_s']:.0%} of one CPU) "
+            f"and the simulated devices {cpu['devices_s']:.1f}. One device polling alone "
+            f"once the rollout had ended was answered in {alone['p50']:.1f} ms (p50); poll "
+            "latency above that is mostly time spent waiting behind other requests and for the "
+            "CPUs, which the server, the devices and anything else on the machine share.", ""]
 
 
 def render_api(api: dict[str, Any]) -> list[str]:

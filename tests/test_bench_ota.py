@@ -48,6 +48,8 @@ def test_the_ota_benchmark_updates_every_device_and_writes_its_json(tmp_path: Pa
     assert 0 < r["polls"] <= r["polls_total"]
     polls = r["poll_ms"]
     assert 0 < polls["p50"] <= polls["p95"] <= polls["p99"] <= polls["max"]
+    assert r["poll_alone_ms"]["polls"] == 50
+    assert 0 < r["poll_alone_ms"]["p50"] <= r["poll_alone_ms"]["p99"]
     assert not math.isnan(r["device_update_s"]["p50"])
     assert r["cpu"]["server_s"] > 0
     assert "devices succeeded / failed" in proc.stdout and "5 / 0" in proc.stdout
