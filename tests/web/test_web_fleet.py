@@ -185,6 +185,7 @@ def test_enroll_deploy_and_follow_a_device(site, new_page, tmp_path: Path) -> No
     assert measured.locator(f"tr[data-job={job}]").count() == 1
     assert "pi-1" in measured.inner_text() and "4.500 ms" in measured.inner_text()
     assert measured.locator("tr.host").count() == 1
+    shot(page, "fleet-run")
 
     # a second release, then one click rolls the group back to the first (as v3)
     page.goto("/fleet")
@@ -289,7 +290,8 @@ def test_fleet_forms_answer_bad_input_with_a_clear_4xx(http: TestClient, tmp_pat
             ({"run": run.id, "group": "lab", "waves": "100,50"}, 400, "rising percentages"),
             ({"run": run.id, "group": "lab", "waves": "ten"}, 400, "percentages separated"),
             ({"run": run.id, "group": "lab", "max_latency_ms": "fast"}, 400, "a number"),
-            ({"run": run.id, "group": "lab", "error_threshold": "150"}, 400, "0 to 100"),
+            ({"run": run.id, "group": "lab", "error_threshold": "150"}, 400, "from 0 to 100"),
+            ({"run": run.id, "group": "lab", "max_latency_ms": "0"}, 400, "above 0"),
             ({"run": run.id, "group": "nobody"}, 400, "has no devices"),
             ({"run": "run-nope", "group": "lab"}, 404, "not found")):
         answer = post("/fleet/rollouts", **form)
@@ -308,7 +310,13 @@ def test_fleet_forms_answer_bad_input_with_a_clear_4xx(http: TestClient, tmp_pat
     assert post("/fleet/rollouts/rol-nope/pause").status_code == 404
     assert post("/fleet/devices/fdev-nope/revoke").status_code == 404
 
-    rollout = api.deploy("lab", run=run.id)
+    made = post("/fleet/rollouts", run=run.id, group=" lab ", waves="50, 100",
+                error_threshold="0", max_latency_ms="250")
+    assert made.status_code == 303 and made.headers["location"].startswith("/fleet?deployed=")
+    [rollout] = api.list_rollouts()
+    assert rollout.waves == [50, 100] and rollout.error_threshold == 0
+    release = next(r for r in api.list_releases() if r.id == rollout.release_id)
+    assert release.manifest["signed"]["health"]["max_latency_ms"] == 250
     # a viewer of the project sees the rollout without its buttons, and cannot press them
     with TestClient(http.app, raise_server_exceptions=False) as watcher:
         sign_in(watcher, "viewer@example.com")

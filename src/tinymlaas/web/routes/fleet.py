@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from tinymlaas.api.deps import StudioDep
-from tinymlaas.domain import Run, RunStatus
+from tinymlaas.domain import Project, Run, RunStatus
 from tinymlaas.domain.entities import INSTALLER_KINDS
 from tinymlaas.domain.fleet import RolloutState, device_health
 from tinymlaas.errors import InvalidInputError, NotFoundError, TinymlaasError
@@ -45,17 +45,17 @@ def _fleet(viewer: Viewer, studio: StudioDep) -> FleetView:
     return FleetView(studio.fleet, viewer.workspace)
 
 
-def _writable(viewer: Viewer) -> list[Any]:
+def _writable(viewer: Viewer) -> list[Project]:
     """The user's projects they may change (owner or editor), for the forms."""
     ws = viewer.workspace
     return [p for p in ws.list_projects() if ws.roles.get(p.id) in {"owner", "editor"}]
 
 
-def deployable_runs(viewer: Viewer, limit: int = 100) -> list[Run]:
-    """Finished runs whose last step is an installer (what a release is made from)."""
+def deployable_runs(viewer: Viewer, writable: set[str], limit: int = 100) -> list[Run]:
+    """Finished runs of the ``writable`` projects whose last step is an installer (what a
+    release is made from), newest first."""
     ws = viewer.workspace
     produces = {t.name: t.produces for t in ws.list_transformers()}
-    writable = {p.id for p in _writable(viewer)}
     return [r for r in ws.list_runs()
             if r.project in writable and r.steps
             and r.status in (RunStatus.succeeded, RunStatus.degraded)
@@ -72,13 +72,15 @@ def _fleet_page(request: Request, viewer: Viewer, studio: StudioDep, *,
     projects = {p.id: p for p in ws.list_projects()}
     devices = fleet.devices()
     groups = sorted({g for d in devices for g in d.groups})
+    writable = _writable(viewer)
+    can_write = {p.id for p in writable}
     return render(request, "fleet.html", {
         "devices": devices, "health": {d.id: device_health(d) for d in devices},
         "rollouts": fleet.rollouts(), "actions": ROLLOUT_ACTIONS, "verbs": _VERBS,
-        "projects": projects, "writable": _writable(viewer), "groups": groups,
-        "can_write": {p.id for p in _writable(viewer)},
+        "projects": projects, "writable": writable, "groups": groups,
+        "can_write": can_write,
         "profiles": studio.services.list_devices(ws.projects),
-        "runs": deployable_runs(viewer),
+        "runs": deployable_runs(viewer, can_write),
         "enroll_form": enroll_form or {"project": ws.user.default_project},
         "deploy_form": deploy_form or {"waves": "100"},
         "enrolled": enrolled, "errors": errors or {},
@@ -130,7 +132,10 @@ def _enrolled(request: Request, name: str, code: str) -> dict[str, Any]:
                        "--root /var/lib/tinymlaas-agent"}
 
 
-def _number(text: str, what: str) -> float | None:
+def _number(text: str, what: str, *, low: float = 0.0, high: float = 1e7,
+            zero: bool = False) -> float | None:
+    """An optional number typed in a form, within bounds (``zero``: ``low`` itself is
+    allowed)."""
     text = text.strip()
     if not text:
         return None
@@ -138,8 +143,9 @@ def _number(text: str, what: str) -> float | None:
         value = float(text)
     except ValueError:
         raise InvalidInputError(f"{what} must be a number, not {text!r}") from None
-    if not 0 < value < 1e7:
-        raise InvalidInputError(f"{what} must be above 0 and below 10,000,000")
+    if not (low <= value if zero else low < value) or not value <= high:
+        raise InvalidInputError(f"{what} must be {'from' if zero else 'above'} {low:g} "
+                                f"to {high:g}")
     return value
 
 
@@ -171,9 +177,8 @@ def deploy(request: Request, viewer: WebSession, studio: StudioDep,
                                     "installer)")
         if not group.strip():
             raise InvalidInputError("give the group of devices to deploy to")
-        threshold = _number(error_threshold, "the failure threshold (%)")
-        if threshold is not None and threshold > 100:
-            raise InvalidInputError("the failure threshold is a percentage, 0 to 100")
+        threshold = _number(error_threshold, "the failure threshold (%)", high=100,
+                            zero=True)
         rollout = _fleet(viewer, studio).deploy(
             group.strip(), run=run, waves=_waves(waves),
             error_threshold=0.2 if threshold is None else threshold / 100,
