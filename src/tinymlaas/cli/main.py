@@ -867,6 +867,14 @@ from tinymlaas.agent.cli import agent as agent_command  # noqa: E402
 app.command("agent")(agent_command)
 
 
+#: Top-level packages of the ``server`` extra (pyproject.toml).
+SERVER_STACK = frozenset({"torch", "torchao", "torch_pruning", "onnx", "onnxruntime",
+                          "onnxscript", "onnxsim", "optuna", "sklearn", "PIL", "sqlalchemy",
+                          "alembic", "psycopg", "psutil", "fastapi", "starlette", "uvicorn",
+                          "multipart", "argon2", "huggingface_hub", "transformers", "jinja2",
+                          "plotly", "zxcvbn", "fastapi_offline", "imgtool"})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: our errors print one readable line and exit with their code."""
     try:
@@ -874,6 +882,14 @@ def main(argv: list[str] | None = None) -> None:
     except TinymlaasError as exc:
         err_console.print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SERVER_STACK:
+            raise
+        # `pip install tinymlaas` is the SDK and the agent; the rest needs the server stack
+        err_console.print(f"[red]error:[/] this command needs {exc.name}, part of the server "
+                          "stack: pip install 'tinymlaas\\[server]'", highlight=False,
+                          soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -13,7 +13,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from tinymlaas.domain.units import human_bytes, human_kib, human_mib
-from tinymlaas.engine import RunEvent
+
+if TYPE_CHECKING:
+    from tinymlaas.engine import RunEvent
 
 __all__ = ["RunProgress", "console", "err_console", "fmt", "human_bytes", "human_kib",
            "human_mib", "print_json", "status", "table"]

@@ -38,11 +38,11 @@ from tinymlaas.errors import UnsafeInputError
 
 __all__ = [
     "ControllerBase",
-    "DeploymentBase",
-    "DeploymentTicket",
     "DdiArtifact",
     "DdiChunk",
     "DdiDeployment",
+    "DeploymentBase",
+    "DeploymentTicket",
     "EnrollRequest",
     "Enrollment",
     "Feedback",

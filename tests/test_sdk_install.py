@@ -1,0 +1,59 @@
+"""``pip install tinymlaas`` (no extras) is the SDK's and the device agent's install: it
+brings no server stack, the agent runs, and a server command says what to install."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("sqlalchemy", "fastapi", "torch", "onnx", "onnxruntime", "alembic", "starlette")
+
+
+def test_base_dependencies_leave_the_server_stack_to_its_extra() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = {d.split(">")[0].split("=")[0].split("[")[0].strip().lower()
+            for d in project["dependencies"]}
+    assert not base & {"torch", "onnx", "onnxruntime", "sqlalchemy", "fastapi", "uvicorn"}
+    server = " ".join(project["optional-dependencies"]["server"])
+    assert all(name in server for name in ("torch==", "sqlalchemy", "fastapi", "onnx=="))
+
+
+@pytest.mark.slow
+def test_the_plain_install_runs_the_agent_without_the_server_stack(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # a copy: building in the tree would leave build/ behind
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", str(source)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    probe = ("import importlib.util as u, sys; "
+             f"print([m for m in {HEAVY!r} if u.find_spec(m)])")
+    found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+                           check=True, timeout=60)
+    assert found.stdout.strip() == "[]", "the plain install pulled in the server stack"
+
+    imports = subprocess.run(
+        [str(python), "-c", "import tinymlaas.agent.runner, tinymlaas.contracts.ota; "
+         "print('ok')"], capture_output=True, text=True, timeout=60, check=False)
+    assert imports.stdout.strip() == "ok", imports.stderr
+    cli = venv / "bin" / "tinymlaas"
+    helped = subprocess.run([str(cli), "agent", "--help"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert helped.returncode == 0 and "--root" in helped.stdout, helped.stderr
+    server = subprocess.run([str(cli), "--home", str(tmp_path / "home"), "models", "list"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert server.returncode == 1
+    assert "pip install 'tinymlaas[server]'" in server.stderr, server.stderr
