@@ -27,7 +27,7 @@ import base64
 import hashlib
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -290,7 +290,8 @@ class FeedbackStatus(_Message):
                        "downloaded", "download"]
     result: FeedbackResult
     code: int | None = None
-    details: list[str] = Field(default_factory=list, max_length=50)
+    details: list[Annotated[str, Field(max_length=4000)]] = Field(default_factory=list,
+                                                                 max_length=50)
     tinymlaas: AgentReport | None = None
 
 
