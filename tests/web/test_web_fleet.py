@@ -134,6 +134,7 @@ def test_enroll_deploy_and_follow_a_device(site, new_page, tmp_path: Path) -> No
     deploy.get_by_role("button", name="Deploy").click()
     page.wait_for_url(re.compile(r"/fleet\?deployed=rol-"))
     first = page.url.split("deployed=", 1)[1].split("#", 1)[0]
+    assert first in page.get_by_role("status").filter(has_text="started").inner_text()
     assert _row_state(page, first) == "running"
     assert "offered 1" in page.locator(f"#rollout-{first} .counts").inner_text()
 
@@ -328,6 +329,15 @@ def test_fleet_forms_answer_bad_input_with_a_clear_4xx(http: TestClient, tmp_pat
             "csrf_token": _csrf(watcher, "/fleet")}, follow_redirects=False)
         assert pressed.status_code == 403 and "editor role" in text_of(pressed.text)
         assert api.rollout(rollout.id).state.value == "running"
+    for path in ("/fleet/devices", "/fleet/rollouts", f"/fleet/rollouts/{rollout.id}/cancel",
+                 f"/fleet/rollouts/{rollout.id}/rollback", f"/fleet/devices/{device.id}/revoke",
+                 f"/fleet/devices/{device.id}/inference",
+                 f"/fleet/devices/{device.id}/enrollment-code"):
+        forged = http.post(path, data={"csrf_token": "forged", "name": "z", "run": run.id,
+                                       "group": "lab", "dataset": data.id})
+        assert forged.status_code == 403, (path, forged.status_code)
+    assert api.rollout(rollout.id).state.value == "running"
+    assert api.fleet_device(device.id).revoked_at is None
     assert post(f"/fleet/rollouts/{rollout.id}/explode").status_code == 404
     again = post(f"/fleet/rollouts/{rollout.id}/resume")
     assert again.status_code == 409 and "only a paused rollout" in text_of(again.text)

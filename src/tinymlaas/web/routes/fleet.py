@@ -72,11 +72,12 @@ def _fleet_page(request: Request, viewer: Viewer, studio: StudioDep, *,
     projects = {p.id: p for p in ws.list_projects()}
     devices = fleet.devices()
     groups = sorted({g for d in devices for g in d.groups})
+    rollouts = fleet.rollouts()
     writable = _writable(viewer)
     can_write = {p.id for p in writable}
     return render(request, "fleet.html", {
         "devices": devices, "health": {d.id: device_health(d) for d in devices},
-        "rollouts": fleet.rollouts(), "actions": ROLLOUT_ACTIONS, "verbs": _VERBS,
+        "rollouts": rollouts, "actions": ROLLOUT_ACTIONS, "verbs": _VERBS,
         "projects": projects, "writable": writable, "groups": groups,
         "can_write": can_write,
         "profiles": studio.services.list_devices(ws.projects),
@@ -84,8 +85,8 @@ def _fleet_page(request: Request, viewer: Viewer, studio: StudioDep, *,
         "enroll_form": enroll_form or {"project": ws.user.default_project},
         "deploy_form": deploy_form or {"waves": "100"},
         "enrolled": enrolled, "errors": errors or {},
-        "deployed": request.query_params.get("deployed"),
-        "done": request.query_params.get("done")}, viewer=viewer, status_code=status_code)
+        "deployed": request.query_params.get("deployed")},
+        viewer=viewer, status_code=status_code)
 
 
 @router.get("/fleet")
