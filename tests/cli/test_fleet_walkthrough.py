@@ -105,4 +105,11 @@ def test_enroll_deploy_install_and_roll_back(server, tmp_path: Path) -> None:
     assert stages[0] == "rolled_back" and "committed" in stages and "health" in stages
     listed = json.loads(_cli(user, "fleet", "list", "--json").stdout)
     assert [(d["name"], d["version"]) for d in listed] == [("dev1", good.version)]
+    wide = {**user, "COLUMNS": "250"}
+    shown = _cli(wide, "fleet", "rollout", bad.id).stdout
+    assert "dev1" in shown and "rolled_back" in shown and f"v{bad.version}" in shown
+    table = _cli(wide, "fleet", "rollouts").stdout
+    assert good.id in table and bad.id in table and "succeeded" in table
+    history = _cli(wide, "fleet", "show", "dev1").stdout
+    assert "committed" in history and "rolled_back" in history
     studio.close()

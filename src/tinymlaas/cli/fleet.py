@@ -41,9 +41,9 @@ class LocalFleet:
         return self.fleet.store.get_device(ref)
 
     def enroll_device(self, name: str, *, groups: list[str], profile: str | None,
-                      project: str | None) -> dict[str, Any]:
+                      tags: dict[str, str], project: str | None) -> dict[str, Any]:
         device, code = self.fleet.enroll(project or "default", name, groups=groups,
-                                         profile=profile)
+                                         profile=profile, tags=tags)
         return {**device.model_dump(mode="json"), "enrollment_code": code}
 
     def renew_enrollment(self, ref: str) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def _show_rollout(rollout: Rollout, as_json: bool) -> None:
     console.print(f"rollout [bold]{rollout.id}[/] of release v{rollout.version} to group "
                   f"[bold]{rollout.group}[/]: {status(rollout.state.value)}  waves "
                   f"{','.join(map(str, rollout.waves))}  ({rollout.message})")
-    console.print(table(["device", "wave", "state", "stage", "message"],
+    console.print(table("devices", ["device", "wave", "state", "stage", "message"],
                         [[a.device_name, str(a.wave + 1), status(a.state.value), a.stage or "",
                           a.message] for a in rollout.actions]))
 
@@ -131,17 +131,22 @@ def enroll(name: Annotated[str, typer.Argument(help="The device's name in the pr
                                                            help="A group (repeatable).")] = None,
            profile: Annotated[str | None, typer.Option(help="Device profile from the catalog "
                                                        "(`tinymlaas devices list`).")] = None,
+           tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable).")] = None,
            renew: Annotated[bool, typer.Option("--renew", help="A new code for an existing "
                                                "device (its credential stops working).")]
            = False,
            project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """Add a device and print its one-time enrollment code, for `tinymlaas agent --token`."""
+    pairs = [t.partition("=") for t in tag or []]
+    if any(not key or not sep for key, sep, _ in pairs):
+        raise typer.BadParameter("tags are KEY=VALUE", param_hint="--tag")
     client = _client()
     try:
         if renew:
             enrolled = _dump(client.renew_enrollment(name))
         else:
             enrolled = _dump(client.enroll_device(name, groups=group or [], profile=profile,
+                                                  tags={k: v for k, _, v in pairs},
                                                   project=project))
     finally:
         client.close()
@@ -167,7 +172,7 @@ def list_devices(group: Annotated[str | None, typer.Option(help="Only this group
     if as_json:
         print_json([d.model_dump(mode="json") for d in devices])
         return
-    console.print(table(["name", "id", "groups", "version", "health", "last seen"],
+    console.print(table("devices", ["name", "id", "groups", "version", "health", "last seen"],
                         [[d.name, d.id, ",".join(d.groups), fmt(d.version, "d"),
                           status(device_health(d)),
                           d.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if d.last_seen_at
@@ -188,7 +193,7 @@ def show_device(ref: Annotated[str, typer.Argument(help="Device id or name.")],
         return
     console.print(f"[bold]{detail['name']}[/] ({detail['id']})  version "
                   f"{detail['version'] or '-'}  health {detail['health']}")
-    console.print(table(["at", "version", "stage", "message"],
+    console.print(table("history", ["at", "version", "stage", "message"],
                         [[e["at"][:19], str(e["version"] or ""), e["stage"], e["message"]]
                          for e in detail["history"]]))
 
@@ -248,7 +253,7 @@ def rollouts(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json([r.model_dump(mode="json") for r in found])
         return
-    console.print(table(["id", "version", "group", "state", "devices", "message"],
+    console.print(table("rollouts", ["id", "version", "group", "state", "devices", "message"],
                         [[r.id, str(r.version), r.group, status(r.state.value),
                           ", ".join(f"{n} {s}" for s, n in sorted(r.counts.items())),
                           r.message] for r in found]))
