@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tinymlaas.contracts.ota import (
     AgentReport,
@@ -112,6 +113,15 @@ class Fleet:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.store = FleetStore(services.meta)
+        self._keys: dict[str, Ed25519PrivateKey] = {}
+
+    def release_key(self, project: str) -> Ed25519PrivateKey:
+        """The project's release signing key (made on first use; read once per process)."""
+        if project not in self._keys:
+            from tinymlaas.installers.signing import release_key
+
+            self._keys[project] = release_key(self.services.engine.key_dir(project))
+        return self._keys[project]
 
     # devices ------------------------------------------------------------------------------
 
@@ -254,9 +264,7 @@ class Fleet:
                  package_name: str, package_kind: str, golden_sha: str | None,
                  health: HealthSpec, device_profile: str | None,
                  rollback_of: str | None = None) -> Release:
-        from tinymlaas.installers.signing import release_key
-
-        key = release_key(self.services.engine.key_dir(project))
+        key = self.release_key(project)
         files = [self._file(package_name, package_sha, package_kind)]
         if golden_sha is not None:
             files.append(self._file(GOLDEN_FILE, golden_sha, "golden-npz"))
@@ -408,9 +416,7 @@ class Fleet:
         if device is None:
             raise AuthenticationError("unknown, used or expired enrollment code; make a new "
                                       "one with `tinymlaas fleet enroll NAME --renew`")
-        from tinymlaas.installers.signing import release_key
-
-        public = release_key(self.services.engine.key_dir(device.project)).public_key()
+        public = self.release_key(device.project).public_key()
         self.store.add_event(device.id, "enrolled", "credential issued")
         return Enrollment(tenant=device.project, controller_id=device.id, name=device.name,
                           token=token, device_profile=device.profile,
@@ -437,7 +443,8 @@ class Fleet:
         """The device's open action (of a running rollout) and queued inference job."""
         action = self.store.open_action(device.id)
         if action is not None and \
-                self.store.get_rollout(action.rollout_id).state is not RolloutState.running \
+                self.store.get_rollout(action.rollout_id, actions=False).state \
+                is not RolloutState.running \
                 and action.state is ActionState.offered:
             action = None  # a paused rollout offers nothing new
         return action, self.store.next_job(device.id)
@@ -447,15 +454,14 @@ class Fleet:
         return action, self.store.get_release(action.release_id)
 
     def ticket(self, device: FleetDevice, action: DeviceAction, release: Release) -> bytes:
-        from tinymlaas.installers.signing import release_key
-
         document = DeploymentTicket(action_id=action.id, controller_id=device.id,
                                     project=device.project, release_id=release.id,
                                     version=release.version,
                                     manifest_sha256=release.manifest_sha256,
-                                    issued_at=self.store.get_rollout(action.rollout_id)
+                                    issued_at=self.store.get_rollout(
+                                        action.rollout_id, actions=False)
                                     .created_at)  # the same bytes on every download
-        key = release_key(self.services.engine.key_dir(device.project))
+        key = self.release_key(device.project)
         return canonical_json(sign_document(document.model_dump(mode="json"), key))
 
     def release_file(self, device: FleetDevice, release_id: str,

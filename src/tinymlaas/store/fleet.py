@@ -337,12 +337,17 @@ class FleetStore:
             for action in actions:
                 s.add(ActionRow(**action.model_dump()))
 
-    def get_rollout(self, ref: str, projects: Collection[str] | None = None) -> Rollout:
+    def get_rollout(self, ref: str, projects: Collection[str] | None = None, *,
+                    actions: bool = True) -> Rollout:
+        """A rollout with its actions and counts (without: the row alone, what a device's
+        poll needs)."""
         with self.meta.session() as s:
             row = s.get(RolloutRow, ref)
             if row is None or (projects is not None and row.project not in projects):
                 raise _not_found("rollout", ref)
             rollout = _rollout(row)
+        if not actions:
+            return rollout
         actions = self.actions_of(rollout.id)
         counts: dict[str, int] = {}
         for action in actions:
