@@ -69,9 +69,11 @@ def enroll(studio: Studio, name: str, group: str, profile: str | None = None) ->
 
 
 def agent(root: Path, *, server: str | None = None, code: str | None = None,
-          fault: str | None = None, via_main: bool = False) -> subprocess.CompletedProcess:
+          fault: str | None = None, via_main: bool = False, gateway: str | None = None,
+          health_timeout: float | None = None) -> subprocess.CompletedProcess:
     """``tinymlaas agent --once --json`` as a real process (``via_main``: through the
-    ``tinymlaas`` command, else through the agent's own module, which starts faster)."""
+    ``tinymlaas`` command, else through the agent's own module, which starts faster;
+    ``gateway``: the MCU's address for ``--gateway``)."""
     env = {k: v for k, v in os.environ.items() if k != "TINYMLAAS_AGENT_FAULT"}
     if fault:
         env["TINYMLAAS_AGENT_FAULT"] = fault
@@ -81,6 +83,10 @@ def agent(root: Path, *, server: str | None = None, code: str | None = None,
         argv += ["--server", server]
     if code:
         argv += ["--token", code]
+    if gateway:
+        argv += ["--gateway", gateway]
+    if health_timeout is not None:
+        argv += ["--health-timeout", str(health_timeout)]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120,
                           check=False)
 
