@@ -5,7 +5,9 @@ MCUboot swaps with revert (tests/agent/mcuboot_device.py) and trusts the project
 Studio's API gives it.
 
 The bad firmware is a real build too: its model's bias holds the bytes of the simulator's
-"unhealthy" marker, so the application it makes refuses the health check.
+"unhealthy" marker, so the application it makes refuses the health check (and, in a second
+build, also the "self-confirm" marker: the application confirms its own image at boot, so
+MCUboot cannot revert it).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import onnx
 import pytest
 from agent_e2e import Studio, agent, current_release, enroll, summary
-from mcuboot_device import UNHEALTHY, McubootDevice, SwapType
+from mcuboot_device import SELF_CONFIRM, UNHEALTHY, McubootDevice, SwapType
 from onnx import TensorProto, helper, numpy_helper
 
 from tinymlaas.domain.fleet import Release
@@ -42,12 +44,13 @@ class Firmware:
 
 
 def _model(path: Path, bias: np.ndarray) -> Path:
-    """``y = x @ W + bias``, 8 -> 5, fixed batch of one."""
-    weights = np.random.default_rng(3).normal(size=(8, 5)).astype(np.float32)
+    """``y = x @ W + bias``, 8 -> len(bias), fixed batch of one."""
+    classes = len(bias)
+    weights = np.random.default_rng(3).normal(size=(8, classes)).astype(np.float32)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "B"], ["y"])],
         "mcu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, classes])],
         initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "B")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -66,13 +69,16 @@ def _signed_image(studio: Studio, package_sha: str) -> tuple[bytes, str]:
 
 @pytest.fixture(scope="module")
 def firmware(studio: Studio, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Firmware]:
-    """Three firmware runs for one Cortex-M7 board: the factory image (1.0.0), a good update
-    (1.1.0) and a bad one (1.2.0, whose model carries the unhealthy marker)."""
+    """Firmware runs for one Cortex-M7 board: the factory image (1.0.0), a good update
+    (1.1.0), a bad one (1.2.0, whose model carries the unhealthy marker) and a bad one whose
+    application confirms itself (1.3.0)."""
     folder = tmp_path_factory.mktemp("firmware")
     marker = np.frombuffer(UNHEALTHY + b"XYZ", dtype="<f4").copy()  # 20 bytes, 5 floats
-    assert np.all(np.isfinite(marker))
+    stuck = np.frombuffer(SELF_CONFIRM + UNHEALTHY + b"XYZ", dtype="<f4").copy()
+    assert np.all(np.isfinite(marker)) and np.all(np.isfinite(stuck))
     specs = {"factory": ("1.0.0", np.zeros(5, np.float32)),
-             "good": ("1.1.0", np.full(5, 0.5, np.float32)), "bad": ("1.2.0", marker)}
+             "good": ("1.1.0", np.full(5, 0.5, np.float32)), "bad": ("1.2.0", marker),
+             "stuck": ("1.3.0", stuck)}
     runs = {}
     for name, (version, bias) in specs.items():
         model = studio.client.upload_model(_model(folder / f"mcu-{name}.onnx", bias),
@@ -99,6 +105,7 @@ def firmware(studio: Studio, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         image, image_hash = _signed_image(studio, step.output_sha)
         firmware[name] = Firmware(runs[name].id, version, image, image_hash)
     assert UNHEALTHY in firmware["bad"].image and UNHEALTHY not in firmware["good"].image
+    assert SELF_CONFIRM in firmware["stuck"].image and UNHEALTHY in firmware["stuck"].image
     return firmware
 
 
@@ -233,3 +240,53 @@ def test_signed_image_without_gateway_is_refused(studio: Studio, tmp_path: Path,
     assert "--gateway" in action.message
     assert [s for s, _ in _history(studio, device, action.id)] == ["downloading", "refused"]
     assert studio.client.fleet_device(device).version is None
+
+
+def test_gateway_reports_failed_when_the_mcu_keeps_or_may_keep_the_new_image(
+        studio: Studio, tmp_path: Path, firmware: dict[str, Firmware],
+        mcu: McubootDevice) -> None:
+    # an unhealthy application that confirmed itself at boot: MCUboot cannot revert it
+    device, code = enroll(studio, "gateway-4", "gw-stuck", profile=DEVICE)
+    release = _release(studio, firmware["stuck"])
+    rollout = studio.client.deploy("gw-stuck", release=release.id)
+    done = agent(tmp_path / "stuck", server=studio.url, code=code, gateway=mcu.address,
+                 health_timeout=30)
+    assert done.returncode == 0, done.stderr
+    result = summary(done)
+    assert (result["outcome"], result["version"]) == ("failed", release.version), result
+    assert "MCUboot cannot revert it" in result["details"][0]
+    assert mcu.running is not None and mcu.running.hash.hex() == firmware["stuck"].image_hash
+    assert not mcu.healthy and mcu.swaps == [SwapType.TEST]
+    assert current_release(tmp_path / "stuck") == (None, None)
+    action = _action(studio, rollout.id, device)
+    assert (action.state.value, action.stage) == ("failed", "failed")
+    assert "MCUboot cannot revert it" in action.message
+    assert _gateway_stages(_history(studio, device, action.id)) == GATEWAY_STAGES
+    assert studio.client.fleet_device(device).version is None
+
+    # an MCU that takes longer to restart than the gateway waits: its state is unknown
+    key = studio.client.signing_key(studio.project).public_key_pem.encode()
+    with McubootDevice(key, firmware["factory"].image, reboot_s=3.0) as slow:
+        device, code = enroll(studio, "gateway-5", "gw-slow", profile=DEVICE)
+        good = _release(studio, firmware["good"])
+        rollout = studio.client.deploy("gw-slow", release=good.id)
+        done = agent(tmp_path / "slow", server=studio.url, code=code, gateway=slow.address,
+                     health_timeout=1)
+        assert done.returncode == 0, done.stderr
+        result = summary(done)
+        assert result["outcome"] == "failed", result
+        assert "did not come back within 1 s" in result["details"][0]
+        action = _action(studio, rollout.id, device)
+        assert (action.state.value, action.stage) == ("failed", "failed")
+        assert "did not come back" in action.message
+        # it comes up on the new image, unconfirmed; its next reset reverts it
+        deadline = time.monotonic() + 10
+        while not (slow.powered and slow.swaps) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with slow.lock:
+            assert slow.running is not None and slow.swaps == [SwapType.TEST]
+            assert slow.running.hash.hex() == firmware["good"].image_hash
+            assert not slow.trailer(0)["image_ok"]
+        assert slow.reboot() and slow.swaps == [SwapType.TEST, SwapType.REVERT]
+        assert slow.running is not None
+        assert slow.running.hash.hex() == firmware["factory"].image_hash

@@ -9,6 +9,13 @@ One deployment goes through these stages, each reported to the server as DDI fee
     refused                          (closed / failure: a check failed, nothing installed)
     failed                           (closed / failure: the install itself failed)
 
+In gateway mode (``signed-image``) the health stage is the MCU's update over SMP: the new
+image confirmed commits; the MCU back on its previous image (MCUboot reverted it, or it was
+never changed) is ``rolled_back``; an MCU that keeps an unhealthy image (its application
+confirmed it at boot), that did not come back in time, or that already ran the new image
+unconfirmed is ``failed``, with the gateway's detail of what it runs: a rollback would not
+be true.
+
 ``state.json`` follows the trial: ``installing`` while its slot is written, ``switching``
 before ``current`` is touched, ``switched`` once it points to the new slot. A final
 feedback is saved in ``state.json`` in the same write as the state it reports, then sent;
@@ -110,6 +117,20 @@ class Outcome:
 
 class _Refused(Exception):
     """A check failed: report ``refused``, install nothing."""
+
+
+#: Gateway outcomes, not committed, after which the MCU is not known to run its previous
+#: image (``unchanged`` uncommitted: it already ran the new image, not confirmed).
+_MCU_NOT_BACK = ("unhealthy", "unknown", "unchanged")
+
+
+@dataclass(frozen=True)
+class _GatewayHealth(HealthResult):
+    """The health stage of a signed-image: the gateway's outcome (see
+    :class:`tinymlaas.agent.gateway.GatewayResult`), ``error`` when it raised before the
+    MCU's image changed."""
+
+    outcome: str = "error"
 
 
 def _feedback(stage: str, *, execution: str = "proceeding", finished: str = "none",
@@ -408,6 +429,16 @@ class Agent:
             state.trial = None
             what = (f"version {previous.version} (slot {back})" if previous
                     else "no release (nothing was committed before)")
+            if isinstance(health, _GatewayHealth) and health.outcome in _MCU_NOT_BACK:
+                # The MCU may run the new image: not a rollback, whatever the gateway's slot.
+                detail = (f"the MCU update did not complete: {health.detail}; the gateway "
+                          f"keeps {what}")
+                self._final(action_id, "failed", False, [detail], version=manifest.version)
+                self._save()
+                discard_slot(layout, slot)
+                shutil.rmtree(folder, ignore_errors=True)
+                self.flush()
+                return Outcome("failed", action_id, manifest.version, details=[detail])
             detail = f"health check failed: {health.detail}; rolled back to {what}"
             self._final(action_id, "rolled_back", False, [detail],
                         version=previous.version if previous else None, slot=back,
@@ -451,9 +482,12 @@ class Agent:
                     version=trial.version, slot=trial.slot),
                 timeout_s=self.health_timeout_s)
         except Exception as exc:  # the MCU's transport: whatever failed, the trial is over
+            # Raised before the reset (bad package, no answer, upload or test refused): the
+            # MCU still runs its previous image.
             detail = exc.message if isinstance(exc, TinymlaasError) else f"{exc}"
-            return HealthResult(False, f"the gateway could not update the MCU: {detail}")
-        return HealthResult(bool(result.committed), str(result.detail))
+            return _GatewayHealth(False, f"the gateway could not update the MCU: {detail}")
+        return _GatewayHealth(bool(result.committed), str(result.detail),
+                              outcome=str(result.outcome))
 
     # ------------------------------------------------------------------ the loop
 
