@@ -241,6 +241,17 @@ def test_signed_image_without_gateway_is_refused(studio: Studio, tmp_path: Path,
     assert [s for s, _ in _history(studio, device, action.id)] == ["downloading", "refused"]
     assert studio.client.fleet_device(device).version is None
 
+    # a gateway enrolled without the MCU board's profile is refused too, and told why
+    device, code = enroll(studio, "gateway-6", "gw-noprofile")
+    studio.client.deploy("gw-noprofile", release=release.id)
+    done = agent(tmp_path / "noprofile", server=studio.url, code=code, gateway=mcu.address)
+    result = summary(done)
+    assert result["outcome"] == "refused", result
+    assert result["details"][0] == (
+        f"the release is built for device profile {DEVICE!r}; this device has none (enroll "
+        "it with that profile)")
+    assert mcu.requests == []
+
 
 def test_gateway_reports_failed_when_the_mcu_keeps_or_may_keep_the_new_image(
         studio: Studio, tmp_path: Path, firmware: dict[str, Firmware],

@@ -101,9 +101,10 @@ def verify_release(manifest_bytes: bytes, ticket_bytes: bytes, anchor: Ed25519Pu
         raise UnsafeInputError(f"anti-rollback: version {manifest.version} is not above version "
                                f"{floor_version}, which this device has committed")
     if manifest.device_profile is not None and manifest.device_profile != device_profile:
+        this = (f"this device is {device_profile!r}" if device_profile else
+                "this device has none (enroll it with that profile)")
         raise UnsafeInputError(f"the release is built for device profile "
-                               f"{manifest.device_profile!r}, this device is "
-                               f"{device_profile or 'without a profile'!r}")
+                               f"{manifest.device_profile!r}; {this}")
     names = [f.name for f in manifest.files]
     if manifest.package.name not in names:
         names.append(manifest.package.name)
