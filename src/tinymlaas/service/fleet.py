@@ -113,15 +113,13 @@ class Fleet:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.store = FleetStore(services.meta)
-        self._keys: dict[str, Ed25519PrivateKey] = {}
 
     def release_key(self, project: str) -> Ed25519PrivateKey:
-        """The project's release signing key (made on first use; read once per process)."""
-        if project not in self._keys:
-            from tinymlaas.installers.signing import release_key
+        """The project's release signing key (made on first use). Read from its file each
+        time: the file is the truth, also for every other server process."""
+        from tinymlaas.installers.signing import release_key
 
-            self._keys[project] = release_key(self.services.engine.key_dir(project))
-        return self._keys[project]
+        return release_key(self.services.engine.key_dir(project))
 
     # devices ------------------------------------------------------------------------------
 
