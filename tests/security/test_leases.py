@@ -143,7 +143,7 @@ def test_concurrent_recovery_takes_each_run_once(store: MetadataStore, database_
     # Two recovering processes, each with its own connections.
     stores = [MetadataStore(database_url) for _ in range(2)]
     engines = [Engine(meta, LocalArtifactStore(tmp_path / "blobs"), None,  # type: ignore[arg-type]
-                      tmp_path / "work", lease_ttl_s=TTL_S, owner=f"server-{n}:1:1")
+                      lease_ttl_s=TTL_S, owner=f"server-{n}:1:1")
                for n, meta in enumerate(stores)]
     barrier = threading.Barrier(2)
     taken: list[list[str]] = [[], []]

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -39,6 +38,13 @@ import psutil
 from pydantic import BaseModel
 
 from tinymlaas.artifacts import LocalArtifactStore, sha256_file
+from tinymlaas.contracts.jobs import (
+    ArtifactRef,
+    DatasetRef,
+    EvaluateJob,
+    JobResult,
+    TransformJob,
+)
 from tinymlaas.domain import (
     Artifact,
     ArtifactKind,
@@ -53,11 +59,11 @@ from tinymlaas.domain import (
     StepRecord,
     StepStatus,
 )
-from tinymlaas.domain.entities import DIRECTORY_KINDS, EVALUABLE_KINDS, FILE_NAMES
+from tinymlaas.domain.entities import EVALUABLE_KINDS, FILE_NAMES
 from tinymlaas.domain.quality import fidelity_verdict
 from tinymlaas.errors import ConflictError, IncompatibleChainError, InvalidInputError
 from tinymlaas.evaluation.evaluate import EVALUATION_VERSION
-from tinymlaas.executors.base import Executor, JobResult
+from tinymlaas.executors.base import Executor
 from tinymlaas.store import MetadataStore
 from tinymlaas.store.metadata import new_id
 from tinymlaas.transformers.registry import get_transformer, validate_params
@@ -66,7 +72,6 @@ __all__ = ["Engine", "PlannedStep", "RunEvent", "lease_owner", "step_key"]
 
 log = logging.getLogger("tinymlaas.engine")
 
-_LOG_TAIL = 64 * 1024
 
 
 @dataclass
@@ -127,14 +132,13 @@ class Engine:
     """Runs pipelines against the stores through an executor."""
 
     def __init__(self, meta: MetadataStore, artifacts: LocalArtifactStore, executor: Executor,
-                 work_root: Path, *, workers: int = 2,
+                 *, workers: int = 2,
                  devices: Callable[[str, str], Device] | None = None,
                  lease_ttl_s: float = 60.0, owner: str | None = None,
                  keys_root: Path | None = None) -> None:
         self.meta = meta
         self.artifacts = artifacts
         self.executor = executor
-        self.work_root = Path(work_root)
         self.workers = workers
         self.devices = devices
         self.keys_root = keys_root
@@ -426,17 +430,17 @@ class Engine:
 
     # steps --------------------------------------------------------------------------------
 
-    def _dataset_job(self, dataset: Dataset) -> dict[str, Any]:
-        return {"path": str(self.artifacts.path(dataset.artifact_sha)), "task": dataset.task.value,
-                "splits": dataset.splits.model_dump(), "num_classes": dataset.num_classes}
+    @staticmethod
+    def _ref(artifact: Artifact) -> ArtifactRef:
+        return ArtifactRef(sha256=artifact.sha256, kind=artifact.kind.value,
+                           size=artifact.size_bytes, name=artifact.filename)
 
-    def _input_job(self, artifact: Artifact, job_dir: Path) -> dict[str, Any]:
-        path = self.artifacts.path(artifact.sha256)
-        if artifact.kind in DIRECTORY_KINDS:
-            path = self.artifacts.unpack(artifact.sha256, job_dir / "input")
-        return {"path": str(path), "kind": artifact.kind.value, "sha256": artifact.sha256}
+    def _dataset_ref(self, dataset: Dataset) -> DatasetRef:
+        return DatasetRef(artifact=self._ref(self.meta.get_artifact(dataset.artifact_sha)),
+                          task=dataset.task.value, splits=dataset.splits.model_dump(),
+                          num_classes=dataset.num_classes)
 
-    def _dispatch(self, run_id: str, job: dict[str, Any],
+    def _dispatch(self, run_id: str, job: TransformJob | EvaluateJob,
                   progress: Callable[[float, str], None]) -> JobResult:
         handle = self.executor.submit(job)
         with self._lock:
@@ -445,7 +449,7 @@ class Engine:
         if cancelled:  # cancelled while the job was being submitted
             self.executor.cancel(handle)
         try:
-            return self.executor.wait(handle, progress)
+            return self.executor.wait(handle, lambda e: progress(e.fraction, e.message))
         finally:
             with self._lock:
                 self._active.pop(run_id, None)
@@ -467,9 +471,8 @@ class Engine:
         if transformer.signs:
             from tinymlaas.installers.signing import ensure_key
 
-            key_dir = self.key_dir(run.project)
-            job["key_dir"] = str(key_dir)
-            keyed["@signing_key"] = ensure_key(key_dir)
+            job["signs"] = True
+            keyed["@signing_key"] = ensure_key(self.key_dir(run.project))
         return job, keyed
 
     def key_dir(self, project: str) -> Path:
@@ -493,16 +496,14 @@ class Engine:
                        dataset_sha, run.project)
         return key, params, extras
 
-    def _transform_job(self, run: Run, job_id: str, job_dir: Path, plan: PlannedStep,
+    def _transform_job(self, run: Run, job_id: str, plan: PlannedStep,
                        params: dict[str, Any], current: Artifact, model: Model,
-                       dataset: Dataset | None, extras: dict[str, Any]) -> dict[str, Any]:
-        return {"kind": "transform", "job_id": job_id,
-                "job_dir": str(job_dir), "transformer": plan.transformer, "params": params,
-                "input": self._input_job(current, job_dir),
-                "input_specs": [s.model_dump() for s in model.inputs],
-                "dataset": self._dataset_job(dataset) if dataset and plan.needs != "none"
-                else None,
-                "timeout_s": plan.spec.timeout_s, "memory_mb": plan.spec.memory_mb, **extras}
+                       dataset: Dataset | None, extras: dict[str, Any]) -> TransformJob:
+        return TransformJob(
+            job_id=job_id, project=run.project, transformer=plan.transformer, params=params,
+            input=self._ref(current), input_specs=[s.model_dump() for s in model.inputs],
+            dataset=self._dataset_ref(dataset) if dataset and plan.needs != "none" else None,
+            timeout_s=plan.spec.timeout_s, memory_mb=plan.spec.memory_mb, **extras)
 
     def _run_step(self, run: Run, step: StepRecord, plan: PlannedStep, current: Artifact,
                   model: Model, dataset: Dataset | None, device: Device | None,
@@ -520,46 +521,39 @@ class Engine:
         self.meta.update_step(run.id, step.index, status=StepStatus.running, key=key,
                               started_at=started, progress=0.0, message="starting", error=None)
         emit(RunEvent(run.id, step.index, StepStatus.running.value, 0.0, "starting"))
-        job_dir = self.work_root / run.id / f"step-{step.index}-{key[:12]}"
-        shutil.rmtree(job_dir, ignore_errors=True)
-        job_dir.mkdir(parents=True)
-        job = self._transform_job(run, f"{run.id}-{step.index}", job_dir, plan, params, current,
-                                  model, dataset, extras)
+        job = self._transform_job(run, f"{run.id}-{step.index}-{key[:12]}", plan, params,
+                                  current, model, dataset, extras)
 
         def progress(fraction: float, message: str) -> None:
             emit(RunEvent(run.id, step.index, StepStatus.running.value, fraction, message))
 
         result = self._dispatch(run.id, job, progress)
-        log = _read_tail(job_dir / "step.log")
         finished = _now()
         timing = {"started_at": started, "finished_at": finished,
-                  "duration_s": (finished - started).total_seconds(), "log": log}
-        if not result["ok"]:
-            status = StepStatus.cancelled if result["error_type"] == "Cancelled" \
+                  "duration_s": (finished - started).total_seconds(), "log": result.log}
+        if not result.ok or result.output is None:
+            status = StepStatus.cancelled if result.error_type == "Cancelled" \
                 else StepStatus.failed
-            self.meta.update_step(run.id, step.index, status=status, error=result["error"],
-                                  message=result["error"], **timing)
-            emit(RunEvent(run.id, step.index, status.value, message=result["error"]))
-            shutil.rmtree(job_dir, ignore_errors=True)
+            self.meta.update_step(run.id, step.index, status=status, error=result.error,
+                                  message=result.error, **timing)
+            emit(RunEvent(run.id, step.index, status.value, message=result.error))
             return None
-        output = self._store_output(Path(result["output"]["path"]),
-                                    ArtifactKind(result["output"]["kind"]), [current.sha256], key)
-        metrics = result.get("metrics", {})
+        output = self._record_output(result.output, [current.sha256], key)
+        metrics = result.metrics
         self.meta.cache_step(key, output.sha256, plan.transformer, metrics)
         self.meta.update_step(run.id, step.index, status=StepStatus.succeeded,
                               output_sha=output.sha256, progress=1.0, message="done",
                               metrics=metrics, **timing)
         emit(RunEvent(run.id, step.index, StepStatus.succeeded.value, 1.0, "done"))
-        shutil.rmtree(job_dir, ignore_errors=True)
         return output
 
-    def _store_output(self, path: Path, kind: ArtifactKind, parents: list[str],
-                      key: str | None) -> Artifact:
-        sha, size = (self.artifacts.put_directory(path) if path.is_dir()
-                     else self.artifacts.put_file(path))
-        filename = FILE_NAMES.get(kind, path.name)
-        return self.meta.add_artifact(Artifact(sha256=sha, kind=kind, size_bytes=size,
-                                               filename=filename, parents=parents, step_key=key))
+    def _record_output(self, ref: ArtifactRef, parents: list[str], key: str | None) -> Artifact:
+        """The metadata of an output the executor stored."""
+        kind = ArtifactKind(ref.kind)
+        return self.meta.add_artifact(Artifact(
+            sha256=ref.sha256, kind=kind, size_bytes=ref.size or 0,
+            filename=FILE_NAMES.get(kind, ref.name or "file.bin"), parents=parents,
+            step_key=key))
 
     # evaluation ---------------------------------------------------------------------------
 
@@ -580,24 +574,20 @@ class Engine:
             emit(RunEvent(run_id, stage, StepStatus.cached.value, 1.0, "cached"))
             return cached.metrics
         emit(RunEvent(run_id, stage, StepStatus.running.value, 0.0, "starting"))
-        job_dir = self.work_root / run_id / f"{stage}-{key[:12]}"
-        shutil.rmtree(job_dir, ignore_errors=True)
-        job_dir.mkdir(parents=True)
-        job = {"kind": "evaluate", "job_id": f"{run_id}-{stage}", "job_dir": str(job_dir),
-               "task": dataset.task.value, "input": self._input_job(artifact, job_dir),
-               "input_specs": [s.model_dump() for s in model.inputs],
-               "dataset": self._dataset_job(dataset), "split": split, "device": device_spec,
-               "reference": str(self.artifacts.path(reference_sha)) if reference_sha else None}
+        job = EvaluateJob(
+            job_id=f"{run_id}-{stage}-{key[:12]}", project=dataset.project,
+            task=dataset.task.value, input=self._ref(artifact),
+            input_specs=[s.model_dump() for s in model.inputs],
+            dataset=self._dataset_ref(dataset), split=split, device=device_spec,
+            reference=self._ref(self.meta.get_artifact(reference_sha)) if reference_sha
+            else None)
         result = self._dispatch(run_id, job, lambda f, m: emit(
             RunEvent(run_id, stage, StepStatus.running.value, f, m)))
-        if not result["ok"]:
-            shutil.rmtree(job_dir, ignore_errors=True)
-            emit(RunEvent(run_id, stage, StepStatus.failed.value, message=result["error"]))
-            raise InvalidInputError(f"evaluation ({stage}) failed: {result['error']}")
-        outputs = self._store_output(Path(result["output"]["path"]), ArtifactKind.outputs_npy,
-                                     [artifact.sha256], None)
-        shutil.rmtree(job_dir, ignore_errors=True)
-        metrics = {**result["metrics"], "outputs_sha": outputs.sha256}
+        if not result.ok or result.output is None:
+            emit(RunEvent(run_id, stage, StepStatus.failed.value, message=result.error))
+            raise InvalidInputError(f"evaluation ({stage}) failed: {result.error}")
+        outputs = self._record_output(result.output, [artifact.sha256], None)
+        metrics = {**result.metrics, "outputs_sha": outputs.sha256}
         self.meta.add_evaluation(key, Evaluation(artifact_sha=artifact.sha256,
                                                  dataset_id=dataset.id,
                                                  reference_sha=reference_sha, metrics=metrics))
@@ -672,25 +662,17 @@ class Engine:
             return self.meta.get_artifact(cached[0]), ""
         stage = "evaluate-baseline"
         emit(RunEvent(run.id, stage, StepStatus.running.value, 0.0, f"{name} of the input model"))
-        job_dir = self.work_root / run.id / f"baseline-{name}-{key[:12]}"
-        shutil.rmtree(job_dir, ignore_errors=True)
-        job_dir.mkdir(parents=True)
-        try:
-            job = self._transform_job(run, f"{run.id}-baseline-{name}", job_dir, plan,
-                                      params_json, current, model, dataset, extras)
-            result = self._dispatch(run.id, job, lambda f, m: emit(
-                RunEvent(run.id, stage, StepStatus.running.value, f, m)))
-            if not result["ok"]:
-                if result["error_type"] == "Cancelled":
-                    raise InvalidInputError("evaluation (evaluate-baseline) cancelled")
-                return None, result["error"]
-            output = self._store_output(Path(result["output"]["path"]),
-                                        ArtifactKind(result["output"]["kind"]),
-                                        [current.sha256], key)
-            self.meta.cache_step(key, output.sha256, name, result.get("metrics", {}))
-            return output, ""
-        finally:
-            shutil.rmtree(job_dir, ignore_errors=True)
+        job = self._transform_job(run, f"{run.id}-baseline-{name}-{key[:12]}", plan,
+                                  params_json, current, model, dataset, extras)
+        result = self._dispatch(run.id, job, lambda f, m: emit(
+            RunEvent(run.id, stage, StepStatus.running.value, f, m)))
+        if not result.ok or result.output is None:
+            if result.error_type == "Cancelled":
+                raise InvalidInputError("evaluation (evaluate-baseline) cancelled")
+            return None, result.error or "failed"
+        output = self._record_output(result.output, [current.sha256], key)
+        self.meta.cache_step(key, output.sha256, name, result.metrics)
+        return output, ""
 
     # endings ------------------------------------------------------------------------------
 
@@ -721,10 +703,3 @@ def _file_digests(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, s
         if value and Path(value).is_file():
             digests[f"{name}@sha256"] = sha256_file(Path(value))
     return digests
-
-
-def _read_tail(path: Path) -> str:
-    if not path.exists():
-        return ""
-    data = path.read_bytes()
-    return data[-_LOG_TAIL:].decode("utf-8", errors="replace")

@@ -1,6 +1,7 @@
-"""Where steps run. Only JSON crosses the boundary: the job spec in, the result out."""
+"""Where steps run. Only the typed messages of :mod:`tinymlaas.contracts.jobs` cross the
+boundary: the job in, the result out."""
 
-from tinymlaas.executors.base import Executor, JobHandle, JobResult
+from tinymlaas.executors.base import Executor, JobHandle
 from tinymlaas.executors.local import LocalExecutor
 
-__all__ = ["Executor", "JobHandle", "JobResult", "LocalExecutor"]
+__all__ = ["Executor", "JobHandle", "LocalExecutor"]

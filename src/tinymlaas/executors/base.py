@@ -1,20 +1,22 @@
 """The executor interface: ``submit(job) -> handle``, ``status``, ``wait``, ``cancel``.
 
-A job is a JSON object (see :mod:`tinymlaas.executors.worker`); a result is a JSON object
-``{"ok", "output": {"path", "kind"} | null, "metrics", "error", "error_type"}``. Remote
-executors implement the same four calls.
+Jobs and results are the typed messages of :mod:`tinymlaas.contracts.jobs`: artifacts go
+in and come out as content addresses, never as paths of the server's disk. An executor
+makes the files a step reads where it runs it, and stores the output it makes (the local
+executor in the local artifact store). Remote executors implement the same four calls.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
-__all__ = ["Executor", "JobHandle", "JobResult", "ProgressCallback"]
+from tinymlaas.contracts.jobs import EvaluateJob, JobResult, ProgressEvent, TransformJob
 
-JobResult = dict[str, Any]
-ProgressCallback = Callable[[float, str], None]
+__all__ = ["Executor", "JobHandle", "ProgressCallback"]
+
+ProgressCallback = Callable[[ProgressEvent], None]
 JobStatus = Literal["running", "finished"]
 
 
@@ -26,7 +28,7 @@ class JobHandle(ABC):
 
 class Executor(ABC):
     @abstractmethod
-    def submit(self, job: dict[str, Any]) -> JobHandle:
+    def submit(self, job: TransformJob | EvaluateJob) -> JobHandle:
         """Start ``job``; returns at once."""
 
     @abstractmethod

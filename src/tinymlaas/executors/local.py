@@ -14,6 +14,12 @@ with its worker. With a ``state_dir`` each job's processes are also recorded the
 
 A worker's unexpected exception reaches the user as one line with a reference; its
 traceback goes to the ``tinymlaas.steps`` log, never into the result.
+
+Jobs come in as :mod:`tinymlaas.contracts.jobs` messages: the executor makes their files
+(blobs of the local artifact store, directory-shaped ones unpacked into the job's
+directory), hands the worker process a JSON job with those paths, stores the output in the
+artifact store and answers with its :class:`~tinymlaas.contracts.jobs.ArtifactRef`. The job's
+directory is removed when the job ends.
 """
 
 from __future__ import annotations
@@ -24,16 +30,29 @@ import logging
 import multiprocessing
 import multiprocessing.spawn
 import os
+import re
+import shutil
 import signal
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from tinymlaas.executors.base import Executor, JobHandle, JobResult, JobStatus, ProgressCallback
+from tinymlaas.artifacts.local import LocalArtifactStore
+from tinymlaas.contracts.jobs import (
+    ArtifactRef,
+    DatasetRef,
+    EvaluateJob,
+    JobResult,
+    ProgressEvent,
+    TransformJob,
+)
+from tinymlaas.domain import ArtifactKind
+from tinymlaas.domain.entities import DIRECTORY_KINDS, FILE_NAMES
+from tinymlaas.errors import InvalidInputError
+from tinymlaas.executors.base import Executor, JobHandle, JobStatus, ProgressCallback
 from tinymlaas.executors.procs import (
     ProcessBook,
     kill_recorded,
@@ -50,6 +69,8 @@ PRELOAD = ["numpy", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxsim"
            "tinymlaas.executors.worker", "tinymlaas.evaluation.evaluate",
            "tinymlaas.evaluation.runtime", "tinymlaas.transformers.registry"]
 _POLL_S = 0.05
+#: How much of a step's log a result carries.
+LOG_TAIL = 64 * 1024
 step_log = logging.getLogger("tinymlaas.steps")
 _context_lock = threading.Lock()
 _context: Any = None
@@ -95,9 +116,15 @@ class LocalJob(JobHandle):
         self.stop_reason: str | None = None
 
 
-def _failure(message: str, error_type: str) -> JobResult:
+def _failure(message: str, error_type: str) -> dict[str, Any]:
     return {"ok": False, "output": None, "metrics": {}, "error": message,
             "error_type": error_type}
+
+
+def _read_tail(path: Path) -> str:
+    if not path.exists():
+        return ""
+    return path.read_bytes()[-LOG_TAIL:].decode("utf-8", errors="replace")
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -121,41 +148,58 @@ class LocalExecutor(Executor):
     """Runs jobs as local worker processes.
 
     Args:
+        artifacts: Where inputs are read and outputs stored.
+        work_root: Where each job gets its directory while it runs.
         timeout_s: Default wall-clock limit of a job.
         memory_mb: Default resident-memory limit of a job (process and children).
         sandbox_user: The user command steps run as when this process is root.
         state_dir: Where running jobs' processes are recorded; the leftovers of a dead
             executor recorded there are killed now (``swept`` lists their job ids).
+        key_dir: The signing-key directory of a project, for the steps that sign; without
+            it, such steps are refused.
     """
 
-    def __init__(self, timeout_s: float = 3600.0, memory_mb: int = 8192, *,
-                 sandbox_user: str = "nobody", state_dir: Path | None = None) -> None:
+    def __init__(self, artifacts: LocalArtifactStore, work_root: Path,
+                 timeout_s: float = 3600.0, memory_mb: int = 8192, *,
+                 sandbox_user: str = "nobody", state_dir: Path | None = None,
+                 key_dir: Any = None) -> None:
+        self.artifacts = artifacts
+        self.work_root = Path(work_root)
+        self.key_dir = key_dir
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.sandbox_user = sandbox_user
         self.book = ProcessBook(state_dir) if state_dir is not None else None
         self.swept = self.book.sweep() if self.book is not None else []
 
-    def submit(self, job: dict[str, Any]) -> LocalJob:
+    def submit(self, job: TransformJob | EvaluateJob) -> LocalJob:
         from tinymlaas.executors.worker import run_job
 
-        job_id = job.get("job_id") or uuid.uuid4().hex
-        timeout_s = float(job.get("timeout_s") or self.timeout_s)
-        memory_mb = int(job.get("memory_mb") or self.memory_mb)
-        job_dir = Path(job["job_dir"])
-        job_dir.mkdir(parents=True, exist_ok=True)
+        job_id = job.job_id
+        timeout_s = float(job.timeout_s or self.timeout_s)
+        memory_mb = int(job.memory_mb or self.memory_mb)
+        job_dir = self.work_root / re.sub(r"[^A-Za-z0-9._-]", "_", job_id)
+        shutil.rmtree(job_dir, ignore_errors=True)
+        job_dir.mkdir(parents=True)
+        try:
+            spec = self._files(job, job_dir)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
         scratch = new_scratch_dir()
-        job = {**job, "timeout_s": timeout_s, "memory_mb": memory_mb, "owner_pid": os.getpid(),
-               "sandbox": {"user": self.sandbox_user, "timeout_s": timeout_s,
-                           "memory_mb": memory_mb, "scratch": str(scratch)}}
-        (job_dir / "job.json").write_text(json.dumps(job, indent=1))
+        spec.update(job_id=job_id, job_dir=str(job_dir), timeout_s=timeout_s,
+                    memory_mb=memory_mb, owner_pid=os.getpid(),
+                    sandbox={"user": self.sandbox_user, "timeout_s": timeout_s,
+                             "memory_mb": memory_mb, "scratch": str(scratch)})
+        (job_dir / "job.json").write_text(json.dumps(spec, indent=1))
         record = self.book.open(job_id, scratch) if self.book is not None else None
-        process = _fork_context().Process(target=run_job, args=(json.dumps(job),), daemon=True)
+        process = _fork_context().Process(target=run_job, args=(json.dumps(spec),), daemon=True)
         _starting.worker = True
         try:
             process.start()
         except BaseException:
             remove_scratch_dir(scratch)
+            shutil.rmtree(job_dir, ignore_errors=True)
             if record is not None and self.book is not None:
                 self.book.close(record)
             raise
@@ -164,6 +208,33 @@ class LocalExecutor(Executor):
         handle = LocalJob(job_id, job_dir, process, timeout_s, memory_mb, scratch, record)
         self._record(handle, _tree(process.pid))
         return handle
+
+    def _files(self, job: TransformJob | EvaluateJob, job_dir: Path) -> dict[str, Any]:
+        """The worker's JSON job: the message's fields, with local paths for its artifacts."""
+        spec: dict[str, Any] = job.model_dump(mode="json", exclude={"input", "dataset",
+                                                                    "reference", "signs"})
+        spec["kind"] = job.type
+        spec["input"] = {"path": str(self._input(job.input, job_dir)), "kind": job.input.kind,
+                         "sha256": job.input.sha256}
+        spec["dataset"] = self._dataset(job.dataset) if job.dataset is not None else None
+        if isinstance(job, EvaluateJob):
+            spec["reference"] = (str(self.artifacts.path(job.reference.sha256))
+                                 if job.reference is not None else None)
+        elif job.signs:
+            if self.key_dir is None:
+                raise InvalidInputError("this executor holds no signing keys, so it cannot "
+                                        "run a step that signs")
+            spec["key_dir"] = str(self.key_dir(job.project))
+        return spec
+
+    def _input(self, ref: ArtifactRef, job_dir: Path) -> Path:
+        if ArtifactKind(ref.kind) in DIRECTORY_KINDS:
+            return self.artifacts.unpack(ref.sha256, job_dir / "input")
+        return self.artifacts.path(ref.sha256)
+
+    def _dataset(self, ref: DatasetRef) -> dict[str, Any]:
+        return {"path": str(self.artifacts.path(ref.artifact.sha256)), "task": ref.task,
+                "splits": ref.splits, "num_classes": ref.num_classes}
 
     def _record(self, handle: LocalJob, procs: list[psutil.Process]) -> None:
         if self.book is not None and handle.record is not None:
@@ -182,15 +253,31 @@ class LocalExecutor(Executor):
         assert isinstance(handle, LocalJob)
         try:
             result = self._wait(handle, on_progress)
+            traceback = result.pop("traceback", None)
+            if traceback:
+                step_log.error("step %s failed unexpectedly (reference %s):\n%s",
+                               handle.job_id, result.get("ref"), traceback)
+            output = None
+            if result["ok"]:
+                output = self._store(Path(result["output"]["path"]),
+                                     ArtifactKind(result["output"]["kind"]))
+            return JobResult(job_id=handle.job_id, ok=bool(result["ok"]), output=output,
+                             metrics=result.get("metrics") or {}, error=result.get("error"),
+                             error_type=result.get("error_type"),
+                             log=_read_tail(handle.job_dir / "step.log"))
         finally:
             self._release(handle)
-        traceback = result.pop("traceback", None)
-        if traceback:
-            step_log.error("step %s failed unexpectedly (reference %s):\n%s", handle.job_id,
-                           result.get("ref"), traceback)
-        return result
+            shutil.rmtree(handle.job_dir, ignore_errors=True)
 
-    def _wait(self, handle: LocalJob, on_progress: ProgressCallback | None) -> JobResult:
+    def _store(self, path: Path, kind: ArtifactKind) -> ArtifactRef:
+        """Put a step's output (a file, or a directory as a zip) in the artifact store."""
+        sha, size = (self.artifacts.put_directory(path) if path.is_dir()
+                     else self.artifacts.put_file(path))
+        return ArtifactRef(sha256=sha, kind=kind.value, size=size,
+                           name=FILE_NAMES.get(kind, path.name))
+
+    def _wait(self, handle: LocalJob,
+              on_progress: ProgressCallback | None) -> dict[str, Any]:
         progress_file = handle.job_dir / "progress.jsonl"
         read = 0
         peak_mb = 0.0
@@ -204,7 +291,9 @@ class LocalExecutor(Executor):
                     read += len(complete)
                 for line in complete.splitlines():
                     event = json.loads(line)
-                    on_progress(event["progress"], event["message"])
+                    on_progress(ProgressEvent(job_id=handle.job_id,
+                                              fraction=min(max(event["progress"], 0.0), 1.0),
+                                              message=event["message"]))
             if not handle.process.is_alive():
                 break
             tree = _tree(handle.process.pid)
@@ -231,7 +320,7 @@ class LocalExecutor(Executor):
                 return _failure(f"the worker process died from {name}{why}", "WorkerCrashed")
             return _failure(f"the worker process exited with code {code} without a result",
                             "WorkerCrashed")
-        result: JobResult = json.loads(result_file.read_text())
+        result: dict[str, Any] = json.loads(result_file.read_text())
         result.setdefault("metrics", {})["worker_peak_rss_mb"] = round(peak_mb, 1)
         return result
 

@@ -59,11 +59,13 @@ class Services:
         private_dir(self.settings.home)  # 0700: out of reach of the sandbox user
         self.meta = MetadataStore(self.settings.resolved_database_url)
         self.artifacts = LocalArtifactStore(self.settings.resolved_artifacts_dir)
-        self.executor = LocalExecutor(self.settings.step_timeout_s, self.settings.step_memory_mb,
+        self.executor = LocalExecutor(self.artifacts, self.settings.home / "work",
+                                      self.settings.step_timeout_s, self.settings.step_memory_mb,
                                       sandbox_user=self.settings.sandbox_user,
-                                      state_dir=self.settings.home / "procs")
+                                      state_dir=self.settings.home / "procs",
+                                      key_dir=lambda project: self.engine.key_dir(project))
         self.engine = Engine(self.meta, self.artifacts, self.executor,
-                             self.settings.home / "work", workers=self.settings.workers,
+                             workers=self.settings.workers,
                              lease_ttl_s=self.settings.lease_ttl_s,
                              keys_root=self.settings.home / "keys",
                              devices=lambda name, project: self.get_device(name, {project}))
