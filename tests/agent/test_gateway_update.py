@@ -177,8 +177,21 @@ def test_an_image_already_running_is_not_sent_again(factory: Package,
     stages = Stages()
     result = install_package(factory.zip_path, device.address, on_stage=stages, timeout_s=10)
     assert result.outcome == "unchanged" and result.committed
+    assert "answered the health check" in result.detail
     assert stages.seen == []
     assert all(group != 1 or command != 1 for group, command, _ in device.requests)
+
+
+def test_an_unhealthy_image_already_running_is_not_committed(
+        tmp_path: Path, key_dir: Path, factory: Package, device: McubootDevice) -> None:
+    """Offered again after it confirmed itself: still unhealthy, and said so."""
+    bad = signed_package(tmp_path, key_dir, name="app-1.1.0-self", version="1.1.0",
+                         marker=UNHEALTHY + SELF_CONFIRM, size=4500)
+    first = install_package(bad.zip_path, device.address, on_stage=Stages(), timeout_s=10)
+    assert first.outcome == "unhealthy"
+    again = install_package(bad.zip_path, device.address, on_stage=Stages(), timeout_s=10)
+    assert not again.committed and again.outcome == "unhealthy"
+    assert "refused the health check" in again.detail and "nothing was sent" in again.detail
 
 
 def test_an_older_image_is_refused_unless_allowed(tmp_path: Path, key_dir: Path,

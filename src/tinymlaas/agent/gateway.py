@@ -471,11 +471,15 @@ class _Session:
             if previous_hash == new_hash and active is not None:
                 confirmed = bool(active.confirmed)
                 await _quietly_disconnect(client)
+                # Already there: committed only when confirmed and answering its health check
+                healthy, why = await self._healthy() if confirmed else (False, "")
                 return GatewayResult(
-                    committed=confirmed, outcome="unchanged", active_hash=new_hash,
-                    active_version=active.version, **result,
+                    committed=confirmed and healthy,
+                    outcome="unchanged" if healthy or not confirmed else "unhealthy",
+                    active_hash=new_hash, active_version=active.version, **result,
                     detail=f"the device already runs {package.version}"
-                    + ("" if confirmed else " (not confirmed yet)") + "; nothing was sent")
+                    + (f"; {why}" if confirmed else " (not confirmed yet)")
+                    + "; nothing was sent")
             self._check_downgrade(package, previous_version, allow_downgrade)
             await self._upload(client, package, image)
             await self._mark_test(client, package)
