@@ -81,6 +81,8 @@ GOLDEN_FILE = "golden.npz"
 _NAME = re.compile(NAME_PATTERN)
 _OPEN = (ActionState.offered, ActionState.running)
 _FAILED = (ActionState.failed, ActionState.rolled_back)
+#: File names a release's package may not take (the DDI listing serves these itself).
+_RESERVED = frozenset({"manifest.json", "ticket.json", GOLDEN_FILE})
 
 
 def _hash(secret: str) -> str:
@@ -287,8 +289,10 @@ class Fleet:
 
     def _file(self, name: str, sha: str, kind: str) -> ReleaseFile:
         size = self.services.artifacts.path(sha).stat().st_size
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-") or "package.bin"
-        return ReleaseFile(name=safe[:128], sha256=sha, size=size, kind=kind)
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-")[:120] or "package.bin"
+        if kind != "golden-npz" and safe in _RESERVED:  # would shadow the release's own files
+            safe = f"package-{safe}"
+        return ReleaseFile(name=safe, sha256=sha, size=size, kind=kind)
 
     # rollouts -----------------------------------------------------------------------------
 

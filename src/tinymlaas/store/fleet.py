@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    delete,
     func,
     select,
     update,
@@ -45,6 +46,9 @@ __all__ = ["FleetStore"]
 
 #: A poll updates ``last_seen_at`` at most this often (a write per poll would not scale).
 SEEN_RESOLUTION = timedelta(seconds=5)
+#: Events kept per device (older ones are dropped): a device that reports in a loop cannot
+#: grow the database without bound.
+MAX_EVENTS = 500
 
 
 def _now() -> datetime:
@@ -288,6 +292,14 @@ class FleetStore:
         with self.meta.session() as s:
             s.add(EventRow(device_id=device_id, action_id=action_id, version=version,
                            stage=stage, message=message[:2000], at=_now()))
+            s.flush()
+            oldest_kept = s.scalars(select(EventRow.id).where(EventRow.device_id == device_id)
+                                    .order_by(EventRow.id.desc()).offset(MAX_EVENTS - 1)
+                                    .limit(1)).first()
+            if oldest_kept is not None:
+                s.execute(delete(EventRow).where(EventRow.device_id == device_id,
+                                                 EventRow.id < oldest_kept),
+                          execution_options={"synchronize_session": False})
 
     def history(self, device_id: str, limit: int = 200) -> builtins.list[DeviceEvent]:
         with self.meta.session() as s:

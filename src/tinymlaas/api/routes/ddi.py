@@ -165,7 +165,8 @@ def inference_job(request: Request, job_id: str, device: DeviceDep,
                   studio: StudioDep) -> object:
     """Inputs the Studio asked this device to run on its installed release."""
     job = studio.fleet.store.get_job(job_id, device_id=device.id)
-    studio.fleet.store.update_job(job.id, state="running")
+    if job.state == "queued":  # a finished job stays finished
+        studio.fleet.store.update_job(job.id, state="running")
     size = studio.fleet.services.artifacts.path(job.inputs_sha).stat().st_size
     return InferenceWork(id=job.id, samples=job.samples, inputs=DdiArtifact(
         filename="inputs.npz", hashes=DdiHashes(sha256=job.inputs_sha), size=size,
