@@ -1,8 +1,11 @@
 """``pip install tinymlaas`` (no extras) is the SDK's and the device agent's install: it
-brings no server stack, the agent runs, and a server command says what to install."""
+brings no server stack, the agent runs, the SDK talks to a server, and a server command says
+what to install."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +13,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+from tinymlaas.api.testing import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("sqlalchemy", "fastapi", "torch", "onnx", "onnxruntime", "alembic", "starlette")
@@ -24,8 +29,10 @@ def test_base_dependencies_leave_the_server_stack_to_its_extra() -> None:
     assert all(name in server for name in ("torch==", "sqlalchemy", "fastapi", "onnx=="))
 
 
-@pytest.mark.slow
-def test_the_plain_install_runs_the_agent_without_the_server_stack(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def plain_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python of a fresh venv with ``pip install tinymlaas`` (no extras) in it."""
+    tmp_path = tmp_path_factory.mktemp("plain")
     source = tmp_path / "source"  # a copy: building in the tree would leave build/ behind
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -38,7 +45,14 @@ def test_the_plain_install_runs_the_agent_without_the_server_stack(tmp_path: Pat
     done = subprocess.run([str(python), "-m", "pip", "install", "-q", str(source)],
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+    return python
 
+
+@pytest.mark.slow
+def test_the_plain_install_runs_the_agent_without_the_server_stack(
+        plain_python: Path, tmp_path: Path) -> None:
+    python = plain_python
+    venv = python.parent.parent
     probe = ("import importlib.util as u, sys; "
              f"print([m for m in {HEAVY!r} if u.find_spec(m)])")
     found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
@@ -57,3 +71,41 @@ def test_the_plain_install_runs_the_agent_without_the_server_stack(tmp_path: Pat
                             capture_output=True, text=True, timeout=60, check=False)
     assert server.returncode == 1
     assert "pip install 'tinymlaas[server]'" in server.stderr, server.stderr
+
+
+@pytest.mark.slow
+def test_the_plain_install_is_the_sdk_of_a_server(plain_python: Path, tmp_path: Path) -> None:
+    """``from tinymlaas import Client`` loads none of the server stack, and the SDK registers,
+    logs in and reads the catalog of a real ``tinymlaas serve`` (run from the full install)."""
+    env = {**os.environ, "TINYMLAAS_HOME": str(tmp_path / "server-home")}
+    for name in ("TINYMLAAS_DATABASE_URL", "TINYMLAAS_SERVER", "TINYMLAAS_TOKEN"):
+        env.pop(name, None)
+    port = free_port()
+    process = start_server(env, port)
+    try:
+        code = f"""
+import json, sys
+from tinymlaas import Client
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
+with Client("http://127.0.0.1:{port}") as studio:
+    studio.register("sam@example.com", "correct horse battery", "Sam")
+    login = studio.login("sam@example.com", "correct horse battery")
+    print(json.dumps({{
+        "loaded": loaded,
+        "token": bool(login.access_token),
+        "me": studio.me().email,
+        "devices": [d.name for d in studio.list_devices()],
+        "models": [m.name for m in studio.list_models()],
+        "after": sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}),
+    }}))
+"""
+        done = subprocess.run([str(plain_python), "-c", code], capture_output=True, text=True,
+                              timeout=120, check=False)
+    finally:
+        stop_server(process)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout)
+    assert answer["loaded"] == [] and answer["after"] == [], answer
+    assert answer["token"] is True and answer["me"] == "sam@example.com"
+    assert {"stm32f746-discovery", "raspberry-pi-pico"} <= set(answer["devices"])
+    assert answer["models"] == []

@@ -119,10 +119,17 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
 
 def _external_data_files(model: Path) -> list[Path]:
     """The external-data files an ONNX model references, next to it; none for other files
-    (or ones the server will refuse anyway, with its own message)."""
+    (or ones the server will refuse anyway, with its own message).
+
+    Reading them needs the ``onnx`` package, which the plain SDK install does not bring:
+    without it the model file is uploaded alone, and the server refuses a model whose
+    external data did not come with it (install ``onnx`` to upload such models)."""
     if model.suffix.lower() != ".onnx" or not model.is_file():
         return []
-    from tinymlaas.formats.models import external_data_locations
+    try:
+        from tinymlaas.formats.models import external_data_locations
+    except ModuleNotFoundError:
+        return []
 
     try:
         locations = external_data_locations(model)

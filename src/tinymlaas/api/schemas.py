@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tinymlaas.domain import ArtifactKind, Fidelity, RunStatus, StepStatus, Task, TensorSpec
+from tinymlaas.domain.comparison import ComparisonRow
 from tinymlaas.domain.entities import (
     MAX_CALIBRATION_SIZE,
     MAX_SEED,
@@ -22,7 +23,6 @@ from tinymlaas.domain.entities import (
     NAME_PATTERN,
     check_json_numbers,
 )
-from tinymlaas.service.services import ComparisonRow
 
 __all__ = [
     "ArtifactPublic",

@@ -28,6 +28,7 @@ from tinymlaas.errors import InvalidInputError, TinymlaasError
 
 if TYPE_CHECKING:
     from tinymlaas.service.compare import ComparisonRow
+    from tinymlaas.service.protocol import ServicesProtocol
 
 app = typer.Typer(name="tinymlaas", no_args_is_help=True, add_completion=False,
                   help="Compress, compile and compare ML models for a target device.",
@@ -55,8 +56,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", help="Project id.")]
 
 
-def services():
-    """The local service facade, or a client of the server in ``--server``/``TINYMLAAS_SERVER``."""
+def services() -> ServicesProtocol:
+    """The local service facade, or a client of the server in ``--server``/``TINYMLAAS_SERVER``
+    (both implement :class:`~tinymlaas.service.protocol.ServicesProtocol`)."""
     from tinymlaas.config import get_settings
 
     settings = get_settings()

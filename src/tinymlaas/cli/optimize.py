@@ -4,13 +4,17 @@ cancel searches."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeGuard, cast
 
 import typer
 
 from tinymlaas.cli.render import console, fmt, human_bytes, print_json, status, table
 from tinymlaas.domain.searches import Candidate, Search, SearchState
 from tinymlaas.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from tinymlaas.cli.remote import RemoteServices
+    from tinymlaas.service import Services
 
 __all__ = ["optimize_command", "render_result", "searches_app"]
 
@@ -102,7 +106,7 @@ def _search(public: Any) -> Search:
     return Search.model_validate(public.model_dump())
 
 
-def _remote(svc: Any) -> bool:
+def _remote(svc: Any) -> TypeGuard[RemoteServices]:
     from tinymlaas.cli.remote import RemoteServices
 
     return isinstance(svc, RemoteServices)
@@ -182,7 +186,7 @@ def optimize_command(
 
     from tinymlaas.service.searches import CANDIDATE, Searches
 
-    searches = Searches(svc)
+    searches = Searches(cast("Services", svc))
     search = searches.create(request, project)
     if not as_json:
         console.print(f"search {search.id}: up to {duration}"
@@ -207,7 +211,7 @@ def _backend() -> Any:
                 lambda ref: _search(client.cancel_search(ref)))
     from tinymlaas.service.searches import Searches
 
-    searches = Searches(svc)
+    searches = Searches(cast("Services", svc))
     searches.recover(start_queued=False)  # a search whose `optimize` was stopped ends failed
     return (lambda project: searches.list({project} if project else None),
             searches.get, searches.cancel)

@@ -10,10 +10,8 @@ profile's documented MACs-per-cycle figure.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from math import prod
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -27,6 +25,7 @@ from tinymlaas.compiler.profile import LayerProfile, op_types, profile_program
 from tinymlaas.devices.catalog import get_device
 from tinymlaas.devices.support import RUNTIMES, supported_by
 from tinymlaas.domain import Device
+from tinymlaas.domain.comparison import Verdict, verdict_label
 from tinymlaas.domain.units import human_bytes as _size
 from tinymlaas.errors import InvalidInputError, UnsupportedModelError
 from tinymlaas.evaluation.static import count_macs, graph_stats
@@ -57,7 +56,6 @@ RUNTIME_RAM_BYTES: dict[str, int] = {
     "tflite-micro": 4 * 1024,
     "onnxruntime": 32 * 1024 * 1024,
 }
-Verdict = Literal["fits", "does not fit", "unsupported ops"]
 LATENCY_BASIS = "estimate: MACs / (clock_hz * macs_per_cycle)"
 
 
@@ -101,15 +99,6 @@ class FitVerdict(BaseModel):
         """The verdict as people read it: ``fits``, ``does not fit`` or ``unsupported ops:
         Cast, ConvInteger``."""
         return verdict_label(self.model_dump())
-
-
-def verdict_label(fit: Mapping[str, Any]) -> str:
-    """A stored verdict (a :class:`FitVerdict` as a dict, possibly from an older version
-    without ``verdict``) as people read it."""
-    ops = fit.get("unsupported_ops") or []
-    if ops:
-        return "unsupported ops: " + ", ".join(ops)
-    return "fits" if fit.get("fits") else "does not fit"
 
 
 class Analysis(BaseModel):
