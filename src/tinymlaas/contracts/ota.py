@@ -280,7 +280,7 @@ class AgentReport(_Message):
     """Our extension of a DDI feedback status (DDI clients may leave it out)."""
 
     stage: Stage
-    version: int | None = None
+    version: int | None = Field(default=None, ge=0, le=2**31 - 1)  # fits the database
     slot: str | None = None
     latency_ms: float | None = None
 
