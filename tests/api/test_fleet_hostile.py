@@ -158,6 +158,23 @@ def test_a_finished_inference_job_is_not_reopened_by_its_device(
     assert "inference" not in device.poll()
 
 
+def test_inference_outputs_that_unpack_past_the_cap_are_refused(
+        http, alice, released, alice_data) -> None:
+    device, _ = _installed(http, alice, released, "z1")
+    job = alice.request_inference("z1", alice_data.id, limit=2)
+    link = device.poll()["inference"]["href"]
+    bomb = io.BytesIO()  # 80 MiB of zeros in a few hundred KiB
+    np.savez_compressed(bomb, **{"output/0": np.zeros((2, 10 * 1024**2), np.float32)})
+    assert len(bomb.getvalue()) < 1024**2
+    answer = http.post(f"{link}/result", headers=device.headers, json={
+        "latency_ms": [1.0, 1.0], "outputs": base64.b64encode(bomb.getvalue()).decode()})
+    assert answer.status_code == 413 and "unpack" in answer.json()["message"], answer.text
+    assert alice.inference_job(job.id).state == "queued", "nothing was stored"
+    not_a_zip = base64.b64encode(b"PK\x03\x04 not really a zip").decode()
+    assert http.post(f"{link}/result", headers=device.headers, json={
+        "latency_ms": [1.0, 1.0], "outputs": not_a_zip}).status_code == 400
+
+
 def test_a_package_cannot_take_the_name_of_a_release_document(studio, tmp_path) -> None:
     blob = tmp_path / "manifest.json"
     blob.write_bytes(b"not the manifest")

@@ -20,6 +20,7 @@ import math
 import re
 import secrets
 import tempfile
+import zipfile
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -597,6 +598,15 @@ class Fleet:
         if len(latency_ms) != job.samples or any(
                 not (0 <= v < 1e7) for v in latency_ms):
             raise InvalidInputError(f"send one latency (ms) per sample ({job.samples})")
+        try:  # a compressed NPZ can unpack to far more than was sent (zipfile reads no
+            # entry past its declared size, so the declared sizes bound the memory)
+            with zipfile.ZipFile(io.BytesIO(outputs)) as archive:
+                unpacked = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, ValueError):
+            raise InvalidInputError("outputs must be an NPZ holding output/0, output/1, ...") \
+                from None
+        if unpacked > MAX_RESULT_BYTES:
+            raise PayloadTooLargeError("the outputs unpack to more than 64 MiB")
         try:
             with np.load(io.BytesIO(outputs), allow_pickle=False) as data:
                 first = np.asarray(data["output/0"])
