@@ -1,11 +1,15 @@
 """A hostile server (one that holds the release key) or a man in the middle against the
 agent: path-like file names in a signed manifest, a golden NPZ carrying a pickle, and a
-package that names a module outside its slot."""
+package that names a module outside its slot; links to another host and downloads longer
+than the manifest says."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +17,11 @@ import pytest
 from agent_support import DEVICE, TENANT, make_release
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tinymlaas.agent.ddi import DdiClient
 from tinymlaas.agent.health import check_python
 from tinymlaas.agent.verify import verify_release
 from tinymlaas.contracts.ota import HealthSpec, ReleaseFile, sign_document
-from tinymlaas.errors import InvalidInputError
+from tinymlaas.errors import InvalidInputError, UnsafeInputError
 
 
 @pytest.mark.parametrize("name", ["../../agent.json", "/etc/passwd", "a/b.whl", "..",
@@ -85,3 +90,49 @@ def test_agent_health_check_refuses_a_module_from_outside_the_slot(
     monkeypatch.setenv("PYTHONPATH", str(elsewhere.parent))
     missing = check_python(content, "model_pkg", package[1], HealthSpec(), timeout_s=60)
     assert not missing.ok and "cannot import model_pkg" in missing.detail, missing.detail
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers every GET with ``body`` and records the path and Authorization header."""
+
+    body = b""
+    seen: list[tuple[str, str | None]]
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+def _serve(body: bytes) -> tuple[ThreadingHTTPServer, list[tuple[str, str | None]]]:
+    seen: list[tuple[str, str | None]] = []
+    handler = type("Handler", (_Recorder,), {"body": body, "seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def test_agent_sends_its_credential_only_to_its_server_and_takes_no_extra_bytes(
+        tmp_path: Path) -> None:
+    data = b"x" * 1000
+    home, home_seen = _serve(data + b"and more the manifest never listed")
+    evil, evil_seen = _serve(data)
+    try:
+        client = DdiClient(f"http://127.0.0.1:{home.server_port}", TENANT, DEVICE, "secret")
+        # a link to another host is fetched from the enrolled server, by its path
+        with client, pytest.raises(UnsafeInputError, match="more than the 1000 bytes"):
+            client.download(f"http://127.0.0.1:{evil.server_port}/steal/file.bin",
+                            tmp_path / "file.bin", size=len(data),
+                            sha256=hashlib.sha256(data).hexdigest())
+    finally:
+        home.shutdown()
+        evil.shutdown()
+    assert evil_seen == []
+    assert home_seen == [("/steal/file.bin", "TargetToken secret")]
+    assert not (tmp_path / "file.bin").exists()
+    assert not (tmp_path / "file.bin.part").exists()
