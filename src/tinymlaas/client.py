@@ -379,9 +379,8 @@ class Client:
         return self._one(InferenceJob, "GET", f"/fleet/inference/{job_id}")
 
     def _list(self, model: type[T], path: str, params: dict[str, Any]) -> list[T]:
-        response = self.request("GET", path, params={k: v for k, v in params.items()
-                                                     if v is not None})
-        return TypeAdapter(list[model]).validate_python(response.json())  # type: ignore[valid-type]
+        return self._many(model, path, params={k: v for k, v in params.items()
+                                               if v is not None})
 
     def signing_key(self, project_id: str) -> SigningKeyPublic:
         """The public key the project's firmware is signed with."""

@@ -141,6 +141,17 @@ def test_rollback_re_releases_the_previous_files_with_a_higher_version(
     assert releases[3].package_sha == releases[1].package_sha
     assert device.action() == back.actions[0].id, "the device is offered the rollback"
     assert alice.rollout(first.id).counts == {"succeeded": 1}
+    # the lists, a page at a time: newest first, the same items as one page
+    auth = {"Authorization": f"Bearer {alice.token}"}
+    for path, expected in (("releases", [3, 2, 1]), ("rollouts", [3, 2, 1])):
+        whole = http.get(f"/api/v1/fleet/{path}?limit=100", headers=auth).json()
+        assert [item["version"] for item in whole] == expected
+        walked, url = [], f"/api/v1/fleet/{path}?limit=1"
+        while url:
+            answer = http.get(url, headers=auth)
+            walked += answer.json()
+            url = answer.headers.get("link", "").split(";")[0].strip()[1:-1]
+        assert walked == whole
 
 
 def test_inference_on_a_device_is_scored_against_the_dataset(

@@ -155,6 +155,8 @@ def test_every_list_endpoint_pages_to_the_same_items(http: TestClient, studio: S
         alice.create_token(f"token-{i}")
         alice.create_webhook(f"http://127.0.0.1:9/hook-{i}")
     alice.create_template("mine", FAST)
+    for name in ("kiosk-b", "kiosk-a"):
+        alice.enroll_device(name, groups=["lab"])
     run = _pending_runs(studio, "alice@example.com", alice_model.id, alice_data.id, 2, "r")[0]
     user = studio.accounts.store.find_user("alice@example.com")
     assert user is not None
@@ -163,7 +165,7 @@ def test_every_list_endpoint_pages_to_the_same_items(http: TestClient, studio: S
             SearchRequest(model=alice_model.id, dataset=alice_data.id))
     paths = ["/projects", "/models", "/datasets", "/runs", "/devices", "/transformers",
              "/templates", "/webhooks", "/users/me/tokens", f"/projects/{project.id}/members",
-             f"/runs/{run}/logs", f"/runs/{run}/artifacts", "/searches"]
+             f"/runs/{run}/logs", f"/runs/{run}/artifacts", "/searches", "/fleet/devices"]
     for path in paths:
         whole = http.get(f"{API}{path}?limit={MAX_LIMIT}", headers=_auth(alice))
         assert whole.status_code == 200 and "link" not in whole.headers, path

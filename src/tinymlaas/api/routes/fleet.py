@@ -20,12 +20,16 @@ from tinymlaas.api.fleet_schemas import (
     ReleaseCreate,
     RolloutCreate,
 )
+from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.domain.fleet import FleetDevice, InferenceJob, Release, Rollout
 from tinymlaas.service.fleet import CODE_TTL, FleetView
+from tinymlaas.store.paging import page_list
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/fleet", tags=["fleet"], responses=AUTH_ERRORS)
+#: Larger than any version or microsecond timestamp: newest-first keys count down from it.
+_NEWEST = 10**19
 
 async def get_fleet(ws: WorkspaceDep, studio: StudioDep) -> FleetView:
     return FleetView(studio.fleet, ws)
@@ -47,12 +51,13 @@ def enroll_device(body: DeviceCreate, fleet: FleetDep) -> object:
                             code_expires_at=device.created_at + CODE_TTL)
 
 
-@router.get("/devices", response_model=list[FleetDevice])
-def list_devices(fleet: FleetDep,
+@router.get("/devices", response_model=list[FleetDevice], responses=PAGED)
+def list_devices(fleet: FleetDep, paging: PagingDep,
                  project: Annotated[str | None, Query(max_length=100)] = None,
                  group: Annotated[str | None, Query(max_length=100)] = None) -> object:
-    """The devices of the user's projects (or one), by project and name."""
-    return fleet.devices(project, group)
+    """The devices of the user's projects (or one), by project and name, a page at a time."""
+    return paging.send(page_list(fleet.devices(project, group), lambda d: (d.project, d.name),
+                                 paging.limit, paging.after))
 
 
 @router.get("/devices/{ref}", response_model=DeviceDetail)
@@ -100,11 +105,13 @@ def create_release(body: ReleaseCreate, fleet: FleetDep) -> object:
     return fleet.create_release(body.run, **_release_options(body))
 
 
-@router.get("/releases", response_model=list[Release])
-def list_releases(fleet: FleetDep,
+@router.get("/releases", response_model=list[Release], responses=PAGED)
+def list_releases(fleet: FleetDep, paging: PagingDep,
                   project: Annotated[str | None, Query(max_length=100)] = None) -> object:
-    """Releases, newest version first."""
-    return fleet.releases(project)
+    """Releases, by project, newest version first, a page at a time."""
+    return paging.send(page_list(fleet.releases(project),
+                                 lambda r: (r.project, f"{_NEWEST - r.version:012d}", r.id),
+                                 paging.limit, paging.after))
 
 
 @router.get("/releases/{ref}", response_model=Release)
@@ -119,11 +126,15 @@ def create_rollout(body: RolloutCreate, fleet: FleetDep) -> object:
                         error_threshold=body.error_threshold, **_release_options(body))
 
 
-@router.get("/rollouts", response_model=list[Rollout])
-def list_rollouts(fleet: FleetDep,
+@router.get("/rollouts", response_model=list[Rollout], responses=PAGED)
+def list_rollouts(fleet: FleetDep, paging: PagingDep,
                   project: Annotated[str | None, Query(max_length=100)] = None) -> object:
-    """Rollouts, newest first, each with its devices' actions and counts by state."""
-    return fleet.rollouts(project)
+    """Rollouts, newest first, each with its devices' actions and counts by state, a page
+    at a time."""
+    return paging.send(page_list(
+        fleet.rollouts(project),
+        lambda r: (f"{_NEWEST - int(r.created_at.timestamp() * 1e6):020d}", r.id),
+        paging.limit, paging.after))
 
 
 @router.get("/rollouts/{ref}", response_model=Rollout)
