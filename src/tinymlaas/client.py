@@ -371,7 +371,17 @@ class Client:
         """``pause``, ``resume``, ``cancel`` or ``rollback`` (which returns the new rollout)."""
         return self._one(Rollout, "POST", f"/fleet/rollouts/{ref}/{action}")
 
-    def request_inference(self, device: str, dataset: str, limit: int = 100) -> InferenceJob:
+    def request_inference(self, device: str, dataset: str | None = None, limit: int = 100, *,
+                          samples: Path | str | None = None) -> InferenceJob:
+        """Run a dataset's test split, or the arrays of an NPZ file (``samples``), on the
+        device's installed release."""
+        if samples is not None:
+            with Path(samples).open("rb") as fh:
+                return self._one(InferenceJob, "POST",
+                                 f"/fleet/devices/{device}/inference/samples",
+                                 files={"file": (Path(samples).name, fh,
+                                                 "application/octet-stream")},
+                                 data={"limit": str(limit)})
         return self._one(InferenceJob, "POST", f"/fleet/devices/{device}/inference",
                          json={"dataset": dataset, "limit": limit})
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from tinymlaas.contracts.ota import (
     verify_document,
 )
 from tinymlaas.domain import DatasetSplits
-from tinymlaas.errors import NotFoundError
+from tinymlaas.errors import InvalidInputError, NotFoundError
 from tinymlaas.formats.datasets import split_indices
 
 PACKAGE = {"steps": ["package-python"], "evaluate": False}
@@ -155,7 +156,7 @@ def test_rollback_re_releases_the_previous_files_with_a_higher_version(
 
 
 def test_inference_on_a_device_is_scored_against_the_dataset(
-        http, alice, released, alice_data) -> None:
+        http, alice, released, alice_data, tmp_path) -> None:
     device = _devices(http, alice, ["probe"], "lab")[0]
     alice.deploy("lab", run=released)
     device.report(device.action(), "committed")
@@ -187,6 +188,24 @@ def test_inference_on_a_device_is_scored_against_the_dataset(
     assert http.post(f"{link}/result", headers=device.headers, json={
         "latency_ms": [1.0] * 8, "outputs": base64.b64encode(buffer.getvalue()).decode()}
     ).status_code == 409, "a finished job takes no second answer"
+
+    # the user's own samples, uploaded as an NPZ: shape checked, no pickles, then queued
+    own = tmp_path / "samples.npz"
+    np.savez(own, x=np.ones((3, 1, 8, 8), np.float32))
+    mine = alice.request_inference("probe", samples=own, limit=2)
+    assert mine.samples == 2 and mine.dataset_id is None and mine.state == "queued"
+    for bad, words in ((np.ones((3, 8, 8), np.float32), "shaped (N, 1, 8, 8)"),
+                       (np.array(["a", "b"]), "numbers")):
+        np.savez(own, x=bad)
+        with pytest.raises(InvalidInputError, match=re.escape(words)):
+            alice.request_inference("probe", samples=own)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, x=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(InvalidInputError, match="NPZ"):
+        alice.request_inference("probe", samples=pickled)
+    (tmp_path / "not.npz").write_bytes(b"plain text")
+    with pytest.raises(InvalidInputError, match="NPZ"):
+        alice.request_inference("probe", samples=tmp_path / "not.npz")
 
 
 def test_a_second_user_and_another_device_reach_nothing(http, alice, bob, released) -> None:

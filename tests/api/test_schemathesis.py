@@ -59,6 +59,8 @@ SEMANTIC_REFUSALS = {
     "POST /api/v1/models/hub", "POST /api/v1/datasets/hub",
     # A rollout needs a group with devices, and a run that ended in an installer (400/409).
     "POST /api/v1/fleet/rollouts", "POST /api/v1/fleet/releases",
+    # Samples for a device are an NPZ file: random bytes are not one (400).
+    "POST /api/v1/fleet/devices/{ref}/inference/samples",
     # A device's outputs are an NPZ in base64 (400).
     "POST /ddi/{tenant}/controller/v1/{controller_id}/inference/{job_id}/result",
 }

@@ -8,6 +8,7 @@ devices).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -89,9 +90,15 @@ class LocalFleet:
     def rollout_action(self, ref: str, action: str) -> Rollout:
         return getattr(self.fleet, action)(self.rollout(ref))
 
-    def request_inference(self, device: str, dataset: str, limit: int = 100) -> InferenceJob:
+    def request_inference(self, device: str, dataset: str | None = None, limit: int = 100, *,
+                          samples: Path | None = None) -> InferenceJob:
+        from tinymlaas.service.fleet import read_npz
+
         found = self._device(device)
-        return self.fleet.request_inference(found, self.services.get_dataset(dataset).id,
+        if samples is not None:
+            arrays = read_npz(samples.read_bytes(), "samples must be an NPZ of arrays")
+            return self.fleet.request_inference(found, None, arrays, limit=limit)
+        return self.fleet.request_inference(found, self.services.get_dataset(dataset or "").id,
                                             limit=limit)
 
     def inference_job(self, job_id: str) -> InferenceJob:
@@ -215,7 +222,10 @@ def revoke(ref: Annotated[str, typer.Argument(help="Device id or name.")],
 
 @fleet_app.command("infer")
 def infer(device: Annotated[str, typer.Argument(help="Device id or name.")],
-          dataset: Annotated[str, typer.Option(help="Dataset whose test split is sent.")],
+          dataset: Annotated[str | None, typer.Option(help="Dataset whose test split is "
+                                                      "sent.")] = None,
+          samples: Annotated[Path | None, typer.Option(help="Or an NPZ of your own samples: "
+                                                       "one array per model input.")] = None,
           limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many "
                                              "samples.")] = 100,
           wait: Annotated[float, typer.Option(help="Seconds to wait for the device's "
@@ -225,9 +235,11 @@ def infer(device: Annotated[str, typer.Argument(help="Device id or name.")],
     outputs and its own latency."""
     import time
 
+    if (dataset is None) == (samples is None):
+        raise typer.BadParameter("give --dataset or --samples")
     client = _client()
     try:
-        job = client.request_inference(device, dataset, limit)
+        job = client.request_inference(device, dataset, limit, samples=samples)
         deadline = time.monotonic() + wait
         while job.state not in ("done", "failed") and time.monotonic() < deadline:
             time.sleep(1)

@@ -110,6 +110,31 @@ def check_waves(waves: list[int] | None) -> list[int]:
     return waves
 
 
+def read_npz(data: bytes, what: str) -> dict[str, np.ndarray]:
+    """The arrays of an NPZ sent by a device or a user (hostile: no pickles, and at most
+    ``MAX_RESULT_BYTES`` unpacked).
+
+    Raises:
+        InvalidInputError: not an NPZ (``what`` says what was expected).
+        PayloadTooLargeError: it unpacks to more than the limit.
+    """
+    if len(data) > MAX_RESULT_BYTES:
+        raise PayloadTooLargeError("the file is larger than 64 MiB")
+    try:  # a compressed NPZ can unpack to far more than was sent (zipfile reads no
+        # entry past its declared size, so the declared sizes bound the memory)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError):
+        raise InvalidInputError(what) from None
+    if unpacked > MAX_RESULT_BYTES:
+        raise PayloadTooLargeError("the file unpacks to more than 64 MiB")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {name: np.asarray(npz[name]) for name in npz.files}
+    except Exception:
+        raise InvalidInputError(what) from None
+
+
 class Fleet:
     """The fleet's use cases on the services' database and artifact store."""
 
@@ -548,7 +573,20 @@ class Fleet:
             names = [k.removeprefix("input/") for k in golden.files if k.startswith("input/")]
             dtypes = {k.removeprefix("input/"): golden[k].dtype for k in golden.files
                       if k.startswith("input/")}
+            shapes = {k.removeprefix("input/"): golden[k].shape[1:] for k in golden.files
+                      if k.startswith("input/")}
         dataset_id = None
+        if samples is not None:  # uploaded: input/<name> or <name>; one array for one input
+            samples = {k.removeprefix("input/"): v for k, v in samples.items()}
+            if len(samples) == 1 and len(names) == 1:
+                samples = {names[0]: next(iter(samples.values()))}
+            for name, array in samples.items():
+                if name in shapes and (array.ndim < 1 or array.shape[1:] != shapes[name]
+                                       or len(array) == 0 or array.dtype.kind not in "biuf"):
+                    raise InvalidInputError(
+                        f"samples of input {name!r} must be numbers shaped (N, "
+                        f"{', '.join(map(str, shapes[name]))}); got {array.dtype}"
+                        f"{list(array.shape)}")
         if samples is None:
             if dataset_ref is None:
                 raise InvalidInputError("give a dataset or samples")
@@ -598,21 +636,10 @@ class Fleet:
         if len(latency_ms) != job.samples or any(
                 not (0 <= v < 1e7) for v in latency_ms):
             raise InvalidInputError(f"send one latency (ms) per sample ({job.samples})")
-        try:  # a compressed NPZ can unpack to far more than was sent (zipfile reads no
-            # entry past its declared size, so the declared sizes bound the memory)
-            with zipfile.ZipFile(io.BytesIO(outputs)) as archive:
-                unpacked = sum(info.file_size for info in archive.infolist())
-        except (zipfile.BadZipFile, ValueError):
-            raise InvalidInputError("outputs must be an NPZ holding output/0, output/1, ...") \
-                from None
-        if unpacked > MAX_RESULT_BYTES:
-            raise PayloadTooLargeError("the outputs unpack to more than 64 MiB")
-        try:
-            with np.load(io.BytesIO(outputs), allow_pickle=False) as data:
-                first = np.asarray(data["output/0"])
-        except Exception:
-            raise InvalidInputError("outputs must be an NPZ holding output/0, output/1, ...") \
-                from None
+        arrays = read_npz(outputs, "outputs must be an NPZ holding output/0, output/1, ...")
+        if "output/0" not in arrays:
+            raise InvalidInputError("outputs must be an NPZ holding output/0, output/1, ...")
+        first = arrays["output/0"]
         metrics = {"latency_ms_p50": float(np.percentile(latency_ms, 50)),
                    "latency_ms_p95": float(np.percentile(latency_ms, 95)),
                    "samples": float(job.samples)}
@@ -688,10 +715,23 @@ class FleetView:
         scope = {self.ws.project_id(project)} if project else self.ws.projects
         return self.fleet.store.list_rollouts(scope)
 
-    def inference(self, device_ref: str, dataset: str | None, limit: int = 100) -> InferenceJob:
+    def inference(self, device_ref: str, dataset: str | None, limit: int = 100, *,
+                  samples: bytes | None = None) -> InferenceJob:
+        """The dataset's test split, or the arrays of an uploaded NPZ (``samples``)."""
         device = self.device(device_ref, write=True)
+        if samples is not None:
+            arrays = read_npz(samples, "samples must be an NPZ of arrays, one per model "
+                              "input (input/<name> or <name>), samples first")
+            return self.fleet.request_inference(device, None, arrays, limit=limit)
         dataset_id = self.ws.get_dataset(dataset, device.project).id if dataset else None
         return self.fleet.request_inference(device, dataset_id, limit=limit)
+
+    def devices_running(self, run: Run) -> list[FleetDevice]:
+        """The project's devices whose committed release was made from ``run``."""
+        made = {r.id for r in self.fleet.store.list_releases([run.project])
+                if r.run_id == run.id}
+        return [d for d in self.fleet.store.list_devices([run.project])
+                if d.release_id in made and d.revoked_at is None]
 
     def job(self, job_id: str) -> InferenceJob:
         return self.fleet.store.get_job(job_id, projects=self.ws.projects)

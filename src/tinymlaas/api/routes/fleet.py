@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 
 from tinymlaas.api.common import AUTH_ERRORS
 from tinymlaas.api.deps import StudioDep, WorkspaceDep
@@ -22,7 +23,8 @@ from tinymlaas.api.fleet_schemas import (
 )
 from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.domain.fleet import FleetDevice, InferenceJob, Release, Rollout
-from tinymlaas.service.fleet import CODE_TTL, FleetView
+from tinymlaas.errors import PayloadTooLargeError
+from tinymlaas.service.fleet import CODE_TTL, MAX_RESULT_BYTES, FleetView
 from tinymlaas.store.paging import page_list
 
 __all__ = ["router"]
@@ -90,6 +92,20 @@ def request_inference(ref: str, body: InferenceCreate, fleet: FleetDep) -> objec
     """Send a dataset's test split to the device's agent, which runs it on the installed
     release and reports outputs and latency measured on the device."""
     return fleet.inference(ref, body.dataset, body.limit)
+
+
+@router.post("/devices/{ref}/inference/samples", response_model=InferenceJob,
+             status_code=status.HTTP_202_ACCEPTED)
+async def request_inference_on_samples(
+        ref: str, fleet: FleetDep, file: Annotated[UploadFile, File(description=(
+            "An NPZ: one array per model input (input/<name> or <name>), samples first"))],
+        limit: Annotated[int, Form(ge=1, le=1000)] = 100) -> object:
+    """Send your own samples (an NPZ, at most 64 MiB) to the device's agent, which runs
+    them on the installed release and reports outputs and latency measured on the device."""
+    data = await file.read(MAX_RESULT_BYTES + 1)
+    if len(data) > MAX_RESULT_BYTES:
+        raise PayloadTooLargeError("the samples are larger than 64 MiB")
+    return await run_in_threadpool(fleet.inference, ref, None, limit, samples=data)
 
 
 @router.get("/inference/{job_id}", response_model=InferenceJob)

@@ -16,6 +16,7 @@ from tinymlaas.api.responses import (
 )
 from tinymlaas.domain import Run
 from tinymlaas.errors import InvalidInputError, NotFoundError, TinymlaasError
+from tinymlaas.service.fleet import FleetView
 from tinymlaas.service.pipelines import parse_pipeline
 from tinymlaas.web.charts import layers_figure
 from tinymlaas.web.forms import StepErrors, param_fields, parse_steps, step_errors
@@ -95,6 +96,32 @@ def create_run(request: Request, project_id: str, viewer: WebSession, studio: St
     return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
 
+@router.post("/runs/{ref}/device-inference")
+def run_on_device(request: Request, ref: str, viewer: WebSession, studio: StudioDep,
+                  device: Annotated[str, Form(max_length=100)] = "",
+                  limit: Annotated[str, Form(max_length=20)] = "100",
+                  csrf_token: Annotated[str, Form()] = "") -> Response:
+    """Send the run's test split to a device running a release of the run; the device's
+    page shows the job, and this page its figures once the device has answered."""
+    check_csrf(request, csrf_token)
+    run = viewer.workspace.get_run(ref)
+    try:
+        if run.dataset_id is None:
+            raise InvalidInputError("this run has no dataset to send")
+        try:
+            count = int(limit.strip() or "100")
+        except ValueError:
+            raise InvalidInputError(f"samples must be a whole number, not {limit!r}") from None
+        fleet = FleetView(studio.fleet, viewer.workspace)
+        job = fleet.inference(device, run.dataset_id, count)
+    except TinymlaasError as exc:
+        context = _run_context(viewer, run.id, studio)
+        return render(request, "run.html", {**context, "error": exc.message}, viewer=viewer,
+                      status_code=exc.http_status)
+    return RedirectResponse(f"/fleet/devices/{job.device_id}?queued={job.id}#job-{job.id}",
+                            status_code=303)
+
+
 def _device_jobs(studio: StudioDep, run: Run) -> list[dict[str, Any]]:
     """What devices measured running releases made from ``run`` (newest first)."""
     jobs = studio.fleet.jobs_for_run(run)
@@ -117,7 +144,9 @@ def _run_context(viewer: Viewer, ref: str, studio: StudioDep) -> dict[str, Any]:
             "layers": layers, "layers_figure": layers_figure(layers) if layers else None,
             "dataset": dataset, "artifacts": artifacts, "packages": packages,
             "project": ws.get_project(run.project), "can_write": role in {"owner", "editor"},
-            "device_jobs": _device_jobs(studio, run)}
+            "device_jobs": _device_jobs(studio, run),
+            "run_devices": FleetView(studio.fleet, ws).devices_running(run)
+            if role in {"owner", "editor"} and dataset is not None else []}
 
 
 @router.get("/runs/{ref}")
