@@ -62,7 +62,7 @@ class LocalFleet:
         return {**device.model_dump(mode="json"),
                 "history": [e.model_dump(mode="json") for e in self.fleet.history(device)],
                 "inference": [j.model_dump(mode="json")
-                              for j in self.fleet.store.jobs_of(device.id)]}
+                              for j in self.fleet.jobs(device)]}
 
     def revoke_device(self, ref: str) -> FleetDevice:
         return self.fleet.revoke(self._device(ref))

@@ -64,6 +64,7 @@ from tinymlaas.errors import (
 from tinymlaas.service.services import Services
 from tinymlaas.store.fleet import FleetStore
 from tinymlaas.store.metadata import new_id
+from tinymlaas.store.paging import Key, Page, page_list
 
 __all__ = ["Fleet", "FleetView"]
 
@@ -80,6 +81,8 @@ MAX_RESULT_BYTES = 64 * 1024**2
 MAX_INFERENCE_SAMPLES = 1000
 GOLDEN_FILE = "golden.npz"
 _NAME = re.compile(NAME_PATTERN)
+#: Larger than any version or microsecond timestamp: newest-first keys count down from it.
+_NEWEST = 10**19
 _OPEN = (ActionState.offered, ActionState.running)
 _FAILED = (ActionState.failed, ActionState.rolled_back)
 #: File names a release's package may not take (the DDI listing serves these itself).
@@ -625,6 +628,22 @@ class Fleet:
                                                  size_bytes=size, filename=path.name))
         return sha
 
+    def take_job(self, device: FleetDevice, job_id: str) -> tuple[InferenceJob, Path]:
+        """The device's job and its inputs file; a queued job starts running (a finished
+        one stays finished)."""
+        job = self.store.get_job(job_id, device_id=device.id)
+        if job.state == "queued":
+            self.store.update_job(job.id, state="running")
+        return job, self.services.artifacts.path(job.inputs_sha)
+
+    def inputs_of(self, device: FleetDevice, job_id: str) -> Path:
+        job = self.store.get_job(job_id, device_id=device.id)
+        return self.services.artifacts.path(job.inputs_sha)
+
+    def jobs(self, device: FleetDevice) -> list[InferenceJob]:
+        """The device's inference jobs, newest first."""
+        return self.store.jobs_of(device.id)
+
     def inference_result(self, device: FleetDevice, job_id: str, latency_ms: list[float],
                          outputs: bytes) -> InferenceJob:
         """Store what the device computed, and score it against the dataset's labels."""
@@ -735,3 +754,31 @@ class FleetView:
 
     def job(self, job_id: str) -> InferenceJob:
         return self.fleet.store.get_job(job_id, projects=self.ws.projects)
+
+    def installed(self, device: FleetDevice) -> Release | None:
+        return self.fleet.store.get_release(device.release_id) if device.release_id else None
+
+    def device_names(self, project: str) -> dict[str, str]:
+        return {d.id: d.name for d in self.fleet.store.list_devices([self.ws.project_id(
+            project)])}
+
+    # pages of the lists (keyset pagination over lists held in memory) --------------------
+
+    def page_devices(self, limit: int, after: Key | None = None, project: str | None = None,
+                     group: str | None = None) -> Page[FleetDevice]:
+        """By project and name."""
+        return page_list(self.devices(project, group), lambda d: (d.project, d.name),
+                         limit, after)
+
+    def page_releases(self, limit: int, after: Key | None = None,
+                      project: str | None = None) -> Page[Release]:
+        """By project, newest version first."""
+        return page_list(self.releases(project),
+                         lambda r: (r.project, f"{_NEWEST - r.version:020d}", r.id),
+                         limit, after)
+
+    def page_rollouts(self, limit: int, after: Key | None = None,
+                      project: str | None = None) -> Page[Rollout]:
+        """Newest first."""
+        return page_list(self.rollouts(project), lambda r: (
+            f"{_NEWEST - int(r.created_at.timestamp() * 1e6):020d}", r.id), limit, after)

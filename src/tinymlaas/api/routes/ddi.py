@@ -164,10 +164,8 @@ class InferenceResult(BaseModel):
 def inference_job(request: Request, job_id: str, device: DeviceDep,
                   studio: StudioDep) -> object:
     """Inputs the Studio asked this device to run on its installed release."""
-    job = studio.fleet.store.get_job(job_id, device_id=device.id)
-    if job.state == "queued":  # a finished job stays finished
-        studio.fleet.store.update_job(job.id, state="running")
-    size = studio.fleet.services.artifacts.path(job.inputs_sha).stat().st_size
+    job, inputs = studio.fleet.take_job(device, job_id)
+    size = inputs.stat().st_size
     return InferenceWork(id=job.id, samples=job.samples, inputs=DdiArtifact(
         filename="inputs.npz", hashes=DdiHashes(sha256=job.inputs_sha), size=size,
         links={"download-http": _link(request, device, "inference", job.id, "inputs.npz")}))
@@ -176,8 +174,7 @@ def inference_job(request: Request, job_id: str, device: DeviceDep,
 @router.get(_BASE + "/inference/{job_id}/inputs.npz", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
 def inference_inputs(job_id: str, device: DeviceDep, studio: StudioDep) -> Response:
-    job = studio.fleet.store.get_job(job_id, device_id=device.id)
-    return FileResponse(studio.fleet.services.artifacts.path(job.inputs_sha),
+    return FileResponse(studio.fleet.inputs_of(device, job_id),
                         media_type="application/octet-stream", filename="inputs.npz")
 
 

@@ -25,13 +25,10 @@ from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.domain.fleet import FleetDevice, InferenceJob, Release, Rollout
 from tinymlaas.errors import PayloadTooLargeError
 from tinymlaas.service.fleet import CODE_TTL, MAX_RESULT_BYTES, FleetView
-from tinymlaas.store.paging import page_list
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/fleet", tags=["fleet"], responses=AUTH_ERRORS)
-#: Larger than any version or microsecond timestamp: newest-first keys count down from it.
-_NEWEST = 10**19
 
 async def get_fleet(ws: WorkspaceDep, studio: StudioDep) -> FleetView:
     return FleetView(studio.fleet, ws)
@@ -58,8 +55,7 @@ def list_devices(fleet: FleetDep, paging: PagingDep,
                  project: Annotated[str | None, Query(max_length=100)] = None,
                  group: Annotated[str | None, Query(max_length=100)] = None) -> object:
     """The devices of the user's projects (or one), by project and name, a page at a time."""
-    return paging.send(page_list(fleet.devices(project, group), lambda d: (d.project, d.name),
-                                 paging.limit, paging.after))
+    return paging.send(fleet.page_devices(paging.limit, paging.after, project, group))
 
 
 @router.get("/devices/{ref}", response_model=DeviceDetail)
@@ -67,7 +63,7 @@ def get_device(ref: str, fleet: FleetDep) -> object:
     """A device with its history (newest first) and its inference jobs."""
     device = fleet.device(ref)
     return DeviceDetail(**device.model_dump(), history=fleet.fleet.history(device),
-                        inference=fleet.fleet.store.jobs_of(device.id))
+                        inference=fleet.fleet.jobs(device))
 
 
 @router.post("/devices/{ref}/revoke", response_model=FleetDevice)
@@ -125,9 +121,7 @@ def create_release(body: ReleaseCreate, fleet: FleetDep) -> object:
 def list_releases(fleet: FleetDep, paging: PagingDep,
                   project: Annotated[str | None, Query(max_length=100)] = None) -> object:
     """Releases, by project, newest version first, a page at a time."""
-    return paging.send(page_list(fleet.releases(project),
-                                 lambda r: (r.project, f"{_NEWEST - r.version:012d}", r.id),
-                                 paging.limit, paging.after))
+    return paging.send(fleet.page_releases(paging.limit, paging.after, project))
 
 
 @router.get("/releases/{ref}", response_model=Release)
@@ -147,10 +141,7 @@ def list_rollouts(fleet: FleetDep, paging: PagingDep,
                   project: Annotated[str | None, Query(max_length=100)] = None) -> object:
     """Rollouts, newest first, each with its devices' actions and counts by state, a page
     at a time."""
-    return paging.send(page_list(
-        fleet.rollouts(project),
-        lambda r: (f"{_NEWEST - int(r.created_at.timestamp() * 1e6):020d}", r.id),
-        paging.limit, paging.after))
+    return paging.send(fleet.page_rollouts(paging.limit, paging.after, project))
 
 
 @router.get("/rollouts/{ref}", response_model=Rollout)

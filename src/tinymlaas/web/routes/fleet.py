@@ -216,9 +216,8 @@ def _device_page(request: Request, viewer: Viewer, studio: StudioDep, ref: str, 
     fleet = _fleet(viewer, studio)
     ws = viewer.workspace
     device = fleet.device(ref)
-    release = (studio.fleet.store.get_release(device.release_id)
-               if device.release_id else None)
-    jobs = studio.fleet.store.jobs_of(device.id)
+    release = fleet.installed(device)
+    jobs = studio.fleet.jobs(device)
     datasets = {d.id: d for d in ws.list_datasets(device.project)}
     return render(request, "fleet_device.html", {
         "device": device, "health": device_health(device), "release": release,

@@ -122,12 +122,12 @@ def run_on_device(request: Request, ref: str, viewer: WebSession, studio: Studio
                             status_code=303)
 
 
-def _device_jobs(studio: StudioDep, run: Run) -> list[dict[str, Any]]:
+def _device_jobs(fleet: FleetView, run: Run) -> list[dict[str, Any]]:
     """What devices measured running releases made from ``run`` (newest first)."""
-    jobs = studio.fleet.jobs_for_run(run)
+    jobs = fleet.fleet.jobs_for_run(run)
     if not jobs:
         return []
-    names = {d.id: d.name for d in studio.fleet.store.list_devices([run.project])}
+    names = fleet.device_names(run.project)
     return [{"job": j, "device": names.get(j.device_id, j.device_id)} for j in jobs]
 
 
@@ -140,12 +140,13 @@ def _run_context(viewer: Viewer, ref: str, studio: StudioDep) -> dict[str, Any]:
     packages = ws.run_packages(run.id)
     role = ws.store.role_of(run.project, viewer.user.id)
     layers = ws.run_layers(run.id)
+    fleet = FleetView(studio.fleet, ws)
     return {"run": run, "row": run_row(run, {model.id: model.name}), "model": model,
             "layers": layers, "layers_figure": layers_figure(layers) if layers else None,
             "dataset": dataset, "artifacts": artifacts, "packages": packages,
             "project": ws.get_project(run.project), "can_write": role in {"owner", "editor"},
-            "device_jobs": _device_jobs(studio, run),
-            "run_devices": FleetView(studio.fleet, ws).devices_running(run)
+            "device_jobs": _device_jobs(fleet, run),
+            "run_devices": fleet.devices_running(run)
             if role in {"owner", "editor"} and dataset is not None else []}
 
 
