@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tinymlaas.contracts.ota import Enrollment
 from tinymlaas.errors import InvalidInputError
 
 __all__ = ["AgentConfig", "AgentState", "Installed", "Layout", "Trial", "load_config",
@@ -83,17 +84,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class AgentConfig(_Model):
-    """``agent.json``: the enrollment, kept for every later start."""
+class AgentConfig(Enrollment):
+    """``agent.json``: the enrollment and the server it came from, kept for every later
+    start."""
 
     server: str
-    tenant: str
-    controller_id: str
-    name: str
-    token: str
-    device_profile: str | None = None
-    public_key: str
-    key_id: str
     poll_s: int = 60
 
 
