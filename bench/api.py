@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -32,13 +33,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tinymlaas.api.testing import free_port, start_server, stop_server, write_digits_onnx
+from tinymlaas.api.testing import (
+    free_port,
+    postgres_database,
+    start_server,
+    stop_server,
+    write_digits_onnx,
+)
 from tinymlaas.client import Client
 
 RESULTS = Path(__file__).resolve().parent / "results" / "api.json"
@@ -189,30 +195,11 @@ def _wait_drained(url: str, token: str, timeout_s: float = 900) -> float:
     return time.perf_counter() - began
 
 
-def _postgres_database(admin_url: str) -> str:
-    import sqlalchemy as sa
-
-    name = f"tinymlaas_bench_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    engine.dispose()
-
-
 def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
     """Start a server on ``database`` (sqlite or postgresql) and measure it."""
-    database_url = _postgres_database(args.postgres) if database == "postgresql" else None
-    try:
+    with contextlib.ExitStack() as stack:
+        database_url = (stack.enter_context(postgres_database(args.postgres))
+                        if database == "postgresql" else None)
         with tempfile.TemporaryDirectory(prefix="tinymlaas-bench-") as tmp:
             port = free_port()
             server = _start(Path(tmp) / "home", port, database_url, args.workers)
@@ -233,9 +220,6 @@ def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
                 pages = _reads(url, token, args.clients, args.duration, "/api/v1/runs?limit=20")
             finally:
                 stop_server(server)
-    finally:
-        if database_url:
-            _drop_database(args.postgres, database_url)
     return {"database": database, "get_run": one, "list_runs": pages, "submissions": submit}
 
 

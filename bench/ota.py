@@ -46,7 +46,6 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +56,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from tinymlaas.api.testing import free_port, start_server, stop_server, write_digits_onnx
+from tinymlaas.api.testing import (
+    free_port,
+    postgres_database,
+    start_server,
+    stop_server,
+    write_digits_onnx,
+)
 from tinymlaas.client import Client
 from tinymlaas.contracts.ota import (
     AgentReport,
@@ -406,36 +411,12 @@ async def _rollout(url: str, token: str, run_id: str, codes: dict[str, str],
     }
 
 
-def _fresh_postgres(admin_url: str) -> str:
-    """A new, empty database on the server of ``admin_url``: its URL."""
-    import sqlalchemy as sa
-
-    name = f"tinymlaas_bench_ota_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def _drop_postgres(admin_url: str, url: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    engine.dispose()
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """On a fresh database (a new one next to a PostgreSQL ``--database-url``), measure."""
     url = args.database_url
     if url and url.startswith("postgresql"):
-        fresh = _fresh_postgres(url)
-        try:
+        with postgres_database(url, "tinymlaas_bench_ota") as fresh:
             return _measure(args, fresh)
-        finally:
-            _drop_postgres(url, fresh)
     return _measure(args, url)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 from fastapi.testclient import TestClient
-from web_support import PASSWORD, log_in, no_horizontal_overflow, shot, sign_in, text_of
+from web_support import PASSWORD, csrf_of, log_in, no_horizontal_overflow, shot, sign_in, text_of
 
 from tinymlaas.api.testing import write_digits_onnx
 from tinymlaas.domain import Pipeline, RunStatus
@@ -254,15 +254,9 @@ def test_enroll_deploy_and_follow_a_device(site, new_page, tmp_path: Path) -> No
     assert device.http.get(device.base, headers=device.headers).status_code == 401
 
 
-def _csrf(http: TestClient, path: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', http.get(path).text)
-    assert found
-    return found.group(1)
-
-
 def test_fleet_forms_answer_bad_input_with_a_clear_4xx(http: TestClient, tmp_path: Path) -> None:
     api = sign_in(http, "forms@example.com")
-    token = _csrf(http, "/fleet")
+    token = csrf_of(http, "/fleet")
 
     def post(path: str, **form: str) -> Any:
         return http.post(path, data={"csrf_token": token, **form}, follow_redirects=False)
@@ -326,7 +320,7 @@ def test_fleet_forms_answer_bad_input_with_a_clear_4xx(http: TestClient, tmp_pat
         assert seen.status_code == 200 and f'id="rollout-{rollout.id}"' in seen.text
         assert f"/fleet/rollouts/{rollout.id}/pause" not in seen.text
         pressed = watcher.post(f"/fleet/rollouts/{rollout.id}/pause", data={
-            "csrf_token": _csrf(watcher, "/fleet")}, follow_redirects=False)
+            "csrf_token": csrf_of(watcher, "/fleet")}, follow_redirects=False)
         assert pressed.status_code == 403 and "editor role" in text_of(pressed.text)
         assert api.rollout(rollout.id).state.value == "running"
     for path in ("/fleet/devices", "/fleet/rollouts", f"/fleet/rollouts/{rollout.id}/cancel",

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from web_support import sign_in, text_of
+from web_support import csrf_of, sign_in, text_of
 
 from hf_folders import write_bert_folder, write_hub_cache
-
-
-def _csrf(http: TestClient, path: str) -> str:
-    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get(path).text)
-    assert token
-    return token.group(1)
 
 
 def test_hub_import_and_text_upload_forms(http: TestClient, tmp_path: Path,
@@ -28,11 +22,11 @@ def test_hub_import_and_text_upload_forms(http: TestClient, tmp_path: Path,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert 'id="hub-form"' in http.get("/models").text
 
-    absent = http.post("/models/hub", data={"csrf_token": _csrf(http, "/models"),
+    absent = http.post("/models/hub", data={"csrf_token": csrf_of(http, "/models"),
                                             "repo_id": "org/absent"}, follow_redirects=False)
     assert absent.status_code == 503
     assert "cannot be reached" in text_of(absent.text)
-    done = http.post("/models/hub", data={"csrf_token": _csrf(http, "/models"),
+    done = http.post("/models/hub", data={"csrf_token": csrf_of(http, "/models"),
                                           "repo_id": "hf:org/tiny-bert", "name": "bert"},
                      follow_redirects=False)
     assert done.status_code == 303, text_of(done.text)[:500]
@@ -43,7 +37,7 @@ def test_hub_import_and_text_upload_forms(http: TestClient, tmp_path: Path,
     assert f'<option value="{model.id}">bert</option>' in page
     data = tmp_path / "sentences.csv"
     data.write_text("sentence\nthe cat sat\na good movie\nnot great\nawful plot\n")
-    fields = {"csrf_token": _csrf(http, "/datasets"), "tokenizer": model.id,
+    fields = {"csrf_token": csrf_of(http, "/datasets"), "tokenizer": model.id,
               "text_column": "sentence", "max_length": "12", "padding": "longest"}
     with data.open("rb") as fh:
         added = http.post("/datasets", data=fields, files={"file": (data.name, fh)},
@@ -53,7 +47,7 @@ def test_hub_import_and_text_upload_forms(http: TestClient, tmp_path: Path,
     assert (dataset.source_format, dataset.task, dataset.num_samples) == ("text", "embedding", 4)
     with data.open("rb") as fh:
         refused = http.post("/datasets", data={**fields, "text_column": "body",
-                                               "csrf_token": _csrf(http, "/datasets")},
+                                               "csrf_token": csrf_of(http, "/datasets")},
                             files={"file": (data.name, fh)}, follow_redirects=False)
     assert refused.status_code == 400
     assert re.search(r"column 'body' is not in \S+; columns: sentence", text_of(refused.text))

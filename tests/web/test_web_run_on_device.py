@@ -3,19 +3,12 @@ browser: the form's POST, its refusals, and a second user)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from web_support import sign_in, text_of
+from web_support import csrf_of, sign_in, text_of
 
 from tinymlaas.api.testing import write_digits_onnx
-
-
-def _csrf(http: TestClient, path: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', http.get(path).text)
-    assert found
-    return found.group(1)
 
 
 def test_the_run_page_runs_its_test_split_on_a_device(http: TestClient, tmp_path: Path) -> None:
@@ -40,7 +33,7 @@ def test_the_run_page_runs_its_test_split_on_a_device(http: TestClient, tmp_path
 
     page = http.get(f"/runs/{run.id}")
     assert 'id="run-on-device"' in page.text and "bench-1 (v1)" in page.text
-    token = _csrf(http, f"/runs/{run.id}")
+    token = csrf_of(http, f"/runs/{run.id}")
     sent = http.post(f"/runs/{run.id}/device-inference", data={
         "csrf_token": token, "device": identity["controller_id"], "limit": "5"},
         follow_redirects=False)
@@ -58,6 +51,6 @@ def test_the_run_page_runs_its_test_split_on_a_device(http: TestClient, tmp_path
     with TestClient(http.app, raise_server_exceptions=False) as other:
         sign_in(other, "stranger@example.com")
         stolen = other.post(f"/runs/{run.id}/device-inference", data={
-            "csrf_token": _csrf(other, "/fleet"), "device": identity["controller_id"]})
+            "csrf_token": csrf_of(other, "/fleet"), "device": identity["controller_id"]})
         assert stolen.status_code == 404
     assert len(api.fleet_device("bench-1").inference) == 1

@@ -148,6 +148,13 @@ def sign_in(http: TestClient, email: str) -> Client:
     return api
 
 
+def csrf_of(http: TestClient, path: str) -> str:
+    """The CSRF token a form of the page at ``path`` carries."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', http.get(path).text)
+    assert found, path
+    return found.group(1)
+
+
 def text_of(page: str) -> str:
     """The page's visible text, roughly: tags and scripts out, entities decoded."""
     page = re.sub(r"<script.*?</script>", " ", page, flags=re.S)

@@ -19,8 +19,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-__all__ = ["LiveServer", "free_port", "serve_in_thread", "start_server", "stop_server",
-           "write_digits_onnx"]
+__all__ = ["LiveServer", "free_port", "postgres_database", "serve_in_thread", "start_server",
+           "stop_server", "write_digits_onnx"]
 
 
 @dataclass
@@ -81,6 +81,28 @@ def write_digits_onnx(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+@contextmanager
+def postgres_database(admin_url: str, prefix: str = "tinymlaas_bench") -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server of ``admin_url`` for the block: its
+    URL. Dropped afterwards (connections still open to it are ended)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield admin_url.rsplit("/", 1)[0] + "/" + name
+        finally:
+            with engine.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
 
 
 def free_port() -> int:
