@@ -132,9 +132,21 @@ def _harness(result: CompileResult, samples: list[list[np.ndarray]]) -> tuple[st
         args += [f"out{i}" for i in range(len(result.outputs))]
         run, call = f"{name}_run({', '.join(args)})", []
     lines += declarations
-    call.append(f"    if ({run} != 0) return 1;")
+    # The inference alone sits between two reads of the board's timers, which QEMU's
+    # -icount clock makes count retired instructions (tinymlaas.compiler.instructions).
+    call += ["    uint32_t c0 = TM_COARSE, f0 = TM_FINE;",
+             f"    int status = {run};",
+             "    uint32_t f1 = TM_FINE, c1 = TM_COARSE;",
+             "    if (status != 0) return 1;",
+             '    tm_semihost_write0("TICKS ");',
+             "    print_u32(f0);",
+             "    print_u32(c0);",
+             "    print_u32(f1);",
+             "    print_u32(c1);",
+             '    tm_semihost_write0("\\n");']
     lines += [
         "",
+        *_TIMER_LINES,
         "static void print_hex(const void* data, unsigned n) {",
         "  static const char digits[] = \"0123456789abcdef\";",
         "  char buf[129];",
@@ -150,6 +162,7 @@ def _harness(result: CompileResult, samples: list[list[np.ndarray]]) -> tuple[st
         "}",
         "",
         "int main(void) {",
+        *_TIMER_START_LINES,
         f"  for (unsigned s = 0; s < {len(samples)}u; ++s) {{",
         *call,
     ]
@@ -159,6 +172,44 @@ def _harness(result: CompileResult, samples: list[list[np.ndarray]]) -> tuple[st
                   '    tm_semihost_write0("\\n");']
     lines += ["  }", '  tm_semihost_write0("DONE\\n");', "  return 0;", "}", ""]
     return "\n".join(lines), sample_bytes
+
+
+#: The MPS2 AN386 timers (25 MHz, counting down): the CMSDK APB timer 0 counts every tick,
+#: the dual timer's first counter every 256th, so a long inference that wraps the first
+#: (2^32 ticks) is still told apart from a short one.
+_TIMER_LINES = [
+    "#define TM_FINE (*(volatile uint32_t*)0x40000004u)",
+    "#define TM_COARSE (*(volatile uint32_t*)0x40002004u)",
+    "",
+    "static void print_u32(uint32_t value) {",
+    "  char buf[10];",
+    "  for (int i = 7; i >= 0; --i) {",
+    "    buf[i] = \"0123456789abcdef\"[value & 15u];",
+    "    value >>= 4;",
+    "  }",
+    "  buf[8] = ' ';",
+    "  buf[9] = 0;",
+    "  tm_semihost_write0(buf);",
+    "}",
+    "",
+]
+_TIMER_START_LINES = [
+    "  *(volatile uint32_t*)0x40000008u = 0xFFFFFFFFu; /* timer 0: reload */",
+    "  TM_FINE = 0xFFFFFFFFu;",
+    "  *(volatile uint32_t*)0x40000000u = 1u; /* enable */",
+    "  *(volatile uint32_t*)0x40002000u = 0xFFFFFFFFu; /* dual timer 1: load */",
+    "  *(volatile uint32_t*)0x40002008u = 0x8Au; /* enable, 32-bit, prescale 256 */",
+    "  {",
+    "    uint32_t c0 = TM_COARSE, f0 = TM_FINE;",
+    "    uint32_t f1 = TM_FINE, c1 = TM_COARSE;",
+    '    tm_semihost_write0("EMPTY ");',
+    "    print_u32(f0);",
+    "    print_u32(c0);",
+    "    print_u32(f1);",
+    "    print_u32(c1);",
+    '    tm_semihost_write0("\\n");',
+    "  }",
+]
 
 
 def _samples(result: CompileResult, inputs: list[np.ndarray]) -> list[list[np.ndarray]]:
