@@ -57,6 +57,7 @@ from tinymlaas.api.schemas import (
     WebhookPublic,
 )
 from tinymlaas.api.search_schemas import SearchEventPublic, SearchPublic
+from tinymlaas.api.site_schemas import BlobUrl, Site, SiteCreated, SiteWorker
 from tinymlaas.domain.fleet import FleetDevice, InferenceJob, Release, Rollout
 from tinymlaas.domain.searches import Candidate
 
@@ -387,6 +388,36 @@ class Client:
 
     def inference_job(self, job_id: str) -> InferenceJob:
         return self._one(InferenceJob, "GET", f"/fleet/inference/{job_id}")
+
+    # sites (steps on the customer's machines) -------------------------------------------
+
+    def create_site(self, name: str, *, project: str | None = None) -> SiteCreated:
+        """A new site; the answer holds its ``token`` (shown once) for the site's workers."""
+        body = {"name": name, "project": project}
+        return self._one(SiteCreated, "POST", "/sites",
+                         json={k: v for k, v in body.items() if v is not None})
+
+    def list_sites(self, project: str | None = None) -> list[Site]:
+        return self._list(Site, "/sites", {"project": project})
+
+    def get_site(self, name: str, *, project: str | None = None) -> Site:
+        return self._one(Site, "GET", f"/sites/{name}",
+                         params={"project": project})
+
+    def delete_site(self, name: str, *, project: str | None = None) -> None:
+        self.request("DELETE", f"/sites/{name}", params={"project": project})
+
+    def site_heartbeat(self, site: str, worker_id: str, hostname: str,
+                       running_steps: list[str] | None = None) -> SiteWorker:
+        """(A site worker, with the site's token.) Say the worker is alive."""
+        return self._one(SiteWorker, "POST", f"/sites/{site}/heartbeat",
+                         json={"worker_id": worker_id, "hostname": hostname,
+                               "running_steps": running_steps or []})
+
+    def blob_upload_url(self, site: str, sha256: str, ttl_s: int = 3600) -> BlobUrl:
+        """(A site worker, with the site's token.) A signed URL to PUT blob ``sha256`` to."""
+        return self._one(BlobUrl, "POST", f"/sites/{site}/blob-urls",
+                         json={"sha256": sha256, "method": "PUT", "ttl_s": ttl_s})
 
     def _list(self, model: type[T], path: str, params: dict[str, Any]) -> list[T]:
         return self._many(model, path, params={k: v for k, v in params.items()

@@ -104,6 +104,21 @@ class LocalArtifactStore:
             tmp.unlink(missing_ok=True)
             raise
 
+    def adopt(self, source: Path, sha256: str) -> None:
+        """Move ``source``, a file on the store's file system whose sha256 the caller has
+        just computed while writing it, into place (it is gone afterwards)."""
+        target = self._location(sha256)
+        if target.is_file():
+            source.unlink(missing_ok=True)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(source, 0o444)
+        os.replace(source, target)
+
+    def get_file(self, sha256: str, target: Path) -> Path:
+        """Copy a blob to ``target`` (:class:`~tinymlaas.artifacts.ArtifactStore`)."""
+        return self.export(sha256, target)
+
     def export(self, sha256: str, target: Path) -> Path:
         """Copy a blob out of the store."""
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 
 from tinymlaas.domain import RunStatus
 from tinymlaas.errors import ConflictError
-from tinymlaas.store import fleet
+from tinymlaas.store import fleet, sites
 from tinymlaas.store.accounts import (
     ExternalTransformerRow,
     MemberRow,
@@ -100,9 +100,12 @@ def delete_project(meta: MetadataStore, project: str) -> None:
         s.execute(delete(fleet.EventRow).where(fleet.EventRow.device_id.in_(devices)))
         rollouts = select(fleet.RolloutRow.id).where(fleet.RolloutRow.project == project)
         s.execute(delete(fleet.ActionRow).where(fleet.ActionRow.rollout_id.in_(rollouts)))
+        project_sites = select(sites.SiteRow.id).where(sites.SiteRow.project == project)
+        s.execute(delete(sites.SiteWorkerRow)
+                  .where(sites.SiteWorkerRow.site_id.in_(project_sites)))
         for table in (DeviceRow, ExternalTransformerRow, PipelineTemplateRow, WebhookRow,
                       SearchRow, fleet.DeviceRow, fleet.ReleaseRow, fleet.RolloutRow,
-                      fleet.InferenceRow):
+                      fleet.InferenceRow, sites.SiteRow):
             s.execute(delete(table).where(table.project == project))
         s.execute(delete(MemberRow).where(MemberRow.project_id == project))
         s.execute(delete(ProjectRow).where(ProjectRow.id == project))

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from tinymlaas.api.routes import (
     auth,
+    blobs,
     datasets,
     devices,
     fleet,
@@ -12,6 +13,7 @@ from tinymlaas.api.routes import (
     projects,
     runs,
     searches,
+    sites,
     templates,
     transformers,
     users,
@@ -27,5 +29,5 @@ api_router = APIRouter()
 # dependencies. Requests are matched in order, so the most requested resources (runs,
 # then searches) come first; no two resources share a path.
 for module in (runs, searches, models, datasets, devices, projects, health, auth, users,
-               transformers, templates, webhooks, fleet):
+               transformers, templates, webhooks, fleet, sites, blobs):
     api_router.routes.extend(module.router.routes)

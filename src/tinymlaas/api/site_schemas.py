@@ -1,0 +1,68 @@
+"""Request and response bodies of the sites and blob routes (pydantic only: the SDK and a
+site's worker import them without the server stack)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tinymlaas.domain.sites import Site, SiteWorker
+
+__all__ = [
+    "BlobStored",
+    "BlobUrl",
+    "BlobUrlRequest",
+    "Heartbeat",
+    "Site",
+    "SiteCreate",
+    "SiteCreated",
+    "SiteWorker",
+]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class SiteCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME, description="Unique within the project.")
+    project: str | None = Field(default=None, max_length=100,
+                                description="Project id (default: your own).")
+
+
+class SiteCreated(Site):
+    """A new site and its token: shown this once (the server keeps only its sha256)."""
+
+    token: str
+
+
+class Heartbeat(BaseModel):
+    """A site worker saying it is alive, from where, and which steps it runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+    hostname: str = Field(min_length=1, max_length=255)
+    running_steps: list[str] = Field(default_factory=list, max_length=256)
+
+
+class BlobUrlRequest(BaseModel):
+    """A signed URL a site's worker uploads an output to (its sha256 computed first)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    method: Literal["PUT"] = "PUT"
+    ttl_s: int = Field(default=3600, ge=1, le=24 * 3600)
+
+
+class BlobUrl(BaseModel):
+    url: str
+    expires_at: datetime
+
+
+class BlobStored(BaseModel):
+    sha256: str
+    size: int
