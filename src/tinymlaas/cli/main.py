@@ -155,6 +155,11 @@ def models_add(
                       f"{model.parameters:,} parameters, task {model.task}", highlight=False)
         console.print(f"  inputs: {_tensors(model.inputs)}", markup=False, highlight=False)
         console.print(f"  outputs: {_tensors(model.outputs)}", markup=False, highlight=False)
+        from tinymlaas.templates import default_template
+
+        console.print(f"next: tinymlaas run {default_template(str(model.kind))} --model "
+                      f"{model.name} --dataset DATASET   (the default int8; `tinymlaas "
+                      "datasets add` registers the data)", markup=False, highlight=False)
 
 
 def _tensors(specs: list[Any]) -> str:
@@ -453,7 +458,9 @@ def _metric(key: str, value: object) -> str:
 
 @app.command("run")
 def run_pipeline(
-    pipeline_file: Annotated[Path, typer.Argument(help="Pipeline YAML (see docs/pipelines.md).")],
+    pipeline_file: Annotated[Path, typer.Argument(
+        metavar="PIPELINE", help="Pipeline YAML (see docs/pipelines.md), or the name of a "
+        "shipped template (auto-int8, static-int8, ...).")],
     model: Annotated[str | None, typer.Option(help="Model name or id (overrides the file).")]
     = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name or id.")] = None,
@@ -466,10 +473,23 @@ def run_pipeline(
     from tinymlaas.service.pipelines import load_pipeline
 
     svc = services()
-    pipeline = load_pipeline(pipeline_file)
+    pipeline = load_pipeline(_pipeline_source(pipeline_file))
     run = svc.create_run(pipeline, model=model, dataset=dataset, device=device, name=name,
                          project=project)
     _execute(svc, run, as_json)
+
+
+def _pipeline_source(given: Path) -> Path:
+    """A pipeline file, or the file of the shipped template named ``given``."""
+    from tinymlaas.templates import template_names, template_path
+
+    if given.exists() or given.suffix or len(given.parts) > 1:
+        return given
+    names = template_names()
+    if str(given) in names:
+        return template_path(str(given))
+    raise InvalidInputError(f"{given} is neither a pipeline file nor a template; templates: "
+                            f"{', '.join(names)}")
 
 
 #: ``run`` and ``runs rerun``: the exit code of a run that ended degraded (every step

@@ -8,9 +8,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from tinymlaas.domain import Fidelity
 from tinymlaas.errors import InvalidInputError, TinymlaasError
 
-__all__ = ["ParamField", "StepErrors", "param_fields", "parse_steps", "step_errors"]
+__all__ = ["FIDELITY_FIELDS", "FidelityField", "ParamField", "StepErrors", "param_fields",
+           "parse_fidelity", "parse_steps", "step_errors"]
 
 _STEP = re.compile(r"^step (\d+) ")
 MAX_STEPS = 32
@@ -112,6 +116,77 @@ def parse_steps(text: str) -> list[dict[str, Any]]:
         raise InvalidInputError("add at least one step, or pick a template",
                                 {"field": "steps"})
     return [{"transformer": s["transformer"], "params": s.get("params") or {}} for s in steps]
+
+
+@dataclass(frozen=True)
+class FidelityField:
+    """One threshold of the run form's fidelity gate (a field of :class:`Fidelity`)."""
+
+    key: str
+    task: str
+    label: str
+
+    @property
+    def name(self) -> str:
+        """The form field's name."""
+        return f"fidelity_{self.key}"
+
+    @property
+    def default_text(self) -> str:
+        """The default threshold as the input's placeholder (``off`` when none)."""
+        default = Fidelity.model_fields[self.key].default
+        return "off" if default is None else f"{default:g}"
+
+
+#: The fidelity gate's thresholds in the run form, one per task.
+FIDELITY_FIELDS = [
+    FidelityField("max_accuracy_drop", "classification", "largest accuracy drop (points)"),
+    FidelityField("min_cosine", "embedding", "smallest mean cosine to the input model"),
+    FidelityField("min_snr_db", "generic", "smallest output SNR (dB)"),
+    FidelityField("max_mae_increase_pct", "regression", "largest MAE increase (%)"),
+    FidelityField("max_auc_drop", "anomaly", "largest AUC drop"),
+]
+_OFF = {"off", "none"}
+
+
+def parse_fidelity(texts: dict[str, str]) -> Fidelity | None:
+    """The run form's fidelity thresholds (``fidelity_<key>``: a number, ``off``, or empty
+    for the default) as a gate; None when every one is empty (the defaults).
+
+    Raises:
+        InvalidInputError: a threshold that is not a number or ``off``, or out of its
+            range; ``details["field"]`` names the form field.
+    """
+    values: dict[str, float | None] = {}
+    for spec in FIDELITY_FIELDS:
+        text = (texts.get(spec.name) or "").strip()
+        if not text:
+            continue
+        where = f"fidelity threshold for {spec.task} ({spec.label})"
+        if text.lower() in _OFF:
+            values[spec.key] = None
+            continue
+        try:
+            values[spec.key] = float(text)
+        except ValueError:
+            raise InvalidInputError(f"{where}: {text[:40]!r} is not a number; give a number, "
+                                    "off, or leave it empty for the default "
+                                    f"({spec.default_text})", {"field": spec.name}) from None
+    if not values:
+        return None
+    try:
+        return Fidelity(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        spec = next(f for f in FIDELITY_FIELDS if f.key == error["loc"][0])
+        field = Fidelity.model_fields[spec.key].metadata
+        low = next((m.ge for m in field if hasattr(m, "ge")), None)
+        high = next((m.le for m in field if hasattr(m, "le")), None)
+        raise InvalidInputError(
+            f"fidelity threshold for {spec.task} ({spec.label}): "
+            f"{texts.get(spec.name, '').strip()[:40]!r} is out of range; give a finite number "
+            f"from {low:g} to {high:g}, off, or leave it empty for the default "
+            f"({spec.default_text})", {"field": spec.name}) from None
 
 
 @dataclass

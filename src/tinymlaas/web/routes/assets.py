@@ -17,6 +17,7 @@ from tinymlaas.domain import DatasetSplits, Device, Task
 from tinymlaas.errors import InvalidInputError, TinymlaasError
 from tinymlaas.formats.datasets import MAX_IMAGE_SIDE
 from tinymlaas.formats.text_datasets import MAX_TEXT_LENGTH, TextOptions
+from tinymlaas.templates import default_template
 from tinymlaas.web.forms import param_fields
 from tinymlaas.web.render import render
 from tinymlaas.web.routing import WebRoute
@@ -79,8 +80,10 @@ def _project_names(viewer: Viewer) -> dict[str, str]:
 
 def _models_page(request: Request, viewer: Viewer, error: str | None = None,
                  status_code: int = 200) -> Response:
+    models = viewer.workspace.list_models()
     return render(request, "models.html", {
-        "models": viewer.workspace.list_models(), "projects": _writable_projects(viewer),
+        "models": models, "projects": _writable_projects(viewer),
+        "default_templates": {m.id: default_template(m.kind.value) for m in models},
         "project_names": _project_names(viewer), "tasks": TASKS, "error": error},
         viewer=viewer, status_code=status_code)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from tinymlaas.api.deps import StudioDep
@@ -18,8 +18,16 @@ from tinymlaas.domain import Run
 from tinymlaas.errors import InvalidInputError, NotFoundError, TinymlaasError
 from tinymlaas.service.fleet import FleetView
 from tinymlaas.service.pipelines import parse_pipeline
+from tinymlaas.templates import default_template
 from tinymlaas.web.charts import layers_figure
-from tinymlaas.web.forms import StepErrors, param_fields, parse_steps, step_errors
+from tinymlaas.web.forms import (
+    FIDELITY_FIELDS,
+    StepErrors,
+    param_fields,
+    parse_fidelity,
+    parse_steps,
+    step_errors,
+)
 from tinymlaas.web.render import render
 from tinymlaas.web.routing import WebRoute
 from tinymlaas.web.session import Viewer, WebSession, check_csrf
@@ -38,21 +46,33 @@ def _form_page(request: Request, viewer: Viewer, project_id: str, studio: Studio
     project = ws.get_project(project_id)
     transformers = [t for t in ws.list_transformers() if t.external is None
                     or t.external.project in ws.projects]
+    models = ws.list_models(project.id)
     return render(request, "run_new.html", {
-        "project": project, "models": ws.list_models(project.id),
+        "project": project, "models": models,
         "datasets": ws.list_datasets(project.id),
         "devices": studio.services.list_devices({project.id}),
         "templates": ws.list_templates(), "transformers": transformers,
         "fields": {t.name: param_fields(t.params_schema) for t in transformers},
+        "fidelity_fields": FIDELITY_FIELDS, "default_templates": {
+            m.id: default_template(m.kind.value) for m in models},
         "form": form, "errors": errors}, viewer=viewer, status_code=status_code)
 
 
 @router.get("/projects/{project_id}/runs/new")
-def new_run_page(request: Request, project_id: str, viewer: WebSession,
-                 studio: StudioDep) -> Response:
-    form = {"mode": "template", "template": "static-int8", "steps_json": "[]",
+def new_run_page(request: Request, project_id: str, viewer: WebSession, studio: StudioDep,
+                 model: Annotated[str, Query(max_length=100)] = "",
+                 template: Annotated[str, Query(max_length=100)] = "") -> Response:
+    """The form, ``?model=`` chosen, on ``?template=`` or else the platform's default int8
+    for the model's format (auto-int8; export-onnx first for a PyTorch model)."""
+    ws = viewer.workspace
+    project = ws.get_project(project_id)
+    chosen = next((m for m in ws.list_models(project.id) if m.id == model), None)
+    names = {t.name for t in ws.list_templates()}
+    default = default_template(chosen.kind.value if chosen else "onnx")
+    form = {"mode": "template", "model": chosen.id if chosen else "",
+            "template": template if template in names else default, "steps_json": "[]",
             "evaluate": True}
-    return _form_page(request, viewer, project_id, studio, form)
+    return _form_page(request, viewer, project.id, studio, form)
 
 
 @router.post("/projects/{project_id}/runs")
@@ -63,13 +83,23 @@ def create_run(request: Request, project_id: str, viewer: WebSession, studio: St
                template: Annotated[str, Form()] = "",
                steps_json: Annotated[str, Form()] = "[]",
                evaluate: Annotated[str | None, Form()] = None,
+               fidelity_max_accuracy_drop: Annotated[str, Form(max_length=40)] = "",
+               fidelity_min_cosine: Annotated[str, Form(max_length=40)] = "",
+               fidelity_min_snr_db: Annotated[str, Form(max_length=40)] = "",
+               fidelity_max_mae_increase_pct: Annotated[str, Form(max_length=40)] = "",
+               fidelity_max_auc_drop: Annotated[str, Form(max_length=40)] = "",
                csrf_token: Annotated[str, Form()] = "") -> Response:
     check_csrf(request, csrf_token)
     ws = viewer.workspace
     project = ws.get_project(project_id)
+    fidelity_texts = {
+        "fidelity_max_accuracy_drop": fidelity_max_accuracy_drop,
+        "fidelity_min_cosine": fidelity_min_cosine, "fidelity_min_snr_db": fidelity_min_snr_db,
+        "fidelity_max_mae_increase_pct": fidelity_max_mae_increase_pct,
+        "fidelity_max_auc_drop": fidelity_max_auc_drop}
     form = {"name": name, "model": model, "dataset": dataset, "device": device,
             "mode": mode, "template": template, "steps_json": steps_json,
-            "evaluate": evaluate is not None}
+            "evaluate": evaluate is not None, "fidelity": fidelity_texts}
     try:
         if not model:
             raise InvalidInputError("pick the model to compress", {"field": "model"})
@@ -85,6 +115,9 @@ def create_run(request: Request, project_id: str, viewer: WebSession, studio: St
             pipeline = parse_pipeline(ws.get_template(template, project.id).pipeline,
                                       f"template {template}")
             pipeline = pipeline.model_copy(update={"evaluate": evaluate is not None})
+        fidelity = parse_fidelity(fidelity_texts)
+        if fidelity is not None:  # else the pipeline's own gate, or the defaults
+            pipeline = pipeline.model_copy(update={"fidelity": fidelity})
         run = ws.create_run(pipeline, model=model, dataset=dataset, device=device or None,
                             name=name.strip()[:MAX_NAME] or None, project=project.id)
         studio.runs.submit_run(run)

@@ -16,6 +16,28 @@
     radios.forEach((r) => r.addEventListener("change", showMode));
     showMode();
 
+    // The template follows the model (the default int8 for its format) until the user
+    // picks one; the fidelity threshold of the dataset's task is marked.
+    const model = $("#model", form);
+    const template = $("#template", form);
+    let templateChosen = false;
+    template.addEventListener("change", () => { templateChosen = true; });
+    model.addEventListener("change", () => {
+      const wanted = model.selectedOptions[0] && model.selectedOptions[0].dataset.template;
+      if (!templateChosen && wanted && $(`option[value="${CSS.escape(wanted)}"]`, template)) {
+        template.value = wanted;
+      }
+    });
+    const dataset = $("#dataset", form);
+    const markTask = () => {
+      const task = dataset.selectedOptions[0] && dataset.selectedOptions[0].dataset.task;
+      $$("#fidelity .field", form).forEach((f) => {
+        f.classList.toggle("current", f.dataset.task === task);
+      });
+    };
+    dataset.addEventListener("change", markTask);
+    markTask();
+
     const list = $("#steps-list");
     const hidden = $("#steps-json");
     let counter = 0;
