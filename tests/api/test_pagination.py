@@ -144,6 +144,22 @@ def test_pages_never_hold_another_users_items(http: TestClient, studio: Studio,
     assert _walk(http, bob, "/webhooks", 1) == [[]]
 
 
+def test_a_members_pages_hold_the_shared_projects_runs_until_it_is_unshared(
+        http: TestClient, studio: Studio, alice: Client, bob: Client, alice_model,
+        alice_data) -> None:
+    shared = _pending_runs(studio, "alice@example.com", alice_model.id, alice_data.id, 3, "s")
+    project = alice.get_run(shared[0]).project
+    assert _walk(http, bob, "/runs", 2) == [[]]
+    alice.share_project(project, "bob@example.com", role="viewer")
+    for path in ("/runs", "/runs?status=pending"):
+        pages = _walk(http, bob, path, 2)
+        assert [len(page) for page in pages] == [2, 1]
+        assert [r["id"] for page in pages for r in page] == shared[::-1]  # newest first
+    assert _walk(http, bob, "/runs?status=succeeded", 2) == [[]]
+    alice.unshare_project(project, bob.me().id)
+    assert _walk(http, bob, "/runs", 2) == [[]]
+
+
 def test_every_list_endpoint_pages_to_the_same_items(http: TestClient, studio: Studio,
                                                      alice: Client, bob: Client, alice_model,
                                                      alice_data, tiny_onnx: Path) -> None:

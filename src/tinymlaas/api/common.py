@@ -1,17 +1,22 @@
-"""Pieces shared by the routers: documented error responses and file downloads."""
+"""Pieces shared by the routers: documented error responses, file downloads and JSON sent
+straight from pydantic."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from fastapi import Response
 from fastapi.responses import FileResponse
+from pydantic import TypeAdapter
 
 from tinymlaas.api.schemas import ErrorBody
 from tinymlaas.domain import Artifact, ArtifactKind
 
 __all__ = ["AUTH_ERRORS", "DATASET_DOWNLOAD", "DOWNLOAD", "ERRORS", "JSON_ERRORS", "MEDIA_TYPES",
-           "MODEL_DOWNLOAD", "ZIP_DOWNLOAD", "artifact_response", "download", "errors"]
+           "MODEL_DOWNLOAD", "ZIP_DOWNLOAD", "artifact_response", "download", "errors",
+           "json_response"]
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -81,3 +86,24 @@ def artifact_response(artifact: Artifact, path: Path, filename: str | None = Non
     return FileResponse(path, media_type=MEDIA_TYPES.get(artifact.kind, "application/octet-stream"),
                         filename=filename or artifact.filename,
                         headers={"X-Content-SHA256": artifact.sha256})
+
+
+@lru_cache(maxsize=32)
+def _adapter(schema: Any) -> TypeAdapter:
+    return TypeAdapter(schema)
+
+
+def json_response(schema: Any, value: Any, headers: dict[str, str] | None = None) -> Response:
+    """``value`` validated as ``schema`` and sent as the JSON bytes pydantic writes: what
+    FastAPI does with a ``response_model`` (which the route still declares, for the
+    OpenAPI document), without its detour through Python dicts and, in an ``async`` route,
+    without the thread-pool hop it takes to validate the result of a plain ``def`` route.
+
+    The most requested reads (``GET /runs/{ref}``, ``GET /runs``) are ``async`` routes that
+    call the store on the event loop: each is one or two indexed queries that take less
+    time than the two hops to the thread pool and back (about 0.2 ms of CPU each) that a
+    plain ``def`` route costs.
+    """
+    adapter = _adapter(schema)
+    return Response(adapter.dump_json(adapter.validate_python(value)),
+                    media_type="application/json", headers=headers)

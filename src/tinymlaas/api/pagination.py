@@ -29,6 +29,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
+from tinymlaas.api.common import json_response
 from tinymlaas.api.deps import StudioDep
 from tinymlaas.store.paging import Key, Page, page_list
 
@@ -122,6 +123,13 @@ class Paging:
                 limit=self.limit, cursor=self.encode(page.next_key)).query
             self.response.headers["Link"] = f'<{self._path}?{query}>; rel="next"'
         return page.items
+
+    def json(self, page: Page[Any], schema: Any) -> Response:
+        """:meth:`send` as a :func:`~tinymlaas.api.common.json_response` of ``schema``
+        (a returned response does not take the headers set on :attr:`response`)."""
+        items = self.send(page)
+        link = self.response.headers.get("link")
+        return json_response(schema, items, {"Link": link} if link else None)
 
     def of(self, items: Sequence[T], key: Callable[[T], Key]) -> list[T]:
         """Page a list held in memory (catalogs): ``items`` in ``key`` order."""

@@ -195,6 +195,8 @@ class Workspace:
     def page_runs(self, limit: int, after: Key | None = None, project: str | None = None,
                   status: str | None = None) -> Page[Run]:
         """Newest first."""
+        if project is None:  # every project of the user's: one connection
+            return self.store.page_visible_runs(self.user.id, limit, after, status)
         return self.services.meta.page_runs(self._scope(project), limit, after, status)
 
     def page_webhooks(self, limit: int, after: Key | None = None,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
-from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, JSON_ERRORS, ZIP_DOWNLOAD
+from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, JSON_ERRORS, ZIP_DOWNLOAD, json_response
 from tinymlaas.api.deps import StudioDep, WorkspaceDep
 from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.responses import (
@@ -36,11 +36,15 @@ router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=list[RunPublic], responses=PAGED)
-def list_runs(ws: WorkspaceDep, paging: PagingDep, project: Annotated[str | None, Query()] = None,
-              status_filter: Annotated[RunStatus | None, Query(alias="status")] = None) -> object:
+async def list_runs(ws: WorkspaceDep, paging: PagingDep,
+                    project: Annotated[str | None, Query()] = None,
+                    status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
+                    ) -> object:
     """Runs in the user's projects, newest first, a page at a time."""
-    return paging.send(ws.page_runs(paging.limit, paging.after, project,
-                                    status_filter.value if status_filter else None))
+    # On the event loop (see json_response): the page and its steps are two queries.
+    return paging.json(ws.page_runs(paging.limit, paging.after, project,
+                                    status_filter.value if status_filter else None),
+                       list[RunPublic])
 
 
 @router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
@@ -66,9 +70,9 @@ def compare_runs(body: CompareRequest, ws: WorkspaceDep) -> object:
 
 
 @router.get("/{ref}", response_model=RunPublic)
-def get_run(ref: str, ws: WorkspaceDep) -> object:
+async def get_run(ref: str, ws: WorkspaceDep) -> object:
     """A run with its steps' status, timing, errors and metrics."""
-    return ws.get_run(ref, logs=False)
+    return json_response(RunPublic, ws.get_run(ref, logs=False))  # on the event loop
 
 
 @router.delete("/{ref}", response_model=DeletionPublic)
