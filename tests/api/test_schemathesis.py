@@ -63,6 +63,10 @@ SEMANTIC_REFUSALS = {
     "POST /api/v1/fleet/devices/{ref}/inference/samples",
     # A device's outputs are an NPZ in base64 (400).
     "POST /ddi/{tenant}/controller/v1/{controller_id}/inference/{job_id}/result",
+    # The site endpoints take a site's token, never a user's (401).
+    "POST /api/v1/sites/{name}/heartbeat", "POST /api/v1/sites/{name}/blob-urls",
+    # A blob URL is valid only as the server signed it (403), for a blob it stores (404).
+    "GET /api/v1/blobs/{sha256}", "PUT /api/v1/blobs/{sha256}",
 }
 #: A list's ``cursor`` is a position the server signed for its own pages (docs/api.md#pages):
 #: one made up from the schema's pattern is refused (422) for what it means, not its form,

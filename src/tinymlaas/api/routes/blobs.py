@@ -42,11 +42,23 @@ def _check(studio: StudioDep, sha256: str, method: str, expires: int, sig: str) 
     BlobSigner.for_home(studio.settings.home).verify(sha256, method, expires, sig)
 
 
-@router.api_route("/{sha256}", methods=["GET", "HEAD"], response_class=FileResponse,
-                  responses={**_BINARY, **errors(403, 404, 416, 422, 500)})
+@router.get("/{sha256}", response_class=FileResponse,
+            responses={**_BINARY, **errors(403, 404, 416, 422, 500)})
 def get_blob(request: Request, studio: StudioDep, expires: Expires, sig: Signature,
              sha256: str, method: Method = None) -> FileResponse:
-    """The blob's bytes (``Range: bytes=N-`` for the rest of a broken download)."""
+    """The blob's bytes (``Range: bytes=N-`` for the rest of a broken download). ``HEAD``
+    with the same URL says whether the blob is stored (200 or 404, no body)."""
+    return _blob(request, studio, expires, sig, sha256)
+
+
+@router.head("/{sha256}", include_in_schema=False)
+def head_blob(request: Request, studio: StudioDep, expires: Expires, sig: Signature,
+              sha256: str, method: Method = None) -> FileResponse:
+    return _blob(request, studio, expires, sig, sha256)
+
+
+def _blob(request: Request, studio: StudioDep, expires: int, sig: str,
+          sha256: str) -> FileResponse:
     if not _valid_sha(sha256):
         raise NotFoundError(f"{sha256!r} is not a blob address")
     _check(studio, sha256, request.method, expires, sig)
