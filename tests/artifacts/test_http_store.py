@@ -4,6 +4,7 @@ resume after the connection is cut mid-stream or a part was left on disk."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -106,10 +107,8 @@ class CuttingProxy:
             pass
         finally:
             for sock in (client, upstream):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
 
     def ranges(self) -> list[str | None]:
@@ -264,9 +263,9 @@ def test_the_client_checks_what_it_received(server: Server, blob: tuple[Path, st
     other = tmp_path / "other.bin"
     other.write_bytes(b"something else")
     other_sha = server.store.put_file(other)[0]
-    with HttpArtifactStore(server.url_for) as remote:
-        with pytest.raises(InvalidInputError, match="sha256"):
-            remote.get_file(sha, tmp_path / "copy.bin", url=server.url_for(other_sha, "GET"))
+    with HttpArtifactStore(server.url_for) as remote, \
+            pytest.raises(InvalidInputError, match="sha256"):
+        remote.get_file(sha, tmp_path / "copy.bin", url=server.url_for(other_sha, "GET"))
     assert not (tmp_path / "copy.bin").exists()
 
 
