@@ -5,12 +5,14 @@ Public API::
     from tinymlaas.compiler import compile_onnx, HostModel
     result = compile_onnx("model.onnx", "out/", name="model")   # out/model.h, out/model.c
     y = HostModel(result).run(x)                                  # built with cc, via ctypes
+    compile_onnx("model.onnx", "m4/", target="cortex-m4")           # Cortex-M4: DSP kernels
 """
 
 from tinymlaas.compiler.api import CompileResult, build_program, compile_onnx
 from tinymlaas.compiler.host import HostModel, build_host
 from tinymlaas.compiler.ir import IOSpec, Program
 from tinymlaas.compiler.lower import Lowering
+from tinymlaas.compiler.targets import Target, get_target
 
 SUPPORTED_OPS: frozenset[str] = frozenset()
 
@@ -29,7 +31,9 @@ __all__ = [
     "HostModel",
     "IOSpec",
     "Program",
+    "Target",
     "build_host",
     "build_program",
     "compile_onnx",
+    "get_target",
 ]

@@ -13,6 +13,8 @@ from tinymlaas.compiler.ir import IOSpec, Program
 from tinymlaas.compiler.loader import load_model, prepare
 from tinymlaas.compiler.lower import lower
 from tinymlaas.compiler.planner import IOMode, outside_bytes, plan_program
+from tinymlaas.compiler.targets import Target, get_target
+from tinymlaas.domain import Device
 from tinymlaas.errors import InvalidInputError
 
 __all__ = ["CompileResult", "build_program", "compile_onnx"]
@@ -42,6 +44,10 @@ class CompileResult(BaseModel):
     operators: dict[str, int] = Field(description="ONNX operator counts of the prepared graph")
     kernel_calls: dict[str, int] = Field(description="generated kernel calls by kernel")
     quantized: bool = Field(description="whether any integer (fixed-point) kernel is used")
+    target: str = Field(default="host", description="the target compiled for "
+                        "(tinymlaas.compiler.targets); sources from before targets: 'host'")
+    kernel_set: str = Field(default="portable", description="the kernel set the kernels "
+                            "come from: 'portable' or 'cortex-m-dsp'")
 
     def write_meta(self) -> Path:
         """Store this result next to the sources (``model.json``).
@@ -108,6 +114,8 @@ def compile_onnx(
     simplify: bool = True,
     fuse_residual: bool = True,
     io: IOMode = "arena",
+    target: str | Target | Device | None = None,
+    kernels: str | None = None,
 ) -> CompileResult:
     """Compile an ONNX model to C99 ``<name>.h`` and ``<name>.c``.
 
@@ -129,6 +137,12 @@ def compile_onnx(
             about a third less RAM; on hosts with vector units it can run slower).
         io: ``"arena"``: inputs and outputs are planned into the arena, their space reused
             once they are dead (least RAM); ``"caller"``: they stay in the caller's arrays.
+        target: What the code is for (:func:`tinymlaas.compiler.targets.get_target`): a
+            target name (``"host"``, the default; ``"cortex-m4"`` ...), a catalog device
+            name, a device profile or a :class:`~tinymlaas.compiler.targets.Target`. It
+            picks the kernel set: Cortex-M4/M7/M33/M55 get the DSP kernels.
+        kernels: Override the target's kernel set (``"portable"`` or ``"cortex-m-dsp"``);
+            ``None`` or ``"auto"`` keeps it. Every set gives bit-identical outputs.
 
     Returns:
         The file paths, I/O specifications and planner figures.
@@ -136,12 +150,15 @@ def compile_onnx(
     Raises:
         UnsupportedModelError: Operators, attributes or dtypes the compiler cannot handle;
             ``details["nodes"]`` names the nodes. Nothing is written in that case.
-        InvalidInputError: The file is not a readable ONNX model.
+        InvalidInputError: The file is not a readable ONNX model, or an unknown target or
+            a kernel set the target cannot run.
     """
+    chosen = get_target(target, kernels=kernels)
     program, prepared = build_program(model_path, simplify=simplify,
                                       fuse_residual=fuse_residual, io=io)
     prefix = c_identifier(name)
-    header_text, source_text = generate(program, prefix)
+    header_text, source_text = generate(program, prefix, kernels=chosen.kernels,
+                                        alignment=chosen.alignment)
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     header = directory / f"{prefix}.h"
@@ -165,6 +182,8 @@ def compile_onnx(
         operators=dict(Counter(n.op_type for n in prepared.graph.node)),
         kernel_calls=dict(calls),
         quantized=any(f.startswith(("tm_q", "tm_lut", "tm_requant")) for f in calls),
+        target=chosen.name,
+        kernel_set=chosen.kernels,
     )
     result.write_meta()
     return result

@@ -276,7 +276,7 @@ def build_cortex_m(
     harness, sample_bytes = _harness(result, samples)
     (work / "main.c").write_text(harness, encoding="utf-8")
     (work / "link.ld").write_text(_LINKER_SCRIPT, encoding="utf-8")
-    startup = resources.files("tinymlaas.compiler").joinpath("target/startup.c").read_text("utf-8")
+    startup = resources.files("tinymlaas.compiler.targets").joinpath("startup.c").read_text("utf-8")
     (work / "startup.c").write_text(startup, encoding="utf-8")
     elf = work / "firmware.elf"
     command = [

@@ -334,7 +334,7 @@ def measure_elf(bundle: Path, compiled: CompileResult, target: Target,
     work_dir.mkdir(parents=True, exist_ok=True)
     probe = work_dir / "probe.c"
     probe.write_text(_probe_main(compiled), encoding="utf-8")
-    startup = resources.files("tinymlaas.compiler").joinpath("target/startup.c")
+    startup = resources.files("tinymlaas.compiler.targets").joinpath("startup.c")
     (work_dir / "startup.c").write_text(startup.read_text("utf-8"), encoding="utf-8")
     elf = work_dir / f"{name}-{target.cpu}.elf"
     command = [GCC, *target.cflags, "-Os", "-std=c99", "-ffunction-sections", "-fdata-sections",

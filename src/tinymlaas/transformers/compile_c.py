@@ -6,9 +6,14 @@ samples against the compiler's exact reference (:mod:`tinymlaas.compiler.referen
 same integer arithmetic in numpy, identical on every CPU); below the fidelity bar
 (quantized outputs: >= 99 % of elements exact, all within 1 LSB) the step fails. ONNX
 Runtime's outputs on the input model are compared too, for information only (``ort_*``
-metrics): its int8 kernels differ between CPUs. With ``cortex_m: true`` the code is also
-cross-compiled for a Cortex-M4 and the real flash and RAM from the ELF are recorded next
-to the planner's figures.
+metrics): its int8 kernels differ between CPUs.
+
+``target`` names what the code is for (``host``, ``cortex-m4`` ..., or a device of the
+catalog; see :mod:`tinymlaas.compiler.targets`); it picks the kernel set (Cortex-M4, M7,
+M33 and M55 get the DSP kernels) unless ``kernels`` says otherwise. For a Cortex-M target
+the code is also cross-compiled and the real flash and RAM from the ELF are recorded next
+to the planner's figures; a Cortex-M4 build also runs in QEMU and is compared with the
+host build. The former ``cortex_m: true`` means ``target: cortex-m4``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 import onnx
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from tinymlaas.domain import ArtifactKind
 from tinymlaas.transformers.base import CName, Params, StepContext, StepOutput, Transformer
@@ -35,8 +40,44 @@ class CompileParams(Params):
     verify_samples: int = Field(default=32, ge=0, le=10_000, description="Calibration "
                                 "samples run on the host build and the exact reference "
                                 "(0: skip).")
-    cortex_m: bool = Field(default=False, description="Also cross-compile for Cortex-M4 "
-                           "(needs gcc-arm-none-eabi) and record the ELF's flash and RAM.")
+    target: str = Field(default="host", max_length=64, description="What the code is for: "
+                        "host, cortex-m0plus, cortex-m3, cortex-m4, cortex-m7, cortex-m33, "
+                        "cortex-m55, or a device of the catalog. A Cortex-M target is also "
+                        "cross-compiled (needs gcc-arm-none-eabi) and its ELF's flash and RAM "
+                        "recorded; a Cortex-M4 build also runs in QEMU.")
+    kernels: Literal["auto", "portable", "cortex-m-dsp"] = Field(
+        default="auto", description="Kernel set: 'auto' (the target's: cortex-m-dsp on "
+        "CPUs with the DSP extension, else portable), 'portable' or 'cortex-m-dsp'.")
+    cortex_m: bool | None = Field(default=None, description="Deprecated: true means "
+                                  "target: cortex-m4.")
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        from tinymlaas.compiler.targets import get_target
+
+        try:
+            get_target(value)
+        except Exception as exc:  # InvalidInputError: the message lists the targets
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _fold_cortex_m(self) -> CompileParams:
+        from tinymlaas.compiler.targets import get_target
+
+        if self.cortex_m:
+            if self.target == "host":
+                self.target = "cortex-m4"
+            elif not get_target(self.target).cortex_m:
+                raise ValueError(f"cortex_m: true asks for a Cortex-M build, but target "
+                                 f"{self.target!r} is not a Cortex-M; give only target.")
+        self.cortex_m = None
+        try:
+            get_target(self.target, kernels=self.kernels)
+        except Exception as exc:  # a DSP set for a CPU without the extension
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class CompileC(Transformer):
@@ -62,12 +103,16 @@ class CompileC(Transformer):
         params: CompileParams = ctx.params
         out = ctx.out_dir / "c-source"
         ctx.progress(0.1, "compiling")
+        from tinymlaas.compiler.targets import get_target
+
+        target = get_target(params.target, kernels=params.kernels)
         result = compile_onnx(ctx.input_path, out, name=params.name, simplify=params.simplify,
-                              fuse_residual=params.fuse_residual, io=params.io)
+                              fuse_residual=params.fuse_residual, io=params.io, target=target)
         metrics: dict[str, object] = {
             "arena_bytes": result.arena_bytes, "const_bytes": result.const_bytes,
             "io_bytes": result.io_bytes, "macs": result.macs, "kernels": result.kernels,
-            "quantized": result.quantized}
+            "quantized": result.quantized, "target": target.name,
+            "kernel_set": target.kernels}
         ctx.log.info("arena %d B, constants %d B, %d kernels", result.arena_bytes,
                      result.const_bytes, result.kernels)
         if params.verify_samples and ctx.dataset is not None:
@@ -99,7 +144,7 @@ class CompileC(Transformer):
             ctx.log.info("informational (not a gate), ONNX Runtime on the graph as "
                          "specified: %s", info)
             check_fidelity(checks)
-        if params.cortex_m:
+        if target.cpu == "cortex-m4":
             from tinymlaas.compiler.cortex_m import run_cortex_m
             from tinymlaas.evaluation.runtime import CRunner
 
@@ -114,4 +159,14 @@ class CompileC(Transformer):
                            code_overhead_bytes=build.code_overhead_bytes,
                            qemu_max_abs_diff_to_host=float(np.max(np.abs(
                                on_target.astype(np.float64) - host))))
+        elif target.cortex_m:
+            from tinymlaas.compiler.cortex_m import build_cortex_m
+
+            ctx.progress(0.7, f"cross-compiling for {target.name}")
+            samples = [np.zeros((1, *spec.shape), spec.dtype) for spec in result.inputs]
+            build = build_cortex_m(result, samples, ctx.work_dir / "cortex-m",
+                                   flags=target.cflags)
+            metrics.update(elf_flash_bytes=build.sizes.flash_bytes,
+                           elf_ram_bytes=build.sizes.ram_bytes,
+                           code_overhead_bytes=build.code_overhead_bytes)
         return StepOutput(out, self.produces, metrics)

@@ -1,0 +1,50 @@
+/* Cortex-M DSP kernels (Armv7E-M and Armv8-M DSP extension: SMLAD, SXTB16, SXTAB16 through
+   the ACLE intrinsics of arm_acle.h). TM_DSP is 1 where the compiler targets such a core and
+   0 elsewhere, where the portable twin of each kernel is compiled instead; define it to 0
+   to force the portable kernels. */
+#ifndef TM_DSP
+#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32)
+#define TM_DSP 1
+#else
+#define TM_DSP 0
+#endif
+#endif
+
+#if TM_DSP
+#include <arm_acle.h>
+
+/* Four bytes from any address (LDR accepts unaligned addresses on these cores). */
+TM_INLINE uint32_t tm_ld32(const void* p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+/* Bytes 1 and 3 into the places of bytes 0 and 2 (SXTB16's ROR #8 form). */
+TM_INLINE uint32_t tm_ror8(uint32_t v) { return (v >> 8) | (v << 24); }
+
+/* Two 16-bit lanes: lo's low half below, hi's low half above (PKHBT ..., LSL #16). */
+TM_INLINE uint32_t tm_pack16(int32_t lo, int32_t hi) {
+  return ((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16);
+}
+
+/* Two 16-bit lanes: lo's high half below, hi's high half above (PKHTB ..., ASR #16). */
+TM_INLINE uint32_t tm_packhi(int32_t lo, int32_t hi) {
+  return ((uint32_t)lo >> 16) | ((uint32_t)hi & 0xFFFF0000u);
+}
+
+/* Outputs [lo, hi) of the row tile [t0, t1) whose tap at input offset off (stride SW) lies
+   inside a row of W inputs; 0 (and an empty range) when none does. */
+TM_INLINE int tm_taprange(int off, int W, int SW, int t0, int t1, int* lo, int* hi) {
+  *lo = t0;
+  *hi = t0;
+  if (W - 1 - off < 0) return 0;
+  int a = t0, b = t1;
+  if (off < 0 && a < (-off + SW - 1) / SW) a = (-off + SW - 1) / SW;
+  if (b > (W - 1 - off) / SW + 1) b = (W - 1 - off) / SW + 1;
+  if (b <= a) return 0;
+  *lo = a;
+  *hi = b;
+  return 1;
+}
+#endif
