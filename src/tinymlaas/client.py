@@ -38,6 +38,7 @@ from tinymlaas.api.schemas import (
     DatasetPublic,
     DeletionPublic,
     DevicePublic,
+    LayerPublic,
     LoginResponse,
     MemberPublic,
     ModelPublic,
@@ -620,6 +621,11 @@ class Client:
 
     def run_metrics(self, ref: str) -> RunMetrics:
         return self._one(RunMetrics, "GET", f"/runs/{ref}/metrics")
+
+    def run_layers(self, ref: str) -> list[LayerPublic]:
+        """The compiler's per-layer profile of the run's model, one row per kernel call (all
+        pages); :class:`~tinymlaas.errors.ConflictError` when the run has none."""
+        return self._many(LayerPublic, f"/runs/{ref}/layers")
 
     def compare(self, runs: list[str], reference: str | None = None) -> list[ComparisonPublic]:
         response = self.request("POST", "/runs/compare",

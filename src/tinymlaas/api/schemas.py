@@ -36,6 +36,7 @@ __all__ = [
     "ErrorBody",
     "ExternalTransformerCreate",
     "Health",
+    "LayerPublic",
     "LoginRequest",
     "LoginResponse",
     "MemberPublic",
@@ -544,6 +545,20 @@ class RunPublic(Public):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class LayerPublic(Public):
+    """One kernel call of a run's compiled model, in execution order (the compiler's
+    per-layer profile)."""
+
+    step: int = Field(description="position in execution order, from 0")
+    kernel: str = Field(description="the C kernel function called")
+    nodes: list[str] = Field(description="names of the ONNX nodes the call implements")
+    op_type: str = Field(description="their operator types, '+'-joined (e.g. Conv+Relu)")
+    macs: int
+    output_shape: list[int] = Field(description="shape of the first tensor it writes")
+    live_bytes: int = Field(description="bytes of the arena buffers live at this step")
+    flash_bytes: int = Field(description="constant bytes this call owns (first use)")
 
 
 class RunMetrics(Public):

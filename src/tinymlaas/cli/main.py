@@ -24,7 +24,7 @@ from tinymlaas.cli.render import (
     table,
 )
 from tinymlaas.domain import DatasetSplits, Device, Run, Task
-from tinymlaas.errors import InvalidInputError, TinymlaasError
+from tinymlaas.errors import ConflictError, InvalidInputError, TinymlaasError
 
 if TYPE_CHECKING:
     from tinymlaas.service.compare import ComparisonRow
@@ -553,6 +553,21 @@ def runs_show(ref: str, log: Annotated[bool, typer.Option(help="Print step logs.
             console.rule(f"step {s.index + 1}: {s.transformer}")
             console.print(s.log or "(no log)", markup=False, highlight=False)
     show_run_summary(run)
+
+
+@runs_app.command("layers")
+def runs_layers(ref: str, as_json: JsonOpt = False) -> None:
+    """The per-layer profile of a run's compiled model (its ONNX output, or what its compile-c
+    step compiled): each kernel call's nodes, MACs, output shape, live arena and flash bytes."""
+    svc = services()
+    rows = svc.run_layers(svc.get_run(ref))
+    if rows is None:
+        raise ConflictError(f"run {ref} has no per-layer profile: it has no output yet, or "
+                            "its output is neither ONNX nor generated C, or the compiler "
+                            "cannot lower its model")
+    if as_json:
+        return print_json(rows)
+    _print_layers(rows)
 
 
 @runs_app.command("rerun")

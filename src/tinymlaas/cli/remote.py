@@ -25,7 +25,7 @@ from tinymlaas.domain import (
 )
 from tinymlaas.domain.entities import FILE_NAMES, PACKAGE_DIRECTORY_KINDS
 from tinymlaas.engine import RunEvent
-from tinymlaas.errors import InvalidInputError, NotFoundError
+from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
 from tinymlaas.formats.archives import extract_package
 from tinymlaas.formats.datasets import BUILTIN_DATASETS
 from tinymlaas.formats.text_datasets import TextOptions
@@ -189,6 +189,14 @@ class RemoteServices:
         for step in run.steps:
             step.log = logs.get(step.index, "")
         return run
+
+    def run_layers(self, run: Run) -> list[Any] | None:
+        """The per-layer profile of the run's compiled model, from the server (None when it
+        has none)."""
+        try:
+            return list(self.client.run_layers(run.id))
+        except ConflictError:
+            return None
 
     def list_runs(self, project: str | None = None, status: str | None = None) -> list[Run]:
         return [_run(r) for r in self.client.list_runs(project, status)]

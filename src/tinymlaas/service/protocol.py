@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from tinymlaas.devices.analysis import Analysis
@@ -82,6 +82,8 @@ class ServicesProtocol(Protocol):
     def get_run(self, ref: str, project: str | None = None) -> Run: ...
 
     def list_runs(self, project: str | None = None, status: str | None = None) -> list[Run]: ...
+
+    def run_layers(self, run: Run) -> list[Any] | None: ...
 
     def compare(self, refs: list[str], reference: str | None = None) -> list[ComparisonRow]: ...
 

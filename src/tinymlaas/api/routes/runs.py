@@ -22,6 +22,7 @@ from tinymlaas.api.schemas import (
     CompareRequest,
     ComparisonPublic,
     DeletionPublic,
+    LayerPublic,
     RunCreate,
     RunMetrics,
     RunPublic,
@@ -29,7 +30,7 @@ from tinymlaas.api.schemas import (
 )
 from tinymlaas.domain import RunStatus
 from tinymlaas.domain.entities import MAX_STEPS
-from tinymlaas.errors import NotFoundError
+from tinymlaas.errors import ConflictError, NotFoundError
 from tinymlaas.service.pipelines import parse_pipeline
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
@@ -175,3 +176,21 @@ async def run_events(ref: str, ws: WorkspaceDep, studio: StudioDep) -> Streaming
     the final ``run`` state and an ``end`` event once the run has finished.
     """
     return await run_events_response(ws, ref, studio)
+
+
+@router.get("/{ref}/layers", response_model=list[LayerPublic],
+            responses={**PAGED, 409: JSON_ERRORS[409]})
+def run_layers(ref: str, ws: WorkspaceDep, paging: PagingDep) -> object:
+    """The compiler's per-layer profile of the run's model, a page at a time: one row per
+    kernel call in execution order (nodes, MACs, live arena bytes, flash bytes).
+
+    The model is the run's ONNX output, or what its ``compile-c`` step compiled, with that
+    step's options. 409 when the run has no such model or the compiler cannot lower it.
+    """
+    rows = ws.run_layers(ref)
+    if rows is None:
+        raise ConflictError(f"run {ref} has no per-layer profile: it has no output yet, or "
+                            "its output is neither ONNX nor generated C, or the compiler "
+                            "cannot lower its model")
+    return paging.of([LayerPublic.model_validate(r) for r in rows],
+                     lambda r: (f"{r.step:08d}",))
