@@ -195,3 +195,42 @@ def test_concurrent_writers_do_not_fail(store: MetadataStore) -> None:
         t.join()
     assert errors == []
     assert len(store.list_runs()) == 16
+
+
+def _terminate_connections(database_url: str) -> int:
+    """End every server process connected to the database (as a restart would)."""
+    name = database_url.rsplit("/", 1)[1]
+    admin = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"),
+                             isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return len(conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name}).all())
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_pooled_connections_the_database_closed_are_replaced_after_an_idle_while(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinymlaas.store import metadata
+
+    store = MetadataStore(database_url)
+    try:
+        store.ensure_project("default")
+        _model(store)
+        # Used moments ago: taken without a check, so a connection closed since fails once.
+        monkeypatch.setattr(metadata, "PING_AFTER_IDLE_S", 3600.0)
+        assert _terminate_connections(database_url) >= 1
+        with pytest.raises(sa.exc.OperationalError):
+            store.get_model("m")
+        # Idle past the limit: checked first, and replaced when the database closed it.
+        assert store.get_model("m").name == "m"
+        monkeypatch.setattr(metadata, "PING_AFTER_IDLE_S", 0.0)
+        assert _terminate_connections(database_url) >= 1
+        assert store.get_model("m").name == "m"
+        with store.read_connection() as c:
+            assert c.execute(sa.text("SELECT 1")).scalar() == 1
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ failing) by default; PostgreSQL by URL. The schema is created and upgraded by Al
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tinymlaas.domain import (
@@ -66,6 +67,8 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(5)}"
 
 
+#: Seconds a pooled PostgreSQL connection may sit idle and still be used without a check.
+PING_AFTER_IDLE_S = 5.0
 #: Execution option of the read-only sessions' connections.
 _READ_ONLY = "tinymlaas_read_only"
 
@@ -98,7 +101,27 @@ def _create_engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=10, max_overflow=20)
+
+    # A pooled connection is checked before use only when it has been idle for a while (a
+    # database restarted since would have closed it): SQLAlchemy's ``pool_pre_ping`` checks
+    # every time, one more round trip for every session of a busy server.
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)  # what pool_pre_ping calls
+        except Exception as exc:  # any failure: the pool connects again
+            raise DisconnectionError(str(exc)) from exc
+        if not alive:
+            raise DisconnectionError("the pooled connection is closed")
+
+    return engine
 
 
 class MetadataStore:
