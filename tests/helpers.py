@@ -66,6 +66,26 @@ def linear_onnx(path: Path, features: int = 64, classes: int = 10, seed: int = 0
     return path
 
 
+def mlp_onnx(path: Path, outputs: int, seed: int = 0) -> Path:
+    """A 16 -> 32 -> ``outputs`` MLP (Gemm ``fc1``, Relu, Gemm ``fc2``), random weights."""
+    rng = np.random.default_rng(seed)
+    weights = [numpy_helper.from_array(a.astype(np.float32), name) for name, a in (
+        ("w1", rng.normal(size=(16, 32)) / 4), ("b1", rng.normal(size=32) / 10),
+        ("w2", rng.normal(size=(32, outputs)) / 6), ("b2", rng.normal(size=outputs) / 10))]
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1"),
+         helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="fc2")], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", outputs])],
+        initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def linear_embedding(services, tmp_path: Path, samples: int, seed: int) -> tuple:
     """A linear 32 -> 16 'embedding' model and a dataset of ``samples`` random vectors for
     it (task embedding), registered in ``services``."""

@@ -167,7 +167,7 @@ def test_sensitivity_of_an_embedding_is_a_cosine_and_stops_at_its_deadline(
     path = services.artifact_path(model.artifact_sha)
     (probe,) = layer_sensitivity(path, model.kind, model.inputs, access, 0.01,
                                  split="validation", prune=False)
-    assert probe.probe == "quantize-int8" and 0.9 < probe.accuracy <= 1.0 + 1e-9
-    assert probe.drop == pytest.approx(1.0 - probe.accuracy)
+    assert probe.probe == "quantize-int8" and 0.9 < probe.value <= 1.0 + 1e-9
+    assert probe.metric == "cosine_mean" and probe.drop == pytest.approx(1.0 - probe.value)
     assert layer_sensitivity(path, model.kind, model.inputs, access, 0.01,
                              split="validation", prune=False, deadline=0.0) == []

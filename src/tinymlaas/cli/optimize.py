@@ -87,10 +87,15 @@ def render_result(result: Any) -> None:
          "arena", result.objective, "meets limits"], rows))
     console.print(result.message, highlight=False)
     if result.sensitivity:
+        from tinymlaas.domain.quality import PRIMARY_METRICS
+
+        metrics = {m.key: m for m in PRIMARY_METRICS.values()}
+        metric = metrics[result.sensitivity[0].metric]
         console.print(table(
             "Per-layer sensitivity (each layer compressed alone, no fine-tuning)",
-            ["layer", "probe", "accuracy", "drop", "advice"],
-            [[s.layer, s.probe, fmt(s.accuracy, ".2f", "%"), fmt(s.drop, "+.2f"), s.advice]
+            ["layer", "probe", metric.label, "drop", "advice"],
+            [[s.layer, s.probe, metrics[s.metric].format(s.value),
+              fmt(s.drop, f"+.{metrics[s.metric].digits}f"), s.advice]
              for s in result.sensitivity]))
     if result.recommended:
         console.print(f"Next: `tinymlaas export {result.recommended} --out ./optimized`")

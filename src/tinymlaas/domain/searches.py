@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 __all__ = [
     "MAX_SEARCH_BUDGET_S",
@@ -82,13 +82,28 @@ class Candidate(BaseModel):
 
 
 class LayerSensitivity(BaseModel):
-    """The accuracy drop of compressing one layer alone."""
+    """What compressing one layer alone costs, in the dataset task's primary metric
+    (:mod:`tinymlaas.domain.quality`): accuracy points, mean cosine to the float model's
+    outputs, MAE, AUC or output SNR."""
 
     layer: str
     probe: Literal["quantize-int8", "prune-50%"]
-    accuracy: float
-    drop: float
+    metric: str = Field(default="accuracy", description="the task's primary metric: "
+                        "accuracy, cosine_mean, mae, auc or snr_db")
+    value: float = Field(description="the metric with this layer compressed, in its unit")
+    drop: float | None = Field(description="how much worse than the float model, in the "
+                               "metric's unit (positive: worse); none for the SNR, whose "
+                               "float reference is unbounded")
     advice: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accuracy_of_old_reports(cls, data: Any) -> Any:
+        """Reports stored before the metric was recorded hold ``accuracy``."""
+        if isinstance(data, dict) and "value" not in data and "accuracy" in data:
+            data = {k: v for k, v in data.items() if k != "accuracy"} | {
+                "value": data["accuracy"]}
+        return data
 
 
 def _now() -> datetime:

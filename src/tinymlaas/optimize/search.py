@@ -205,19 +205,16 @@ class _Search:
 
     def keep_float(self) -> list[str]:
         """The nodes per-layer sensitivity says to keep in float, measured once on the
-        validation half (classification: accuracy; embedding: cosine to the float
-        outputs)."""
+        validation half in the task's primary metric (accuracy, cosine to the float
+        outputs, MAE, AUC, SNR)."""
         if self._keep_float is None:
-            self._keep_float = []
-            if self.dataset.task in (Task.classification, Task.embedding):
-                # at most a quarter of the time left: one static quantization per layer
-                # adds up on a transformer's dozens of MatMuls
-                now = time.monotonic()
-                report = _sensitivity(self, split="validation", prune=False,
-                                      tasks=(Task.classification, Task.embedding),
-                                      deadline=now + max(0.0, self.deadline - now) / 4)
-                self._keep_float = [s.layer for s in report
-                                    if s.probe == "quantize-int8" and s.advice.startswith("keep")]
+            # at most a quarter of the time left: one static quantization per layer adds up
+            # on a transformer's dozens of MatMuls
+            now = time.monotonic()
+            report = _sensitivity(self, split="validation", prune=False,
+                                  deadline=now + max(0.0, self.deadline - now) / 4)
+            self._keep_float = [s.layer for s in report
+                                if s.probe == "quantize-int8" and s.advice.startswith("keep")]
         return self._keep_float
 
     def evaluate(self, choice: dict[str, Any]) -> Candidate | None:
@@ -488,13 +485,12 @@ def _held_out(search: _Search, chosen: Candidate) -> str:
 
 
 def _sensitivity(search: _Search, split: Literal["test", "validation", "holdout"] = "test",
-                 prune: bool = True, tasks: tuple[Task, ...] = (Task.classification,),
-                 deadline: float | None = None) -> list[LayerSensitivity]:
+                 prune: bool = True, deadline: float | None = None) -> list[LayerSensitivity]:
+    """The per-layer report in the dataset task's primary metric, against the search's
+    budget in it."""
     from tinymlaas.transformers.base import DatasetAccess
 
     dataset = search.dataset
-    if dataset.task not in tasks:  # the report shows accuracies: classification only
-        return []
     access = DatasetAccess(path=search.svc.artifact_path(dataset.artifact_sha),
                            task=dataset.task, splits=dataset.splits,
                            num_classes=dataset.num_classes)

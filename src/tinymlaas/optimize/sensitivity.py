@@ -1,4 +1,5 @@
-"""Per-layer sensitivity: how much accuracy each layer loses when compressed alone.
+"""Per-layer sensitivity: how much of the task's metric each layer loses when compressed
+alone (accuracy points, mean cosine, MAE, AUC or output SNR).
 
 Two probes on the original model, without fine-tuning: quantize one layer at a time to
 int8 (everything else stays float), and remove half of one layer's channels at a time. The
@@ -13,13 +14,14 @@ import copy
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from tinymlaas.domain import ArtifactKind, Task, TensorSpec
+from tinymlaas.domain.quality import PrimaryMetric, primary_metric
 from tinymlaas.domain.searches import LayerSensitivity
 from tinymlaas.transformers.base import DatasetAccess, StepContext
 
@@ -29,24 +31,40 @@ _QUANTIZABLE = {"Conv", "Gemm", "MatMul"}
 Split = Literal["test", "validation", "holdout"]
 
 
-def _quality(outputs: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(outputs.reshape(len(outputs), -1).argmax(1) == y) * 100.0)
+#: An SNR budget is a floor: a layer that alone uses half the error amplitude it allows
+#: (6 dB above the floor) is one to keep in float.
+_HALF_AMPLITUDE_DB = 6.02
 
 
-def _scorer(task: Task, y: np.ndarray, reference: np.ndarray) -> Callable[[np.ndarray], float]:
-    """How a probe's outputs are scored: accuracy in points for classification; for an
-    embedding, the mean cosine to the float model's own outputs (1.0 for the model itself),
-    so a drop is in the unit of a cosine budget."""
-    if task is not Task.embedding:
-        return lambda outputs: _quality(outputs, y)
-    ref = reference.reshape(len(reference), -1).astype(np.float64)
+@dataclass(frozen=True)
+class _Scorer:
+    """How a probe's outputs are scored: the task's primary metric on the split (accuracy
+    in points, MAE, AUC against the labels; mean cosine and output SNR against the float
+    model's own outputs, so a cosine drop is in the unit of a cosine budget)."""
 
-    def cosine(outputs: np.ndarray) -> float:
-        out = outputs.reshape(len(outputs), -1).astype(np.float64)
-        norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
-        return float(np.mean(np.sum(out * ref, axis=1) / np.maximum(norms, 1e-12)))
+    metric: PrimaryMetric
+    task: Task
+    y: np.ndarray
+    reference: np.ndarray
 
-    return cosine
+    def __call__(self, outputs: np.ndarray) -> float | None:
+        from tinymlaas.evaluation.evaluate import quality_metrics
+
+        value = quality_metrics(self.task, outputs, self.y, self.reference).get(
+            self.metric.key)
+        return None if value is None else float(value)
+
+    def judge(self, baseline: float, value: float, budget: float, probe: str
+              ) -> tuple[float | None, bool]:
+        """The drop of ``value`` against the float model's ``baseline`` (none for an SNR),
+        and whether the layer is sensitive: a quantized layer that alone uses more than
+        half the ``budget`` (an SNR: within 6 dB of its floor), a pruned one more than all
+        of it."""
+        quantized = probe == "quantize-int8"
+        if self.metric.key == "snr_db":
+            return None, value < budget + (_HALF_AMPLITUDE_DB if quantized else 0.0)
+        drop = self.metric.drop(baseline, value)
+        return drop, drop is not None and drop > (budget / 2 if quantized else budget)
 
 
 def _onnx_outputs(path: Path, X: np.ndarray) -> np.ndarray:
@@ -66,7 +84,7 @@ def _to_onnx(path: Path, kind: ArtifactKind, specs: list[TensorSpec], work: Path
 
 
 def _quantize_probes(source: Path, dataset: DatasetAccess, baseline: float, budget: float,
-                     work: Path, split: Split, score: Callable[[np.ndarray], float],
+                     work: Path, split: Split, score: _Scorer,
                      deadline: float | None = None) -> list[LayerSensitivity]:
     import onnx
 
@@ -87,19 +105,20 @@ def _quantize_probes(source: Path, dataset: DatasetAccess, baseline: float, budg
                               num_samples=128)
         ctx = StepContext(input_path=source, input_kind=ArtifactKind.onnx, params=params,
                           out_dir=out, work_dir=out, dataset=dataset)
-        accuracy = score(_onnx_outputs(QuantizeStatic().run(ctx).path, X))
-        drop = baseline - accuracy
+        value = score(_onnx_outputs(QuantizeStatic().run(ctx).path, X))
+        if value is None:
+            continue
+        drop, sensitive = score.judge(baseline, value, budget, "quantize-int8")
         found.append(LayerSensitivity(
-            layer=name, probe="quantize-int8", accuracy=accuracy, drop=drop,
-            advice="keep in float (quantize-static nodes_to_exclude)" if drop > budget / 2
+            layer=name, probe="quantize-int8", metric=score.metric.key, value=value,
+            drop=drop, advice="keep in float (quantize-static nodes_to_exclude)" if sensitive
             else "safe to quantize"))
     return found
 
 
 def _prune_probes(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
                   dataset: DatasetAccess, baseline: float,
-                  budget: float, split: Split, score: Callable[[np.ndarray], float]
-                  ) -> list[LayerSensitivity]:
+                  budget: float, split: Split, score: _Scorer) -> list[LayerSensitivity]:
     import torch
 
     from tinymlaas.transformers.torch.prune_structured import channel_prune
@@ -121,12 +140,14 @@ def _prune_probes(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
             continue
         pruned = channel_prune(copy.deepcopy(model), shape, 0.0, layer_ratios={name: 0.5})
         with torch.no_grad():
-            accuracy = score(pruned(X).numpy())
-        drop = baseline - accuracy
+            value = score(pruned(X).numpy())
+        if value is None:
+            continue
+        drop, sensitive = score.judge(baseline, value, budget, "prune-50%")
         found.append(LayerSensitivity(
-            layer=name, probe="prune-50%", accuracy=accuracy, drop=drop,
-            advice="prune less (prune-structured keep_layers / layer_ratios)"
-            if drop > budget else "tolerates pruning"))
+            layer=name, probe="prune-50%", metric=score.metric.key, value=value, drop=drop,
+            advice="prune less (prune-structured keep_layers / layer_ratios)" if sensitive
+            else "tolerates pruning"))
     return found
 
 
@@ -134,15 +155,17 @@ def layer_sensitivity(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
                       dataset: DatasetAccess, max_accuracy_drop: float,
                       split: Split = "test", prune: bool = True,
                       deadline: float | None = None) -> list[LayerSensitivity]:
-    """Both probes on the model at ``path``, most sensitive layers first, measured on the
-    dataset's task (accuracy in points; for an embedding, the mean cosine to the float
-    outputs) on the
-    ``split`` (``optimize`` uses its validation half, never the held-out one);
-    ``prune=False`` leaves the pruning probes out; past ``deadline`` (``time.monotonic``)
-    no further layer is probed, and the report holds the layers probed so far.
+    """Both probes on the model at ``path``, most sensitive layers first, measured in the
+    dataset task's primary metric (accuracy points, mean cosine to the float outputs, MAE,
+    AUC, output SNR) on the ``split`` (``optimize`` uses its validation half, never the
+    held-out one). ``max_accuracy_drop`` is the search's budget in that metric (for the
+    SNR, its floor in dB). ``prune=False`` leaves the pruning probes out; past ``deadline``
+    (``time.monotonic``) no further layer is probed, and the report holds the layers probed
+    so far.
 
     Probes that do not apply to the model (e.g. pruning a graph that cannot be converted
-    to PyTorch) are left out rather than failing the report.
+    to PyTorch) are left out rather than failing the report; a task whose metric the split
+    cannot give (an AUC without both classes) has no report.
     """
     from tinymlaas.errors import TinymlaasError
 
@@ -152,8 +175,10 @@ def layer_sensitivity(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
         work = Path(tmp)
         source = _to_onnx(path, kind, specs, work)
         reference = _onnx_outputs(source, X)
-        score = _scorer(dataset.task, y, reference)
+        score = _Scorer(primary_metric(dataset.task), dataset.task, y, reference)
         baseline = score(reference)
+        if baseline is None:
+            return []
         found += _quantize_probes(source, dataset, baseline, max_accuracy_drop, work, split,
                                   score, deadline)
         try:
@@ -162,4 +187,6 @@ def layer_sensitivity(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
                                        max_accuracy_drop, split, score)
         except TinymlaasError as exc:  # e.g. a graph that cannot be converted to PyTorch
             logging.getLogger("tinymlaas.optimize").info("pruning probes skipped: %s", exc)
-    return sorted(found, key=lambda s: -s.drop)
+    if score.metric.key == "snr_db":  # the lowest SNR first
+        return sorted(found, key=lambda s: s.value)
+    return sorted(found, key=lambda s: -(s.drop or 0.0))

@@ -71,7 +71,8 @@ def environment() -> Environment:
     env.filters.update(bytes=fmt_bytes, kib=fmt_kib, mib=fmt_mib, num=fmt_num,
                        ratio=fmt_ratio, delta=fmt_delta, time=fmt_time)
     env.globals.update(ratio_of=ratio, runtime_name=runtime_name, version=__version__,
-                       quality_labels={m.key: m.label for m in PRIMARY_METRICS.values()})
+                       quality_labels={m.key: m.label for m in PRIMARY_METRICS.values()},
+                       quality_metrics={m.key: m for m in PRIMARY_METRICS.values()})
     return env
 
 

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from tinymlaas.api.deps import StudioDep
+from tinymlaas.domain import Task
+from tinymlaas.domain.quality import PRIMARY_METRICS, PrimaryMetric, primary_metric, task_of
 from tinymlaas.domain.searches import MAX_SEARCH_TRIALS, Candidate, Search
 from tinymlaas.errors import InvalidInputError, NotFoundError, TinymlaasError
 from tinymlaas.optimize import pareto_front, parse_budget
@@ -28,21 +30,47 @@ _AXES = {"size": ("file_bytes", "Model size (KiB)", 1 / 1024),
 _BASELINE = {"size": "file_bytes", "latency": "latency_ms_p50"}
 
 
+def _quality_metric(search: Search) -> PrimaryMetric:
+    """The primary metric the search's candidates are judged by (the dataset task's)."""
+    key = next((c.quality_metric for c in search.candidates if c.quality_metric), None)
+    found = next((m for m in PRIMARY_METRICS.values() if m.key == key), None)
+    if found is not None:
+        return found
+    return primary_metric(task_of(search.baseline) or Task.classification)
+
+
+def _axis_title(metric: PrimaryMetric) -> str:
+    unit = metric.unit.strip()
+    title = metric.label[:1].upper() + metric.label[1:] + (f" ({unit})" if unit else "")
+    return title if metric.higher_is_better else f"{title}, lower is better"
+
+
 def search_figure(search: Search) -> dict[str, Any]:
-    """A plotly figure: each measured candidate (accuracy against the objective), the
-    Pareto front of those so far, the recommended run and the input model."""
+    """A plotly figure: each measured candidate (the task's primary metric in its own unit,
+    e.g. accuracy, mean cosine or MAE, against the objective), the Pareto front of those so
+    far, the recommended run and the input model."""
     key, title, scale = _AXES[search.objective]
+    metric = _quality_metric(search)
+
+    def quality(c: Candidate) -> float | None:
+        if c.quality is not None:
+            return float(c.quality)
+        # candidates recorded before their quality was: the accuracy is the same figure
+        return float(c.accuracy) if metric.key == "accuracy" and c.accuracy is not None \
+            else None
+
     measured = [c for c in search.candidates
-                if c.accuracy is not None and getattr(c, key) is not None]
+                if quality(c) is not None and getattr(c, key) is not None]
 
     def xy(items: list[Candidate]) -> dict[str, list[float]]:
         return {"x": [float(getattr(c, key)) * scale for c in items],
-                "y": [float(c.accuracy) for c in items]}  # type: ignore[arg-type]
+                "y": [quality(c) for c in items]}  # type: ignore[misc]
 
     traces: list[dict[str, Any]] = [{
         "type": "scatter", "mode": "markers", "name": "candidates", **xy(measured),
-        "text": [f"{c.run_id}: {' → '.join(c.steps)}" for c in measured],
-        "hoverinfo": "text+x+y", "marker": {"size": 11, "color": "#2563eb"}}]
+        "text": [f"{c.run_id}: {' → '.join(c.steps)}: {metric.label} "
+                 f"{metric.format(quality(c))}" for c in measured],
+        "hoverinfo": "text+x", "marker": {"size": 11, "color": "#2563eb"}}]
     front = [c for c in pareto_front(measured) if getattr(c, key) is not None]
     if front:
         traces.append({"type": "scatter", "mode": "lines+markers", "name": "Pareto front",
@@ -57,18 +85,23 @@ def search_figure(search: Search) -> dict[str, Any]:
                        "marker": {"size": 16, "symbol": "star", "color": "#16a34a"}})
     base_key = _BASELINE.get(search.objective)
     base = search.baseline
-    if base_key and base.get(base_key) is not None and base.get("accuracy") is not None:
+    # the input model against itself: its own accuracy, MAE or AUC; a cosine of 1; an SNR
+    # without bound (no point)
+    reference = 1.0 if metric.key == "cosine_mean" else None if metric.key == "snr_db" \
+        else base.get(metric.key)
+    if base_key and base.get(base_key) is not None and isinstance(reference, int | float):
         traces.append({"type": "scatter", "mode": "markers", "name": "input model",
-                       "x": [float(base[base_key]) * scale], "y": [float(base["accuracy"])],
+                       "x": [float(base[base_key]) * scale], "y": [float(reference)],
                        "marker": {"size": 12, "symbol": "diamond", "color": "#64748b"}})
+    label = metric.label[:1].upper() + metric.label[1:]
     return {"data": traces, "layout": {
-        "title": {"text": f"Accuracy vs {search.objective}"}, "height": 360,
+        "title": {"text": f"{label} vs {search.objective}"}, "height": 360,
         "margin": {"l": 56, "r": 16, "t": 40, "b": 48},
         "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "#ffffff",
         "font": {"family": "system-ui, sans-serif", "size": 12},
         "legend": {"orientation": "h", "y": -0.25},
         "xaxis": {"title": {"text": title}, "zeroline": False},
-        "yaxis": {"title": {"text": "Accuracy (%)"}}}}
+        "yaxis": {"title": {"text": _axis_title(metric)}}}}
 
 
 def _form_page(request: Request, viewer: Viewer, project_id: str, studio: StudioDep,
