@@ -30,11 +30,25 @@ import numpy as np
 
 from tinymlaas.compiler import CompileResult, HostModel, build_program, compile_onnx
 from tinymlaas.compiler.cortex_m import run_cortex_m, toolchain_missing
+from tinymlaas.compiler.instructions import count_instructions
 from tinymlaas.compiler.planner import outside_bytes
 from tinymlaas.compiler.verify import agreement, output_lsb, reference_outputs
 from tinymlaas.evaluation.static import graph_stats
 
 ROOT = Path(__file__).resolve().parent
+
+#: Published MLPerf Tiny v1.0 closed-division figures on an STM32L4R5 (Cortex-M4 at
+#: 120 MHz), by a lower-case part of the model file's name: (system, ms, cycles).
+PUBLISHED_STM32L4R5 = {
+    "kws": [("X-CUBE-AI", 43.4, 5.2e6), ("TFLM reference kernels", 181.9, 21.8e6)],
+}
+_KWS_NAMES = ("kws", "ds_cnn", "dscnn", "keyword")
+
+
+def published_figures(label: str) -> list[tuple[str, float, float]]:
+    """The published STM32L4R5 figures for a model, by its name (KWS only, today)."""
+    name = label.lower()
+    return PUBLISHED_STM32L4R5["kws"] if any(k in name for k in _KWS_NAMES) else []
 
 
 # ----------------------------------------------------------------------------- models
@@ -249,6 +263,30 @@ def measure(label: str, path: Path, work: Path, inputs: np.ndarray | None,
         row["code_overhead_bytes"] = build.code_overhead_bytes
         row["qemu_equals_host"] = bool(np.array_equal(qemu, host4))
         row["qemu_vs_host_max_rel_err"] = agreement(qemu, host4).max_rel_err
+        # Retired instructions per inference on the same firmware (portable kernels), and
+        # on the Cortex-M4 target's own kernel set, QEMU -icount.
+        counts = count_instructions(build)
+        row["m4_instructions"] = counts.instructions
+        row["m4_instructions_per_inference"] = counts.per_inference
+        row["m4_instructions_per_mac"] = counts.instructions / max(result.macs, 1)
+        row["m4_method"] = counts.method
+        by_set = {result.kernel_set: counts.instructions}
+        m4 = compile_onnx(path, work / (label.replace(" ", "_") + "_m4"), name="model",
+                          fuse_residual=fuse_residual, target="cortex-m4")
+        if m4.kernel_set not in by_set:
+            m4_build = run_cortex_m(m4, [inputs[:4]], work / (label.replace(" ", "_") + "_m4fw"))
+            m4_out = np.stack([s[0][0] for s in m4_build.outputs])
+            row["m4_kernels_equal_portable"] = bool(np.array_equal(m4_out, qemu))
+            by_set[m4.kernel_set] = count_instructions(m4_build).instructions
+        row["m4_instructions_by_kernel_set"] = by_set
+        if len(by_set) > 1:
+            row["m4_dsp_vs_portable"] = by_set[m4.kernel_set] / counts.instructions
+        published = published_figures(label)
+        if published:
+            row["published_stm32l4r5"] = [
+                {"system": system, "ms": ms, "cycles": cycles,
+                 "m4_instructions_vs_cycles": counts.instructions / cycles}
+                for system, ms, cycles in published]
     return row
 
 
@@ -274,6 +312,11 @@ COLUMNS = [
     ("C ms", lambda r: _num(r["c_ms"])),
     ("TFLM ms", lambda r: _num(r.get("tflm_ms"))),
     ("C / TFLM", lambda r: _num(r.get("c_vs_tflm"), "{:.2f}x")),
+    ("M4 M instr", lambda r: _num(r.get("m4_instructions") and r["m4_instructions"] / 1e6)),
+    ("instr/MAC", lambda r: _num(r.get("m4_instructions_per_mac"), "{:.2f}")),
+    ("M4 DSP M instr", lambda r: _num(_dsp(r) and _dsp(r) / 1e6)),
+    ("DSP / portable", lambda r: _num(r.get("m4_dsp_vs_portable"), "{:.2f}x")),
+    ("STM32L4R5 M cycles (published)", lambda r: _published(r)),
     ("ORT ms", lambda r: _num(r["onnxruntime_ms"])),
     ("C / ORT", lambda r: _num(r["c_vs_onnxruntime"], "{:.2f}x")),
     ("ELF flash KiB", lambda r: _kb(r.get("elf_flash_bytes"))),
@@ -281,6 +324,18 @@ COLUMNS = [
     ("ELF RAM KiB", lambda r: _kb(r.get("elf_ram_bytes"))),
     ("agreement", lambda r: _agreement(r)),
 ]
+
+
+def _dsp(row: dict) -> int | None:
+    return row.get("m4_instructions_by_kernel_set", {}).get("cortex-m-dsp")
+
+
+def _published(row: dict) -> str:
+    figures = row.get("published_stm32l4r5")
+    if not figures:
+        return "-"
+    return "; ".join(f"{f['system']} {f['cycles'] / 1e6:.1f} ({f['ms']} ms)"
+                     for f in figures)
 
 
 def _agreement(row: dict) -> str:
@@ -331,6 +386,13 @@ def main(argv: list[str] | None = None) -> int:
                                     fuse_residual=False))
                 print(f"measured {label}", file=sys.stderr)
     print(table(rows))
+    published = "; ".join(f"{system} {ms} ms ({cycles / 1e6:.1f} M cycles)"
+                          for system, ms, cycles in PUBLISHED_STM32L4R5["kws"])
+    print("\nM4 M instr: instructions retired per inference (the most over the samples) by "
+          "the Cortex-M4 firmware under qemu-system-arm -M mps2-an386 -icount shift=6, a "
+          "repeatable count, not cycles, with the portable kernels; M4 DSP M instr: the same "
+          "with the cortex-m4 target's cortex-m-dsp kernels. Published STM32L4R5 (Cortex-M4, "
+          f"120 MHz) figures for KWS: {published}.")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.machine(), "processor": platform.processor(),
             "python": platform.python_version(), "cpu_count": os.cpu_count()}
