@@ -101,8 +101,9 @@ def _cross() -> None:
 def test_dsp_set_compiles_for_cortex_m_and_falls_back_elsewhere(_cross, tmp_path: Path) -> None:
     """The DSP set's source compiles warning-free for an M4 (with SMLAD in it), and as the
     portable kernels on the host and on a Cortex-M0+ (no DSP extension)."""
-    funcs = [f"tm_{base}_s8s8" if base == "qgemm" else f"tm_{base}_s8" for base in DSP_KERNELS]
-    funcs += ["tm_qconv2d_s8s8", "tm_qconv2d_add_s8s8", "tm_qgemm_s8s32", "tm_qgemm_u8u8"]
+    funcs = [f"tm_{base}_s8" if base == "convtile" else f"tm_{base}_s8s8"
+             for base in DSP_KERNELS]
+    funcs += ["tm_qgemm_s8s32", "tm_qgemm_u8u8", "tm_qconv2d_u8s8", "tm_qconv2d_add_s8u8"]
     source = tmp_path / "dsp.c"
     source.write_text(_library(funcs, "cortex-m-dsp"), encoding="utf-8")
     builds = {
@@ -200,7 +201,7 @@ static void report(const char* kind, int id, const int8_t* a, const int8_t* b, i
 }
 
 #define CAP 40000
-static int8_t X[CAP + 4], Wt[CAP], Y0[CAP], Y1[CAP];
+static int8_t X[CAP + 4], Wt[CAP], Y0[CAP], Y1[CAP], R[CAP];
 static int32_t B[512], MU[512], SH[512];
 
 static void fill(int nx, int nw, int nb, int shift_lo) {
@@ -234,6 +235,19 @@ int main(void) {
     tm_qconv2d_s8s8(X + off, Wt, bias ? B : NULL, Y1, 1, C, H, W, M, OH, OW, KH, KW, SH_,
                     SW, PT, PL, DH, DW, G, xz, yz, MU, SH, -128, 127);
     report("CONV", (int)id, Y0, Y1, M * OH * OW);
+    /* The same convolution with a quantized residual Add fused in. */
+    for (int i = 0; i < M * OH * OW; ++i) R[i] = rnd8();
+    const int32_t cz = (int32_t)(rnd() % 11u) - 5, rz = (int32_t)(rnd() % 11u) - 5;
+    const int32_t ma = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)), sha = -1 - rnd() % 3u;
+    const int32_t mb = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)), shb = -1 - rnd() % 3u;
+    const int32_t my = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)), shy = -18 - rnd() % 3u;
+    ref_qconv2d_add_s8s8(X + off, Wt, bias ? B : NULL, Y0, 1, C, H, W, M, OH, OW, KH, KW, SH_,
+                         SW, PT, PL, DH, DW, G, xz, cz, MU, SH, -128, 127, R, rz, yz, ma, sha,
+                         mb, shb, my, shy, -128, 127);
+    tm_qconv2d_add_s8s8(X + off, Wt, bias ? B : NULL, Y1, 1, C, H, W, M, OH, OW, KH, KW, SH_,
+                        SW, PT, PL, DH, DW, G, xz, cz, MU, SH, -128, 127, R, rz, yz, ma, sha,
+                        mb, shb, my, shy, -128, 127);
+    report("CADD", (int)id, Y0, Y1, M * OH * OW);
   }
   for (unsigned id = 0; id < sizeof(gemm_cases) / sizeof(gemm_cases[0]); ++id) {
     const int* p = gemm_cases[id];
@@ -257,11 +271,12 @@ def _rows(cases: list[tuple[int, ...]]) -> str:
 @pytest.mark.parametrize("optimize", ["-Os", "-O2"])
 def test_dsp_kernels_equal_portable_ones_on_cortex_m4(_cross, tmp_path: Path,
                                                       optimize: str) -> None:
-    funcs = ["tm_qconv2d_s8s8", "tm_qgemm_s8s8"]
+    funcs = ["tm_qconv2d_s8s8", "tm_qconv2d_add_s8s8", "tm_qgemm_s8s8"]
     dsp = _library(funcs, "cortex-m-dsp").replace("const tm_fn tm_every_kernel",
                                                   "const tm_fn tm_dsp_kernels")
     portable = "".join(kernel_source(f) for f in ["tm_convtile_s8", *funcs])
-    portable = re.sub(r"\btm_(convtile_s8|qconv2d_s8s8|qgemm_s8s8)\b", r"ref_\1", portable)
+    renamed = "convtile_s8|qconv2d_s8s8|qconv2d_add_s8s8|qaddtile_s8s8|qgemm_s8s8"
+    portable = re.sub(rf"\btm_({renamed})\b", r"ref_\1", portable)
     harness = _HARNESS.replace("CONV_CASES", _rows(_CONV_CASES)).replace(
         "GEMM_CASES", _rows(_GEMM_CASES))
     source = tmp_path / "kernels_test.c"
@@ -272,8 +287,9 @@ def test_dsp_kernels_equal_portable_ones_on_cortex_m4(_cross, tmp_path: Path,
     assert re.search(r"\bsmlad\b", listing)  # the DSP path is the one compiled and run
     text = run_bare_metal(elf, "cortex-m4", timeout=300)
     assert "DONE" in text
-    rows = re.findall(r"^(CONV|GEMM) (\d+) (\d+) (\d+) (\d+) (\d+)", text, re.MULTILINE)
-    assert [r[0] for r in rows] == ["CONV"] * len(_CONV_CASES) + ["GEMM"] * len(_GEMM_CASES)
+    rows = re.findall(r"^(CONV|CADD|GEMM) (\d+) (\d+) (\d+) (\d+) (\d+)", text, re.MULTILINE)
+    assert [r[0] for r in rows] == ["CONV", "CADD"] * len(_CONV_CASES) + \
+        ["GEMM"] * len(_GEMM_CASES)
     totals = np.zeros(4, np.int64)
     for kind, case, n, equal, lo, hi in rows:
         assert int(n) > 0

@@ -8,7 +8,8 @@ Two kernel sets ship as package data next to this module:
     Arm Cortex-M DSP-extension versions of the hot int8 kernels (the convolution tile that
     convolutions, depthwise convolutions and fused residual convolutions share, and the
     fully connected inner product), written with ``arm_acle.h`` intrinsics (``__smlad``,
-    ``__sxtb16``, ``__sxtab16``). Every other kernel comes from the portable set. A model
+    ``__sxtb16``, ``__sxtab16``); its convolutions run a pointwise convolution's planes as
+    single rows. Every other kernel comes from the portable set. A model
     generated with this set still compiles anywhere: each DSP kernel sits under
     ``#if TM_DSP`` with its portable twin in the ``#else`` branch.
 
@@ -153,6 +154,8 @@ TEMPLATES: dict[str, tuple[str, int]] = {
 #: DSP set falls back to the portable file for every other kernel or input type.
 DSP_KERNELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "convtile": ("convtile.c", ("s8",)),
+    "qconv2d": ("qconv2d.c", ("s8",)),
+    "qconv2d_add": ("qconv2d_add.c", ("s8",)),
     "qgemm": ("qgemm.c", ("s8",)),
 }
 _TYPE_CODE = re.compile(r"f32|s8|u8|s16|u16|s32|s64|b8|b16|b32|b64")

@@ -1,0 +1,53 @@
+/* The portable kernel, but a pointwise convolution (1x1, stride 1, no padding) runs
+   over each plane as one row: the DSP tile's inner loops then run full tiles instead
+   of short rows. Same sums in the same order per output: bit-identical. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void tm_qaddtile_TMPL_S(const int32_t* acc, int n, TMPL_YT* y, const TMPL_YT* r, int32_t mm,
+                           int32_t sm, int32_t cz, int32_t clo, int32_t chi, int32_t rz,
+                           int32_t yz, int32_t ma, int32_t sha, int32_t mb, int32_t shb,
+                           int32_t my, int32_t shy, int32_t lo, int32_t hi) {
+  /* y may be r (in place): element i is read before it is written. */
+  for (int i = 0; i < n; ++i)
+    y[i] = (TMPL_YT)tm_qadd1(tm_clampi(tm_mbqm(acc[i], mm, sm) + cz, clo, chi) - cz,
+                         (int32_t)r[i] - rz, ma, sha, mb, shb, my, shy, yz, lo, hi);
+}
+
+/* Direct convolution, one output row at a time in tiles of TM_TILE columns. */
+#define TM_STORE(a, j) (a)
+static void tm_qconv2d_add_TMPL_S(const TMPL_XT* x, const int8_t* w, const int32_t* b, TMPL_YT* y,
+                       int N, int C, int H, int W, int M, int OH, int OW, int KH, int KW,
+                       int SH, int SW, int PT, int PL, int DH, int DW, int G, int32_t xz, int32_t cz, const int32_t* mult, const int32_t* shift, int32_t clo, int32_t chi, const TMPL_YT* r, int32_t rz, int32_t yz, int32_t ma, int32_t sha, int32_t mb, int32_t shb, int32_t my, int32_t shy, int32_t lo, int32_t hi) {
+  const int cg = C / G, mg = M / G;
+  if (KH == 1 && KW == 1 && SH == 1 && SW == 1 && PT == 0 && PL == 0 && OH == H &&
+      OW == W) { /* pointwise: each plane is one long row, so the tiles are full */
+    W *= H;
+    OW = W;
+    H = 1;
+    OH = 1;
+  }
+  int32_t acc[TM_TILE];
+  for (int n = 0; n < N; ++n) {
+    for (int m = 0; m < M; ++m) {
+      const TMPL_XT* xg = x + ((size_t)n * C + (size_t)(m / mg) * cg) * H * W;
+      const int8_t* wm = w + (size_t)m * cg * KH * KW;
+      const int32_t bias = b ? (int32_t)b[m] : (int32_t)0;
+      TMPL_YT* ym = y + ((size_t)n * M + m) * OH * OW;
+      const int32_t mm = mult[m], sm = shift[m];
+      const TMPL_YT* rm = r + ((size_t)n * M + m) * OH * OW;
+      for (int oy = 0; oy < OH; ++oy) {
+        const int iy0 = oy * SH - PT;
+        const int ky0 = tm_kbegin(iy0, DH), ky1 = tm_kend(iy0, DH, KH, H);
+        for (int t0 = 0; t0 < OW; t0 += TM_TILE) {
+          const int t1 = t0 + TM_TILE < OW ? t0 + TM_TILE : OW;
+          tm_convtile_TMPL_XC(xg, wm, acc, bias, cg, H, W, KH, KW, SW, DH, DW, PL, iy0, ky0, ky1, t0,
+                     t1, xz);
+          tm_qaddtile_TMPL_S(acc, t1 - t0, ym + oy * OW + t0, rm + oy * OW + t0, mm, sm, cz, clo, chi,
+                         rz, yz, ma, sha, mb, shb, my, shy, lo, hi);
+        }
+      }
+    }
+  }
+}
+#undef TM_STORE
