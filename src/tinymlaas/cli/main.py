@@ -56,6 +56,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", help="Project id.")]
 
 
+def _server_client() -> Any:
+    """The SDK client of ``--server``, or None without one."""
+    from tinymlaas.config import get_settings
+
+    settings = get_settings()
+    if not settings.server_url:
+        return None
+    from tinymlaas.cli.remote import RemoteServices
+
+    return RemoteServices(settings.server_url, settings.token).client
+
+
 def services() -> ServicesProtocol:
     """The local service facade, or a client of the server in ``--server``/``TINYMLAAS_SERVER``
     (both implement :class:`~tinymlaas.service.protocol.ServicesProtocol`)."""
@@ -357,13 +369,19 @@ def devices_add(
 
 @transformers_app.command("list")
 def transformers_list(as_json: JsonOpt = False) -> None:
-    """List the transformers (built-in and installed plug-ins)."""
-    from tinymlaas.transformers import list_transformers
+    """List the transformers (built-in and installed plug-ins; with --server, the server's,
+    with the external ones registered in your projects)."""
+    client = _server_client()
+    if client is not None:
+        rows = [{"name": t.name, "version": t.version, "accepts": sorted(t.accepts),
+                 "produces": t.produces, "needs": t.needs, "summary": t.summary}
+                for t in client.list_transformers()]
+    else:
+        from tinymlaas.transformers import list_transformers
 
-    items = list_transformers()
-    rows = [{"name": t.name, "version": t.version, "accepts": sorted(t.accepts),
-             "produces": t.produces.value, "needs": t.needs, "summary": t.summary}
-            for t in items]
+        rows = [{"name": t.name, "version": t.version, "accepts": sorted(t.accepts),
+                 "produces": t.produces.value, "needs": t.needs, "summary": t.summary}
+                for t in list_transformers()]
     if as_json:
         return print_json(rows)
     console.print(table("Transformers", ["name", "version", "accepts", "produces", "needs",
@@ -375,15 +393,22 @@ def transformers_list(as_json: JsonOpt = False) -> None:
 @transformers_app.command("show")
 def transformers_show(name: str, as_json: JsonOpt = False) -> None:
     """Show a transformer's parameters (their JSON schema)."""
-    from tinymlaas.transformers.registry import get_transformer
+    client = _server_client()
+    if client is not None:
+        info = client.get_transformer(name)
+        schema, summary = info.params_schema, (info.name, info.version, info.summary)
+        accepts, produces, needs = info.accepts, info.produces, info.needs
+    else:
+        from tinymlaas.transformers.registry import get_transformer
 
-    t = get_transformer(name)
-    schema = t.Params.model_json_schema()
+        t = get_transformer(name)
+        schema, summary = t.Params.model_json_schema(), (t.name, t.version, t.summary)
+        accepts, produces, needs = list(t.accepts), t.produces.value, t.needs
     if as_json:
         return print_json(schema)
-    console.print(f"[bold]{t.name}[/] v{t.version}: {t.summary}")
-    console.print(f"accepts {', '.join(sorted(t.accepts))}; produces {t.produces}; "
-                  f"needs data: {t.needs}")
+    console.print(f"[bold]{summary[0]}[/] v{summary[1]}: {summary[2]}")
+    console.print(f"accepts {', '.join(sorted(accepts))}; produces {produces}; "
+                  f"needs data: {needs}")
     rows = []
     for field, spec in schema.get("properties", {}).items():
         kind = spec.get("type") or " | ".join(
@@ -809,6 +834,11 @@ def keys_rotate(project: ProjectOpt = None,
 # users -------------------------------------------------------------------------------------
 
 def _accounts():
+    from tinymlaas.config import get_settings
+
+    if get_settings().server_url:
+        raise InvalidInputError("`tinymlaas users` works on the server's own database: run "
+                                "it on the server's machine, without --server")
     from tinymlaas.service import Services
     from tinymlaas.service.users import AccountService
 
@@ -897,6 +927,10 @@ from tinymlaas.cli.fleet import deploy_command, fleet_app  # noqa: E402
 
 app.add_typer(fleet_app, name="fleet")
 app.command("deploy")(deploy_command)
+
+from tinymlaas.cli.sites import sites_app  # noqa: E402
+
+app.add_typer(sites_app, name="sites")
 
 # The device agent (its module imports only typer; the agent itself loads when it runs).
 from tinymlaas.agent.cli import agent as agent_command  # noqa: E402
