@@ -11,11 +11,12 @@ from tinymlaas.web.routes import (
     projects,
     runs,
     searches,
+    sites,
     vendor,
 )
 
 __all__ = ["web_router"]
 
 web_router = APIRouter(include_in_schema=False)
-for module in (vendor, auth, projects, runs, searches, compare, assets, fleet, delete):
+for module in (vendor, auth, projects, runs, searches, compare, assets, fleet, sites, delete):
     web_router.include_router(module.router)
