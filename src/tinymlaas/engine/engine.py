@@ -167,6 +167,10 @@ class Engine:
                 hint = " (add export-onnx before it)" if kind in {
                     ArtifactKind.torch_exported, ArtifactKind.torchscript} and \
                     ArtifactKind.onnx in transformer.accepts else ""
+                if kind is ArtifactKind.onnx and step.transformer == "export-onnx":
+                    hint = (" (the model is ONNX already: leave export-onnx out, or run the "
+                            "auto-int8 template)" if index == 1 else
+                            " (its input is ONNX already: leave this export-onnx out)")
                 raise IncompatibleChainError(
                     f"{where}({step.transformer}) takes {', '.join(sorted(transformer.accepts))}"
                     f" but receives {kind}{hint}",

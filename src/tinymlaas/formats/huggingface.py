@@ -300,8 +300,29 @@ def model_tokenizer(onnx_path: Path) -> Any:
             if name in _KEPT_FILES and isinstance(text, str):
                 (Path(tmp) / name).write_text(text, encoding="utf-8")
         try:
-            return AutoTokenizer.from_pretrained(tmp, trust_remote_code=False,
-                                                 local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(tmp, trust_remote_code=False,
+                                                      local_files_only=True)
         except Exception as exc:
             raise InvalidInputError(f"the model's tokenizer cannot be loaded: "
                                     f"{_first_line(exc)}") from None
+    positions = _max_positions(files.get("config.json"))
+    limit = getattr(tokenizer, "model_max_length", None)
+    if positions is not None and (not isinstance(limit, int) or limit > positions):
+        # many tokenizers leave it unset (a huge number); the model's positions are the bound
+        tokenizer.model_max_length = positions
+    return tokenizer
+
+
+def _max_positions(config_text: Any) -> int | None:
+    """The most tokens the model's position embeddings take, from its ``config.json``."""
+    try:
+        config = json.loads(config_text) if isinstance(config_text, str) else None
+    except ValueError:
+        return None
+    if not isinstance(config, dict):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None

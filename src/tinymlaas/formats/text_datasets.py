@@ -221,7 +221,8 @@ def tokenize_text_file(path: Path, tokenizer: Any, input_names: list[str],
 
     Raises:
         InvalidInputError: a missing column, an empty file, a field or line too long, an
-            input the tokenizer does not make, bad labels.
+            input the tokenizer does not make, bad labels, a ``max_length`` over the
+            tokenizer's ``model_max_length`` (the model's positions).
         PayloadTooLargeError: the file or the token arrays over ``max_bytes``, or too many
             rows.
     """
@@ -231,6 +232,11 @@ def tokenize_text_file(path: Path, tokenizer: Any, input_names: list[str],
     kind = TEXT_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise InvalidInputError(f"{path.name}: a text dataset is a .csv, .tsv or .jsonl file")
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 2 <= limit < options.max_length:
+        raise InvalidInputError(f"max_length {options.max_length} is more tokens than the "
+                                f"model takes ({limit}, its position embeddings); use a "
+                                f"max_length of at most {limit}", {"field": "max_length"})
     if getattr(tokenizer, "pad_token", "") is None:
         fallback = getattr(tokenizer, "eos_token", None)
         if fallback is None:
