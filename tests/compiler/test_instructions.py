@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import linear_onnx
+from helpers import linear_onnx, small_cnn_onnx
 from helpers import need_service as require_tool
 from tinymlaas.compiler import HostModel, compile_onnx
 from tinymlaas.compiler.cortex_m import build_cortex_m, run_cortex_m, toolchain_missing
@@ -16,7 +17,10 @@ from tinymlaas.compiler.instructions import (
     _ticks,
     count_instructions,
     measure_instructions,
+    measure_layer_instructions,
 )
+from tinymlaas.compiler.profile import profile_model
+from tinymlaas.errors import InvalidInputError
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +90,33 @@ def test_long_runs_recover_the_wraps_of_the_fine_timer() -> None:
     assert _ticks(fine, coarse + 3) == _ticks(fine, coarse - 3) == 5_000_000_000
     # Ticks to instructions: 1.6 ticks each, floor(1.6 n) inverted exactly.
     assert [_instructions(n * 8 // 5) for n in range(12)] == list(range(12))
+
+
+def test_per_layer_counts_add_up_to_the_inference(tmp_path: Path) -> None:
+    path = small_cnn_onnx(tmp_path / "cnn.onnx")
+    x = np.random.default_rng(2).normal(size=(2, 1, 8, 8)).astype(np.float32)
+    plain = compile_onnx(path, tmp_path / "plain", name="model")
+    marked = compile_onnx(path, tmp_path / "marked", name="model", layer_marks=True)
+    assert "TM_LAYER_END" not in plain.source.read_text()
+    calls = re.findall(r"^  TM_LAYER_END\((\d+)\);$", marked.source.read_text(), re.M)
+    assert calls == [str(step) for step in range(marked.kernels)]
+    # Without the hook the marks are empty: same outputs on the host.
+    np.testing.assert_array_equal(HostModel(marked).run(x), HostModel(plain).run(x))
+    with pytest.raises(InvalidInputError, match="layer_marks"):
+        measure_layer_instructions(plain, [x], tmp_path / "refused")
+
+    whole = measure_instructions(plain, [x], tmp_path / "fw-plain")
+    layers = measure_layer_instructions(marked, [x], tmp_path / "fw-marked")
+    assert whole.per_layer == []
+    # The marks' own cost is taken out: the inference counts what the plain build does.
+    assert layers.per_inference == whole.per_inference
+    assert 0 < layers.layer_mark < 40
+    rows = profile_model(path)
+    assert len(layers.per_layer) == len(rows) == 4
+    assert 0 <= whole.per_inference[0] - sum(layers.per_layer) < 100  # call and return
+    by_op = dict(zip([r.op_type for r in rows], layers.per_layer, strict=False))
+    # The second convolution has twice the first's MACs; the pool has none.
+    conv1, pool, conv2, fc = layers.per_layer
+    assert rows[2].macs == 2 * rows[0].macs
+    assert conv2 > conv1 > fc > pool > 0 and by_op["MaxPool"] == pool
+    assert measure_layer_instructions(marked, [x], tmp_path / "again") == layers

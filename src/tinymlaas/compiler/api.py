@@ -48,6 +48,8 @@ class CompileResult(BaseModel):
                         "(tinymlaas.compiler.targets); sources from before targets: 'host'")
     kernel_set: str = Field(default="portable", description="the kernel set the kernels "
                             "come from: 'portable' or 'cortex-m-dsp'")
+    layer_marks: bool = Field(default=False, description="whether each kernel call is "
+                              "followed by TM_LAYER_END(step) (per-layer counts)")
 
     def write_meta(self) -> Path:
         """Store this result next to the sources (``model.json``).
@@ -116,6 +118,7 @@ def compile_onnx(
     io: IOMode = "arena",
     target: str | Target | Device | None = None,
     kernels: str | None = None,
+    layer_marks: bool = False,
 ) -> CompileResult:
     """Compile an ONNX model to C99 ``<name>.h`` and ``<name>.c``.
 
@@ -143,6 +146,9 @@ def compile_onnx(
             picks the kernel set: Cortex-M4/M7/M33/M55 get the DSP kernels.
         kernels: Override the target's kernel set (``"portable"`` or ``"cortex-m-dsp"``);
             ``None`` or ``"auto"`` keeps it. Every set gives bit-identical outputs.
+        layer_marks: Mark the end of each kernel call (``TM_LAYER_END(step)``, empty
+            unless built with ``-DTM_LAYER_HOOK``), for
+            :func:`tinymlaas.compiler.instructions.measure_layer_instructions`.
 
     Returns:
         The file paths, I/O specifications and planner figures.
@@ -158,7 +164,7 @@ def compile_onnx(
                                       fuse_residual=fuse_residual, io=io)
     prefix = c_identifier(name)
     header_text, source_text = generate(program, prefix, kernels=chosen.kernels,
-                                        alignment=chosen.alignment)
+                                        alignment=chosen.alignment, layer_marks=layer_marks)
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     header = directory / f"{prefix}.h"
@@ -184,6 +190,7 @@ def compile_onnx(
         quantized=any(f.startswith(("tm_q", "tm_lut", "tm_requant")) for f in calls),
         target=chosen.name,
         kernel_set=chosen.kernels,
+        layer_marks=layer_marks,
     )
     result.write_meta()
     return result

@@ -169,8 +169,19 @@ def _io_type(tensor: Tensor) -> str:
     return _ctype(tensor.dtype)
 
 
+#: How the layer marks of :func:`generate` expand: to nothing, or to the caller's hook.
+_LAYER_HOOK = [
+    "#ifdef TM_LAYER_HOOK",
+    "void tm_layer_end(int step);",
+    "#define TM_LAYER_END(step) tm_layer_end(step)",
+    "#else",
+    "#define TM_LAYER_END(step) ((void)0)",
+    "#endif",
+]
+
+
 def generate(program: Program, name: str = "model", *, kernels: KernelSet = "portable",
-             alignment: int = 16) -> tuple[str, str]:
+             alignment: int = 16, layer_marks: bool = False) -> tuple[str, str]:
     """The header and source text of a planned program.
 
     Args:
@@ -178,6 +189,9 @@ def generate(program: Program, name: str = "model", *, kernels: KernelSet = "por
         name: Prefix of every public symbol (``<name>_run``, ``<NAME>_INPUT0_SIZE`` ...).
         kernels: The kernel set (:mod:`tinymlaas.compiler.kernels`) the kernels come from.
         alignment: Alignment of the arena in bytes (the target's).
+        layer_marks: After each kernel call, ``TM_LAYER_END(step)``: nothing, unless the
+            source is built with ``-DTM_LAYER_HOOK``; then a call of the caller's
+            ``void tm_layer_end(int step)`` (per-layer instruction counts on Cortex-M).
 
     Returns:
         ``(header, source)``.
@@ -191,7 +205,7 @@ def generate(program: Program, name: str = "model", *, kernels: KernelSet = "por
 
     body: list[str] = []
     funcs: list[str] = []
-    for kernel in program.kernels:
+    for step, kernel in enumerate(program.kernels):
         if kernel.func.startswith("opaque_"):
             raise ValueError(f"cannot generate code for unsupported {kernel.func[7:]}")
         for func in [*kernel_dependencies(kernel.func), kernel.func]:
@@ -202,6 +216,8 @@ def generate(program: Program, name: str = "model", *, kernels: KernelSet = "por
         if kernel.nodes:
             body.append(f"  /* {', '.join(kernel.nodes)[:110].replace('*/', '* /')} */")
         body.append(f"  {kernel.func}({args});")
+        if layer_marks:
+            body.append(f"  TM_LAYER_END({step});")
 
     arena = max(program.arena_bytes, 16)
     in_arena = program.io == "arena"
@@ -211,6 +227,7 @@ def generate(program: Program, name: str = "model", *, kernels: KernelSet = "por
         prelude(kernels),
         *[kernel_source(f, kernels) for f in funcs],
         "",
+        *(_LAYER_HOOK if layer_marks else []),
         "#if defined(__GNUC__)",
         f"#define TM_ALIGNED __attribute__((aligned({alignment})))",
         "#else",

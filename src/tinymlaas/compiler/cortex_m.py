@@ -147,6 +147,7 @@ def _harness(result: CompileResult, samples: list[list[np.ndarray]]) -> tuple[st
     lines += [
         "",
         *_TIMER_LINES,
+        *_layer_hook(max(result.kernels, 2)),
         "static void print_hex(const void* data, unsigned n) {",
         "  static const char digits[] = \"0123456789abcdef\";",
         "  char buf[129];",
@@ -166,6 +167,13 @@ def _harness(result: CompileResult, samples: list[list[np.ndarray]]) -> tuple[st
         f"  for (unsigned s = 0; s < {len(samples)}u; ++s) {{",
         *call,
     ]
+    lines += ["    for (int k = 0; k < tm_layers_seen; ++k) {",
+              '      tm_semihost_write0("LAYER ");',
+              "      print_u32((uint32_t)k);",
+              "      print_u32(tm_layer_fine[k]);",
+              "      print_u32(tm_layer_coarse[k]);",
+              '      tm_semihost_write0("\\n");',
+              "    }"]
     for i in range(len(result.outputs)):
         lines += [f'    tm_semihost_write0("OUT{i} ");',
                   f"    print_hex(out{i}, {io_bytes_expr(name, 'output', i)});",
@@ -193,6 +201,27 @@ _TIMER_LINES = [
     "}",
     "",
 ]
+
+
+def _layer_hook(calls: int) -> list[str]:
+    """``tm_layer_end``, which a model compiled with ``layer_marks`` and built with
+    ``-DTM_LAYER_HOOK`` calls after each kernel call: it keeps the timers' values."""
+    return [
+        f"static uint32_t tm_layer_fine[{calls}], tm_layer_coarse[{calls}];",
+        "static int tm_layers_seen;",
+        "void tm_layer_end(int step);",
+        "__attribute__((noinline)) void tm_layer_end(int step) {",
+        "  uint32_t f = TM_FINE, c = TM_COARSE;",
+        f"  if (step >= 0 && step < {calls}) {{",
+        "    tm_layer_fine[step] = f;",
+        "    tm_layer_coarse[step] = c;",
+        "    if (step >= tm_layers_seen) tm_layers_seen = step + 1;",
+        "  }",
+        "}",
+        "",
+    ]
+
+
 _TIMER_START_LINES = [
     "  *(volatile uint32_t*)0x40000008u = 0xFFFFFFFFu; /* timer 0: reload */",
     "  TM_FINE = 0xFFFFFFFFu;",
@@ -208,6 +237,15 @@ _TIMER_START_LINES = [
     "    print_u32(f1);",
     "    print_u32(c1);",
     '    tm_semihost_write0("\\n");',
+    "    tm_layer_end(0);",  # one layer mark's own cost: two marks back to back
+    "    tm_layer_end(1);",
+    '    tm_semihost_write0("MARK ");',
+    "    print_u32(tm_layer_fine[0]);",
+    "    print_u32(tm_layer_coarse[0]);",
+    "    print_u32(tm_layer_fine[1]);",
+    "    print_u32(tm_layer_coarse[1]);",
+    '    tm_semihost_write0("\\n");',
+    "    tm_layers_seen = 0;",
     "  }",
 ]
 

@@ -21,6 +21,7 @@ Tools: Debian ``gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm``.
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 from pathlib import Path
@@ -30,13 +31,14 @@ from pydantic import BaseModel, Field
 
 from tinymlaas.compiler.api import CompileResult
 from tinymlaas.compiler.cortex_m import CORTEX_M4_FLAGS, QEMU, CortexMBuild, build_cortex_m
-from tinymlaas.errors import StepFailedError
+from tinymlaas.errors import InvalidInputError, StepFailedError
 
 __all__ = [
     "ICOUNT_SHIFT",
     "InstructionCount",
     "count_instructions",
     "measure_instructions",
+    "measure_layer_instructions",
 ]
 
 #: ``-icount shift``: each instruction advances the virtual clock by 2**shift ns.
@@ -57,6 +59,11 @@ class InstructionCount(BaseModel):
                                                  "in the order of the samples")
     bracket: int = Field(description="instructions between two timer reads with nothing "
                                      "between them, already subtracted")
+    per_layer: list[int] = Field(default=[], description="instructions of each kernel call "
+                                 "of the first sample (a model compiled with layer_marks "
+                                 "and built with -DTM_LAYER_HOOK; otherwise empty)")
+    layer_mark: int = Field(default=0, description="instructions of one layer mark, "
+                                                   "already subtracted everywhere")
 
     @property
     def instructions(self) -> int:
@@ -104,21 +111,38 @@ def count_instructions(build: CortexMBuild, *, timeout: float = 600.0) -> Instru
     except subprocess.TimeoutExpired as exc:
         raise StepFailedError(f"QEMU did not finish within {timeout:.0f} s.") from exc
     text = proc.stdout + proc.stderr
-    spans: dict[str, list[int]] = {"EMPTY": [], "TICKS": []}
+    spans: dict[str, list[int]] = {"EMPTY": [], "TICKS": [], "MARK": []}
+    starts: list[int] = []
+    marks: list[list[int]] = []
     hex8 = "([0-9a-f]{8})"
     for line in text.splitlines():
-        match = re.match(rf"^(EMPTY|TICKS) {hex8} {hex8} {hex8} {hex8}\s*$", line.strip())
+        match = re.match(rf"^(EMPTY|TICKS|MARK) {hex8} {hex8} {hex8} {hex8}\s*$", line.strip())
         if match:
             start, coarse0, end, coarse1 = (int(g, 16) for g in match.groups()[1:])
-            spans[match.group(1)].append(_instructions(_ticks(end, coarse1))
-                                         - _instructions(_ticks(start, coarse0)))
-    if proc.returncode != 0 or "DONE" not in text or not spans["EMPTY"] or not spans["TICKS"]:
+            first = _instructions(_ticks(start, coarse0))
+            spans[match.group(1)].append(_instructions(_ticks(end, coarse1)) - first)
+            if match.group(1) == "TICKS":
+                starts.append(first)
+                marks.append([])
+            continue
+        match = re.match(rf"^LAYER {hex8} {hex8} {hex8}\s*$", line.strip())
+        if match and marks:
+            _, fine, coarse = (int(g, 16) for g in match.groups())
+            marks[-1].append(_instructions(_ticks(fine, coarse)))
+    if (proc.returncode != 0 or "DONE" not in text or not spans["EMPTY"]
+            or not spans["TICKS"] or not spans["MARK"]):
         raise StepFailedError(
             f"The firmware printed no instruction counts under QEMU (exit {proc.returncode}):"
             f" {text[-2000:]}")
-    bracket = spans["EMPTY"][0]
-    return InstructionCount(per_inference=[n - bracket for n in spans["TICKS"]],
-                            bracket=bracket)
+    bracket, mark = spans["EMPTY"][0], spans["MARK"][0]
+    per_layer = []
+    if marks and marks[0]:
+        edges = [starts[0], *marks[0]]
+        per_layer = [b - a - mark for a, b in itertools.pairwise(edges)]
+    return InstructionCount(
+        per_inference=[n - bracket - mark * len(m) for n, m in zip(spans["TICKS"], marks,
+                                                                     strict=True)],
+        bracket=bracket, per_layer=per_layer, layer_mark=mark)
 
 
 def measure_instructions(result: CompileResult, inputs: list[np.ndarray],
@@ -128,4 +152,24 @@ def measure_instructions(result: CompileResult, inputs: list[np.ndarray],
     build_cortex_m` (``flags`` and ``optimize`` are its options) and count its instructions
     per inference on ``inputs`` (one array per model input: a batch of samples)."""
     build = build_cortex_m(result, inputs, work_dir, flags=flags, optimize=optimize)
+    return count_instructions(build, timeout=timeout)
+
+
+def measure_layer_instructions(result: CompileResult, inputs: list[np.ndarray],
+                               work_dir: str | Path, *,
+                               flags: tuple[str, ...] = CORTEX_M4_FLAGS,
+                               optimize: str = "-Os", timeout: float = 600.0
+                               ) -> InstructionCount:
+    """Instructions per kernel call (``per_layer``) and per inference of a model compiled
+    with ``layer_marks=True``: its firmware is built with ``-DTM_LAYER_HOOK``, so each
+    call's end reads the timers too; the marks' own cost is subtracted.
+
+    Raises:
+        InvalidInputError: The model was compiled without ``layer_marks``.
+    """
+    if not result.layer_marks:
+        raise InvalidInputError("per-layer counts need a model compiled with "
+                                "layer_marks=True")
+    build = build_cortex_m(result, inputs, work_dir, flags=(*flags, "-DTM_LAYER_HOOK"),
+                           optimize=optimize)
     return count_instructions(build, timeout=timeout)
