@@ -149,6 +149,7 @@ _CONV_CASES = [
     (10, 2, 3, 2, 1, 3, 1, 3, 0, 1, 0, 1, 1, 1, 1, 9, 2, 1),        # stride 3, rows of 3
     (4, 3, 4, 2, 3, 7, 1, 1, 1, 5, 1, 5, 1, 1, 1, 2, 1, 1),         # kernel wider than rows
     (5, 5, 31, 7, 2, 2, 2, 2, 0, 0, 1, 1, 1, 1, 1, -77, 3, 1),      # 2x2 stride 2
+    (1, 49, 10, 6, 10, 4, 2, 2, 5, 1, 4, 1, 1, 1, 1, 11, 1, 1),     # 10x4 stride 2, 1 channel
 ]
 # Fully connected cases: (M, K, N, a zero point, unaligned offset, with bias).
 _GEMM_CASES = [

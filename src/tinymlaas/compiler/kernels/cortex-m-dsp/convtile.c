@@ -1,9 +1,9 @@
 /* Convolution tile on the DSP extension, with the contract of the portable one: acc gets
    bias plus every (channel, ky, kx) tap over the outputs [t0, t1) of one row. One SMLAD
    adds two 16-bit products to a 32-bit sum: the same tap of two input channels, or, for a
-   single channel (depthwise), two neighbouring taps kx, kx + 1. SXTAB16 sign-extends two
-   input bytes and subtracts the zero point at once (x - xz fits 16 bits). The sums are the
-   same integers as the portable kernel's, so the results are bit-identical. */
+   single channel (depthwise), two neighbouring taps kx, kx + 1 (strides 1 and 2). SXTAB16
+   sign-extends two input bytes and subtracts the zero point at once (x - xz fits 16 bits).
+   The sums are the same integers as the portable kernel's: bit-identical results. */
 static void tm_convtile_TMPL_XC(const TMPL_XT* xg, const int8_t* wm, int32_t* acc, int32_t bias,
                               int cg, int H, int W, int KH, int KW, int SW, int DH, int DW,
                               int PL, int iy0, int ky0, int ky1, int t0, int t1, int32_t xz) {
@@ -29,8 +29,8 @@ static void tm_convtile_TMPL_XC(const TMPL_XT* xg, const int8_t* wm, int32_t* ac
         if (SW == 1) {
           for (; ox + 4 <= hi; ox += 4) {
             const uint32_t va = tm_ld32(ra + ox), vb = tm_ld32(rb + ox);
-            const int32_t a02 = __sxtab16(nxz, va), a13 = __sxtab16(nxz, tm_ror8(va));
-            const int32_t b02 = __sxtab16(nxz, vb), b13 = __sxtab16(nxz, tm_ror8(vb));
+            const int32_t a02 = __sxtab16(nxz, va), a13 = tm_sxtab16_ror8(nxz, va);
+            const int32_t b02 = __sxtab16(nxz, vb), b13 = tm_sxtab16_ror8(nxz, vb);
             int32_t* p = acc + (ox - t0);
             p[0] = __smlad(tm_pack16(a02, b02), wp, p[0]);
             p[1] = __smlad(tm_pack16(a13, b13), wp, p[1]);
@@ -59,37 +59,49 @@ static void tm_convtile_TMPL_XC(const TMPL_XT* xg, const int8_t* wm, int32_t* ac
       const TMPL_XT* xr = xc + (iy0 + ky * DH) * W;
       const int8_t* wr = wc + ky * KW;
       int kx = 0;
-      if (SW == 1 && DW == 1) {
+      if ((SW == 1 || SW == 2) && DW == 1) {
         for (; kx + 2 <= KW; kx += 2) {
           const int off = kx - PL;
           int lo0, hi0, lo1, hi1;
-          (void)tm_taprange(off, W, 1, t0, t1, &lo0, &hi0);
-          (void)tm_taprange(off + 1, W, 1, t0, t1, &lo1, &hi1);
+          (void)tm_taprange(off, W, SW, t0, t1, &lo0, &hi0);
+          (void)tm_taprange(off + 1, W, SW, t0, t1, &lo1, &hi1);
           /* [L, R): outputs both taps reach; each tap's remainder runs alone. */
           int L = lo0 > lo1 ? lo0 : lo1, R = hi0 < hi1 ? hi0 : hi1;
           if (R <= L) L = R = hi0;
           const int32_t w0 = wr[kx], w1 = wr[kx + 1];
           const uint32_t wp = tm_pack16(w0, w1);
-          const TMPL_XT* q = xr + off; /* q[ox]: tap kx of output ox, q[ox + 1]: tap kx + 1 */
+          /* q[ox * SW]: tap kx of output ox, q[ox * SW + 1]: tap kx + 1 */
+          const TMPL_XT* q = xr + off;
           int ox = L;
-          for (; ox + 4 <= R; ox += 4) {
-            const uint32_t v = tm_ld32(q + ox);
-            const int32_t a02 = __sxtab16(nxz, v), a13 = __sxtab16(nxz, tm_ror8(v));
-            const int32_t q4 = (int32_t)q[ox + 4] - xz;
-            int32_t* p = acc + (ox - t0);
-            p[0] = __smlad(tm_pack16(a02, a13), wp, p[0]);
-            p[1] = __smlad(((uint32_t)a13 & 0xFFFFu) | ((uint32_t)a02 & 0xFFFF0000u), wp, p[1]);
-            p[2] = __smlad(tm_packhi(a02, a13), wp, p[2]);
-            p[3] = __smlad(tm_pack16(a13 >> 16, q4), wp, p[3]);
+          if (SW == 1) {
+            for (; ox + 4 <= R; ox += 4) {
+              const uint32_t v = tm_ld32(q + ox);
+              const int32_t a02 = __sxtab16(nxz, v), a13 = tm_sxtab16_ror8(nxz, v);
+              const int32_t q4 = (int32_t)q[ox + 4] - xz;
+              int32_t* p = acc + (ox - t0);
+              p[0] = __smlad(tm_pack16(a02, a13), wp, p[0]);
+              p[1] = __smlad(tm_packlh(a13, a02), wp, p[1]);
+              p[2] = __smlad(tm_packhi(a02, a13), wp, p[2]);
+              p[3] = __smlad(tm_pack16(a13 >> 16, q4), wp, p[3]);
+            }
+          } else {
+            /* Stride 2: bytes 0, 1 of a word are output ox's pair, bytes 2, 3 the next's. */
+            for (; ox + 2 <= R; ox += 2) {
+              const uint32_t v = tm_ld32(q + 2 * ox);
+              const int32_t a02 = __sxtab16(nxz, v), a13 = tm_sxtab16_ror8(nxz, v);
+              int32_t* p = acc + (ox - t0);
+              p[0] = __smlad(tm_pack16(a02, a13), wp, p[0]);
+              p[1] = __smlad(tm_packhi(a02, a13), wp, p[1]);
+            }
           }
           for (; ox < R; ++ox)
-            acc[ox - t0] += w0 * ((int32_t)q[ox] - xz) + w1 * ((int32_t)q[ox + 1] - xz);
+            acc[ox - t0] += w0 * ((int32_t)q[ox * SW] - xz) + w1 * ((int32_t)q[ox * SW + 1] - xz);
           const int e0 = L < hi0 ? L : hi0, s0 = R > lo0 ? R : lo0;
           const int e1 = L < hi1 ? L : hi1, s1 = R > lo1 ? R : lo1;
-          for (ox = lo0; ox < e0; ++ox) acc[ox - t0] += w0 * ((int32_t)q[ox] - xz);
-          for (ox = s0; ox < hi0; ++ox) acc[ox - t0] += w0 * ((int32_t)q[ox] - xz);
-          for (ox = lo1; ox < e1; ++ox) acc[ox - t0] += w1 * ((int32_t)q[ox + 1] - xz);
-          for (ox = s1; ox < hi1; ++ox) acc[ox - t0] += w1 * ((int32_t)q[ox + 1] - xz);
+          for (ox = lo0; ox < e0; ++ox) acc[ox - t0] += w0 * ((int32_t)q[ox * SW] - xz);
+          for (ox = s0; ox < hi0; ++ox) acc[ox - t0] += w0 * ((int32_t)q[ox * SW] - xz);
+          for (ox = lo1; ox < e1; ++ox) acc[ox - t0] += w1 * ((int32_t)q[ox * SW + 1] - xz);
+          for (ox = s1; ox < hi1; ++ox) acc[ox - t0] += w1 * ((int32_t)q[ox * SW + 1] - xz);
         }
       }
       for (; kx < KW; ++kx) {

@@ -20,17 +20,42 @@ TM_INLINE uint32_t tm_ld32(const void* p) {
   return v;
 }
 
-/* Bytes 1 and 3 into the places of bytes 0 and 2 (SXTB16's ROR #8 form). */
-TM_INLINE uint32_t tm_ror8(uint32_t v) { return (v >> 8) | (v << 24); }
+/* GCC builds PKHBT/PKHTB and SXTAB16's rotation out of two or three instructions; these
+   say them in one (plain asm, so the compiler still schedules and merges them). */
+
+/* (x - z) for bytes 1 and 3 of v, as two 16-bit lanes: SXTAB16 with ROR #8. */
+TM_INLINE int32_t tm_sxtab16_ror8(uint32_t z, uint32_t v) {
+  int32_t r;
+  __asm("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(z), "r"(v));
+  return r;
+}
+
+/* Bytes 1 and 3 of v, sign-extended, as two 16-bit lanes: SXTB16 with ROR #8. */
+TM_INLINE int32_t tm_sxtb16_ror8(uint32_t v) {
+  int32_t r;
+  __asm("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+  return r;
+}
 
 /* Two 16-bit lanes: lo's low half below, hi's low half above (PKHBT ..., LSL #16). */
 TM_INLINE uint32_t tm_pack16(int32_t lo, int32_t hi) {
-  return ((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16);
+  uint32_t r;
+  __asm("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+  return r;
+}
+
+/* Two 16-bit lanes: lo's low half below, hi's high half above (PKHBT). */
+TM_INLINE uint32_t tm_packlh(int32_t lo, int32_t hi) {
+  uint32_t r;
+  __asm("pkhbt %0, %1, %2" : "=r"(r) : "r"(lo), "r"(hi));
+  return r;
 }
 
 /* Two 16-bit lanes: lo's high half below, hi's high half above (PKHTB ..., ASR #16). */
 TM_INLINE uint32_t tm_packhi(int32_t lo, int32_t hi) {
-  return ((uint32_t)lo >> 16) | ((uint32_t)hi & 0xFFFF0000u);
+  uint32_t r;
+  __asm("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(lo), "r"(hi));
+  return r;
 }
 
 /* Outputs [lo, hi) of the row tile [t0, t1) whose tap at input offset off (stride SW) lies

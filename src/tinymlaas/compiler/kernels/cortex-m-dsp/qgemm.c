@@ -17,11 +17,11 @@ static void tm_qgemm_TMPL_S(const TMPL_XT* a, const int8_t* w, const int32_t* b,
       int k = 0;
       for (; k + 4 <= K; k += 4) {
         const uint32_t va = tm_ld32(am + k), v0 = tm_ld32(w0 + k), v1 = tm_ld32(w1 + k);
-        const int32_t a02 = __sxtab16(naz, va), a13 = __sxtab16(naz, tm_ror8(va));
+        const int32_t a02 = __sxtab16(naz, va), a13 = tm_sxtab16_ror8(naz, va);
         acc0 = __smlad(a02, __sxtb16(v0), acc0);
-        acc0 = __smlad(a13, __sxtb16(tm_ror8(v0)), acc0);
+        acc0 = __smlad(a13, tm_sxtb16_ror8(v0), acc0);
         acc1 = __smlad(a02, __sxtb16(v1), acc1);
-        acc1 = __smlad(a13, __sxtb16(tm_ror8(v1)), acc1);
+        acc1 = __smlad(a13, tm_sxtb16_ror8(v1), acc1);
       }
       for (; k < K; ++k) {
         const int32_t v = (int32_t)am[k] - az;
@@ -38,7 +38,7 @@ static void tm_qgemm_TMPL_S(const TMPL_XT* a, const int8_t* w, const int32_t* b,
       for (; k + 4 <= K; k += 4) {
         const uint32_t va = tm_ld32(am + k), vw = tm_ld32(wn + k);
         acc = __smlad(__sxtab16(naz, va), __sxtb16(vw), acc);
-        acc = __smlad(__sxtab16(naz, tm_ror8(va)), __sxtb16(tm_ror8(vw)), acc);
+        acc = __smlad(tm_sxtab16_ror8(naz, va), tm_sxtb16_ror8(vw), acc);
       }
       for (; k < K; ++k) acc += ((int32_t)am[k] - az) * wn[k];
       ym[n] = (TMPL_YT)tm_clampi(tm_mbqm(acc, mult[n], shift[n]) + yz, lo, hi);
