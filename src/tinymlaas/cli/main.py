@@ -875,11 +875,15 @@ def analyze(
     layers: Annotated[bool, typer.Option("--layers", help="Also profile each compiled kernel "
                                          "call: MACs, output shape, live arena bytes, "
                                          "flash bytes.")] = False,
+    instructions: Annotated[bool, typer.Option("--instructions", help="With --layers: also "
+                                               "count each call's instructions on the "
+                                               "emulated Cortex-M4 (QEMU).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Static analysis: weights (flash), peak activations (RAM), MACs, operator support,
     and whether it fits a device."""
-    analysis = services().analyze(model, device, runtime, layers=layers)
+    analysis = services().analyze(model, device, runtime, layers=layers,
+                                  instructions=instructions)
     if as_json:
         return print_json(analysis)
     console.print(table(f"Analysis of {analysis.model}", ["", ""], analysis.to_table_rows()))
@@ -898,14 +902,16 @@ def _print_layers(rows: list[Any] | None) -> None:
         err_console.print("no per-layer profile: the compiler cannot lower this model "
                           "(memory figures above are the graph's estimate)")
         return
+    counted = any(getattr(r, "instructions", None) is not None for r in rows)
     console.print(table("Layers", ["#", "op", "node", "MACs", "output", "live arena",
-                                   "flash"],
+                                   "flash", *(["M4 instr"] if counted else [])],
                         [[r.step, r.op_type,
                           (r.nodes[0] if r.nodes else "") + (f" (+{len(r.nodes) - 1})"
                                                              if len(r.nodes) > 1 else ""),
                           f"{r.macs:,}",
                           "x".join(map(str, r.output_shape)), human_bytes(r.live_bytes),
-                          human_bytes(r.flash_bytes)] for r in rows]))
+                          human_bytes(r.flash_bytes),
+                          *([f"{r.instructions:,}"] if counted else [])] for r in rows]))
 
 
 @app.command("demo")

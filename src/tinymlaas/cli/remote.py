@@ -252,7 +252,7 @@ class RemoteServices:
     # analysis -----------------------------------------------------------------------------
 
     def analyze(self, ref: str, device: str | None = None, runtime: str = "c",
-                layers: bool = False):
+                layers: bool = False, instructions: bool = False):
         """Static analysis here of an ONNX file, or of a registered ONNX model or a run's ONNX
         output downloaded from the server; the device profile comes from the server."""
         from tinymlaas.config import get_settings
@@ -264,12 +264,14 @@ class RemoteServices:
         path = Path(ref)
         if path.is_file():
             load_onnx_checked(path, max_bytes)
-            analysis = analyze_model(path, profile, runtime=runtime, layers=layers)
+            analysis = analyze_model(path, profile, runtime=runtime, layers=layers,
+                                     instructions=instructions)
         else:
             with tempfile.TemporaryDirectory(prefix="tinymlaas-analyze-") as tmp:
                 local = self._download_onnx(ref, Path(tmp))
                 load_onnx_checked(local, max_bytes)
-                analysis = analyze_model(local, profile, runtime=runtime, layers=layers)
+                analysis = analyze_model(local, profile, runtime=runtime, layers=layers,
+                                         instructions=instructions)
         analysis.model = ref
         return analysis
 

@@ -259,7 +259,7 @@ class Services:
         return self.meta.add_device(device)
 
     def analyze(self, ref: str, device: str | None = None, runtime: str = "c",
-                layers: bool = False):
+                layers: bool = False, instructions: bool = False):
         """Static analysis of an ONNX file, a registered ONNX model or a run's ONNX output."""
         from tinymlaas.devices.analysis import analyze_model
 
@@ -282,7 +282,7 @@ class Services:
         else:
             load_onnx_checked(path, self.settings.max_model_bytes)
         analysis = analyze_model(path, self.get_device(device) if device else None,
-                                 runtime=runtime, layers=layers)
+                                 runtime=runtime, layers=layers, instructions=instructions)
         analysis.model = label
         return analysis
 

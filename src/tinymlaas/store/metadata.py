@@ -95,10 +95,11 @@ def _create_engine(url: str) -> Engine:
         def _on_begin(connection: Any) -> None:
             # Take the write lock up front: a deferred transaction that later writes can
             # fail with "database is locked" without waiting for the busy timeout. A
-            # read-only session (``MetadataStore.reading``) takes no lock: under WAL it
-            # reads a snapshot while a writer works, so reads never queue behind writes.
-            read_only = connection.get_execution_options().get(_READ_ONLY, False)
-            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            # read-only session (``MetadataStore.reading``) opens no transaction at all:
+            # each of its statements reads its own snapshot under WAL while a writer works
+            # (as PostgreSQL's reads do, below), and skips a BEGIN and a COMMIT.
+            if not connection.get_execution_options().get(_READ_ONLY, False):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     engine = create_engine(url, pool_size=10, max_overflow=20)
@@ -144,7 +145,8 @@ class MetadataStore:
         if not url.startswith("sqlite"):
             # In PostgreSQL's default isolation (read committed) each statement reads its
             # own snapshot, in a transaction or not: reads skip BEGIN and COMMIT, two
-            # round trips to the server.
+            # round trips to the server. (SQLite's reads open no transaction either: see
+            # :func:`_create_engine`.)
             read_options["isolation_level"] = "AUTOCOMMIT"
         self._read_engine = self.engine.execution_options(**read_options)
         self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
