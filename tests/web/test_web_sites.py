@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from fastapi.testclient import TestClient
-from web_support import csrf_of, sign_in, text_of
+from web_support import csrf_of, shot, sign_in, text_of
 
 from tinymlaas.client import Client
 
@@ -71,3 +71,27 @@ def test_another_user_reaches_no_site(http: TestClient) -> None:
                         follow_redirects=False)
     assert foreign.status_code == 404
     assert [s.name for s in owner.list_sites()] == ["secret-site"]
+
+
+def test_sites_page_in_a_browser(site, signed_in) -> None:
+    """Through the navigation and the form named by its heading, under the page's CSP."""
+    page = signed_in("site-owner@example.com")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Sites").click()
+    page.wait_for_url(re.compile(r"/sites$"))
+    assert page.get_by_role("heading", name="Sites and workers").is_visible()
+    form = page.get_by_role("form", name="Create a site")
+    form.get_by_label("Name").fill("factory")
+    form.get_by_role("button", name="Create site").click()
+    token = page.locator("#site-token").inner_text().strip()
+    assert token.startswith("tmlsite_")
+    shot(page, "sites-created")
+    with Client(site.url, token) as worker:
+        worker.site_heartbeat("factory", "w-1", "plant-pc", ["run-x/0"])
+    page.goto("/sites")
+    assert token not in page.content(), "the token is shown once only"
+    row = page.locator("tr[data-site=factory]")
+    assert "plant-pc" in row.inner_text() and "run-x/0" in row.inner_text()
+    assert row.locator(".state").inner_text().strip() == "alive"
+    page.get_by_role("button", name="Delete site factory").click()
+    page.wait_for_url(re.compile(r"/sites\?deleted=factory"))
+    assert "No sites yet" in page.content()
