@@ -276,3 +276,56 @@ def test_the_blob_key_is_private_and_made_once(server: Server, blob: tuple[Path,
     assert BlobSigner.for_home(server.home).sign("a" * 64, now=0) == \
         server.signer.sign("a" * 64, now=0)
     assert key.read_text() == first and len(bytes.fromhex(first)) == 32
+
+
+HEAVY = ("sqlalchemy", "fastapi", "starlette", "onnx", "torch", "onnxruntime", "alembic")
+BLOCKER = f"""
+import importlib.abc, sys
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {set(HEAVY)!r}:
+            raise ModuleNotFoundError(f"{{name}} is blocked", name=name)
+        return None
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+def test_a_site_worker_moves_blobs_with_the_sdk_alone(server: Server, blob: tuple[Path, str],
+                                                      tmp_path: Path) -> None:
+    """In a Python where the server stack cannot be imported: the site's token gets an
+    upload URL, the output goes up (checked by the server), an input comes down by the URL
+    a job would carry."""
+    import subprocess
+    import sys
+
+    from tinymlaas.client import Client
+
+    path, sha = blob
+    with Client(server.url) as user:
+        user.register("site-admin@example.com", "correct horse battery", "admin")
+        user.login("site-admin@example.com", "correct horse battery")
+        token = user.create_site("factory").token
+    given = tmp_path / "input.bin"
+    given.write_bytes(os.urandom(1000))
+    input_sha = server.store.put_file(given)[0]
+    input_url = server.url_for(input_sha, "GET")
+    code = BLOCKER + f"""
+from pathlib import Path
+from tinymlaas.artifacts.http import HttpArtifactStore
+from tinymlaas.client import Client
+from tinymlaas.contracts.jobs import ArtifactRef
+site = Client({server.url!r}, {token!r})
+site.site_heartbeat("factory", "w-1", "plant-pc", [])
+store = HttpArtifactStore(lambda sha, method: site.blob_upload_url("factory", sha).url,
+                          ask_before_upload=False)
+print(store.put_file(Path({str(path)!r}))[0])
+ref = ArtifactRef(sha256={input_sha!r}, kind="file", url={input_url!r})
+print(store.get_ref(ref, Path({str(tmp_path / "got.bin")!r})).stat().st_size)
+print(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [sha, "1000", "[]"]
+    assert server.store.path(sha).read_bytes() == path.read_bytes()
+    assert (tmp_path / "got.bin").read_bytes() == given.read_bytes()

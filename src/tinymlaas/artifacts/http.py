@@ -69,12 +69,16 @@ class HttpArtifactStore:
         http: The client to send requests with (default: a new one).
         attempts: Connections tried per download before giving up (each resumes).
         max_bytes: The largest blob accepted; a server sending more is cut off.
+        ask_before_upload: Ask (``HEAD`` with the blob's GET URL) whether the server has a
+            blob before uploading it; off where ``url_for`` gives upload URLs only (a site
+            worker's outputs), and the server then takes the bytes and keeps one copy.
     """
 
     def __init__(self, url_for: UrlFor, *, http: httpx.Client | None = None,
                  attempts: int = 5, max_bytes: int = 2 * 1024**3,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, ask_before_upload: bool = True) -> None:
         self.url_for = url_for
+        self.ask_before_upload = ask_before_upload
         self.attempts = attempts
         self.max_bytes = max_bytes
         self._http = http or httpx.Client(timeout=timeout)
@@ -176,7 +180,7 @@ class HttpArtifactStore:
         """Upload ``source`` unless the server has it; returns its sha256 and size."""
         source = Path(source)
         sha, size = _sha256(source), source.stat().st_size
-        if self.exists(sha):
+        if self.ask_before_upload and self.exists(sha):
             return sha, size
         try:
             response = self._http.put(self.url_for(sha, "PUT"), content=_chunks(source),
