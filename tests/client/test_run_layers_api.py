@@ -12,10 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers import need_service as require_tool
 from helpers import small_cnn_onnx
 from tinymlaas.api.testing import LiveServer
 from tinymlaas.client import Client
-from tinymlaas.compiler.profile import profile_model
+from tinymlaas.compiler.cortex_m import toolchain_missing
+from tinymlaas.compiler.profile import add_instructions, profile_model
 from tinymlaas.errors import ConflictError, NotFoundError
 
 PASSWORD = "correct horse battery"
@@ -92,5 +94,12 @@ def test_run_layers_over_the_api_the_sdk_and_the_remote_cli(
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
         code, _, err = cli("runs", "layers", "no-such-run")
         assert code == NotFoundError.exit_code and "not found" in err
+        # analyze --layers --instructions of the server's model: counted here, as locally.
+        require_tool(not toolchain_missing(), "the Arm toolchain and QEMU")
+        code, out, err = cli("analyze", "cnn", "--layers", "--instructions", "--json")
+        assert code == 0, err
+        counted = add_instructions(profile_model(path), path, tmp_path / "count")
+        assert json.loads(out)["layers"] == [r.model_dump() for r in counted]
+        assert all(r.instructions for r in counted if r.op_type != "MaxPool")
     finally:
         get_settings.cache_clear()

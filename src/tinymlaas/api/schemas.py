@@ -497,6 +497,9 @@ class RunCreate(Create):
     device: str | None = None
     name: Name | None = Field(default=None, pattern=NAME_PATTERN)
     project: str | None = None
+    site: Ref | None = Field(default=None, min_length=1, description="A site (name or id) of "
+                             "the run's project whose workers run the steps; 409 when this "
+                             "server has no broker or the site no live worker.")
 
     @model_validator(mode="after")
     def _one_of(self) -> RunCreate:
@@ -535,6 +538,8 @@ class RunPublic(Public):
     model_id: str
     dataset_id: str | None
     device: str | None
+    site: str | None = Field(default=None, description="The id of the site whose workers "
+                             "run the steps; none: the server's own processes.")
     pipeline: dict[str, Any]
     status: RunStatus
     error: str | None
@@ -559,6 +564,8 @@ class LayerPublic(Public):
     output_shape: list[int] = Field(description="shape of the first tensor it writes")
     live_bytes: int = Field(description="bytes of the arena buffers live at this step")
     flash_bytes: int = Field(description="constant bytes this call owns (first use)")
+    instructions: int | None = Field(default=None, description="instructions it retires on "
+                                     "the emulated Cortex-M4, when measured")
 
 
 class RunMetrics(Public):

@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 
 from tinymlaas.compiler.ir import At, Buffer, CArray, Program, Tensor
 
-__all__ = ["LayerProfile", "op_types", "profile_model", "profile_program"]
+__all__ = ["LayerProfile", "add_instructions", "op_types", "profile_model",
+           "profile_program"]
 
 
 class LayerProfile(BaseModel):
@@ -33,6 +34,8 @@ class LayerProfile(BaseModel):
     output_shape: list[int] = Field(description="shape of the first tensor it writes")
     live_bytes: int = Field(description="bytes of the arena buffers live at this step")
     flash_bytes: int = Field(description="constant bytes this call owns (first use)")
+    instructions: int | None = Field(default=None, description="instructions it retires on "
+                                     "the emulated Cortex-M4, when measured")
 
 
 def op_types(model: onnx.ModelProto) -> dict[str, str]:
@@ -91,3 +94,43 @@ def profile_model(model: str | Path | onnx.ModelProto, **options: Any) -> list[L
 
     program, prepared = build_program(model, **options)
     return profile_program(program, op_types(prepared))
+
+
+def add_instructions(rows: list[LayerProfile], model: str | Path | onnx.ModelProto,
+                     work_dir: str | Path, *, target: str = "cortex-m4", seed: int = 0,
+                     **options: Any) -> list[LayerProfile]:
+    """The rows with each call's instructions on the emulated Cortex-M4
+    (:func:`~tinymlaas.compiler.instructions.measure_layer_instructions`, one random input).
+
+    Args:
+        rows: The profile of ``model`` built with the same ``options``.
+        model: The model.
+        work_dir: Where the sources and the firmware go.
+        target: The target compiled for (its kernel set is the one counted).
+        seed: Seed of the random input.
+        options: ``simplify``, ``fuse_residual``, ``io`` as for the profile.
+
+    Raises:
+        ServiceUnavailableError: The Arm toolchain or QEMU is missing.
+    """
+    import numpy as np
+
+    from tinymlaas.compiler.api import compile_onnx
+    from tinymlaas.compiler.instructions import measure_layer_instructions
+
+    work = Path(work_dir)
+    result = compile_onnx(model, work / "src", target=target, layer_marks=True, **options)
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for spec in result.inputs:
+        if np.issubdtype(np.dtype(spec.dtype), np.integer):
+            info = np.iinfo(spec.dtype)
+            inputs.append(rng.integers(info.min, info.max + 1, (1, *spec.shape[1:]))
+                          .astype(spec.dtype))
+        else:
+            inputs.append(rng.normal(size=(1, *spec.shape[1:])).astype(spec.dtype))
+    counts = measure_layer_instructions(result, inputs, work / "firmware")
+    if len(counts.per_layer) != len(rows):
+        raise ValueError(f"{len(counts.per_layer)} counted calls for {len(rows)} rows")
+    return [row.model_copy(update={"instructions": n})
+            for row, n in zip(rows, counts.per_layer, strict=True)]

@@ -9,6 +9,7 @@ profile's documented MACs-per-cycle figure.
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from math import prod
 from pathlib import Path
@@ -21,7 +22,12 @@ from pydantic import BaseModel, Field
 from tinymlaas.compiler.api import build_program
 from tinymlaas.compiler.loader import load_model, prepare
 from tinymlaas.compiler.planner import Interval, outside_bytes, plan_arena
-from tinymlaas.compiler.profile import LayerProfile, op_types, profile_program
+from tinymlaas.compiler.profile import (
+    LayerProfile,
+    add_instructions,
+    op_types,
+    profile_program,
+)
 from tinymlaas.devices.catalog import get_device
 from tinymlaas.devices.support import RUNTIMES, supported_by
 from tinymlaas.domain import Device
@@ -200,6 +206,7 @@ def analyze_model(
     *,
     runtime: str = "c",
     layers: bool = False,
+    instructions: bool = False,
 ) -> Analysis:
     """Analyse a model (float or int8 QDQ; NHWC and int8 I/O are fine; batch taken as 1).
 
@@ -209,12 +216,17 @@ def analyze_model(
         runtime: The runtime the verdict assumes: ``c``, ``tflite-micro`` or ``onnxruntime``.
         layers: Add the compiler's per-kernel profile (:mod:`tinymlaas.compiler.profile`);
             stays None when the compiler cannot lower the model.
+        instructions: Also count each call's instructions on the emulated Cortex-M4
+            (:func:`tinymlaas.compiler.profile.add_instructions`; needs the Arm toolchain
+            and QEMU, and ``layers``).
 
     Returns:
         The analysis; ``fit`` is set when a device was given.
     """
     if runtime not in RUNTIMES:
         raise InvalidInputError(f"Unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}.")
+    if instructions and not layers:
+        raise InvalidInputError("instruction counts are per layer: ask for the layers too")
     label = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "model")
     proto = load_model(model)
     stats = graph_stats(proto)
@@ -233,6 +245,9 @@ def analyze_model(
         activations, io = _graph_memory(prepared, shapes)
         source = "graph"
         rows = None
+    if rows is not None and instructions:
+        with tempfile.TemporaryDirectory(prefix="tinymlaas-layers-") as tmp:
+            rows = add_instructions(rows, proto, tmp)
     operators = _operators(proto)
     unsupported = {
         r: sorted({o.op_type for o in operators if not o.runtimes[r]}) for r in RUNTIMES
