@@ -22,6 +22,7 @@ import inspect
 import json
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,7 +254,9 @@ def export_model_folder(folder: Path, out: Path, *, source: str, max_bytes: int,
     seq = torch.export.Dim("sequence", min=1, max=max(2, positions))
     dynamic = {name: {0: batch, 1: seq} for name in names}
     try:
-        with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings():
+            # the exporter's notes on axis names and deprecations are not the user's concern
+            warnings.simplefilter("ignore")
             raw = Path(tmp) / "model.onnx"
             torch.onnx.export(flat, example, str(raw), input_names=names, output_names=outputs,
                               dynamic_shapes=dynamic, opset_version=opset, dynamo=True,
@@ -262,6 +265,7 @@ def export_model_folder(folder: Path, out: Path, *, source: str, max_bytes: int,
     except Exception as exc:
         raise UnsupportedModelError(f"exporting {type(model).__name__} to ONNX failed: "
                                     f"{_first_line(exc)}") from None
+    _strip_node_metadata(exported.graph)
     kept = _keep_files(folder, tokenizer)
     for key, value in ((HF_FILES_KEY, json.dumps(kept)), (HF_SOURCE_KEY, source)):
         entry = exported.metadata_props.add()
@@ -270,6 +274,18 @@ def export_model_folder(folder: Path, out: Path, *, source: str, max_bytes: int,
     architecture = str((getattr(config, "architectures", None) or [type(model).__name__])[0])
     return HfExport(path=out, task=task, architecture=architecture, inputs=names,
                     has_tokenizer=tokenizer is not None)
+
+
+def _strip_node_metadata(graph: Any) -> None:
+    """Drop the exporter's per-node notes (source stack traces, module names): on a small
+    model they outweigh the weights, and every size ratio against it would be inflated."""
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                _strip_node_metadata(attribute.g)
+            for sub in attribute.graphs:
+                _strip_node_metadata(sub)
 
 
 def model_tokenizer(onnx_path: Path) -> Any:
