@@ -3,13 +3,15 @@ the compile-c parameters that choose them (the former ``cortex_m: true`` include
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 from pydantic import ValidationError
 
 from tinymlaas.compiler.targets import TARGETS, get_target, startup_source, target_for_device
 from tinymlaas.devices import get_device, load_catalog
 from tinymlaas.errors import InvalidInputError
-from tinymlaas.installers.c_bundle import CPU_FLAGS
+from tinymlaas.installers.c_bundle import CPU_FLAGS, QEMU_MACHINES
 from tinymlaas.transformers.compile_c import CompileParams
 
 
@@ -25,9 +27,16 @@ def test_named_targets_and_their_kernel_sets() -> None:
     assert {name for name, t in TARGETS.items() if t.kernels == "cortex-m-dsp"} == {
         "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"}
     assert get_target("cortex-m55").has("mve") and not get_target("cortex-m3").has("dsp")
-    # The C bundle's flags are the targets' flags.
+    # The C bundle's Makefile builds every Cortex-M target with the target's flags and runs
+    # the ones with a QEMU board on that board.
+    makefile = resources.files("tinymlaas.installers").joinpath(
+        "files/c/Makefile.tmpl").read_text("utf-8")
+    assert set(CPU_FLAGS) == {name for name, t in TARGETS.items() if t.cortex_m}
     for cpu, flags in CPU_FLAGS.items():
-        assert TARGETS[cpu].cflags == flags
+        assert f"CPUFLAGS_{cpu} := {' '.join(flags)}\n" in makefile
+        board = TARGETS[cpu].qemu_machine
+        assert (f"MACHINE_{cpu} := {board}\n" in makefile) == (board is not None)
+        assert QEMU_MACHINES.get(cpu) == board
 
 
 def test_targets_from_the_device_catalog() -> None:

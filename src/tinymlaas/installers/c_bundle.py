@@ -43,8 +43,9 @@ from typing import Any
 
 from tinymlaas.artifacts import sha256_file
 from tinymlaas.compiler.api import CompileResult
-from tinymlaas.compiler.ckernels import split_func
 from tinymlaas.compiler.codegen import io_bytes_expr, io_declarations, split_source
+from tinymlaas.compiler.kernels import split_func
+from tinymlaas.compiler.targets import TARGETS
 from tinymlaas.domain import Device
 from tinymlaas.errors import InvalidInputError, StepFailedError
 from tinymlaas.installers.wrappers import AUTHOR, camel_case, write_wrappers
@@ -62,15 +63,10 @@ __all__ = [
     "write_bundle",
 ]
 
-#: GCC flags of each Cortex-M the Makefile knows (keep in step with Makefile.tmpl).
+#: GCC flags of each Cortex-M the Makefile knows: the compiler targets' (keep in step with
+#: Makefile.tmpl).
 CPU_FLAGS: dict[str, tuple[str, ...]] = {
-    "cortex-m0plus": ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"),
-    "cortex-m3": ("-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft"),
-    "cortex-m4": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
-    "cortex-m7": ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
-    "cortex-m33": ("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
-    "cortex-m55": ("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"),
-}
+    name: target.cflags for name, target in TARGETS.items() if target.cortex_m}
 #: QEMU boards that run the example for a CPU.
 QEMU_MACHINES: dict[str, str] = {
     "cortex-m3": "mps2-an385",

@@ -53,8 +53,8 @@ class Target(BaseModel):
                                     "(CPU, Thumb, float ABI); empty for the host")
     kernels: KernelSet = Field(default="portable", description="the kernel set: 'portable' "
                                "(C99) or 'cortex-m-dsp' (SMLAD/SXTB16 int8 kernels)")
-    qemu_machine: str | None = Field(default=None, description="qemu-system-arm board "
-                                     "that runs firmware for this CPU")
+    qemu_machine: str | None = Field(default=None, description="the qemu-system-arm MPS2 "
+                                     "board that runs firmware for this CPU (M3, M4, M7)")
     device: str | None = Field(default=None, description="the catalog device it came from")
 
     @property
@@ -102,9 +102,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     _m("cortex-m7", "armv7e-m", ("dsp", "fpu"),
        ("-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"), "mps2-an500"),
     _m("cortex-m33", "armv8-m.main", ("dsp", "fpu"),
-       ("-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"), "mps2-an505"),
-    _m("cortex-m55", "armv8.1-m.main", ("dsp", "fpu", "mve"), ("-mfloat-abi=hard",),
-       "mps3-an547"),
+       ("-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"), None),
+    _m("cortex-m55", "armv8.1-m.main", ("dsp", "fpu", "mve"), ("-mfloat-abi=hard",), None),
 )}
 DEFAULT_TARGET = "host"
 _ALIASES = {"cortex-m0": "cortex-m0plus", "cortex-m0+": "cortex-m0plus",
