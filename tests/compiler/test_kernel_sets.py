@@ -1,5 +1,5 @@
 """Kernel sets as C: every portable kernel compiles warning-free as C99; each Cortex-M DSP
-kernel gives the portable kernel's outputs bit for bit on a Cortex-M4 under QEMU (random
+kernel gives the portable kernel's outputs bit for bit on a Cortex-M4 and M7 under QEMU (random
 and edge inputs, odd channel counts, rows not a multiple of 4, unaligned data); whole int8
 models compiled with either set print the same outputs on the emulated board."""
 
@@ -269,9 +269,10 @@ def _rows(cases: list[tuple[int, ...]]) -> str:
     return ", ".join("{" + ", ".join(map(str, case)) + "}" for case in cases)
 
 
-@pytest.mark.parametrize("optimize", ["-Os", "-O2"])
-def test_dsp_kernels_equal_portable_ones_on_cortex_m4(_cross, tmp_path: Path,
-                                                      optimize: str) -> None:
+@pytest.mark.parametrize(("target", "optimize"),
+                         [("cortex-m4", "-Os"), ("cortex-m4", "-O2"), ("cortex-m7", "-O2")])
+def test_dsp_kernels_equal_portable_ones_on_cortex_m(_cross, tmp_path: Path, target: str,
+                                                     optimize: str) -> None:
     funcs = ["tm_qconv2d_s8s8", "tm_qconv2d_add_s8s8", "tm_qgemm_s8s8"]
     dsp = _library(funcs, "cortex-m-dsp").replace("const tm_fn tm_every_kernel",
                                                   "const tm_fn tm_dsp_kernels")
@@ -282,11 +283,11 @@ def test_dsp_kernels_equal_portable_ones_on_cortex_m4(_cross, tmp_path: Path,
         "GEMM_CASES", _rows(_GEMM_CASES))
     source = tmp_path / "kernels_test.c"
     source.write_text("\n".join([dsp, portable, harness]), encoding="utf-8")
-    elf = build_bare_metal([source], tmp_path / "fw", "cortex-m4", optimize=optimize)
+    elf = build_bare_metal([source], tmp_path / "fw", target, optimize=optimize)
     listing = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True,
                              text=True, check=True).stdout
     assert re.search(r"\bsmlad\b", listing)  # the DSP path is the one compiled and run
-    text = run_bare_metal(elf, "cortex-m4", timeout=300)
+    text = run_bare_metal(elf, target, timeout=300)
     assert "DONE" in text
     rows = re.findall(r"^(CONV|CADD|GEMM) (\d+) (\d+) (\d+) (\d+) (\d+)", text, re.MULTILINE)
     assert [r[0] for r in rows] == ["CONV", "CADD"] * len(_CONV_CASES) + \
