@@ -19,6 +19,7 @@ from tinymlaas.compiler import HostModel, compile_onnx
 from tinymlaas.compiler.cortex_m import run_cortex_m
 from tinymlaas.compiler.kernels import (
     BINARY_EXPR,
+    C_TYPES,
     DSP_KERNELS,
     FIXED,
     TEMPLATES,
@@ -202,11 +203,12 @@ static void report(const char* kind, int id, const int8_t* a, const int8_t* b, i
 }
 
 #define CAP 40000
-static int8_t X[CAP + 4], Wt[CAP], Y0[CAP], Y1[CAP], R[CAP];
+static XTYPE X[CAP + 4];
+static int8_t Wt[CAP], Y0[CAP], Y1[CAP], R[CAP];
 static int32_t B[512], MU[512], SH[512];
 
 static void fill(int nx, int nw, int nb, int shift_lo) {
-  for (int i = 0; i < nx + 4; ++i) X[i] = rnd8();
+  for (int i = 0; i < nx + 4; ++i) X[i] = (XTYPE)(rnd8() + XSHIFT);
   for (int i = 0; i < nw; ++i) Wt[i] = rnd8();
   for (int i = 0; i < nb; ++i) {
     B[i] = (int32_t)(rnd() % 20001u) - 10000;
@@ -225,15 +227,15 @@ int main(void) {
     const int* p = conv_cases[id];
     const int C = p[0], H = p[1], W = p[2], M = p[3], KH = p[4], KW = p[5], SH_ = p[6],
               SW = p[7], PT = p[8], PL = p[9], PB = p[10], PR = p[11], DH = p[12],
-              DW = p[13], G = p[14], xz = p[15], off = p[16], bias = p[17];
+              DW = p[13], G = p[14], xz = p[15] + XSHIFT, off = p[16], bias = p[17];
     const int OH = (H + PT + PB - DH * (KH - 1) - 1) / SH_ + 1;
     const int OW = (W + PL + PR - DW * (KW - 1) - 1) / SW + 1;
     const int taps = C / G * KH * KW;
     fill(C * H * W, M * taps, M, taps > 20 ? -11 : -8);
     const int32_t yz = (int32_t)(rnd() % 21u) - 10;
-    ref_qconv2d_s8s8(X + off, Wt, bias ? B : NULL, Y0, 1, C, H, W, M, OH, OW, KH, KW, SH_,
+    ref_qconv2d_XCs8(X + off, Wt, bias ? B : NULL, Y0, 1, C, H, W, M, OH, OW, KH, KW, SH_,
                      SW, PT, PL, DH, DW, G, xz, yz, MU, SH, -128, 127);
-    tm_qconv2d_s8s8(X + off, Wt, bias ? B : NULL, Y1, 1, C, H, W, M, OH, OW, KH, KW, SH_,
+    tm_qconv2d_XCs8(X + off, Wt, bias ? B : NULL, Y1, 1, C, H, W, M, OH, OW, KH, KW, SH_,
                     SW, PT, PL, DH, DW, G, xz, yz, MU, SH, -128, 127);
     report("CONV", (int)id, Y0, Y1, M * OH * OW);
     /* The same convolution with a quantized residual Add fused in. */
@@ -242,21 +244,21 @@ int main(void) {
     const int32_t ma = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)), sha = -1 - rnd() % 3u;
     const int32_t mb = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)), shb = -1 - rnd() % 3u;
     const int32_t my = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)), shy = -18 - rnd() % 3u;
-    ref_qconv2d_add_s8s8(X + off, Wt, bias ? B : NULL, Y0, 1, C, H, W, M, OH, OW, KH, KW, SH_,
+    ref_qconv2d_add_XCs8(X + off, Wt, bias ? B : NULL, Y0, 1, C, H, W, M, OH, OW, KH, KW, SH_,
                          SW, PT, PL, DH, DW, G, xz, cz, MU, SH, -128, 127, R, rz, yz, ma, sha,
                          mb, shb, my, shy, -128, 127);
-    tm_qconv2d_add_s8s8(X + off, Wt, bias ? B : NULL, Y1, 1, C, H, W, M, OH, OW, KH, KW, SH_,
+    tm_qconv2d_add_XCs8(X + off, Wt, bias ? B : NULL, Y1, 1, C, H, W, M, OH, OW, KH, KW, SH_,
                         SW, PT, PL, DH, DW, G, xz, cz, MU, SH, -128, 127, R, rz, yz, ma, sha,
                         mb, shb, my, shy, -128, 127);
     report("CADD", (int)id, Y0, Y1, M * OH * OW);
   }
   for (unsigned id = 0; id < sizeof(gemm_cases) / sizeof(gemm_cases[0]); ++id) {
     const int* p = gemm_cases[id];
-    const int M = p[0], K = p[1], N = p[2], az = p[3], off = p[4], bias = p[5];
+    const int M = p[0], K = p[1], N = p[2], az = p[3] + XSHIFT, off = p[4], bias = p[5];
     fill(M * K, N * K, N, K > 20 ? -11 : -8);
     const int32_t yz = (int32_t)(rnd() % 21u) - 10;
-    ref_qgemm_s8s8(X + off, Wt, bias ? B : NULL, Y0, M, K, N, az, yz, MU, SH, -128, 127);
-    tm_qgemm_s8s8(X + off, Wt, bias ? B : NULL, Y1, M, K, N, az, yz, MU, SH, -128, 127);
+    ref_qgemm_XCs8(X + off, Wt, bias ? B : NULL, Y0, M, K, N, az, yz, MU, SH, -128, 127);
+    tm_qgemm_XCs8(X + off, Wt, bias ? B : NULL, Y1, M, K, N, az, yz, MU, SH, -128, 127);
     report("GEMM", (int)id, Y0, Y1, M * N);
   }
   tm_semihost_write0("DONE\n");
@@ -269,18 +271,20 @@ def _rows(cases: list[tuple[int, ...]]) -> str:
     return ", ".join("{" + ", ".join(map(str, case)) + "}" for case in cases)
 
 
-@pytest.mark.parametrize(("target", "optimize"),
-                         [("cortex-m4", "-Os"), ("cortex-m4", "-O2"), ("cortex-m7", "-O2")])
+@pytest.mark.parametrize(("target", "optimize", "xc"),
+                         [("cortex-m4", "-Os", "s8"), ("cortex-m4", "-O2", "s8"),
+                          ("cortex-m4", "-O2", "u8"), ("cortex-m7", "-O2", "s8")])
 def test_dsp_kernels_equal_portable_ones_on_cortex_m(_cross, tmp_path: Path, target: str,
-                                                     optimize: str) -> None:
-    funcs = ["tm_qconv2d_s8s8", "tm_qconv2d_add_s8s8", "tm_qgemm_s8s8"]
+                                                     optimize: str, xc: str) -> None:
+    funcs = [f"tm_qconv2d_{xc}s8", f"tm_qconv2d_add_{xc}s8", f"tm_qgemm_{xc}s8"]
     dsp = _library(funcs, "cortex-m-dsp").replace("const tm_fn tm_every_kernel",
                                                   "const tm_fn tm_dsp_kernels")
-    portable = "".join(kernel_source(f) for f in ["tm_convtile_s8", *funcs])
-    renamed = "convtile_s8|qconv2d_s8s8|qconv2d_add_s8s8|qaddtile_s8s8|qgemm_s8s8"
+    portable = "".join(kernel_source(f) for f in [f"tm_convtile_{xc}", *funcs])
+    renamed = f"convtile_{xc}|qconv2d_{xc}s8|qconv2d_add_{xc}s8|qaddtile_{xc}s8|qgemm_{xc}s8"
     portable = re.sub(rf"\btm_({renamed})\b", r"ref_\1", portable)
     harness = _HARNESS.replace("CONV_CASES", _rows(_CONV_CASES)).replace(
-        "GEMM_CASES", _rows(_GEMM_CASES))
+        "GEMM_CASES", _rows(_GEMM_CASES)).replace("XTYPE", C_TYPES[xc]).replace(
+        "XSHIFT", "0" if xc == "s8" else "128").replace("_XCs8(", f"_{xc}s8(")
     source = tmp_path / "kernels_test.c"
     source.write_text("\n".join([dsp, portable, harness]), encoding="utf-8")
     elf = build_bare_metal([source], tmp_path / "fw", target, optimize=optimize)
@@ -306,7 +310,8 @@ def test_dsp_kernels_equal_portable_ones_on_cortex_m(_cross, tmp_path: Path, tar
 def _models(cnn_models, digits) -> list[tuple[str, object, np.ndarray]]:
     x, _ = digits
     tfl_x = np.random.default_rng(5).integers(-128, 128, (3, 8, 8, 3)).astype(np.int8)
-    return [("cnn", cnn_models["int8"], x[:3]), ("tfl", tflite_style_int8(), tfl_x)]
+    return [("cnn", cnn_models["int8"], x[:3]), ("cnn-u8", cnn_models["uint8"], x[3:6]),
+            ("tfl", tflite_style_int8(), tfl_x)]
 
 
 def test_int8_models_with_the_dsp_set_equal_the_portable_set_under_qemu(

@@ -8,10 +8,11 @@ Two kernel sets ship as package data next to this module:
     Arm Cortex-M DSP-extension versions of the hot int8 kernels (the convolution tile that
     convolutions, depthwise convolutions and fused residual convolutions share, and the
     fully connected inner product), written with ``arm_acle.h`` intrinsics (``__smlad``,
-    ``__sxtb16``, ``__sxtab16``); its convolutions run a pointwise convolution's planes as
-    single rows. Every other kernel comes from the portable set. A model
-    generated with this set still compiles anywhere: each DSP kernel sits under
-    ``#if TM_DSP`` with its portable twin in the ``#else`` branch.
+    ``__sxtb16``, ``__sxtab16``, ``__uxtab16``), for int8 and uint8 inputs; its
+    convolutions run a pointwise convolution's planes as single rows. Every other kernel
+    comes from the portable set. A model generated with this set still compiles anywhere:
+    each DSP kernel sits under ``#if TM_DSP`` with its portable twin in the ``#else``
+    branch.
 
 Every kernel is a ``static`` function instantiated on demand for the element types it
 needs, so a model's ``.c`` file contains only what that model calls and links with nothing
@@ -153,10 +154,10 @@ TEMPLATES: dict[str, tuple[str, int]] = {
 #: Kernels of the Cortex-M DSP set: base name -> (file, input type codes it covers). The
 #: DSP set falls back to the portable file for every other kernel or input type.
 DSP_KERNELS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "convtile": ("convtile.c", ("s8",)),
-    "qconv2d": ("qconv2d.c", ("s8",)),
-    "qconv2d_add": ("qconv2d_add.c", ("s8",)),
-    "qgemm": ("qgemm.c", ("s8",)),
+    "convtile": ("convtile.c", ("s8", "u8")),
+    "qconv2d": ("qconv2d.c", ("s8", "u8")),
+    "qconv2d_add": ("qconv2d_add.c", ("s8", "u8")),
+    "qgemm": ("qgemm.c", ("s8", "u8")),
 }
 _TYPE_CODE = re.compile(r"f32|s8|u8|s16|u16|s32|s64|b8|b16|b32|b64")
 _PLACEHOLDER = re.compile(r"TMPL_([A-Z]+)")

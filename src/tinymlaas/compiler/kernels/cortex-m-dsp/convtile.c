@@ -2,7 +2,7 @@
    bias plus every (channel, ky, kx) tap over the outputs [t0, t1) of one row. One SMLAD
    adds two 16-bit products to a 32-bit sum: the same tap of two input channels, or, for a
    single channel (depthwise), two neighbouring taps kx, kx + 1 (strides 1 and 2). SXTAB16
-   sign-extends two input bytes and subtracts the zero point at once (x - xz fits 16 bits).
+   (UXTAB16 for uint8) widens two input bytes and subtracts the zero point at once.
    The sums are the same integers as the portable kernel's: bit-identical results. */
 static void tm_convtile_TMPL_XC(const TMPL_XT* xg, const int8_t* wm, int32_t* acc, int32_t bias,
                               int cg, int H, int W, int KH, int KW, int SW, int DH, int DW,
@@ -29,8 +29,8 @@ static void tm_convtile_TMPL_XC(const TMPL_XT* xg, const int8_t* wm, int32_t* ac
         if (SW == 1) {
           for (; ox + 4 <= hi; ox += 4) {
             const uint32_t va = tm_ld32(ra + ox), vb = tm_ld32(rb + ox);
-            const int32_t a02 = __sxtab16(nxz, va), a13 = tm_sxtab16_ror8(nxz, va);
-            const int32_t b02 = __sxtab16(nxz, vb), b13 = tm_sxtab16_ror8(nxz, vb);
+            const int32_t a02 = tm_xtab16_TMPL_XC(nxz, va), a13 = tm_xtab16r_TMPL_XC(nxz, va);
+            const int32_t b02 = tm_xtab16_TMPL_XC(nxz, vb), b13 = tm_xtab16r_TMPL_XC(nxz, vb);
             int32_t* p = acc + (ox - t0);
             p[0] = __smlad(tm_pack16(a02, b02), wp, p[0]);
             p[1] = __smlad(tm_pack16(a13, b13), wp, p[1]);
@@ -41,7 +41,7 @@ static void tm_convtile_TMPL_XC(const TMPL_XT* xg, const int8_t* wm, int32_t* ac
           /* Bytes 0 and 2 of a word are the inputs of two neighbouring outputs. */
           for (; ox + 2 <= hi && 2 * ox + off + 3 < W; ox += 2) {
             const uint32_t va = tm_ld32(ra + 2 * ox), vb = tm_ld32(rb + 2 * ox);
-            const int32_t a02 = __sxtab16(nxz, va), b02 = __sxtab16(nxz, vb);
+            const int32_t a02 = tm_xtab16_TMPL_XC(nxz, va), b02 = tm_xtab16_TMPL_XC(nxz, vb);
             int32_t* p = acc + (ox - t0);
             p[0] = __smlad(tm_pack16(a02, b02), wp, p[0]);
             p[1] = __smlad(tm_packhi(a02, b02), wp, p[1]);
@@ -76,7 +76,7 @@ static void tm_convtile_TMPL_XC(const TMPL_XT* xg, const int8_t* wm, int32_t* ac
           if (SW == 1) {
             for (; ox + 4 <= R; ox += 4) {
               const uint32_t v = tm_ld32(q + ox);
-              const int32_t a02 = __sxtab16(nxz, v), a13 = tm_sxtab16_ror8(nxz, v);
+              const int32_t a02 = tm_xtab16_TMPL_XC(nxz, v), a13 = tm_xtab16r_TMPL_XC(nxz, v);
               const int32_t q4 = (int32_t)q[ox + 4] - xz;
               int32_t* p = acc + (ox - t0);
               p[0] = __smlad(tm_pack16(a02, a13), wp, p[0]);
@@ -88,7 +88,7 @@ static void tm_convtile_TMPL_XC(const TMPL_XT* xg, const int8_t* wm, int32_t* ac
             /* Stride 2: bytes 0, 1 of a word are output ox's pair, bytes 2, 3 the next's. */
             for (; ox + 2 <= R; ox += 2) {
               const uint32_t v = tm_ld32(q + 2 * ox);
-              const int32_t a02 = __sxtab16(nxz, v), a13 = tm_sxtab16_ror8(nxz, v);
+              const int32_t a02 = tm_xtab16_TMPL_XC(nxz, v), a13 = tm_xtab16r_TMPL_XC(nxz, v);
               int32_t* p = acc + (ox - t0);
               p[0] = __smlad(tm_pack16(a02, a13), wp, p[0]);
               p[1] = __smlad(tm_packhi(a02, a13), wp, p[1]);

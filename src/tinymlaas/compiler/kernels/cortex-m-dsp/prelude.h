@@ -23,10 +23,19 @@ TM_INLINE uint32_t tm_ld32(const void* p) {
 /* GCC builds PKHBT/PKHTB and SXTAB16's rotation out of two or three instructions; these
    say them in one (plain asm, so the compiler still schedules and merges them). */
 
-/* (x - z) for bytes 1 and 3 of v, as two 16-bit lanes: SXTAB16 with ROR #8. */
-TM_INLINE int32_t tm_sxtab16_ror8(uint32_t z, uint32_t v) {
+/* (x - z) for bytes 0 and 2 (tm_xtab16_*) or 1 and 3 (tm_xtab16r_*) of v as two 16-bit
+   lanes, z being the zero point in both lanes: SXTAB16 for int8 inputs, UXTAB16 for uint8
+   (x - z fits 16 bits either way). */
+TM_INLINE int32_t tm_xtab16_s8(uint32_t z, uint32_t v) { return __sxtab16(z, v); }
+TM_INLINE int32_t tm_xtab16_u8(uint32_t z, uint32_t v) { return (int32_t)__uxtab16(z, v); }
+TM_INLINE int32_t tm_xtab16r_s8(uint32_t z, uint32_t v) {
   int32_t r;
   __asm("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(z), "r"(v));
+  return r;
+}
+TM_INLINE int32_t tm_xtab16r_u8(uint32_t z, uint32_t v) {
+  int32_t r;
+  __asm("uxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(z), "r"(v));
   return r;
 }
 

@@ -1,7 +1,8 @@
 /* Fully connected on the DSP extension: y[m,n] = requant(bias[n] + sum_k (a[m,k] - az) *
-   w[n,k]). Four products per step and two outputs at a time: SXTAB16 unpacks bytes 0/2 and
-   1/3 of the inputs minus the zero point, SXTB16 those of the weights, and two SMLADs add
-   them to each sum. The same integer sums as the portable kernel: bit-identical results. */
+   w[n,k]). Four products per step and two outputs at a time: SXTAB16 (UXTAB16 for uint8)
+   unpacks bytes 0/2 and 1/3 of the inputs minus the zero point, SXTB16 those of the
+   weights, and two SMLADs add them to each sum. The same integer sums as the portable
+   kernel: bit-identical results. */
 static void tm_qgemm_TMPL_S(const TMPL_XT* a, const int8_t* w, const int32_t* b, TMPL_YT* y,
                         int M, int K, int N, int32_t az, int32_t yz,
                         const int32_t* mult, const int32_t* shift, int32_t lo, int32_t hi) {
@@ -17,7 +18,7 @@ static void tm_qgemm_TMPL_S(const TMPL_XT* a, const int8_t* w, const int32_t* b,
       int k = 0;
       for (; k + 4 <= K; k += 4) {
         const uint32_t va = tm_ld32(am + k), v0 = tm_ld32(w0 + k), v1 = tm_ld32(w1 + k);
-        const int32_t a02 = __sxtab16(naz, va), a13 = tm_sxtab16_ror8(naz, va);
+        const int32_t a02 = tm_xtab16_TMPL_XC(naz, va), a13 = tm_xtab16r_TMPL_XC(naz, va);
         acc0 = __smlad(a02, __sxtb16(v0), acc0);
         acc0 = __smlad(a13, tm_sxtb16_ror8(v0), acc0);
         acc1 = __smlad(a02, __sxtb16(v1), acc1);
@@ -37,8 +38,8 @@ static void tm_qgemm_TMPL_S(const TMPL_XT* a, const int8_t* w, const int32_t* b,
       int k = 0;
       for (; k + 4 <= K; k += 4) {
         const uint32_t va = tm_ld32(am + k), vw = tm_ld32(wn + k);
-        acc = __smlad(__sxtab16(naz, va), __sxtb16(vw), acc);
-        acc = __smlad(tm_sxtab16_ror8(naz, va), tm_sxtb16_ror8(vw), acc);
+        acc = __smlad(tm_xtab16_TMPL_XC(naz, va), __sxtb16(vw), acc);
+        acc = __smlad(tm_xtab16r_TMPL_XC(naz, va), tm_sxtb16_ror8(vw), acc);
       }
       for (; k < K; ++k) acc += ((int32_t)am[k] - az) * wn[k];
       ym[n] = (TMPL_YT)tm_clampi(tm_mbqm(acc, mult[n], shift[n]) + yz, lo, hi);
