@@ -134,6 +134,10 @@ def test_dsp_set_compiles_for_cortex_m_and_falls_back_elsewhere(_cross, tmp_path
 _CONV_CASES = [
     (8, 5, 12, 6, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 1),        # pointwise, even C
     (7, 4, 13, 5, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, -128, 1, 1),     # pointwise, odd C, W % 4
+    (5, 3, 7, 5, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 127, 3, 1),       # pointwise, odd M, P % 4
+    (12, 1, 1, 3, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, -7, 2, 0),       # pointwise, one pixel
+    (16, 6, 11, 10, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 4, 1, 1),      # pointwise, 66 pixels
+    (8, 3, 5, 4, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2, -128, 1, 1),      # grouped pointwise
     (3, 6, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 127, 3, 1),       # 3x3 same padding
     (4, 7, 11, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, -5, 2, 0),       # stride 2, no bias
     (6, 6, 70, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 1, 1),        # two row tiles
