@@ -87,6 +87,9 @@ def test_compile_c_parameters_choose_the_target() -> None:
     assert old.target == "cortex-m4" and old.cortex_m is None
     assert old.model_dump() == CompileParams(target="cortex-m4").model_dump()
     assert CompileParams.model_validate({"cortex_m": False}).target == "host"
+    # Forms and `transformers show` offer only the new parameters.
+    assert {"target", "kernels"} <= set(CompileParams.model_json_schema()["properties"])
+    assert "cortex_m" not in CompileParams.model_json_schema()["properties"]
     assert CompileParams(target="stm32f746-discovery", cortex_m=True).target == \
         "stm32f746-discovery"
     with pytest.raises(ValidationError, match="Unknown target 'z80'"):

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import onnx
 from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from tinymlaas.domain import ArtifactKind
 from tinymlaas.transformers.base import CName, Params, StepContext, StepOutput, Transformer
@@ -48,8 +49,9 @@ class CompileParams(Params):
     kernels: Literal["auto", "portable", "cortex-m-dsp"] = Field(
         default="auto", description="Kernel set: 'auto' (the target's: cortex-m-dsp on "
         "CPUs with the DSP extension, else portable), 'portable' or 'cortex-m-dsp'.")
-    cortex_m: bool | None = Field(default=None, description="Deprecated: true means "
-                                  "target: cortex-m4.")
+    # The former boolean, still read (true: target cortex-m4) but left out of the schema, so
+    # forms and `transformers show` offer `target` only.
+    cortex_m: SkipJsonSchema[bool | None] = Field(default=None)
 
     @field_validator("target")
     @classmethod
