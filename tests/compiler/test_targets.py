@@ -8,9 +8,11 @@ from importlib import resources
 import pytest
 from pydantic import ValidationError
 
+from helpers import need_service
 from tinymlaas.compiler.targets import TARGETS, get_target, startup_source, target_for_device
+from tinymlaas.compiler.targets.qemu import build_bare_metal, run_bare_metal, tools_missing
 from tinymlaas.devices import get_device, load_catalog
-from tinymlaas.errors import InvalidInputError
+from tinymlaas.errors import InvalidInputError, StepFailedError
 from tinymlaas.installers.c_bundle import CPU_FLAGS, QEMU_MACHINES
 from tinymlaas.transformers.compile_c import CompileParams
 
@@ -100,3 +102,24 @@ def test_compile_c_parameters_choose_the_target() -> None:
         CompileParams(target="raspberry-pi-pico", kernels="cortex-m-dsp")
     with pytest.raises(ValidationError):
         CompileParams(kernels="helium")
+
+
+def test_bare_metal_programs_on_the_mps2_boards(tmp_path) -> None:
+    missing = tools_missing()
+    need_service(not missing, " and ".join(missing) or "the Arm toolchain")
+    source = tmp_path / "main.c"
+    source.write_text('void tm_semihost_write0(const char* text);\n'
+                      'int main(void) { tm_semihost_write0("HELLO " TM_WORD "\\n"); '
+                      'return TM_STATUS; }\n', encoding="utf-8")
+    for target in ("cortex-m3", "cortex-m7"):
+        elf = build_bare_metal([source], tmp_path / target, target,
+                               extra_flags=("-DTM_WORD=\"ok\"", "-DTM_STATUS=0"))
+        assert "HELLO ok" in run_bare_metal(elf, target, timeout=60)
+    failing = build_bare_metal([source], tmp_path / "fail", "cortex-m4",
+                               extra_flags=("-DTM_WORD=\"bad\"", "-DTM_STATUS=3"))
+    with pytest.raises(StepFailedError, match="failed under QEMU"):
+        run_bare_metal(failing, "cortex-m4", timeout=60)
+    with pytest.raises(StepFailedError, match="build failed"):
+        build_bare_metal([source], tmp_path / "broken", "cortex-m4")  # TM_WORD undefined
+    with pytest.raises(InvalidInputError, match="No QEMU MPS2 board runs cortex-m33"):
+        build_bare_metal([source], tmp_path / "m33", "cortex-m33")
