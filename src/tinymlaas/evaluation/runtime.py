@@ -67,6 +67,23 @@ def input_feed(X: np.ndarray, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
             for s in specs}
 
 
+def fixed_batch(specs: list[TensorSpec]) -> int:
+    """The batch a model takes at a time: 1 when its batch dimension is dynamic, else the
+    fixed one it was exported with (a torch.export archive keeps its example's)."""
+    batch = specs[0].shape[0] if specs and specs[0].shape else 1
+    return int(batch) if isinstance(batch, int) and batch > 0 else 1
+
+
+def pad_batch(feed: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """``feed`` with its samples padded to a multiple of ``batch`` (copies of the last)."""
+    count = len(next(iter(feed.values()))) if feed else 0
+    short = -count % batch
+    if not short or not count:
+        return feed
+    return {name: np.concatenate([a, np.repeat(a[-1:], short, axis=0)])
+            for name, a in feed.items()}
+
+
 class Runner(Protocol):
     inputs: list[TensorSpec]
     #: Where the model runs: ``onnxruntime``, ``torch`` or ``c`` (the generated C built for
@@ -103,17 +120,20 @@ class OnnxRunner:
         self.inputs = onnx_tensor_specs([i for i in model.graph.input if i.name not in init])
         batch = self.inputs[0].shape[0] if self.inputs[0].shape else 1
         self._dynamic_batch = not isinstance(batch, int) or batch <= 0
+        #: a model exported with a fixed batch takes exactly that many samples at a time
+        self._batch = fixed_batch(self.inputs)
 
     def prepare(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """The feed of every input (see :func:`input_feed`)."""
-        return input_feed(X, self.inputs)
+        """The feed of every input (see :func:`input_feed`); for a fixed batch of B, the
+        samples padded to a multiple of B with copies of the last one."""
+        return pad_batch(input_feed(X, self.inputs), self._batch)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         feed = self.prepare(X)
-        step = 256 if self._dynamic_batch else 1
+        step = 256 if self._dynamic_batch else self._batch
         outs = [self.session.run(None, {name: a[i:i + step] for name, a in feed.items()})[0]
                 for i in range(0, len(X), step)]
-        return np.concatenate(outs).astype(np.float32)
+        return np.concatenate(outs)[:len(X)].astype(np.float32)
 
     def time_one(self, x: dict[str, np.ndarray]) -> float:
         start = time.perf_counter()

@@ -234,6 +234,8 @@ def export_model_folder(folder: Path, out: Path, *, source: str, max_bytes: int,
     import onnx
     import torch
 
+    from tinymlaas.formats.models import strip_node_metadata
+
     _check_weights(folder, max_bytes)
     config, model, tokenizer, task = _load(folder)
     names = _input_names(model, tokenizer)
@@ -265,7 +267,7 @@ def export_model_folder(folder: Path, out: Path, *, source: str, max_bytes: int,
     except Exception as exc:
         raise UnsupportedModelError(f"exporting {type(model).__name__} to ONNX failed: "
                                     f"{_first_line(exc)}") from None
-    _strip_node_metadata(exported.graph)
+    strip_node_metadata(exported.graph)
     kept = _keep_files(folder, tokenizer)
     for key, value in ((HF_FILES_KEY, json.dumps(kept)), (HF_SOURCE_KEY, source)):
         entry = exported.metadata_props.add()
@@ -274,18 +276,6 @@ def export_model_folder(folder: Path, out: Path, *, source: str, max_bytes: int,
     architecture = str((getattr(config, "architectures", None) or [type(model).__name__])[0])
     return HfExport(path=out, task=task, architecture=architecture, inputs=names,
                     has_tokenizer=tokenizer is not None)
-
-
-def _strip_node_metadata(graph: Any) -> None:
-    """Drop the exporter's per-node notes (source stack traces, module names): on a small
-    model they outweigh the weights, and every size ratio against it would be inflated."""
-    for node in graph.node:
-        del node.metadata_props[:]
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                _strip_node_metadata(attribute.g)
-            for sub in attribute.graphs:
-                _strip_node_metadata(sub)
 
 
 def model_tokenizer(onnx_path: Path) -> Any:

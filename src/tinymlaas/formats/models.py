@@ -24,7 +24,7 @@ from tinymlaas.errors import (
 )
 
 __all__ = ["ModelInfo", "detect_model_kind", "external_data_locations", "inspect_model",
-           "load_onnx_checked"]
+           "load_onnx_checked", "strip_node_metadata"]
 
 SAFE_FORMATS = "ONNX (.onnx), a torch.export archive (.pt2) or TorchScript (torch.jit.save)"
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".dill", ".sav"}
@@ -210,3 +210,16 @@ def inspect_model(path: Path, kind: ArtifactKind, max_bytes: int,
     from tinymlaas.formats.torch_models import inspect_torch
 
     return inspect_torch(path, kind, input_shape)
+
+
+def strip_node_metadata(graph: onnx.GraphProto) -> None:
+    """Drop the exporter's per-node notes (``metadata_props``: source stack traces, module
+    names) from ``graph`` and its subgraphs: on a small model they outweigh the weights,
+    and every size ratio against the export would be inflated."""
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                strip_node_metadata(attribute.g)
+            for sub in attribute.graphs:
+                strip_node_metadata(sub)

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from pydantic import Field
 
-from tinymlaas.evaluation.runtime import input_feed
+from tinymlaas.evaluation.runtime import fixed_batch, input_feed, pad_batch
 from tinymlaas.formats.models import onnx_tensor_specs
 from tinymlaas.transformers.base import Params, StepContext, StepOutput, Transformer
 
@@ -97,12 +97,13 @@ class StaticParams(KeepFloat):
 
 
 class _Reader:
-    """ONNX Runtime's calibration data reader over the calibration split, one sample a feed
-    of every input."""
+    """ONNX Runtime's calibration data reader over the calibration split: a feed of every
+    input, one sample at a time (or the model's fixed batch, the last one padded)."""
 
-    def __init__(self, feed: dict[str, np.ndarray], ctx: StepContext) -> None:
-        self._feed = feed
-        self._count = len(next(iter(feed.values())))
+    def __init__(self, feed: dict[str, np.ndarray], ctx: StepContext, batch: int = 1) -> None:
+        self._feed = pad_batch(feed, batch)
+        self._batch = batch
+        self._count = len(next(iter(self._feed.values())))
         self._seen = 0
         self._ctx = ctx
 
@@ -110,11 +111,11 @@ class _Reader:
         if self._seen >= self._count:
             return None
         i = self._seen
-        self._seen += 1
-        if self._seen % 32 == 0:
+        self._seen += self._batch
+        if (self._seen // self._batch) % 32 == 0:
             self._ctx.progress(0.1 + 0.7 * self._seen / self._count,
                                f"calibrating {self._seen}/{self._count}")
-        return {name: array[i:i + 1] for name, array in self._feed.items()}
+        return {name: array[i:i + self._batch] for name, array in self._feed.items()}
 
     def rewind(self) -> None:  # pragma: no cover - part of ORT's reader protocol
         pass
@@ -147,7 +148,7 @@ class QuantizeStatic(Transformer):
         types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
         out = ctx.out_dir / "model.onnx"
         quantize_static(
-            source, str(out), _Reader(feed, ctx),
+            source, str(out), _Reader(feed, ctx, fixed_batch(specs)),
             quant_format=QuantFormat.QDQ if params.format == "qdq" else QuantFormat.QOperator,
             per_channel=params.per_channel,
             activation_type=types[params.activation_type],

@@ -20,14 +20,16 @@ class ExportParams(Params):
 
 class ExportOnnx(Transformer):
     name = "export-onnx"
-    version = "1"
+    version = "2"  # 2: without the exporter's per-node notes
     summary = "Export a PyTorch model to ONNX (torch.onnx, dynamo exporter, weights inline)."
     Params = ExportParams
     accepts = frozenset({ArtifactKind.torch_exported, ArtifactKind.torchscript})
 
     def run(self, ctx: StepContext) -> StepOutput:
+        import onnx
         import torch
 
+        from tinymlaas.formats.models import strip_node_metadata
         from tinymlaas.formats.torch_models import (
             example_inputs,
             load_exported_program,
@@ -59,4 +61,7 @@ class ExportOnnx(Transformer):
         except Exception as exc:
             raise UnsupportedModelError(f"torch.onnx.export failed: "
                                         f"{str(exc).strip().splitlines()[0][:300]}") from exc
+        exported = onnx.load(str(out))
+        strip_node_metadata(exported.graph)
+        onnx.save(exported, str(out))
         return StepOutput(out, self.produces)
