@@ -570,10 +570,12 @@ class Client:
     def create_run(self, model: str, dataset: str | None = None, *,
                    pipeline: dict[str, Any] | None = None,
                    template: str | None = None, device: str | None = None,
-                   name: str | None = None, project: str | None = None) -> RunPublic:
-        """Create and queue a run from an inline pipeline or a template."""
+                   name: str | None = None, project: str | None = None,
+                   site: str | None = None) -> RunPublic:
+        """Create and queue a run from an inline pipeline or a template (its steps at
+        ``site``'s workers when given)."""
         body = {"model": model, "dataset": dataset, "pipeline": pipeline, "template": template,
-                "device": device, "name": name, "project": project}
+                "device": device, "name": name, "project": project, "site": site}
         return self._one(RunPublic, "POST", "/runs",
                          json={k: v for k, v in body.items() if v is not None})
 

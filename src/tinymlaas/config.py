@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     # run leases: a run being executed is owned by one process, which renews its lease
     lease_ttl_s: float = Field(default=60.0, gt=1, le=86_400, description="A run whose lease "
                                "was not renewed for this long is recovered by a server.")
+    # site workers: steps of runs made with a site run there, through a Celery broker
+    broker_url: str | None = Field(default=None, description="Celery broker (e.g. "
+                                   "amqp://guest:guest@127.0.0.1:5672//, or redis://...): "
+                                   "runs made with a site queue their steps there. Unset: "
+                                   "every step runs in this server's processes.")
+    site_lease_ttl_s: float = Field(default=30.0, gt=1, le=86_400, description="A step at "
+                                    "a site whose worker stopped renewing its lease for this "
+                                    "long is queued again.")
+    site_attempts: int = Field(default=3, ge=1, le=20, description="Attempts of a step at "
+                               "a site whose worker stops (its lease expires) before the "
+                               "run fails.")
     # server (``tinymlaas serve``) and remote CLI
     server_url: str | None = Field(default=None, description="Use this server instead of "
                                    "the local stores (CLI and SDK).",

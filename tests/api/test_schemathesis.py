@@ -65,6 +65,9 @@ SEMANTIC_REFUSALS = {
     "POST /ddi/{tenant}/controller/v1/{controller_id}/inference/{job_id}/result",
     # The site endpoints take a site's token, never a user's (401).
     "POST /api/v1/sites/{name}/heartbeat", "POST /api/v1/sites/{name}/blob-urls",
+    "GET /api/v1/sites/{name}/worker-config", "POST /api/v1/sites/{name}/jobs/{job_id}/claim",
+    "POST /api/v1/sites/{name}/jobs/{job_id}/heartbeat",
+    "POST /api/v1/sites/{name}/jobs/{job_id}/result",
     # A blob URL is valid only as the server signed it (403), for a blob it stores (404).
     "GET /api/v1/blobs/{sha256}", "PUT /api/v1/blobs/{sha256}",
 }

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tinymlaas.contracts.jobs import JobResult
 from tinymlaas.domain.sites import Site, SiteWorker
 
 __all__ = [
@@ -15,10 +16,17 @@ __all__ = [
     "BlobUrl",
     "BlobUrlRequest",
     "Heartbeat",
+    "JobAttempt",
+    "JobClaim",
+    "JobFinished",
+    "JobHeartbeat",
+    "JobLease",
+    "JobResultPost",
     "Site",
     "SiteCreate",
     "SiteCreated",
     "SiteWorker",
+    "WorkerConfig",
 ]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -66,3 +74,59 @@ class BlobUrl(BaseModel):
 class BlobStored(BaseModel):
     sha256: str
     size: int
+
+
+# a site worker's jobs ------------------------------------------------------------------------
+
+_WORKER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+
+
+class WorkerConfig(BaseModel):
+    """What a site's worker needs from the server: the broker, its site's queue and how
+    long a step's lease lives without a heartbeat."""
+
+    site_id: str
+    site: str
+    queue: str
+    broker_url: str
+    lease_ttl_s: float
+
+
+class JobClaim(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str = Field(pattern=_WORKER_ID)
+
+
+class JobAttempt(BaseModel):
+    """An attempt of a job given to a worker: it renews the lease every third of its life."""
+
+    job_id: str
+    attempt: int
+    lease_ttl_s: float
+
+
+class JobHeartbeat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str = Field(pattern=_WORKER_ID)
+    attempt: int = Field(ge=1, le=1000)
+    progress: float | None = Field(default=None, ge=0, le=1)
+    message: str | None = Field(default=None, max_length=500)
+
+
+class JobLease(BaseModel):
+    lease_expires_at: datetime
+
+
+class JobResultPost(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str = Field(pattern=_WORKER_ID)
+    attempt: int = Field(ge=1, le=1000)
+    result: JobResult
+
+
+class JobFinished(BaseModel):
+    job_id: str
+    status: str

@@ -492,6 +492,9 @@ def run_pipeline(
     device: Annotated[str | None, typer.Option(help="Target device name.")] = None,
     name: Annotated[str | None, typer.Option(help="Run name (default: the pipeline's).")] = None,
     project: ProjectOpt = None,
+    site: Annotated[str | None, typer.Option(help="Run the steps on this site's workers "
+                                             "(a server with a broker; see docs/sites.md).")]
+    = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pipeline with live per-step progress; exits non-zero when it fails."""
@@ -500,7 +503,7 @@ def run_pipeline(
     svc = services()
     pipeline = load_pipeline(_pipeline_source(pipeline_file))
     run = svc.create_run(pipeline, model=model, dataset=dataset, device=device, name=name,
-                         project=project)
+                         project=project, site=site)
     _execute(svc, run, as_json)
 
 
@@ -714,6 +717,10 @@ def serve(
         min=1, max=64, help="Server processes sharing the port and the database (each "
         "executes runs; one executes each run). For PostgreSQL; with the default SQLite "
         "file they are safe too but write one at a time.")] = 1,
+    broker: Annotated[str | None, typer.Option(
+        help="Celery broker URL (amqp://... or redis://...): runs made with a site queue "
+        "their steps there for the site's workers (default: TINYMLAAS_BROKER_URL; unset, "
+        "every step runs in this server's processes).")] = None,
 ) -> None:
     """Start the Studio server (API under /api/v1) on this machine's stores.
 
@@ -725,6 +732,9 @@ def serve(
     from tinymlaas.config import get_settings
     from tinymlaas.store import MetadataStore
 
+    if broker:
+        os.environ["TINYMLAAS_BROKER_URL"] = broker  # seen by every server process
+        get_settings.cache_clear()
     settings = get_settings()
     proxies = settings.trusted_proxies.strip()
     options = {"host": host, "port": port, "log_level": log_level,
@@ -937,6 +947,10 @@ app.command("deploy")(deploy_command)
 from tinymlaas.cli.sites import sites_app  # noqa: E402
 
 app.add_typer(sites_app, name="sites")
+
+from tinymlaas.cli.worker import worker_command  # noqa: E402
+
+app.command("worker")(worker_command)
 
 # The device agent (its module imports only typer; the agent itself loads when it runs).
 from tinymlaas.agent.cli import agent as agent_command  # noqa: E402

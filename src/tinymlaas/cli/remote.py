@@ -153,8 +153,10 @@ class RemoteServices:
 
     def create_run(self, pipeline: Pipeline, *, model: str | None = None,
                    dataset: str | None = None, device: str | None = None,
-                   name: str | None = None, project: str | None = None) -> Run:
-        """Create the run on the server; it is queued there at once."""
+                   name: str | None = None, project: str | None = None,
+                   site: str | None = None) -> Run:
+        """Create the run on the server (its steps at ``site``'s workers when given); it
+        is queued there at once."""
         model, dataset = model or pipeline.model, dataset or pipeline.dataset
         if not model:
             raise InvalidInputError("a run needs a model: set 'model' in the pipeline file or "
@@ -163,7 +165,7 @@ class RemoteServices:
                                                          "project"})
         return _run(self.client.create_run(model, dataset, pipeline=body,
                                            device=device or pipeline.device, name=name,
-                                           project=project or pipeline.project))
+                                           project=project or pipeline.project, site=site))
 
     def execute_run(self, run_id: str,
                     on_event: Callable[[RunEvent], None] | None = None) -> Run:

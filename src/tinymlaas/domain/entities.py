@@ -350,6 +350,8 @@ class Run(Entity):
     dataset_id: str | None = Field(default=None, description="None when no step and no "
                                    "evaluation of the run needs data.")
     device: str | None = None
+    site: str | None = Field(default=None, description="The id of the site whose workers "
+                             "run the steps; none: the server's own processes.")
     pipeline: Pipeline
     status: RunStatus = RunStatus.pending
     error: str | None = None

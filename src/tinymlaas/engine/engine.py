@@ -14,6 +14,10 @@ lease in the metadata store: taken atomically when it moves to ``running``, rene
 heartbeat thread per engine every third of the lease's life, released with the run's
 outcome. Only a ``running`` run whose lease has expired was left by a process that stopped;
 :meth:`Engine.recover_expired` marks those failed (a rerun resumes them).
+
+A run made with a site sends its jobs (steps and evaluations) to that site's executor
+(``site_executor``: the Celery executor of :mod:`tinymlaas.executors.celery`); every other
+run uses the engine's own executor.
 """
 
 from __future__ import annotations
@@ -135,10 +139,14 @@ class Engine:
                  *, workers: int = 2,
                  devices: Callable[[str, str], Device] | None = None,
                  lease_ttl_s: float = 60.0, owner: str | None = None,
-                 keys_root: Path | None = None) -> None:
+                 keys_root: Path | None = None,
+                 site_executor: Callable[[str, str], Executor] | None = None) -> None:
         self.meta = meta
         self.artifacts = artifacts
         self.executor = executor
+        # (site id, run id) -> the executor of the run's jobs on that site's workers
+        self.site_executor = site_executor
+        self._sites: dict[str, str] = {}  # runs being executed at a site: their site ids
         self.workers = workers
         self.devices = devices
         self.keys_root = keys_root
@@ -203,7 +211,9 @@ class Engine:
 
     def create_run(self, pipeline: Pipeline, model: Model, dataset: Dataset | None,
                    device: str | None = None, name: str | None = None,
-                   project: str | None = None) -> Run:
+                   project: str | None = None, site: str | None = None) -> Run:
+        """Plan and record a pending run (``site``: the id of the site whose workers run
+        its steps)."""
         target = (self.devices(device, project or model.project)
                   if device and self.devices else None)
         planned = self.plan(pipeline, model.kind, has_dataset=dataset is not None,
@@ -218,7 +228,7 @@ class Engine:
             id=new_id("run"), name=name or pipeline.name,
             project=project or model.project, model_id=model.id,
             dataset_id=dataset.id if dataset else None,
-            device=device, pipeline=pipeline,
+            device=device, site=site, pipeline=pipeline,
             steps=[StepRecord(index=i, transformer=p.transformer,
                               params=p.params.model_dump(mode="json"))
                    for i, p in enumerate(planned)])
@@ -250,9 +260,9 @@ class Engine:
     def cancel(self, run_id: str) -> None:
         with self._lock:
             self._cancelled.add(run_id)
-            handle = self._active.get(run_id)
-        if handle is not None:
-            self.executor.cancel(handle)
+            active = self._active.get(run_id)
+        if active is not None:
+            active[0].cancel(active[1])
 
     def recover_expired(self) -> list[str]:
         """Mark failed the runs left ``running`` by a process that stopped (their lease
@@ -303,10 +313,14 @@ class Engine:
         dataset = self.meta.get_dataset(run.dataset_id) if run.dataset_id else None
         self._take_lease(run_id, only_from)
         try:
+            if run.site is not None:
+                with self._lock:
+                    self._sites[run_id] = run.site
             return self._execute(run, model, dataset, emit)
         finally:
             with self._lock:
                 self._busy.discard(run_id)
+                self._sites.pop(run_id, None)
                 held = run_id in self._leased  # the outcome was not recorded (see _end)
                 self._leased.discard(run_id)
             try:
@@ -446,17 +460,30 @@ class Engine:
 
     def _dispatch(self, run_id: str, job: TransformJob | EvaluateJob,
                   progress: Callable[[float, str], None]) -> JobResult:
-        handle = self.executor.submit(job)
+        executor = self._executor_of(run_id)
+        handle = executor.submit(job)
         with self._lock:
-            self._active[run_id] = handle
+            self._active[run_id] = (executor, handle)
             cancelled = run_id in self._cancelled
         if cancelled:  # cancelled while the job was being submitted
-            self.executor.cancel(handle)
+            executor.cancel(handle)
         try:
-            return self.executor.wait(handle, lambda e: progress(e.fraction, e.message))
+            return executor.wait(handle, lambda e: progress(e.fraction, e.message))
         finally:
             with self._lock:
                 self._active.pop(run_id, None)
+
+    def _executor_of(self, run_id: str) -> Executor:
+        """This engine's executor, or for a run made with a site, that site's."""
+        with self._lock:
+            site = self._sites.get(run_id)
+        if site is None:
+            return self.executor
+        if self.site_executor is None:
+            raise InvalidInputError(f"run {run_id} runs at a site, and this server has no "
+                                    "broker to reach the site's workers: set "
+                                    "TINYMLAAS_BROKER_URL (or serve --broker URL)")
+        return self.site_executor(site, run_id)
 
     def _device(self, run: Run) -> Device | None:
         """The run's target device profile, if it has one."""

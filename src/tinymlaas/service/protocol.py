@@ -70,7 +70,8 @@ class ServicesProtocol(Protocol):
     # runs
     def create_run(self, pipeline: Pipeline, *, model: str | None = None,
                    dataset: str | None = None, device: str | None = None,
-                   name: str | None = None, project: str | None = None) -> Run: ...
+                   name: str | None = None, project: str | None = None,
+                   site: str | None = None) -> Run: ...
 
     def execute_run(self, run_id: str,
                     on_event: Callable[[RunEvent], None] | None = None) -> Run: ...

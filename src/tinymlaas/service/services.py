@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 import yaml
@@ -46,6 +46,9 @@ from tinymlaas.service.compare import ComparisonRow, comparison_row, source_mode
 from tinymlaas.store import MetadataStore, cleanup
 from tinymlaas.store.metadata import new_id
 
+if TYPE_CHECKING:
+    from tinymlaas.executors.celery import CeleryExecutor
+
 __all__ = ["ComparisonRow", "Deletion", "PackageOutput", "Services", "SigningKey"]
 
 DEFAULT_PROJECT = "default"
@@ -64,14 +67,53 @@ class Services:
                                       sandbox_user=self.settings.sandbox_user,
                                       state_dir=self.settings.home / "procs",
                                       key_dir=lambda project: self.engine.key_dir(project))
+        self.site_executor = self._site_executor()
         self.engine = Engine(self.meta, self.artifacts, self.executor,
                              workers=self.settings.workers,
                              lease_ttl_s=self.settings.lease_ttl_s,
                              keys_root=self.settings.home / "keys",
-                             devices=lambda name, project: self.get_device(name, {project}))
+                             devices=lambda name, project: self.get_device(name, {project}),
+                             site_executor=self.site_executor.for_site
+                             if self.site_executor is not None else None)
         self.meta.ensure_project(DEFAULT_PROJECT, "Default project")
 
+    def _site_executor(self) -> CeleryExecutor | None:
+        """With a broker: the executor of the runs made with a site (their steps go to the
+        site's queue, their inputs as signed URLs). Without one, every step runs here."""
+        if not self.settings.broker_url:
+            return None
+        from tinymlaas.executors.celery import CeleryExecutor
+        from tinymlaas.service.blobs import BlobSigner
+        from tinymlaas.store.attempts import AttemptStore
+
+        signer = BlobSigner.for_home(self.settings.home)
+        return CeleryExecutor(self.settings.broker_url, AttemptStore(self.meta),
+                              lambda sha: signer.sign(sha, "GET", ttl_s=24 * 3600),
+                              lease_ttl_s=self.settings.site_lease_ttl_s,
+                              max_attempts=self.settings.site_attempts)
+
+    def _site_of_run(self, ref: str, project: str) -> str:
+        """The id of site ``ref`` of ``project``, which must be able to run steps now: this
+        server has a broker and the site a live worker."""
+        from tinymlaas.domain.sites import worker_alive
+        from tinymlaas.store.sites import SiteStore
+
+        site = SiteStore(self.meta).get_site(ref, {project})
+        if self.site_executor is None:
+            raise ConflictError("this server has no broker, so no step can run at a site: "
+                                "start it with TINYMLAAS_BROKER_URL (or serve --broker URL)",
+                                {"field": "site", "site": site.name})
+        now = datetime.now(UTC)
+        if not any(worker_alive(w, now) for w in site.workers):
+            raise ConflictError(f"site {site.name!r} has no live worker; start one there "
+                                f"with `tinymlaas worker --server URL --site {site.name} "
+                                "--token SITE_TOKEN --data-root DIR`, then submit the run "
+                                "again", {"field": "site", "site": site.name})
+        return site.id
+
     def close(self) -> None:
+        if self.site_executor is not None:
+            self.site_executor.close()
         self.meta.close()
 
     # artifacts ----------------------------------------------------------------------------
@@ -312,8 +354,10 @@ class Services:
 
     def create_run(self, pipeline: Pipeline, *, model: str | None = None,
                    dataset: str | None = None, device: str | None = None,
-                   name: str | None = None, project: str | None = None) -> Run:
-        """Validate a pipeline against its inputs and record a pending run."""
+                   name: str | None = None, project: str | None = None,
+                   site: str | None = None) -> Run:
+        """Validate a pipeline against its inputs and record a pending run (``site``: a
+        site of the run's project whose workers run its steps)."""
         model_ref = model or pipeline.model
         dataset_ref = dataset or pipeline.dataset
         if not model_ref:
@@ -325,8 +369,9 @@ class Services:
         device_name = device or pipeline.device
         if device_name:
             self.get_device(device_name, {model_entity.project})
+        site_id = self._site_of_run(site, model_entity.project) if site else None
         return self.engine.create_run(pipeline, model_entity, dataset_entity, device_name,
-                                      name, project)
+                                      name, project, site=site_id)
 
     def cancel_run(self, ref: str) -> Run:
         """Cancel a run in these stores. A run is executed by the process that started it,
@@ -379,7 +424,7 @@ class Services:
         return self.engine.create_run(old.pipeline, self.meta.get_model(old.model_id),
                                       self.meta.get_dataset(old.dataset_id)
                                       if old.dataset_id else None, old.device,
-                                      old.name, old.project)
+                                      old.name, old.project, site=old.site)
 
     def list_projects(self) -> list[Project]:
         return self.meta.list_projects()

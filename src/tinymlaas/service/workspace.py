@@ -400,8 +400,10 @@ class Workspace:
 
     def create_run(self, pipeline: Pipeline, *, model: str | None = None,
                    dataset: str | None = None, device: str | None = None,
-                   name: str | None = None, project: str | None = None) -> Run:
-        """Validate and record a pending run in one of the user's projects."""
+                   name: str | None = None, project: str | None = None,
+                   site: str | None = None) -> Run:
+        """Validate and record a pending run in one of the user's projects (``site``: one
+        of that project's sites, whose workers run the steps)."""
         project_id = self.project_id(project or pipeline.project, write=True)
         model_ref, dataset_ref = model or pipeline.model, dataset or pipeline.dataset
         if not model_ref:
@@ -412,7 +414,7 @@ class Workspace:
         self.check_foreign_code(expanded)
         return self.services.create_run(expanded, model=model_id,
                                         dataset=dataset_id, device=device, name=name,
-                                        project=project_id)
+                                        project=project_id, site=site)
 
     def get_run(self, ref: str, project: str | None = None, *, logs: bool = True) -> Run:
         """A run by id or name; without ``logs`` its steps' logs are left empty (cheaper:

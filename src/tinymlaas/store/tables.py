@@ -119,6 +119,8 @@ class RunRow(Base):
     # Who executes the run ("host:pid:process start"), renewed by heartbeat until it ends.
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
+    # The site (id) whose workers run the steps; none: this server's own processes.
+    site: Mapped[str | None] = mapped_column(String(40))
 
 
 class StepRow(Base):

@@ -13,6 +13,7 @@ from tinymlaas.api.routes import (
     projects,
     runs,
     searches,
+    site_jobs,
     sites,
     templates,
     transformers,
@@ -29,5 +30,5 @@ api_router = APIRouter()
 # dependencies. Requests are matched in order, so the most requested resources (runs,
 # then searches) come first; no two resources share a path.
 for module in (runs, searches, models, datasets, devices, projects, health, auth, users,
-               transformers, templates, webhooks, fleet, sites, blobs):
+               transformers, templates, webhooks, fleet, sites, site_jobs, blobs):
     api_router.routes.extend(module.router.routes)

@@ -59,7 +59,7 @@ def create_run(body: RunCreate, ws: WorkspaceDep, studio: StudioDep) -> object:
         assert body.pipeline is not None  # RunCreate holds exactly one of the two
         pipeline = parse_pipeline(body.pipeline.as_dict(), "pipeline")
     run = ws.create_run(pipeline, model=body.model, dataset=body.dataset, device=body.device,
-                        name=body.name, project=body.project)
+                        name=body.name, project=body.project, site=body.site)
     studio.runs.submit_run(run)
     return run
 

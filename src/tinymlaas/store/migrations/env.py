@@ -3,6 +3,7 @@
 from alembic import context
 
 from tinymlaas.store import accounts as _accounts  # noqa: F401  (registers its tables)
+from tinymlaas.store import attempts as _attempts  # noqa: F401
 from tinymlaas.store import fleet as _fleet  # noqa: F401
 from tinymlaas.store import sites as _sites  # noqa: F401
 from tinymlaas.store.tables import Base

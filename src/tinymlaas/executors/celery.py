@@ -1,0 +1,203 @@
+"""The Celery executor: the jobs of a run made with a site go to that site's workers.
+
+Each site has its own queue (:func:`queue_of`) on the broker (RabbitMQ, or Redis). The
+server only publishes: there is no result backend. A worker takes a message, claims the
+job's next attempt through the API with the site's token, renews the attempt's lease with
+a heartbeat that carries its progress, and posts the :class:`JobResult` (its output
+uploaded first through a signed URL). All of that lands in the ``job_attempts`` table
+(:mod:`tinymlaas.store.attempts`), which :meth:`CeleryExecutor.wait` watches.
+
+Inputs travel as :class:`~tinymlaas.contracts.jobs.ArtifactRef` with a signed GET URL
+(a path under the server, which the worker resolves against the address it reaches the
+server at); no path of the server's disk is in a message.
+
+Leases, not the broker, decide who runs a job. A message the broker redelivers (a worker
+was killed, or a long step outlived RabbitMQ's ``consumer_timeout``) finds the job held by
+a live lease, or finished, and the worker drops it. The waiting server thread is the
+reaper of its job: an attempt whose lease expired is queued again (a new message) while
+attempts are left, then the job fails and says why. A job rerun after a server restart has
+the same id (the step key is in it), so a job still running at the site is watched again,
+not started twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tinymlaas.contracts.jobs import (
+    ArtifactRef,
+    EvaluateJob,
+    JobResult,
+    ProgressEvent,
+    TransformJob,
+)
+from tinymlaas.errors import ServiceUnavailableError
+from tinymlaas.executors.base import Executor, JobHandle, JobStatus, ProgressCallback
+from tinymlaas.executors.queues import TASK_NAME, celery_app, queue_of
+from tinymlaas.store.attempts import Attempt, AttemptStore
+
+__all__ = ["TASK_NAME", "CeleryExecutor", "SiteExecutor", "celery_app", "queue_of"]
+
+log = logging.getLogger("tinymlaas.executors.celery")
+
+_POLL_S = 0.1
+
+
+class SiteJob(JobHandle):
+    def __init__(self, job: TransformJob | EvaluateJob, site_id: str, run_id: str) -> None:
+        self.job_id = job.job_id
+        self.job = job
+        self.site_id = site_id
+        self.run_id = run_id
+
+
+class CeleryExecutor:
+    """Publishes jobs on the sites' queues and follows them in the attempts table.
+
+    Args:
+        broker_url: The broker's URL.
+        attempts: The job attempts store (the server's database).
+        sign_get: A signed GET URL (a path) of a blob, for the inputs of a job.
+        lease_ttl_s: How long an attempt lives without a heartbeat.
+        max_attempts: Attempts of a job before it fails.
+    """
+
+    def __init__(self, broker_url: str, attempts: AttemptStore,
+                 sign_get: Callable[[str], str], *, lease_ttl_s: float = 30.0,
+                 max_attempts: int = 3) -> None:
+        self.broker_url = broker_url
+        self.attempts = attempts
+        self.sign_get = sign_get
+        self.lease_ttl_s = lease_ttl_s
+        self.max_attempts = max_attempts
+        self._app: Any = None
+        self._lock = threading.Lock()
+
+    def for_site(self, site_id: str, run_id: str) -> SiteExecutor:
+        return SiteExecutor(self, site_id, run_id)
+
+    @property
+    def app(self) -> Any:
+        with self._lock:
+            if self._app is None:
+                self._app = celery_app(self.broker_url, "tinymlaas-server")
+            return self._app
+
+    def close(self) -> None:
+        with self._lock:
+            app, self._app = self._app, None
+        if app is not None:
+            app.close()
+
+    # jobs ---------------------------------------------------------------------------------
+
+    def _signed(self, ref: ArtifactRef) -> ArtifactRef:
+        return ref.model_copy(update={"url": self.sign_get(ref.sha256)})
+
+    def _message(self, job: TransformJob | EvaluateJob) -> TransformJob | EvaluateJob:
+        """The job with signed URLs of its input, dataset and reference."""
+        update: dict[str, Any] = {"input": self._signed(job.input)}
+        if job.dataset is not None:
+            update["dataset"] = job.dataset.model_copy(
+                update={"artifact": self._signed(job.dataset.artifact)})
+        if isinstance(job, EvaluateJob) and job.reference is not None:
+            update["reference"] = self._signed(job.reference)
+        return job.model_copy(update=update)
+
+    def publish(self, job: TransformJob | EvaluateJob, site_id: str) -> None:
+        """Put the job on the site's queue (URLs signed afresh: a requeued job may be old)."""
+        body = self._message(job).model_dump_json()
+        try:
+            self.app.send_task(TASK_NAME, args=[body], queue=queue_of(site_id),
+                               routing_key=queue_of(site_id), ignore_result=True,
+                               retry=True, retry_policy={"max_retries": 3,
+                                                         "interval_start": 0.5,
+                                                         "interval_step": 1.0})
+        except Exception as exc:  # kombu's connection errors vary with the transport
+            raise ServiceUnavailableError(f"the broker could not take the step: "
+                                          f"{type(exc).__name__}: {exc}") from exc
+
+    def submit(self, job: TransformJob | EvaluateJob, site_id: str, run_id: str) -> SiteJob:
+        attempt, send = self.attempts.queue(job.job_id, run_id, site_id, job.project,
+                                            json.loads(job.model_dump_json()),
+                                            self.max_attempts)
+        if send:
+            self.publish(job, site_id)
+        else:
+            log.info("job %s is %s at its site already: following it", job.job_id,
+                     attempt.status)
+        return SiteJob(job, site_id, run_id)
+
+    def reap(self, handle: SiteJob) -> str | None:
+        """Queue the job again (a new message) when its lease expired, while attempts are
+        left; else it fails. Returns what was done."""
+        outcome = self.attempts.requeue_expired(handle.job_id)
+        if outcome == "requeued":
+            log.warning("job %s: its worker stopped renewing the lease; queued again",
+                        handle.job_id)
+            self.publish(handle.job, handle.site_id)
+        elif outcome == "failed":
+            log.warning("job %s failed: its workers stopped renewing the lease",
+                        handle.job_id)
+        return outcome
+
+    def wait(self, handle: SiteJob, on_progress: ProgressCallback | None = None) -> JobResult:
+        seen: tuple[float, str] | None = None
+        while True:
+            row = self.attempts.get(handle.job_id)
+            if row.finished:
+                return _result(row)
+            if row.status == "running":
+                if on_progress is not None and (row.progress, row.message) != seen:
+                    seen = (row.progress, row.message)
+                    on_progress(ProgressEvent(job_id=handle.job_id,
+                                              fraction=min(max(row.progress, 0.0), 1.0),
+                                              message=row.message))
+                self.reap(handle)
+            time.sleep(_POLL_S)
+
+    def status(self, handle: SiteJob) -> JobStatus:
+        return "finished" if self.attempts.get(handle.job_id).finished else "running"
+
+    def cancel(self, handle: SiteJob) -> None:
+        """The worker sees it at its next heartbeat and stops the step."""
+        self.attempts.cancel(handle.job_id)
+
+
+def _result(row: Attempt) -> JobResult:
+    if row.status == "cancelled":
+        return JobResult(job_id=row.job_id, ok=False, error="cancelled",
+                         error_type="Cancelled")
+    if row.result is not None:
+        return JobResult.model_validate({**row.result, "job_id": row.job_id})
+    return JobResult(job_id=row.job_id, ok=False, error=row.error or "failed at the site",
+                     error_type="SiteWorkerLost")
+
+
+class SiteExecutor(Executor):
+    """The :class:`Executor` of one run's jobs at one site."""
+
+    def __init__(self, celery: CeleryExecutor, site_id: str, run_id: str) -> None:
+        self.celery = celery
+        self.site_id = site_id
+        self.run_id = run_id
+
+    def submit(self, job: TransformJob | EvaluateJob) -> SiteJob:
+        return self.celery.submit(job, self.site_id, self.run_id)
+
+    def status(self, handle: JobHandle) -> JobStatus:
+        assert isinstance(handle, SiteJob)
+        return self.celery.status(handle)
+
+    def wait(self, handle: JobHandle, on_progress: ProgressCallback | None = None) -> JobResult:
+        assert isinstance(handle, SiteJob)
+        return self.celery.wait(handle, on_progress)
+
+    def cancel(self, handle: JobHandle) -> None:
+        assert isinstance(handle, SiteJob)
+        self.celery.cancel(handle)

@@ -1,0 +1,97 @@
+"""What a site's workers do through the API with the site's token: learn where the broker
+is, claim a job's attempt, renew its lease with their progress, and post its result.
+
+Every call names the site the token opens; a job of another site is "not found". A claim,
+a heartbeat or a result from a worker that no longer holds the job's current attempt (it
+expired and was taken over, or the job was cancelled or has ended) is a conflict: the
+worker drops the message or stops the step.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tinymlaas.contracts.jobs import JobResult
+from tinymlaas.domain.sites import Site
+from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
+from tinymlaas.executors.queues import queue_of
+from tinymlaas.service.services import Services
+from tinymlaas.store.attempts import Attempt, AttemptStore
+
+__all__ = ["SiteJobs"]
+
+
+class SiteJobs:
+    """The site endpoints' use cases on the services' database."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.attempts = AttemptStore(services.meta)
+        self.ttl_s = services.settings.site_lease_ttl_s
+
+    def worker_config(self, site: Site) -> dict[str, Any]:
+        """What a worker of ``site`` needs: the broker, its queue and the lease's life."""
+        broker = self.services.settings.broker_url
+        if not broker:
+            raise ConflictError("this server has no broker: start it with "
+                                "TINYMLAAS_BROKER_URL (or serve --broker URL)")
+        return {"site_id": site.id, "site": site.name, "queue": queue_of(site.id),
+                "broker_url": broker, "lease_ttl_s": self.ttl_s}
+
+    def _job(self, site: Site, job_id: str) -> Attempt:
+        row = self.attempts.find(job_id, site.id)
+        if row is None:
+            raise NotFoundError(f"job {job_id!r} not found", {"kind": "job", "ref": job_id})
+        return row
+
+    def claim(self, site: Site, job_id: str, worker_id: str) -> Attempt:
+        """The job's next attempt for ``worker_id``.
+
+        Raises:
+            ConflictError: another worker holds a live lease on it, or it has ended: the
+                message is a duplicate, to be acknowledged and dropped.
+        """
+        self._job(site, job_id)
+        claimed = self.attempts.claim(job_id, site.id, worker_id, self.ttl_s)
+        if claimed is None:
+            current = self.attempts.get(job_id)
+            why = ("has ended" if current.finished else
+                   f"is held by worker {current.worker_id} (attempt {current.attempt})"
+                   if current.status == "running" else "has no attempt left")
+            raise ConflictError(f"job {job_id} {why}; drop this message",
+                                {"job": job_id, "status": current.status})
+        return claimed
+
+    def heartbeat(self, site: Site, job_id: str, worker_id: str, attempt: int,
+                  progress: float | None, message: str | None) -> datetime:
+        """Renew the attempt's lease; returns its new expiry."""
+        self._job(site, job_id)
+        if not self.attempts.renew(job_id, site.id, worker_id, attempt, self.ttl_s,
+                                   progress, message):
+            raise ConflictError(f"attempt {attempt} of job {job_id} is no longer this "
+                                "worker's (cancelled, ended, or taken over after its lease "
+                                "expired); stop it", {"job": job_id})
+        return datetime.now(UTC) + timedelta(seconds=self.ttl_s)
+
+    def finish(self, site: Site, job_id: str, worker_id: str, attempt: int,
+               result: JobResult) -> Attempt:
+        """Record the attempt's result; its output must have been uploaded first."""
+        self._job(site, job_id)
+        if result.job_id != job_id:
+            raise InvalidInputError("the result names another job", {"field": "result"})
+        if result.ok:
+            if result.output is None:
+                raise InvalidInputError("a successful result has an output",
+                                        {"field": "result"})
+            if not self.services.artifacts.exists(result.output.sha256):
+                raise InvalidInputError(f"output {result.output.sha256[:12]} was not uploaded; "
+                                        "upload it through a blob URL first",
+                                        {"field": "result"})
+        body = result.model_dump(mode="json")
+        if body.get("output"):
+            body["output"]["url"] = None
+        if not self.attempts.finish(job_id, site.id, worker_id, attempt, body):
+            raise ConflictError(f"attempt {attempt} of job {job_id} is no longer this "
+                                "worker's; its result was not recorded", {"job": job_id})
+        return self.attempts.get(job_id)

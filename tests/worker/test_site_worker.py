@@ -1,0 +1,305 @@
+"""Site workers against the real brokers: a real ``tinymlaas serve`` with
+TINYMLAAS_BROKER_URL, real ``tinymlaas worker`` processes, RabbitMQ (and Redis).
+
+- a run made with a site runs its steps and evaluations on the site's worker and gives the
+  output the same pipeline gives in-process;
+- ``kill -9`` of the worker mid-step, then a new worker: the step completes once, with the
+  same output hash (the redelivered message is dropped while the dead attempt's lease
+  lives; the reaper queues the job again when it expires);
+- a run for a site with no live worker is refused at submission (409);
+- a site's token opens only its own site's endpoints and jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers import need_service, step_python
+from tinymlaas.api.testing import free_port, start_server, stop_server, write_digits_onnx
+from tinymlaas.client import Client
+from tinymlaas.config import Settings
+from tinymlaas.errors import ConflictError
+from tinymlaas.service import Services
+from tinymlaas.service.pipelines import parse_pipeline
+
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+REDIS = "redis://127.0.0.1:6379/0"
+PASSWORD = "correct horse battery"
+TERMINAL = {"succeeded", "failed", "cancelled", "degraded"}
+QUANTIZE = {"steps": [{"quantize-static": {"format": "qdq", "per_channel": True,
+                                           "num_samples": 64}}]}
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+class Studio:
+    """A real server process with a broker, its user and the worker processes started."""
+
+    def __init__(self, root: Path, broker: str) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "TINYMLAAS_HOME": str(self.home),
+                    "TINYMLAAS_BROKER_URL": broker, "TINYMLAAS_LOGIN_RATE_LIMIT": "1000",
+                    "TINYMLAAS_SITE_LEASE_TTL_S": "4", "TINYMLAAS_LEASE_TTL_S": "3",
+                    "TINYMLAAS_EXTERNAL_STEPS": "everyone"}
+        self.log = root / "server.log"
+        self.server = self._start()
+        self.workers: list[subprocess.Popen] = []
+        self.client = Client(self.url)
+        self.client.register("owner@example.com", PASSWORD)
+        self.client.login("owner@example.com", PASSWORD)
+        self.model_path = write_digits_onnx(root / "digits.onnx")
+        self.model = self.client.upload_model(self.model_path, name="m")
+        self.dataset = self.client.add_builtin_dataset("digits", name="d")
+
+    def _start(self) -> subprocess.Popen:
+        try:
+            return start_server(self.env, self.port, output=self.log.open("ab"))
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}: {self.log.read_text()[-3000:]}")
+
+    def restart(self, down_s: float) -> None:
+        """Stop the server, leave it down ``down_s`` seconds, start it on the same home."""
+        stop_server(self.server)
+        time.sleep(down_s)
+        self.server = self._start()
+
+    def start_worker(self, site: str, token: str, *, wait: bool = True,
+                     log_name: str = "worker") -> subprocess.Popen:
+        """``tinymlaas worker`` in its own process group, without the server's settings (a
+        worker learns its broker from the server)."""
+        data = self.root / "data"
+        data.mkdir(exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TINYMLAAS_")}
+        before = {w.id for w in self.client.get_site(site).workers}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tinymlaas.cli.main", "worker", "--server", self.url,
+             "--site", site, "--token", token, "--data-root", str(data),
+             "--work-dir", str(self.root / f"{log_name}-work")],
+            env=env, start_new_session=True, stderr=subprocess.STDOUT,
+            stdout=(self.root / f"{log_name}.log").open("ab"))
+        self.workers.append(worker)
+        if wait:
+            deadline = time.monotonic() + 60
+            while {w.id for w in self.client.get_site(site).workers} <= before:
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the worker did not say it is alive: "
+                                + (self.root / f"{log_name}.log").read_text()[-3000:])
+                time.sleep(0.2)
+            time.sleep(1.0)  # its consumer subscribes to the queue after the first heartbeat
+        return worker
+
+    def wait_run(self, run_id: str, timeout_s: float = 240) -> object:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.client.get_run(run_id)
+            if run.status in TERMINAL:
+                return run
+            time.sleep(0.3)
+        pytest.fail(f"run {run_id} did not finish: {self.client.get_run(run_id).status}; "
+                    + self.log.read_text()[-2000:])
+
+    def close(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker.pid, signal.SIGKILL)
+                    worker.wait()
+        self.client.close()
+        stop_server(self.server)
+
+
+@contextlib.contextmanager
+def _studio(root: Path, broker: str, port: int, name: str) -> Iterator[Studio]:
+    need_service(_reachable(port), f"{name} on 127.0.0.1:{port}")
+    studio = Studio(root, broker)
+    try:
+        yield studio
+    finally:
+        studio.close()
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
+    with _studio(tmp_path_factory.mktemp("rabbit"), RABBITMQ, 5672, "RabbitMQ") as studio:
+        yield studio
+
+
+def _in_process_output(root: Path, model_path: Path, pipeline: dict) -> tuple[str, float]:
+    """The same pipeline on the same inputs run by the embedded executor (no broker)."""
+    services = Services(Settings(home=root / "local-home"))
+    try:
+        model = services.add_model(model_path, "m")
+        dataset = services.add_dataset("digits")
+        run = services.create_run(parse_pipeline(pipeline, "pipeline"), model=model.id,
+                                  dataset=dataset.id)
+        run = services.execute_run(run.id)
+        assert run.status.value == "succeeded", run.error
+        assert run.output_sha is not None
+        return run.output_sha, run.result["accuracy"]
+    finally:
+        services.close()
+
+
+def test_a_run_at_a_site_gives_the_in_process_output(rabbit: Studio, tmp_path: Path) -> None:
+    site = rabbit.client.create_site("factory")
+    rabbit.start_worker("factory", site.token, log_name="factory")
+    run = rabbit.client.create_run(rabbit.model.id, rabbit.dataset.id, pipeline=QUANTIZE,
+                                   site="factory")
+    assert run.site == site.id
+    done = rabbit.wait_run(run.id)
+    assert done.status == "succeeded", (done.error, rabbit.log.read_text()[-2000:])
+    expected_sha, expected_accuracy = _in_process_output(tmp_path, rabbit.model_path, QUANTIZE)
+    assert done.output_sha == expected_sha
+    assert done.result["accuracy"] == pytest.approx(expected_accuracy, abs=1e-9)
+    # The step and both evaluations ran at the site: its worker claimed each once.
+    log = (rabbit.root / "factory.log").read_text()
+    claims = [line for line in log.splitlines() if " claimed: attempt " in line]
+    assert len(claims) == 3, claims
+    assert all(line.endswith("attempt 1") for line in claims)
+    # The output came back through a signed upload: stored under its sha256, whole.
+    stored = rabbit.home / "artifacts" / done.output_sha[:2] / done.output_sha
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == done.output_sha
+
+
+def test_kill_9_of_the_worker_mid_step_then_a_new_worker_completes_it_once(
+        rabbit: Studio, shared_dir: Path) -> None:
+    site = rabbit.client.create_site("plant")
+    marker = shared_dir / "executions.txt"
+    started = shared_dir / "started"
+    script = ("import shutil, sys, time, pathlib; m = open(sys.argv[3], 'a'); "
+              "m.write('start\\n'); m.flush(); pathlib.Path(sys.argv[4]).touch(); "
+              "time.sleep(6); shutil.copy(sys.argv[1] + '/model.onnx', "
+              "sys.argv[2] + '/model.onnx'); m.write('end\\n'); m.flush()")
+    pipeline = {"steps": [{"external": {"command": [step_python(), "-c", script, "{in}",
+                                                    "{out}", str(marker), str(started)]}}],
+                "evaluate": False}
+    first = rabbit.start_worker("plant", site.token, log_name="plant-1")
+    run = rabbit.client.create_run(rabbit.model.id, pipeline=pipeline, site="plant")
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert time.monotonic() < deadline, (rabbit.root / "plant-1.log").read_text()[-3000:]
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert rabbit.client.get_run(run.id).status == "running"
+    rabbit.start_worker("plant", site.token, log_name="plant-2")
+    done = rabbit.wait_run(run.id)
+    assert done.status == "succeeded", done.error
+    # The output is the input model copied: the same hash, whichever attempt made it.
+    assert done.output_sha == hashlib.sha256(rabbit.model_path.read_bytes()).hexdigest()
+    time.sleep(2)  # a second completion, had there been one, would have been written
+    lines = marker.read_text().split()
+    assert lines.count("end") == 1, lines
+    assert lines.count("start") == 2, lines  # the killed attempt, and the one that ended
+    second_log = (rabbit.root / "plant-2.log").read_text()
+    # The broker redelivered the killed worker's message and the reaper queued the job
+    # again: one message took the job's second attempt, any other was dropped.
+    claims = [line for line in second_log.splitlines() if " claimed: attempt " in line]
+    assert len(claims) == 1 and claims[0].endswith("attempt 2"), second_log[-3000:]
+
+
+def _slow_copy(marker: Path, started: Path, seconds: int) -> dict:
+    """One command step that notes its start and end in ``marker`` and copies its input."""
+    script = ("import shutil, sys, time, pathlib; m = open(sys.argv[3], 'a'); "
+              "m.write('start\\n'); m.flush(); pathlib.Path(sys.argv[4]).touch(); "
+              f"time.sleep({seconds}); shutil.copy(sys.argv[1] + '/model.onnx', "
+              "sys.argv[2] + '/model.onnx'); m.write('end\\n'); m.flush()")
+    return {"steps": [{"external": {"command": [step_python(), "-c", script, "{in}",
+                                                "{out}", str(marker), str(started)]}}],
+            "evaluate": False}
+
+
+def test_a_server_restart_mid_step_follows_the_job_and_completes_it_once(
+        rabbit: Studio, shared_dir: Path) -> None:
+    site = rabbit.client.create_site("mill")
+    marker, started = shared_dir / "executions.txt", shared_dir / "started"
+    rabbit.start_worker("mill", site.token, log_name="mill")
+    run = rabbit.client.create_run(rabbit.model.id, pipeline=_slow_copy(marker, started, 8),
+                                   site="mill")
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert time.monotonic() < deadline, (rabbit.root / "mill.log").read_text()[-3000:]
+        time.sleep(0.1)
+    rabbit.restart(down_s=2)  # the run's lease expires; the new server resumes the run
+    done = rabbit.wait_run(run.id)
+    assert done.status == "succeeded", done.error
+    assert done.output_sha == hashlib.sha256(rabbit.model_path.read_bytes()).hexdigest()
+    time.sleep(2)
+    lines = marker.read_text().split()
+    assert lines.count("end") == 1, lines
+
+
+def test_a_run_for_a_site_without_a_live_worker_is_refused(rabbit: Studio) -> None:
+    rabbit.client.create_site("empty")
+    before = len(rabbit.client.list_runs())
+    with pytest.raises(ConflictError, match="no live worker") as caught:
+        rabbit.client.create_run(rabbit.model.id, rabbit.dataset.id, pipeline=QUANTIZE,
+                                 site="empty")
+    assert caught.value.details["http_status"] == 409
+    assert len(rabbit.client.list_runs()) == before  # nothing was recorded
+
+
+def test_a_sites_token_opens_only_its_own_site(rabbit: Studio) -> None:
+    mine = rabbit.client.create_site("north")
+    theirs = rabbit.client.create_site("south")
+    with httpx.Client(base_url=f"{rabbit.url}/api/v1/sites",
+                      headers={"Authorization": f"Bearer {mine.token}"}) as http:
+        assert http.get("/north/worker-config").status_code == 200
+        assert http.get("/north/worker-config").json()["queue"] == f"tinymlaas.site.{mine.id}"
+        for response in (http.get("/south/worker-config"),
+                         http.post("/south/heartbeat", json={"worker_id": "w1",
+                                                             "hostname": "h"}),
+                         http.post("/south/jobs/run-x-0-abc/claim", json={"worker_id": "w1"})):
+            assert response.status_code in (403, 404), response.text
+        # A job that is not the site's (or does not exist) is not found.
+        assert http.post("/north/jobs/run-x-0-abc/claim",
+                         json={"worker_id": "w1"}).status_code == 404
+    # A user's token is not a site token.
+    with httpx.Client(base_url=f"{rabbit.url}/api/v1/sites") as http:
+        response = http.get("/south/worker-config",
+                            headers={"Authorization": f"Bearer {theirs.token}x"})
+        assert response.status_code == 401
+    # The worker command refuses another site's token before it listens.
+    result = subprocess.run(
+        [sys.executable, "-m", "tinymlaas.cli.main", "worker", "--server", rabbit.url,
+         "--site", "south", "--token", mine.token, "--data-root", str(rabbit.root)],
+        capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TINYMLAAS_")})
+    assert result.returncode != 0
+    assert "not found" in result.stderr, result.stderr
+
+
+def test_a_run_at_a_site_over_redis(tmp_path: Path) -> None:
+    with _studio(tmp_path, REDIS, 6379, "Redis") as studio:
+        site = studio.client.create_site("lab")
+        studio.start_worker("lab", site.token, log_name="lab")
+        run = studio.client.create_run(studio.model.id, studio.dataset.id, pipeline=QUANTIZE,
+                                       site="lab")
+        done = studio.wait_run(run.id)
+        assert done.status == "succeeded", done.error
+        expected_sha, _ = _in_process_output(tmp_path, studio.model_path, QUANTIZE)
+        assert done.output_sha == expected_sha
