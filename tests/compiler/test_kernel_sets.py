@@ -365,3 +365,53 @@ def test_dsp_source_splits_into_bundle_files(_cross, tmp_path: Path) -> None:
     listing = subprocess.run(["arm-none-eabi-objdump", "-d", str(out / "m4-tfl_kernels.c.o")],
                              capture_output=True, text=True, check=True).stdout
     assert re.search(r"\bsmlad\b", listing)
+
+
+def _ds_cnn(path: Path) -> Path:
+    """A DS-CNN-shaped keyword-spotting network (49x10 input, a 10x4 stride-2 convolution,
+    four depthwise + pointwise blocks of 64 channels, average pool, 12 classes), int8 QDQ."""
+    import torch
+    from compiler_models import quantize_qdq
+
+    torch.manual_seed(0)
+
+    class DSCNN(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c0 = torch.nn.Conv2d(1, 64, (10, 4), stride=2, padding=(5, 1))
+            self.blocks = torch.nn.ModuleList()
+            for _ in range(4):
+                self.blocks.append(torch.nn.Conv2d(64, 64, 3, padding=1, groups=64))
+                self.blocks.append(torch.nn.Conv2d(64, 64, 1))
+            self.fc = torch.nn.Linear(64, 12)
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            t = torch.relu(self.c0(t))
+            for block in self.blocks:
+                t = torch.relu(block(t))
+            return self.fc(torch.nn.functional.adaptive_avg_pool2d(t, 1).flatten(1))
+
+    float_path = path / "ds_cnn.onnx"
+    torch.onnx.export(DSCNN().eval(), (torch.randn(1, 1, 49, 10),), str(float_path),
+                      dynamo=True, external_data=False)
+    calibration = np.random.default_rng(0).standard_normal((16, 1, 49, 10)).astype(np.float32)
+    return quantize_qdq(float_path, path / "ds_cnn_int8.onnx", calibration, per_channel=True)
+
+
+def test_dsp_set_retires_under_half_the_instructions_on_a_ds_cnn(_cross, tmp_path: Path) -> None:
+    """Instructions per inference on the emulated Cortex-M4 (a deterministic count): the DSP
+    set needs well under half of the portable set's on a keyword-spotting-shaped model."""
+    from tinymlaas.compiler.instructions import measure_instructions
+
+    model = _ds_cnn(tmp_path)
+    x = np.random.default_rng(1).standard_normal((1, 1, 49, 10)).astype(np.float32)
+    counts = {}
+    for kernels in ("portable", "cortex-m-dsp"):
+        result = compile_onnx(model, tmp_path / kernels, name="model", target="cortex-m4",
+                              kernels=kernels)
+        assert result.macs > 2_500_000
+        counts[kernels] = measure_instructions(result, [x], tmp_path / f"{kernels}-fw")
+    portable = counts["portable"].per_inference[0]
+    dsp = counts["cortex-m-dsp"].per_inference[0]
+    assert dsp < 0.4 * portable, (dsp, portable)
+    assert dsp < 30_000_000
