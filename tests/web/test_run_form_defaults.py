@@ -49,6 +49,7 @@ def test_a_new_model_is_offered_auto_int8_and_the_run_takes_a_fidelity_gate(
     model_id = page.url.rsplit("=", 1)[1]
     note = page.locator("#next-step")
     assert "default int8, auto-int8" in note.inner_text()
+    assert page.locator("#next-run").inner_text() == "Run auto-int8 on it"
     page.locator("#next-run").click()
     page.wait_for_url(re.compile(rf"/projects/{project}/runs/new\?model={model_id}"))
     assert page.locator("#model").input_value() == model_id
