@@ -80,7 +80,37 @@ def services() -> ServicesProtocol:
         return RemoteServices(settings.server_url, settings.token)
     from tinymlaas.service import Services
 
+    log_steps_to_file(settings.home)
     return Services()
+
+
+#: Where the CLI, which is its own server when it works locally, logs what a server would.
+STEPS_LOG = Path("logs") / "steps.log"
+
+
+def log_steps_to_file(home: Path) -> Path:
+    """Send the step log (the traceback of a step that failed unexpectedly, under its
+    reference) to ``<home>/logs/steps.log`` instead of the terminal, which shows the step's
+    one-line error and that reference."""
+    import logging
+
+    path = (home / STEPS_LOG).resolve()
+    logger = logging.getLogger("tinymlaas.steps")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_tinymlaas_cli", False):
+            if Path(getattr(handler, "baseFilename", "")) == path:
+                return path
+            logger.removeHandler(handler)
+            handler.close()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a home we cannot write: the service says so on its own terms
+        return path
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler._tinymlaas_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)  # with a handler, Python no longer prints to stderr
+    return path
 
 
 def _version(value: bool) -> None:
