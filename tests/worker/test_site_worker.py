@@ -253,6 +253,46 @@ def test_a_server_restart_mid_step_follows_the_job_and_completes_it_once(
     assert lines.count("end") == 1, lines
 
 
+def test_two_sites_each_run_their_own_steps(rabbit: Studio, shared_dir: Path) -> None:
+    """Each site's worker takes only its own site's jobs (one queue per site)."""
+    names = ("east", "west")
+    for name in names:
+        site = rabbit.client.create_site(name)
+        rabbit.start_worker(name, site.token, log_name=name)
+    runs = {}
+    for name in names:
+        for i in range(2):
+            tag = shared_dir / f"{name}-{i}"
+            runs[rabbit.client.create_run(rabbit.model.id, pipeline=_slow_copy(tag, tag, i),
+                                          site=name).id] = name
+    for run_id, name in runs.items():
+        done = rabbit.wait_run(run_id)
+        assert done.status == "succeeded", done.error
+        log = (rabbit.root / f"{name}.log").read_text()
+        assert f"job {run_id}-0-" in log  # claimed by its own site's worker
+        other = "west" if name == "east" else "east"
+        assert run_id not in (rabbit.root / f"{other}.log").read_text()
+
+
+def test_cancelling_a_run_stops_its_step_at_the_site(rabbit: Studio,
+                                                     shared_dir: Path) -> None:
+    site = rabbit.client.create_site("yard")
+    marker, started = shared_dir / "executions.txt", shared_dir / "started"
+    rabbit.start_worker("yard", site.token, log_name="yard")
+    run = rabbit.client.create_run(rabbit.model.id, pipeline=_slow_copy(marker, started, 8),
+                                   site="yard")
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert time.monotonic() < deadline, (rabbit.root / "yard.log").read_text()[-3000:]
+        time.sleep(0.1)
+    rabbit.client.cancel_run(run.id)
+    done = rabbit.wait_run(run.id)
+    assert done.status == "cancelled"
+    time.sleep(10)  # past the step's 8 s: it would have ended, had it not been stopped
+    assert marker.read_text().split() == ["start"]
+    assert "is no longer this worker's" in (rabbit.root / "yard.log").read_text()
+
+
 def test_a_run_for_a_site_without_a_live_worker_is_refused(rabbit: Studio) -> None:
     rabbit.client.create_site("empty")
     before = len(rabbit.client.list_runs())

@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from tinymlaas.contracts.jobs import (
@@ -41,11 +41,25 @@ from tinymlaas.executors.base import Executor, JobHandle, JobStatus, ProgressCal
 from tinymlaas.executors.queues import TASK_NAME, celery_app, queue_of
 from tinymlaas.store.attempts import Attempt, AttemptStore
 
-__all__ = ["TASK_NAME", "CeleryExecutor", "SiteExecutor", "celery_app", "queue_of"]
+__all__ = ["TASK_NAME", "CeleryExecutor", "SiteExecutor", "celery_app", "job_changed",
+           "queue_of"]
 
 log = logging.getLogger("tinymlaas.executors.celery")
 
-_POLL_S = 0.1
+_POLL_S = 0.05
+_POLL_MAX_S = 0.5
+
+
+#: Woken when a result or progress of a job arrives in this process (the API's site
+#: endpoints call :func:`job_changed`), so a waiting run goes on at once; polling the
+#: table remains for what arrives in another server process.
+_changed = threading.Condition()
+
+
+def job_changed() -> None:
+    """Wake the threads that wait for site jobs in this process."""
+    with _changed:
+        _changed.notify_all()
 
 
 class SiteJob(JobHandle):
@@ -148,18 +162,23 @@ class CeleryExecutor:
 
     def wait(self, handle: SiteJob, on_progress: ProgressCallback | None = None) -> JobResult:
         seen: tuple[float, str] | None = None
+        poll = _POLL_S
         while True:
             row = self.attempts.get(handle.job_id)
             if row.finished:
                 return _result(row)
             if row.status == "running":
                 if on_progress is not None and (row.progress, row.message) != seen:
-                    seen = (row.progress, row.message)
+                    seen, poll = (row.progress, row.message), _POLL_S
                     on_progress(ProgressEvent(job_id=handle.job_id,
                                               fraction=min(max(row.progress, 0.0), 1.0),
                                               message=row.message))
-                self.reap(handle)
-            time.sleep(_POLL_S)
+                expires = row.lease_expires_at
+                if expires is not None and expires < datetime.now(UTC):
+                    self.reap(handle)  # a write: only once the lease looks expired
+            with _changed:
+                _changed.wait(poll)
+            poll = min(poll * 1.5, _POLL_MAX_S)  # a long step is not read 10 times a second
 
     def status(self, handle: SiteJob) -> JobStatus:
         return "finished" if self.attempts.get(handle.job_id).finished else "running"

@@ -15,6 +15,7 @@ from typing import Any
 from tinymlaas.contracts.jobs import JobResult
 from tinymlaas.domain.sites import Site
 from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
+from tinymlaas.executors.celery import job_changed
 from tinymlaas.executors.queues import queue_of
 from tinymlaas.service.services import Services
 from tinymlaas.store.attempts import Attempt, AttemptStore
@@ -72,6 +73,7 @@ class SiteJobs:
             raise ConflictError(f"attempt {attempt} of job {job_id} is no longer this "
                                 "worker's (cancelled, ended, or taken over after its lease "
                                 "expired); stop it", {"job": job_id})
+        job_changed()  # its progress, to the run's live view
         return datetime.now(UTC) + timedelta(seconds=self.ttl_s)
 
     def finish(self, site: Site, job_id: str, worker_id: str, attempt: int,
@@ -94,4 +96,5 @@ class SiteJobs:
         if not self.attempts.finish(job_id, site.id, worker_id, attempt, body):
             raise ConflictError(f"attempt {attempt} of job {job_id} is no longer this "
                                 "worker's; its result was not recorded", {"job": job_id})
+        job_changed()
         return self.attempts.get(job_id)
