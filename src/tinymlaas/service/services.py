@@ -57,6 +57,8 @@ DEFAULT_PROJECT = "default"
 class Services:
     """Registers inputs, runs pipelines and compares results against the configured stores."""
 
+    engine: Engine  # made after the executors, whose callbacks read it
+
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         private_dir(self.settings.home)  # 0700: out of reach of the sandbox user

@@ -112,7 +112,7 @@ class AttemptStore:
                                          AttemptRow.status.in_(("failed", "cancelled")))
                 .values(status="queued", attempt=0, worker_id=None, lease_expires_at=None,
                         progress=0.0, message="queued", result=None, error=None, job=job,
-                        max_attempts=max_attempts, updated_at=now)).rowcount
+                        max_attempts=max_attempts, updated_at=now)).rowcount  # type: ignore[attr-defined]
         return self.get(job_id), bool(changed)
 
     def get(self, job_id: str) -> Attempt:
@@ -149,7 +149,7 @@ class AttemptStore:
                                          AttemptRow.attempt < AttemptRow.max_attempts)
                 .values(status="running", attempt=AttemptRow.attempt + 1, worker_id=worker_id,
                         lease_expires_at=now + timedelta(seconds=ttl_s), message="started",
-                        updated_at=now)).rowcount
+                        updated_at=now)).rowcount  # type: ignore[attr-defined]
         return self.get(job_id) if changed else None
 
     def renew(self, job_id: str, site_id: str, worker_id: str, attempt: int, ttl_s: float,
@@ -173,7 +173,7 @@ class AttemptStore:
                                          AttemptRow.worker_id == worker_id,
                                          AttemptRow.attempt == attempt,
                                          AttemptRow.status.in_(("running", "queued")))
-                .values(**values)).rowcount)
+                .values(**values)).rowcount)  # type: ignore[attr-defined]
 
     def finish(self, job_id: str, site_id: str, worker_id: str, attempt: int,
                result: dict[str, Any]) -> bool:
@@ -190,7 +190,7 @@ class AttemptStore:
                                          AttemptRow.status.in_(("running", "queued")))
                 .values(status="succeeded" if result.get("ok") else "failed", result=result,
                         progress=1.0, lease_expires_at=None, message="done",
-                        error=result.get("error"), updated_at=now)).rowcount)
+                        error=result.get("error"), updated_at=now)).rowcount)  # type: ignore[attr-defined]
 
     def requeue_expired(self, job_id: str) -> str | None:
         """The reaper's step for one job: a ``running`` attempt whose lease expired is
@@ -204,7 +204,7 @@ class AttemptStore:
                                                   AttemptRow.attempt < AttemptRow.max_attempts)
                          .values(status="queued", message="requeued: the worker stopped "
                                  "renewing its lease", lease_expires_at=None,
-                                 updated_at=now)).rowcount:
+                                 updated_at=now)).rowcount:  # type: ignore[attr-defined]
                 return "requeued"
             row = s.get(AttemptRow, job_id)
             if row is None:
@@ -214,7 +214,7 @@ class AttemptStore:
                      "site's workers stay up, then rerun")
             if s.execute(update(AttemptRow).where(expired)
                          .values(status="failed", error=error, lease_expires_at=None,
-                                 updated_at=now)).rowcount:
+                                 updated_at=now)).rowcount:  # type: ignore[attr-defined]
                 return "failed"
         return None
 

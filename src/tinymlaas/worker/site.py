@@ -172,7 +172,7 @@ class SiteWorker:
         app = celery_app(self.config["broker_url"], f"tinymlaas-worker-{self.api.site}")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request: noise
 
-        @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+        @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
         def run_job(job_json: str) -> None:
             self.handle(job_json)
 
