@@ -66,6 +66,10 @@ class Settings(BaseSettings):
                                                                  "TINYMLAAS_SERVER_URL"))
     token: str | None = Field(default=None, description="API token for server_url.")
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, description="Per upload.")
+    max_body_bytes: int = Field(default=4 * 1024**2, ge=64 * 1024, description="Largest "
+                                "request body the server reads into memory (JSON, forms); "
+                                "larger ones are refused with a 413. Uploads stream to disk "
+                                "under their own limits.")
     server_runs: int = Field(default=2, ge=1, description="Runs executed at once by a server.")
     server_threads: int = Field(default=8, ge=1, le=256, description="Requests that read or "
                                 "write the database handled at once by each server process "

@@ -22,7 +22,7 @@ from tinymlaas import __version__
 from tinymlaas.api.deps import Studio
 from tinymlaas.api.docs import install_docs
 from tinymlaas.api.errors import install_error_handlers
-from tinymlaas.api.middleware import RejectNulBytes, SecurityHeaders
+from tinymlaas.api.middleware import BodyLimit, RejectNulBytes, RouteLimit, SecurityHeaders
 from tinymlaas.api.routes import api_router
 from tinymlaas.api.routes.ddi import router as ddi_router
 from tinymlaas.api.runtime import EventBus, Reaper, RunQueue
@@ -31,15 +31,31 @@ from tinymlaas.config import Settings, get_settings
 from tinymlaas.domain import RunStatus
 from tinymlaas.notify import Notifier
 from tinymlaas.service import Services
-from tinymlaas.service.fleet import Fleet
+from tinymlaas.service.fleet import MAX_RESULT_BYTES, Fleet
 from tinymlaas.service.searches import Searches
 from tinymlaas.service.users import AccountService
 from tinymlaas.web import install_web
 
-__all__ = ["API_PREFIX", "create_app", "open_studio", "recover_runs"]
+__all__ = ["API_PREFIX", "LARGE_BODIES", "create_app", "open_studio", "recover_runs"]
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("tinymlaas.api")
+_SLACK = 1024**2  # for multipart framing and JSON around the data
+#: The routes whose bodies may pass ``max_body_bytes``: the streaming uploads (``None``:
+#: they write the body to disk as it comes and cut it off at their own limit) and the
+#: routes that take a device's samples or outputs (at most ``MAX_RESULT_BYTES``, base64 in
+#: the JSON of a result). Every other route is held to ``max_body_bytes``.
+LARGE_BODIES: dict[tuple[str, str], RouteLimit] = {
+    ("POST", f"{API_PREFIX}/models"): None,
+    ("POST", f"{API_PREFIX}/datasets"): None,
+    ("PUT", f"{API_PREFIX}/blobs/{{sha256}}"): None,
+    ("POST", "/models"): None,
+    ("POST", "/datasets"): None,
+    ("POST", f"{API_PREFIX}/fleet/devices/{{ref}}/inference/samples"):
+        (MAX_RESULT_BYTES + _SLACK, None),
+    ("POST", "/ddi/{tenant}/controller/v1/{controller_id}/inference/{job_id}/result"):
+        (MAX_RESULT_BYTES * 4 // 3 + _SLACK, None),
+}
 
 
 def open_studio(settings: Settings | None = None) -> Studio:
@@ -109,6 +125,8 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     app.state.studio = studio
     app.state.recovered = recovered
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, routes=LARGE_BODIES,
+                       default=(studio.settings.max_body_bytes, "TINYMLAAS_MAX_BODY_BYTES"))
     app.add_middleware(RejectNulBytes)
     app.add_middleware(SecurityHeaders)  # outermost: on every response, the 400s above too
     app.include_router(api_router, prefix=API_PREFIX)

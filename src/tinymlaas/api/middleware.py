@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 
-__all__ = ["API_POLICY", "DOCS_POLICY", "HSTS", "PAGE_POLICY", "RejectNulBytes",
-           "SecurityHeaders", "csp"]
+from tinymlaas.errors import PayloadTooLargeError
+
+__all__ = ["API_POLICY", "DOCS_POLICY", "HSTS", "PAGE_POLICY", "BodyLimit", "RejectNulBytes",
+           "RequestBodyTooLarge", "SecurityHeaders", "csp"]
 
 _BODY = json.dumps({"code": "invalid_input", "message": "NUL characters are not allowed in "
                     "URLs", "details": {}}).encode()
@@ -109,3 +113,94 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_secured)
+
+
+class RequestBodyTooLarge(PayloadTooLargeError, HTTPException):
+    """A request body past its route's limit (413). A :class:`PayloadTooLargeError`, so the
+    API answers it in its error shape and the pages as an error page; an ``HTTPException``
+    too, so FastAPI lets it through when it is raised while the body is parsed."""
+
+    def __init__(self, limit: int, setting: str | None) -> None:
+        where = f" (the setting {setting})" if setting else ""
+        PayloadTooLargeError.__init__(
+            self, f"the request body is larger than the limit of {limit} bytes{where}",
+            {"limit_bytes": limit, **({"setting": setting} if setting else {})})
+        self.status_code = 413
+        self.detail = self.message
+        self.headers = None
+
+
+#: The limit of one route: its bytes and the setting that sets them (``None``: the route
+#: limits its body itself, as streaming uploads do).
+RouteLimit = tuple[int, str | None] | None
+
+
+class BodyLimit:
+    """Bound every request body: ``default`` bytes, or what ``routes`` holds for the route
+    (by method and path template: streaming uploads, which limit their bodies themselves,
+    hold ``None``). Pure ASGI: nothing is buffered here. The limit is applied when the route
+    first reads the body (the router has matched it by then): a ``Content-Length`` past it
+    is refused before any byte is read; a body without one (chunked) is refused as soon as
+    it passes it, and the rest of it is never read. The 413 is a
+    :class:`RequestBodyTooLarge` raised to the route, whose error handling answers it (JSON
+    for the API, a page for the web UI); one that escapes the app is answered here.
+    """
+
+    def __init__(self, app: Any, *, default: tuple[int, str | None],
+                 routes: Mapping[tuple[str, str], RouteLimit]) -> None:
+        self.app = app
+        self.default = default
+        self.routes = routes
+
+    def limit(self, method: str, path: str | None) -> RouteLimit:
+        """The limit of the route with this method and path template."""
+        if path is None:
+            return self.default
+        return self.routes.get((method, path), self.default)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = {"limit": ..., "received": 0, "started": False,
+                                 "refused": False}
+
+        async def limited_receive() -> Any:
+            limit = state["limit"]
+            if limit is ...:
+                route = scope.get("route")
+                limit = state["limit"] = self.limit(scope["method"],
+                                                    getattr(route, "path", None))
+                if limit is not None:
+                    declared = Headers(scope=scope).get("content-length", "")
+                    if declared.isdigit() and int(declared) > limit[0]:
+                        state["refused"] = True
+                        raise RequestBodyTooLarge(*limit)
+            if state["refused"]:  # read again after the refusal
+                raise RequestBodyTooLarge(*limit)
+            message = await receive()
+            if limit is not None and message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit[0]:
+                    state["refused"] = True
+                    raise RequestBodyTooLarge(*limit)
+            return message
+
+        async def watched_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                if state["refused"]:  # the rest of the body is not read: end the connection
+                    MutableHeaders(scope=message)["connection"] = "close"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except RequestBodyTooLarge as exc:
+            if state["started"]:
+                raise
+            body = json.dumps(exc.to_dict()).encode()
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode()),
+                                    (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
