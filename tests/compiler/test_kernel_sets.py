@@ -155,6 +155,8 @@ _CONV_CASES = [
     (4, 3, 4, 2, 3, 7, 1, 1, 1, 5, 1, 5, 1, 1, 1, 2, 1, 1),         # kernel wider than rows
     (5, 5, 31, 7, 2, 2, 2, 2, 0, 0, 1, 1, 1, 1, 1, -77, 3, 1),      # 2x2 stride 2
     (1, 49, 10, 6, 10, 4, 2, 2, 5, 1, 4, 1, 1, 1, 1, 11, 1, 1),     # 10x4 stride 2, 1 channel
+    (72, 3, 5, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, -3, 1, 1),      # window past the column limit
+    (40, 4, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2, 6, 2, 1),       # groups of 20, odd M per group
 ]
 # Fully connected cases: (M, K, N, a zero point, unaligned offset, with bias).
 _GEMM_CASES = [

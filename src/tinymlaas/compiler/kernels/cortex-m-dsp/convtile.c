@@ -114,3 +114,108 @@ static void tm_convtile_TMPL_XC(const TMPL_XT* xg, const int8_t* wm, int32_t* ac
     }
   }
 }
+
+/* Convolutions that reuse each input window for several output channels go through columns
+   (im2col): the window of an output pixel, (x - xz) as 16-bit values in the weights' (c, ky,
+   kx) order, 0 for padding (which adds nothing, as in the portable kernel, where it is
+   skipped). Two pixels' columns share one buffer, interleaved by groups of four taps
+   (pixel 0's four, then pixel 1's), and within each group the taps are stored as k, k + 2,
+   k + 1, k + 3: the lanes SXTB16 and SXTB16 ROR #8 give of four weight bytes, so the
+   weights are widened straight from the model's layout. The K % 4 last taps follow, pixel
+   0's then pixel 1's. At most TM_COLMAX taps; the buffer sits on the stack (4 * TM_COLMAX
+   bytes). */
+#ifndef TM_COLMAX
+#define TM_COLMAX 640
+#endif
+static void tm_im2col_TMPL_XC(const TMPL_XT* xg, int16_t* col, int q, int cg, int H, int W,
+                              int KH, int KW, int DH, int DW, int iy0, int ix0, int32_t xz) {
+  const int K = cg * KH * KW, K4 = K & ~3;
+  const int inside = iy0 >= 0 && iy0 + (KH - 1) * DH < H && ix0 >= 0 &&
+                     ix0 + (KW - 1) * DW < W;
+  int16_t* tail = col + 2 * K4 + q * (K - K4) - K4;
+  col += 4 * q;
+  int k = 0;
+  for (int c = 0; c < cg; ++c) {
+    const TMPL_XT* xc = xg + (size_t)c * H * W;
+    for (int ky = 0; ky < KH; ++ky) {
+      const int iy = iy0 + ky * DH;
+      const int rowin = iy >= 0 && iy < H;
+      const TMPL_XT* xr = xc + (rowin ? iy : 0) * W;
+      for (int kx = 0; kx < KW; ++kx, ++k) {
+        const int ix = ix0 + kx * DW;
+        const int16_t v = (inside || (rowin && ix >= 0 && ix < W))
+                              ? (int16_t)((int32_t)xr[ix] - xz) : (int16_t)0;
+        if (k < K4)
+          col[((k >> 2) << 3) | ((k & 1) << 1) | ((k >> 1) & 1)] = v;
+        else
+          tail[k] = v;
+      }
+    }
+  }
+}
+
+/* s[0..3] += the sums of output channels 0 and 1 (weight rows w0, w1) over the two
+   interleaved columns: (w0.c0, w0.c1, w1.c0, w1.c1), four taps a step, eight SMLADs. */
+TM_HOT
+static void tm_colmac2_TMPL_XC(const int16_t* col, int K, const int8_t* w0, const int8_t* w1,
+                               int32_t* s) {
+  int32_t s00 = s[0], s01 = s[1], s10 = s[2], s11 = s[3];
+  const int K4 = K & ~3;
+  const int16_t* c = col;
+  for (int i = K >> 2; i > 0; --i) {
+    const uint32_t wa = tm_ld32(w0);
+    const int32_t wa02 = __sxtb16(wa), wa13 = tm_sxtb16_ror8(wa);
+    w0 += 4;
+    const uint32_t x0 = tm_ld32(c), x1 = tm_ld32(c + 2);
+    s00 = __smlad(x0, wa02, s00);
+    s00 = __smlad(x1, wa13, s00);
+    const uint32_t x2 = tm_ld32(c + 4), x3 = tm_ld32(c + 6);
+    s01 = __smlad(x2, wa02, s01);
+    s01 = __smlad(x3, wa13, s01);
+    const uint32_t wb = tm_ld32(w1);
+    const int32_t wb02 = __sxtb16(wb), wb13 = tm_sxtb16_ror8(wb);
+    w1 += 4;
+    s10 = __smlad(x0, wb02, s10);
+    s10 = __smlad(x1, wb13, s10);
+    s11 = __smlad(x2, wb02, s11);
+    s11 = __smlad(x3, wb13, s11);
+    c += 8;
+  }
+  const int t = K - K4;
+  for (int r = 0; r < t; ++r) {
+    s00 += w0[r] * c[r];
+    s01 += w0[r] * c[t + r];
+    s10 += w1[r] * c[r];
+    s11 += w1[r] * c[t + r];
+  }
+  s[0] = s00;
+  s[1] = s01;
+  s[2] = s10;
+  s[3] = s11;
+}
+
+/* s[0..1] += the sums of one output channel (weight row w0) over the two columns. */
+TM_HOT
+static void tm_colmac1_TMPL_XC(const int16_t* col, int K, const int8_t* w0, int32_t* s) {
+  int32_t s00 = s[0], s01 = s[1];
+  const int K4 = K & ~3;
+  const int16_t* c = col;
+  const int8_t* const e = w0 + K4;
+  while (w0 != e) {
+    const uint32_t wa = tm_ld32(w0);
+    w0 += 4;
+    const int32_t wa02 = __sxtb16(wa), wa13 = tm_sxtb16_ror8(wa);
+    s00 = __smlad(tm_ld32(c), wa02, s00);
+    s00 = __smlad(tm_ld32(c + 2), wa13, s00);
+    s01 = __smlad(tm_ld32(c + 4), wa02, s01);
+    s01 = __smlad(tm_ld32(c + 6), wa13, s01);
+    c += 8;
+  }
+  const int t = K - K4;
+  for (int r = 0; r < t; ++r) {
+    s00 += w0[r] * c[r];
+    s01 += w0[r] * c[t + r];
+  }
+  s[0] = s00;
+  s[1] = s01;
+}

@@ -13,6 +13,17 @@
 #if TM_DSP
 #include <arm_acle.h>
 
+/* The innermost multiply-accumulate loops: a function of their own (few live values), and
+   with GCC optimised for speed even in -Os builds, whose register allocation spills the
+   sums of these loops to the stack. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TM_HOT __attribute__((noinline, optimize("O2")))
+#elif defined(__GNUC__)
+#define TM_HOT __attribute__((noinline))
+#else
+#define TM_HOT
+#endif
+
 /* Four bytes from any address (LDR accepts unaligned addresses on these cores). */
 TM_INLINE uint32_t tm_ld32(const void* p) {
   uint32_t v;

@@ -126,6 +126,45 @@ static void tm_qconv2d_TMPL_S(const TMPL_XT* x, const int8_t* w, const int32_t* 
     H = 1;
     OH = 1;
   }
+  if (mg >= 2 && cg * KH * KW <= TM_COLMAX) {
+    /* Several output channels per window: columns of two pixels, two channels at a time. */
+    const int K = cg * KH * KW, P = OH * OW;
+    int16_t col[2 * TM_COLMAX];
+    for (int n = 0; n < N; ++n) {
+      for (int g = 0; g < G; ++g) {
+        const TMPL_XT* xg = x + ((size_t)n * C + (size_t)g * cg) * H * W;
+        const int8_t* wg = w + (size_t)g * mg * K;
+        TMPL_YT* yg = y + ((size_t)n * M + (size_t)g * mg) * P;
+        for (int j = 0; j < P; j += 2) {
+          const int two = j + 1 < P;
+          const int j1 = two ? j + 1 : j; /* a lone last pixel fills both columns */
+          tm_im2col_TMPL_XC(xg, col, 0, cg, H, W, KH, KW, DH, DW, (j / OW) * SH - PT,
+                            (j % OW) * SW - PL, xz);
+          tm_im2col_TMPL_XC(xg, col, 1, cg, H, W, KH, KW, DH, DW, (j1 / OW) * SH - PT,
+                            (j1 % OW) * SW - PL, xz);
+          int m = 0;
+          for (; m < mg; m += 2) {
+            const int mo = g * mg + m;
+            int32_t s[4] = {0, 0, 0, 0};
+            s[0] = s[1] = b ? b[mo] : 0;
+            if (m + 1 < mg) {
+              s[2] = s[3] = b ? b[mo + 1] : 0;
+              tm_colmac2_TMPL_XC(col, K, wg + (size_t)m * K, wg + (size_t)(m + 1) * K, s);
+            } else {
+              tm_colmac1_TMPL_XC(col, K, wg + (size_t)m * K, s);
+            }
+            for (int q = 0; q < 2 && (m + q < mg); ++q) {
+              TMPL_YT* yq = yg + (size_t)(m + q) * P + j;
+              const int32_t mm = mult[mo + q], sm = shift[mo + q];
+              yq[0] = (TMPL_YT)tm_clampi(tm_mbqm(s[2 * q], mm, sm) + yz, lo, hi);
+              if (two) yq[1] = (TMPL_YT)tm_clampi(tm_mbqm(s[2 * q + 1], mm, sm) + yz, lo, hi);
+            }
+          }
+        }
+      }
+    }
+    return;
+  }
   int32_t acc[TM_TILE];
   for (int n = 0; n < N; ++n) {
     for (int m = 0; m < M; ++m) {
