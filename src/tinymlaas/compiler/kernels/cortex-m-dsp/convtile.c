@@ -124,10 +124,7 @@ static void tm_convtile_TMPL_XC(const TMPL_XT* xg, const int8_t* wm, int32_t* ac
    weights are widened straight from the model's layout. The K % 4 last taps follow, pixel
    0's then pixel 1's. At most TM_COLMAX taps; the buffer sits on the stack (4 * TM_COLMAX
    bytes). */
-#ifndef TM_COLMAX
-#define TM_COLMAX 640
-#endif
-static void tm_im2col_TMPL_XC(const TMPL_XT* xg, int16_t* col, int q, int cg, int H, int W,
+TM_UNUSED static void tm_im2col_TMPL_XC(const TMPL_XT* xg, int16_t* col, int q, int cg, int H, int W,
                               int KH, int KW, int DH, int DW, int iy0, int ix0, int32_t xz) {
   const int K = cg * KH * KW, K4 = K & ~3;
   const int inside = iy0 >= 0 && iy0 + (KH - 1) * DH < H && ix0 >= 0 &&
@@ -157,7 +154,7 @@ static void tm_im2col_TMPL_XC(const TMPL_XT* xg, int16_t* col, int q, int cg, in
 /* s[0..3] += the sums of output channels 0 and 1 (weight rows w0, w1) over the two
    interleaved columns: (w0.c0, w0.c1, w1.c0, w1.c1), four taps a step, eight SMLADs. */
 TM_HOT
-static void tm_colmac2_TMPL_XC(const int16_t* col, int K, const int8_t* w0, const int8_t* w1,
+TM_UNUSED static void tm_colmac2_TMPL_XC(const int16_t* col, int K, const int8_t* w0, const int8_t* w1,
                                int32_t* s) {
   int32_t s00 = s[0], s01 = s[1], s10 = s[2], s11 = s[3];
   const int K4 = K & ~3;
@@ -196,7 +193,7 @@ static void tm_colmac2_TMPL_XC(const int16_t* col, int K, const int8_t* w0, cons
 
 /* s[0..1] += the sums of one output channel (weight row w0) over the two columns. */
 TM_HOT
-static void tm_colmac1_TMPL_XC(const int16_t* col, int K, const int8_t* w0, int32_t* s) {
+TM_UNUSED static void tm_colmac1_TMPL_XC(const int16_t* col, int K, const int8_t* w0, int32_t* s) {
   int32_t s00 = s[0], s01 = s[1];
   const int K4 = K & ~3;
   const int16_t* c = col;

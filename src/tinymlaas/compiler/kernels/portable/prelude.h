@@ -9,6 +9,13 @@
 #pragma GCC optimize("O3")
 #endif
 
+/* Helpers that only some kernels of a source call. */
+#if defined(__GNUC__)
+#define TM_UNUSED __attribute__((unused))
+#else
+#define TM_UNUSED
+#endif
+
 #ifndef INFINITY
 #define INFINITY (1.0f / 0.0f)
 #endif
@@ -44,6 +51,12 @@ TM_INLINE int32_t tm_mbqm(int32_t x, int32_t m, int32_t shift) {
 
 #ifndef TM_TILE
 #define TM_TILE 64
+#endif
+
+/* The most taps (input channels x kernel height x width) of a convolution window that the
+   column (im2col) kernels take; larger windows use the row tiles. */
+#ifndef TM_COLMAX
+#define TM_COLMAX 640
 #endif
 
 static inline int32_t tm_clampi(int32_t v, int32_t lo, int32_t hi) {

@@ -17,6 +17,42 @@ static void tm_qconv2d_add_TMPL_S(const TMPL_XT* x, const int8_t* w, const int32
                        int N, int C, int H, int W, int M, int OH, int OW, int KH, int KW,
                        int SH, int SW, int PT, int PL, int DH, int DW, int G, int32_t xz, int32_t cz, const int32_t* mult, const int32_t* shift, int32_t clo, int32_t chi, const TMPL_YT* r, int32_t rz, int32_t yz, int32_t ma, int32_t sha, int32_t mb, int32_t shb, int32_t my, int32_t shy, int32_t lo, int32_t hi) {
   const int cg = C / G, mg = M / G;
+#if !defined(__OPTIMIZE_SIZE__)
+  if (mg >= 2 && cg * KH * KW <= TM_COLMAX) {
+    /* Several output channels per window: one column per pixel, four channels at a time. */
+    const int K = cg * KH * KW, P = OH * OW;
+    int16_t col[TM_COLMAX];
+    int32_t s[4];
+    for (int n = 0; n < N; ++n) {
+      for (int g = 0; g < G; ++g) {
+        const TMPL_XT* xg = x + ((size_t)n * C + (size_t)g * cg) * H * W;
+        const int8_t* wg = w + (size_t)g * mg * K;
+        TMPL_YT* yg = y + ((size_t)n * M + (size_t)g * mg) * P;
+        for (int j = 0; j < P; ++j) {
+          tm_column_TMPL_XC(xg, col, cg, H, W, KH, KW, DH, DW, (j / OW) * SH - PT,
+                            (j % OW) * SW - PL, xz);
+          for (int m = 0; m < mg; m += 4) {
+            const int q4 = mg - m < 4 ? mg - m : 4;
+            for (int q = 0; q < q4; ++q) s[q] = b ? b[g * mg + m + q] : 0;
+            if (q4 == 4)
+              tm_coldot4_TMPL_XC(col, wg + (size_t)m * K, K, s);
+            else
+              for (int q = 0; q < q4; ++q) s[q] += tm_coldot1_TMPL_XC(col, wg + (size_t)(m + q) * K, K);
+            for (int q = 0; q < q4; ++q) {
+              const size_t at = (size_t)(m + q) * P + j;
+              const int32_t mm = mult[g * mg + m + q], sm = shift[g * mg + m + q];
+              const TMPL_YT* rg = r + (yg - y);
+              yg[at] = (TMPL_YT)tm_qadd1(tm_clampi(tm_mbqm(s[q], mm, sm) + cz, clo, chi) - cz,
+                                         (int32_t)rg[at] - rz, ma, sha, mb, shb, my, shy, yz,
+                                         lo, hi);
+            }
+          }
+        }
+      }
+    }
+    return;
+  }
+#endif
   int32_t acc[TM_TILE];
   for (int n = 0; n < N; ++n) {
     for (int m = 0; m < M; ++m) {
