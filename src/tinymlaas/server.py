@@ -12,8 +12,9 @@ processes).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
 from fastapi import FastAPI
@@ -23,7 +24,7 @@ from tinymlaas.api.deps import Studio
 from tinymlaas.api.docs import install_docs
 from tinymlaas.api.errors import install_error_handlers
 from tinymlaas.api.middleware import BodyLimit, RejectNulBytes, RouteLimit, SecurityHeaders
-from tinymlaas.api.routes import api_router
+from tinymlaas.api.routes import api_router, blobs, datasets, ddi, fleet, models
 from tinymlaas.api.routes.ddi import router as ddi_router
 from tinymlaas.api.runtime import EventBus, Reaper, RunQueue
 from tinymlaas.api.uploads import sweep_stale_uploads
@@ -35,26 +36,26 @@ from tinymlaas.service.fleet import MAX_RESULT_BYTES, Fleet
 from tinymlaas.service.searches import Searches
 from tinymlaas.service.users import AccountService
 from tinymlaas.web import install_web
+from tinymlaas.web.routes import assets as web_assets
 
 __all__ = ["API_PREFIX", "LARGE_BODIES", "create_app", "open_studio", "recover_runs"]
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("tinymlaas.api")
 _SLACK = 1024**2  # for multipart framing and JSON around the data
-#: The routes whose bodies may pass ``max_body_bytes``: the streaming uploads (``None``:
-#: they write the body to disk as it comes and cut it off at their own limit) and the
-#: routes that take a device's samples or outputs (at most ``MAX_RESULT_BYTES``, base64 in
-#: the JSON of a result). Every other route is held to ``max_body_bytes``.
-LARGE_BODIES: dict[tuple[str, str], RouteLimit] = {
-    ("POST", f"{API_PREFIX}/models"): None,
-    ("POST", f"{API_PREFIX}/datasets"): None,
-    ("PUT", f"{API_PREFIX}/blobs/{{sha256}}"): None,
-    ("POST", "/models"): None,
-    ("POST", "/datasets"): None,
-    ("POST", f"{API_PREFIX}/fleet/devices/{{ref}}/inference/samples"):
-        (MAX_RESULT_BYTES + _SLACK, None),
-    ("POST", "/ddi/{tenant}/controller/v1/{controller_id}/inference/{job_id}/result"):
-        (MAX_RESULT_BYTES * 4 // 3 + _SLACK, None),
+#: The routes (by endpoint) whose bodies may pass ``max_body_bytes``: the streaming
+#: uploads (``None``: they write the body to disk as it comes and cut it off at their own
+#: limit) and the routes that take a device's samples or outputs (at most
+#: ``MAX_RESULT_BYTES``, base64 in the JSON of a result). Every other route, a route added
+#: later too, is held to ``max_body_bytes``.
+LARGE_BODIES: dict[Callable[..., Any], RouteLimit] = {
+    models.upload_model: None,
+    datasets.upload_dataset: None,
+    blobs.put_blob: None,
+    web_assets.upload_model: None,
+    web_assets.upload_dataset: None,
+    fleet.request_inference_on_samples: (MAX_RESULT_BYTES + _SLACK, None),
+    ddi.inference_result: (MAX_RESULT_BYTES * 4 // 3 + _SLACK, None),
 }
 
 

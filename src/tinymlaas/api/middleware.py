@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -137,8 +137,8 @@ RouteLimit = tuple[int, str | None] | None
 
 class BodyLimit:
     """Bound every request body: ``default`` bytes, or what ``routes`` holds for the route
-    (by method and path template: streaming uploads, which limit their bodies themselves,
-    hold ``None``). Pure ASGI: nothing is buffered here. The limit is applied when the route
+    (by its endpoint: streaming uploads, which limit their bodies themselves, hold
+    ``None``). Pure ASGI: nothing is buffered here. The limit is applied when the route
     first reads the body (the router has matched it by then): a ``Content-Length`` past it
     is refused before any byte is read; a body without one (chunked) is refused as soon as
     it passes it, and the rest of it is never read. The 413 is a
@@ -147,16 +147,16 @@ class BodyLimit:
     """
 
     def __init__(self, app: Any, *, default: tuple[int, str | None],
-                 routes: Mapping[tuple[str, str], RouteLimit]) -> None:
+                 routes: Mapping[Callable[..., Any], RouteLimit]) -> None:
         self.app = app
         self.default = default
         self.routes = routes
 
-    def limit(self, method: str, path: str | None) -> RouteLimit:
-        """The limit of the route with this method and path template."""
-        if path is None:
+    def limit(self, endpoint: Callable[..., Any] | None) -> RouteLimit:
+        """The limit of the route of this endpoint."""
+        if endpoint is None:
             return self.default
-        return self.routes.get((method, path), self.default)
+        return self.routes.get(endpoint, self.default)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -168,9 +168,8 @@ class BodyLimit:
         async def limited_receive() -> Any:
             limit = state["limit"]
             if limit is ...:
-                route = scope.get("route")
-                limit = state["limit"] = self.limit(scope["method"],
-                                                    getattr(route, "path", None))
+                endpoint = getattr(scope.get("route"), "endpoint", None)
+                limit = state["limit"] = self.limit(endpoint)
                 if limit is not None:
                     declared = Headers(scope=scope).get("content-length", "")
                     if declared.isdigit() and int(declared) > limit[0]:
@@ -182,6 +181,8 @@ class BodyLimit:
             if limit is not None and message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > limit[0]:
+                    if state["started"]:  # a response that listens for the client leaving
+                        return {"type": "http.disconnect"}
                     state["refused"] = True
                     raise RequestBodyTooLarge(*limit)
             return message
@@ -195,8 +196,14 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, watched_send)
-        except RequestBodyTooLarge as exc:
+        except Exception as exc:
+            if not state["refused"]:
+                raise
             if state["started"]:
+                # a response that was going out (a file listening for the client leaving)
+                # read past the limit: the connection ends without the rest of it
+                return
+            if not isinstance(exc, RequestBodyTooLarge):
                 raise
             body = json.dumps(exc.to_dict()).encode()
             await send({"type": "http.response.start", "status": 413,
