@@ -59,6 +59,25 @@ LARGE_BODIES: dict[Callable[..., Any], RouteLimit] = {
 }
 
 
+def _document_body_limits(app: FastAPI) -> None:
+    """Every operation that takes a body documents the 413 of a body past its limit."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            too_large = {"description": "The request body is larger than its limit "
+                                        "(max_body_bytes, or the upload's own limit)",
+                         "content": {"application/json": {"schema": {
+                             "$ref": "#/components/schemas/ErrorBody"}}}}
+            for item in generate().get("paths", {}).values():
+                for operation in item.values():
+                    if isinstance(operation, dict) and "requestBody" in operation:
+                        operation.setdefault("responses", {}).setdefault("413", too_large)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def open_studio(settings: Settings | None = None) -> Studio:
     """Stores, accounts, the event bus and the run queue for one server process."""
     settings = settings or get_settings()
@@ -133,5 +152,6 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(ddi_router)  # the devices' side, at /ddi (hawkBit DDI's paths)
     install_docs(app, API_PREFIX)  # /api/v1/docs and /api/v1/redoc, no CDN
+    _document_body_limits(app)
     install_web(app)
     return app

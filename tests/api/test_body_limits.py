@@ -234,3 +234,18 @@ def test_hostile_bodies_against_a_real_server(tmp_path: Path, tiny_onnx: Path) -
             assert response.status_code == 201, response.text
     finally:
         stop_server(server)
+
+
+def test_the_spec_documents_the_413_of_every_body(small_limit_app: FastAPI) -> None:
+    spec = small_limit_app.openapi()
+    with_body = [(path, method, operation) for path, item in spec["paths"].items()
+                 for method, operation in item.items() if "requestBody" in operation]
+    assert len(with_body) > 30
+    for path, method, operation in with_body:
+        too_large = operation["responses"].get("413")
+        assert too_large is not None, (method, path)
+        assert too_large["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorBody"}, (method, path)
+    assert "ErrorBody" in spec["components"]["schemas"]
+    runs = spec["paths"][f"{API}/runs"]
+    assert "413" in runs["post"]["responses"] and "413" not in runs["get"]["responses"]
