@@ -3,20 +3,25 @@ straight from pydantic."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Response
 from fastapi.responses import FileResponse
 from pydantic import TypeAdapter
+from starlette.concurrency import run_in_threadpool
 
 from tinymlaas.api.schemas import ErrorBody
 from tinymlaas.domain import Artifact, ArtifactKind
+from tinymlaas.service.workspace import Workspace
 
 __all__ = ["AUTH_ERRORS", "DATASET_DOWNLOAD", "DOWNLOAD", "ERRORS", "JSON_ERRORS", "MEDIA_TYPES",
            "MODEL_DOWNLOAD", "ZIP_DOWNLOAD", "artifact_response", "download", "errors",
-           "json_response"]
+           "json_response", "store_read"]
+
+T = TypeVar("T")
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -93,16 +98,24 @@ def _adapter(schema: Any) -> TypeAdapter:
     return TypeAdapter(schema)
 
 
+async def store_read(ws: Workspace, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``read(*args, **kwargs)``, a short read of the store for an ``async`` route: on the
+    event loop when the database is embedded (SQLite: CPU work that takes less time than
+    the two hops to the thread pool and back, about 0.2 ms of CPU each, that a plain
+    ``def`` route costs), in the thread pool when it is a server (a wait on the network
+    would hold up every other request of the process)."""
+    if ws.services.meta.embedded:
+        return read(*args, **kwargs)
+    return await run_in_threadpool(read, *args, **kwargs)
+
+
 def json_response(schema: Any, value: Any, headers: dict[str, str] | None = None) -> Response:
     """``value`` validated as ``schema`` and sent as the JSON bytes pydantic writes: what
     FastAPI does with a ``response_model`` (which the route still declares, for the
     OpenAPI document), without its detour through Python dicts and, in an ``async`` route,
     without the thread-pool hop it takes to validate the result of a plain ``def`` route.
-
     The most requested reads (``GET /runs/{ref}``, ``GET /runs``) are ``async`` routes that
-    call the store on the event loop: each is one or two indexed queries that take less
-    time than the two hops to the thread pool and back (about 0.2 ms of CPU each) that a
-    plain ``def`` route costs.
+    send their result with it, read through :func:`store_read`.
     """
     adapter = _adapter(schema)
     return Response(adapter.dump_json(adapter.validate_python(value)),

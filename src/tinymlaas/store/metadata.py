@@ -152,6 +152,12 @@ class MetadataStore:
         self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
         self.migrate()
 
+    @property
+    def embedded(self) -> bool:
+        """Whether the database runs in this process (SQLite): a read is CPU work here,
+        with no wait on a database server."""
+        return self.url.startswith("sqlite")
+
     def migrate(self) -> None:
         """Bring the schema to the newest revision."""
         config = Config()

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Query, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
-from tinymlaas.api.common import AUTH_ERRORS, DOWNLOAD, JSON_ERRORS, ZIP_DOWNLOAD, json_response
+from tinymlaas.api.common import (
+    AUTH_ERRORS,
+    DOWNLOAD,
+    JSON_ERRORS,
+    ZIP_DOWNLOAD,
+    json_response,
+    store_read,
+)
 from tinymlaas.api.deps import StudioDep, WorkspaceDep
 from tinymlaas.api.pagination import PAGED, PagingDep
 from tinymlaas.api.responses import (
@@ -42,10 +49,9 @@ async def list_runs(ws: WorkspaceDep, paging: PagingDep,
                     status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
                     ) -> object:
     """Runs in the user's projects, newest first, a page at a time."""
-    # On the event loop (see json_response): the page and its steps are two queries.
-    return paging.json(ws.page_runs(paging.limit, paging.after, project,
-                                    status_filter.value if status_filter else None),
-                       list[RunPublic])
+    page = await store_read(ws, ws.page_runs, paging.limit, paging.after, project,
+                            status_filter.value if status_filter else None)
+    return paging.json(page, list[RunPublic])
 
 
 @router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
@@ -73,7 +79,7 @@ def compare_runs(body: CompareRequest, ws: WorkspaceDep) -> object:
 @router.get("/{ref}", response_model=RunPublic)
 async def get_run(ref: str, ws: WorkspaceDep) -> object:
     """A run with its steps' status, timing, errors and metrics."""
-    return json_response(RunPublic, ws.get_run(ref, logs=False))  # on the event loop
+    return json_response(RunPublic, await store_read(ws, ws.get_run, ref, logs=False))
 
 
 @router.delete("/{ref}", response_model=DeletionPublic)
