@@ -343,3 +343,52 @@ def test_a_run_at_a_site_over_redis(tmp_path: Path) -> None:
         assert done.status == "succeeded", done.error
         expected_sha, _ = _in_process_output(tmp_path, studio.model_path, QUANTIZE)
         assert done.output_sha == expected_sha
+
+
+def test_the_brokers_messages_hold_only_job_ids_and_the_job_comes_with_the_claim(
+        rabbit: Studio) -> None:
+    """Whoever reads a site's queue on the broker learns job ids, which open nothing: the
+    job and the signed URLs of its inputs go only to a claim with the site's token."""
+    import json
+
+    from amqp.exceptions import NotFound
+    from kombu import Connection
+
+    site = rabbit.client.create_site("quay")
+    other = rabbit.client.create_site("dock")
+    with Client(rabbit.url, site.token) as worker:  # alive, but consuming nothing
+        worker.site_heartbeat("quay", "w-quay", "bench")
+    run = rabbit.client.create_run(rabbit.model.id, pipeline={"steps": ["fuse"],
+                                                              "evaluate": False},
+                                   site="quay")
+    try:
+        with Connection(RABBITMQ) as conn:
+            deadline, message = time.monotonic() + 60, None
+            while message is None:  # the queue appears with the step's message
+                assert time.monotonic() < deadline, rabbit.log.read_text()[-2000:]
+                with contextlib.suppress(NotFound):
+                    message = conn.channel().basic_get(f"tinymlaas.site.{site.id}",
+                                                       no_ack=True)
+                time.sleep(0.2)
+            body = message.body if isinstance(message.body, bytes) else message.body.encode()
+        args = json.loads(body)[0]
+        assert len(args) == 1 and args[0].startswith(f"{run.id}-0-"), body[:300]
+        assert b"sig=" not in body and b"/blobs/" not in body and b"sha256" not in body
+        job_id = args[0]
+        with httpx.Client(base_url=f"{rabbit.url}/api/v1/sites") as http:
+            theirs = http.post(f"/dock/jobs/{job_id}/claim", json={"worker_id": "w-dock"},
+                               headers={"Authorization": f"Bearer {other.token}"})
+            assert theirs.status_code == 404, theirs.text
+            claim = http.post(f"/quay/jobs/{job_id}/claim", json={"worker_id": "w-quay"},
+                              headers={"Authorization": f"Bearer {site.token}"})
+            assert claim.status_code == 200, claim.text
+            job = claim.json()["job"]
+            assert job["job_id"] == job_id and job["transformer"] == "fuse"
+            url = job["input"]["url"]
+            assert "sig=" in url and job["input"]["sha256"] in url
+            # The URL it got opens the input (and nothing else: see test_http_store).
+            fetched = http.get(url if url.startswith("http") else f"{rabbit.url}{url}")
+            assert fetched.status_code == 200
+            assert hashlib.sha256(fetched.content).hexdigest() == job["input"]["sha256"]
+    finally:
+        rabbit.client.cancel_run(run.id)

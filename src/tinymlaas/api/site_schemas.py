@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tinymlaas.contracts.jobs import JobResult
+from tinymlaas.contracts.jobs import Job, JobResult
 from tinymlaas.domain.sites import Site, SiteWorker
 
 __all__ = [
@@ -99,11 +99,13 @@ class JobClaim(BaseModel):
 
 
 class JobAttempt(BaseModel):
-    """An attempt of a job given to a worker: it renews the lease every third of its life."""
+    """An attempt of a job given to a worker: the job, with signed URLs of what it reads;
+    the worker renews the lease every third of its life."""
 
     job_id: str
     attempt: int
     lease_ttl_s: float
+    job: Job
 
 
 class JobHeartbeat(BaseModel):

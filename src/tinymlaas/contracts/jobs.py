@@ -7,12 +7,13 @@ them through the API) and stores what the step made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ArtifactRef", "DatasetRef", "EvaluateJob", "Job", "JobResult", "ProgressEvent",
-           "TransformJob"]
+           "TransformJob", "map_artifacts", "with_urls"]
 
 
 class _Message(BaseModel):
@@ -77,6 +78,26 @@ class EvaluateJob(_Message):
 
 
 Job = Annotated[TransformJob | EvaluateJob, Field(discriminator="type")]
+
+
+def map_artifacts(job: TransformJob | EvaluateJob,
+                  change: Callable[[ArtifactRef], ArtifactRef]) -> TransformJob | EvaluateJob:
+    """``job`` with ``change(ref)`` in place of each artifact it reads: its input, its
+    dataset's, an evaluation's reference."""
+    update: dict[str, Any] = {"input": change(job.input)}
+    if job.dataset is not None:
+        update["dataset"] = job.dataset.model_copy(
+            update={"artifact": change(job.dataset.artifact)})
+    if isinstance(job, EvaluateJob) and job.reference is not None:
+        update["reference"] = change(job.reference)
+    return job.model_copy(update=update)
+
+
+def with_urls(job: TransformJob | EvaluateJob,
+              url_for: Callable[[str], str]) -> TransformJob | EvaluateJob:
+    """``job`` with the URL ``url_for(sha256)`` of each artifact it reads: what a remote
+    worker fetches them by."""
+    return map_artifacts(job, lambda ref: ref.model_copy(update={"url": url_for(ref.sha256)}))
 
 
 class JobResult(_Message):

@@ -25,12 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from tinymlaas.contracts.jobs import (
-    ArtifactRef,
     EvaluateJob,
     JobResult,
     ProgressEvent,
@@ -73,20 +71,22 @@ class SiteJob(JobHandle):
 class CeleryExecutor:
     """Publishes jobs on the sites' queues and follows them in the attempts table.
 
+    A message holds only the job's id. The job itself, with signed URLs of what it reads,
+    is recorded in the attempts table and handed to the worker that claims the attempt with
+    its site's token (:mod:`tinymlaas.service.site_jobs`): whoever else reads a site's
+    queue on the broker learns job ids, which open nothing.
+
     Args:
         broker_url: The broker's URL.
         attempts: The job attempts store (the server's database).
-        sign_get: A signed GET URL (a path) of a blob, for the inputs of a job.
         lease_ttl_s: How long an attempt lives without a heartbeat.
         max_attempts: Attempts of a job before it fails.
     """
 
-    def __init__(self, broker_url: str, attempts: AttemptStore,
-                 sign_get: Callable[[str], str], *, lease_ttl_s: float = 30.0,
+    def __init__(self, broker_url: str, attempts: AttemptStore, *, lease_ttl_s: float = 30.0,
                  max_attempts: int = 3) -> None:
         self.broker_url = broker_url
         self.attempts = attempts
-        self.sign_get = sign_get
         self.lease_ttl_s = lease_ttl_s
         self.max_attempts = max_attempts
         self._app: Any = None
@@ -110,24 +110,10 @@ class CeleryExecutor:
 
     # jobs ---------------------------------------------------------------------------------
 
-    def _signed(self, ref: ArtifactRef) -> ArtifactRef:
-        return ref.model_copy(update={"url": self.sign_get(ref.sha256)})
-
-    def _message(self, job: TransformJob | EvaluateJob) -> TransformJob | EvaluateJob:
-        """The job with signed URLs of its input, dataset and reference."""
-        update: dict[str, Any] = {"input": self._signed(job.input)}
-        if job.dataset is not None:
-            update["dataset"] = job.dataset.model_copy(
-                update={"artifact": self._signed(job.dataset.artifact)})
-        if isinstance(job, EvaluateJob) and job.reference is not None:
-            update["reference"] = self._signed(job.reference)
-        return job.model_copy(update=update)
-
-    def publish(self, job: TransformJob | EvaluateJob, site_id: str) -> None:
-        """Put the job on the site's queue (URLs signed afresh: a requeued job may be old)."""
-        body = self._message(job).model_dump_json()
+    def publish(self, job_id: str, site_id: str) -> None:
+        """Put the job's id on the site's queue."""
         try:
-            self.app.send_task(TASK_NAME, args=[body], queue=queue_of(site_id),
+            self.app.send_task(TASK_NAME, args=[job_id], queue=queue_of(site_id),
                                routing_key=queue_of(site_id), ignore_result=True,
                                retry=True, retry_policy={"max_retries": 3,
                                                          "interval_start": 0.5,
@@ -141,7 +127,7 @@ class CeleryExecutor:
                                             json.loads(job.model_dump_json()),
                                             self.max_attempts)
         if send:
-            self.publish(job, site_id)
+            self.publish(job.job_id, site_id)
         else:
             log.info("job %s is %s at its site already: following it", job.job_id,
                      attempt.status)
@@ -154,7 +140,7 @@ class CeleryExecutor:
         if outcome == "requeued":
             log.warning("job %s: its worker stopped renewing the lease; queued again",
                         handle.job_id)
-            self.publish(handle.job, handle.site_id)
+            self.publish(handle.job_id, handle.site_id)
         elif outcome == "failed":
             log.warning("job %s failed: its workers stopped renewing the lease",
                         handle.job_id)

@@ -81,16 +81,13 @@ class Services:
 
     def _site_executor(self) -> CeleryExecutor | None:
         """With a broker: the executor of the runs made with a site (their steps go to the
-        site's queue, their inputs as signed URLs). Without one, every step runs here."""
+        site's queue). Without one, every step runs here."""
         if not self.settings.broker_url:
             return None
         from tinymlaas.executors.celery import CeleryExecutor
-        from tinymlaas.service.blobs import BlobSigner
         from tinymlaas.store.attempts import AttemptStore
 
-        signer = BlobSigner.for_home(self.settings.home)
         return CeleryExecutor(self.settings.broker_url, AttemptStore(self.meta),
-                              lambda sha: signer.sign(sha, "GET", ttl_s=24 * 3600),
                               lease_ttl_s=self.settings.site_lease_ttl_s,
                               max_attempts=self.settings.site_attempts)
 

@@ -12,15 +12,23 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tinymlaas.contracts.jobs import JobResult
+from pydantic import TypeAdapter
+
+from tinymlaas.contracts.jobs import EvaluateJob, Job, JobResult, TransformJob, with_urls
 from tinymlaas.domain.sites import Site
 from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
 from tinymlaas.executors.celery import job_changed
 from tinymlaas.executors.queues import queue_of
+from tinymlaas.service.blobs import BlobSigner
 from tinymlaas.service.services import Services
 from tinymlaas.store.attempts import Attempt, AttemptStore
 
-__all__ = ["SiteJobs"]
+__all__ = ["JOB_URL_TTL_S", "SiteJobs"]
+
+#: How long the input URLs handed out with a claimed job stay valid (a worker fetches its
+#: inputs when it starts the job; an interrupted download resumes within this time).
+JOB_URL_TTL_S = 3600
+_JOB: TypeAdapter[TransformJob | EvaluateJob] = TypeAdapter(Job)
 
 
 class SiteJobs:
@@ -47,7 +55,7 @@ class SiteJobs:
         return row
 
     def claim(self, site: Site, job_id: str, worker_id: str) -> Attempt:
-        """The job's next attempt for ``worker_id``.
+        """The job's next attempt for ``worker_id``; :meth:`job_of` is what it runs.
 
         Raises:
             ConflictError: another worker holds a live lease on it, or it has ended: the
@@ -63,6 +71,14 @@ class SiteJobs:
             raise ConflictError(f"job {job_id} {why}; drop this message",
                                 {"job": job_id, "status": current.status})
         return claimed
+
+    def job_of(self, attempt: Attempt) -> TransformJob | EvaluateJob:
+        """The claimed attempt's job, with URLs of what it reads signed for an hour: the
+        broker's messages carry only job ids, so the job (and access to its inputs) goes
+        only to a worker holding the site's token."""
+        signer = BlobSigner.for_home(self.services.settings.home)
+        return with_urls(_JOB.validate_python(attempt.job),
+                         lambda sha: signer.sign(sha, "GET", ttl_s=JOB_URL_TTL_S))
 
     def heartbeat(self, site: Site, job_id: str, worker_id: str, attempt: int,
                   progress: float | None, message: str | None) -> datetime:

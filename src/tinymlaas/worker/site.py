@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -31,14 +32,28 @@ from pydantic import TypeAdapter
 
 from tinymlaas.artifacts.http import HttpArtifactStore
 from tinymlaas.artifacts.local import LocalArtifactStore
-from tinymlaas.contracts.jobs import ArtifactRef, EvaluateJob, Job, JobResult, TransformJob
-from tinymlaas.errors import ConflictError, ServiceUnavailableError, TinymlaasError
+from tinymlaas.contracts.jobs import (
+    ArtifactRef,
+    EvaluateJob,
+    Job,
+    JobResult,
+    TransformJob,
+    map_artifacts,
+)
+from tinymlaas.errors import (
+    ConflictError,
+    NotFoundError,
+    ServiceUnavailableError,
+    TinymlaasError,
+)
 from tinymlaas.executors.queues import TASK_NAME, celery_app
 
 __all__ = ["SiteWorker"]
 
 log = logging.getLogger("tinymlaas.worker")
 _JOB: TypeAdapter[TransformJob | EvaluateJob] = TypeAdapter(Job)
+#: What a message holds (the job ids of the site endpoints).
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 #: How often the site hears that this worker is alive.
 SITE_HEARTBEAT_S = 10.0
 
@@ -64,6 +79,8 @@ class SiteApi:
                                           f"{exc}") from exc
         if response.status_code == 409:
             raise ConflictError(_detail(response))
+        if response.status_code == 404:
+            raise NotFoundError(_detail(response))
         if response.status_code >= 400:
             raise TinymlaasError(f"{method} {path}: {_detail(response)} "
                                  f"(HTTP {response.status_code})")
@@ -173,8 +190,8 @@ class SiteWorker:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request: noise
 
         @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
-        def run_job(job_json: str) -> None:
-            self.handle(job_json)
+        def run_job(job_id: str) -> None:
+            self.handle(job_id)
 
         beat = threading.Thread(target=self._site_heartbeat, daemon=True,
                                 name="tinymlaas-site-heartbeat")
@@ -210,15 +227,19 @@ class SiteWorker:
                                                state_dir=self.work_dir / "procs")
             return self._executor
 
-    def handle(self, job_json: str) -> str:
-        """Run one message's job; returns what became of it: ``dropped`` (another worker
-        holds it, or it ended), ``lost`` (taken from this worker), ``done``."""
-        job = _JOB.validate_json(job_json)
-        try:
-            claim = self.api.claim(job.job_id, self.worker_id)
-        except ConflictError as exc:
-            log.info("job %s dropped: %s", job.job_id, exc.message)
+    def handle(self, job_id: str) -> str:
+        """Run one message's job (a message holds a job id; the claim gives the job);
+        returns what became of it: ``dropped`` (another worker holds it, it ended, or it is
+        not one of this site's), ``lost`` (taken from this worker), ``done``."""
+        if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+            log.warning("message dropped: %.80r is not a job id", job_id)
             return "dropped"
+        try:
+            claim = self.api.claim(job_id, self.worker_id)
+        except (ConflictError, NotFoundError) as exc:
+            log.info("job %s dropped: %s", job_id, exc.message)
+            return "dropped"
+        job = _JOB.validate_python(claim["job"])
         log.info("job %s claimed: attempt %s", job.job_id, claim["attempt"])
         running = _Running(job.job_id, int(claim["attempt"]))
         with self._lock:
@@ -284,18 +305,9 @@ class SiteWorker:
             self.cache.adopt(target, ref.sha256)
         return ref.model_copy(update={"url": None})
 
-    def _local_job(self, job: TransformJob | EvaluateJob) -> TransformJob | EvaluateJob:
-        update: dict[str, Any] = {"input": self._fetch(job.input)}
-        if job.dataset is not None:
-            update["dataset"] = job.dataset.model_copy(
-                update={"artifact": self._fetch(job.dataset.artifact)})
-        if isinstance(job, EvaluateJob) and job.reference is not None:
-            update["reference"] = self._fetch(job.reference)
-        return job.model_copy(update=update)
-
     def _execute(self, job: TransformJob | EvaluateJob, running: _Running) -> JobResult:
         try:
-            local = self._local_job(job)
+            local = map_artifacts(job, self._fetch)
             executor = self._local_executor()
             handle = executor.submit(local)
         except TinymlaasError as exc:

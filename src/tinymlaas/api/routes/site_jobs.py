@@ -40,11 +40,13 @@ def worker_config(name: str, site: SiteTokenDep, studio: StudioDep) -> object:
              responses=errors(400, 401, 404, 409, 422, 500))
 def claim_job(name: str, job_id: JobId, body: JobClaim, site: SiteTokenDep,
               studio: StudioDep) -> object:
-    """Take the next attempt of one of the site's jobs (site token). 409: another worker
-    holds it alive, or it has ended; drop the message."""
+    """Take the next attempt of one of the site's jobs (site token): the job to run, with
+    signed URLs of its inputs. 409: another worker holds it alive, or it has ended; drop
+    the message."""
     jobs = SiteJobs(studio.services)
     attempt = jobs.claim(site, job_id, body.worker_id)
-    return JobAttempt(job_id=job_id, attempt=attempt.attempt, lease_ttl_s=jobs.ttl_s)
+    return JobAttempt(job_id=job_id, attempt=attempt.attempt, lease_ttl_s=jobs.ttl_s,
+                      job=jobs.job_of(attempt))
 
 
 @router.post("/{name}/jobs/{job_id}/heartbeat", response_model=JobLease,
