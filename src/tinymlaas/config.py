@@ -1,10 +1,14 @@
-"""Settings, read from ``TINYMLAAS_*`` environment variables.
+"""Settings, read from ``TINYMLAAS_*`` environment variables, and the server's keys in its
+data directory.
 
 Obtain them through :func:`get_settings`; nothing is built at import time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -12,7 +16,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "get_settings", "home_key"]
 
 
 def _default_home() -> Path:
@@ -121,3 +125,21 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (call ``get_settings.cache_clear()`` after changing env)."""
     return Settings()
+
+
+@lru_cache(maxsize=16)
+def home_key(home: Path, name: str) -> bytes:
+    """The 32-byte key in file ``name`` of the data directory ``home`` (mode 0600), made on
+    first use. Atomically: the processes of one server race to make it, the first one's
+    wins, and all of them read the same; a key in use is never replaced."""
+    path = home / name
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = home / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
+    return bytes.fromhex(path.read_text().strip())

@@ -15,15 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
-import os
-import secrets
 from collections.abc import Callable, Sequence
-from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request, Response
@@ -31,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 
 from tinymlaas.api.common import json_response
 from tinymlaas.api.deps import StudioDep
+from tinymlaas.config import home_key
 from tinymlaas.store.paging import Key, Page, page_list
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "PAGED", "Paging", "PagingDep"]
@@ -50,23 +46,6 @@ PAGED: dict[int | str, dict[str, Any]] = {200: {
         "description": 'Only when more items follow: `<URL>; rel="next"`, the same request '
                        "with the next page's `cursor`.",
         "schema": {"type": "string"}}}}}
-
-
-@lru_cache(maxsize=8)
-def _secret(home: Path) -> bytes:
-    """The data directory's cursor key, created once (atomically: the worker processes of
-    one server race to create it and all read the same)."""
-    path = home / "cursor.key"
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        tmp = home / f".cursor.key.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32))
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)  # the first one wins; never replaces a key in use
-        tmp.unlink()
-    return bytes.fromhex(path.read_text().strip())
 
 
 def _b64(data: bytes) -> str:
@@ -144,7 +123,8 @@ async def get_paging(
         "Where the page starts: the `cursor` of the previous page's `Link` header "
         "(opaque; none for the first page)."))] = None,
 ) -> Paging:
-    return Paging(request, response, _secret(studio.settings.home), limit, cursor)
+    return Paging(request, response, home_key(studio.settings.home, "cursor.key"), limit,
+                  cursor)
 
 
 PagingDep = Annotated[Paging, Depends(get_paging)]

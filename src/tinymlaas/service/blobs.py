@@ -10,43 +10,23 @@ another address or a later time does not verify, and an expired one is refused.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import os
 import re
-import secrets
 import time
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlencode
 
+from tinymlaas.config import home_key
 from tinymlaas.errors import ForbiddenError, InvalidInputError
 
-__all__ = ["BLOB_PATH", "MAX_URL_TTL_S", "BlobSigner", "blob_key"]
+__all__ = ["BLOB_PATH", "MAX_URL_TTL_S", "BlobSigner"]
 
 BLOB_PATH = "/api/v1/blobs"
 #: The longest a signed URL may stay valid.
 MAX_URL_TTL_S = 7 * 24 * 3600
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _METHODS = frozenset({"GET", "PUT"})
-
-
-@lru_cache(maxsize=8)
-def blob_key(home: Path) -> bytes:
-    """The data directory's blob URL key, made once with mode 0600 (atomically: server
-    processes starting together all end up reading the same key)."""
-    path = home / "blob-url.key"
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        tmp = home / f".blob-url.key.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32))
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)  # the first one wins; a key in use is never replaced
-        tmp.unlink()
-    return bytes.fromhex(path.read_text().strip())
 
 
 class BlobSigner:
@@ -57,7 +37,7 @@ class BlobSigner:
 
     @classmethod
     def for_home(cls, home: Path) -> BlobSigner:
-        return cls(blob_key(Path(home)))
+        return cls(home_key(Path(home), "blob-url.key"))
 
     def _mac(self, sha256: str, method: str, expires: int) -> str:
         message = f"{method}\n{sha256}\n{expires}".encode()
