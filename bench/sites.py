@@ -35,7 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tinymlaas.api.testing import free_port, start_server, stop_server, write_digits_onnx
+from tinymlaas.api.testing import (
+    free_port,
+    sandbox_python,
+    start_server,
+    stop_server,
+    write_digits_onnx,
+)
 from tinymlaas.client import Client
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sites.json"
@@ -46,21 +52,10 @@ TERMINAL = {"succeeded", "failed", "cancelled", "degraded"}
 
 @functools.cache
 def _step_python() -> str:
-    """A Python command steps can run: this one, or the system's when steps run as the
-    sandbox user (as root) and cannot reach this one."""
-    for exe in (sys.executable, "/usr/local/bin/python3", "/usr/bin/python3"):
-        if not os.path.exists(exe):
-            continue
-        if os.geteuid() != 0:
-            return exe
-        try:
-            probe = subprocess.run([exe, "-c", "pass"], user="nobody", capture_output=True,
-                                   check=False, env={"PATH": "/usr/bin:/bin"}, cwd="/")
-        except OSError:
-            continue
-        if probe.returncode == 0:
-            return exe
-    raise SystemExit("no Python that the sandbox user 'nobody' can run")
+    exe = sandbox_python()
+    if exe is None:
+        raise SystemExit("no Python that the sandbox user 'nobody' can run")
+    return exe
 
 
 def _pipeline(step_s: float, tag: str) -> dict[str, Any]:

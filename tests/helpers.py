@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -13,6 +10,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from tinymlaas.api.testing import PYTHONS, sandbox_python
 
 
 def need_service(available: bool, what: str) -> None:
@@ -28,24 +27,12 @@ def need_service(available: bool, what: str) -> None:
 
 @functools.cache
 def step_python() -> str:
-    """A Python that command steps can run: this one, unless steps run as the sandbox user
-    (tests run as root) and cannot reach it (a venv under a private home); then the system's.
-    """
-    candidates = [sys.executable, "/usr/local/bin/python3", "/usr/bin/python3"]
-    for exe in candidates:
-        if not os.path.exists(exe):
-            continue
-        if os.geteuid() != 0:
-            return exe
-        try:
-            probe = subprocess.run([exe, "-c", "pass"], user="nobody", capture_output=True,
-                                   check=False, env={"PATH": "/usr/bin:/bin"}, cwd="/")
-        except OSError:
-            continue
-        if probe.returncode == 0:
-            return exe
-    pytest.fail(f"none of {candidates} can be run by the sandbox user 'nobody'; command "
-                "steps need a Python it can execute")
+    """A Python that command steps can run (see :func:`sandbox_python`)."""
+    exe = sandbox_python()
+    if exe is None:
+        pytest.fail(f"none of {PYTHONS} can be run by the sandbox user 'nobody'; command "
+                    "steps need a Python it can execute")
+    return exe
 
 
 def linear_onnx(path: Path, features: int = 64, classes: int = 10, seed: int = 0) -> Path:

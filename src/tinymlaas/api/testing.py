@@ -19,7 +19,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-__all__ = ["LiveServer", "free_port", "postgres_database", "serve_in_thread", "start_server",
+__all__ = ["LiveServer", "free_port", "postgres_database", "sandbox_python", "serve_in_thread",
+           "start_server",
            "stop_server", "write_digits_onnx"]
 
 
@@ -103,6 +104,29 @@ def postgres_database(admin_url: str, prefix: str = "tinymlaas_bench") -> Iterat
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         engine.dispose()
+
+
+#: Pythons a command step may be given, in order of preference.
+PYTHONS = (sys.executable, "/usr/local/bin/python3", "/usr/bin/python3")
+
+
+def sandbox_python() -> str | None:
+    """A Python that command steps can run: this one, unless steps run as the sandbox user
+    (as root) and cannot reach it (a venv under a private home); then the system's. None
+    when the sandbox user can run none of :data:`PYTHONS`."""
+    for exe in PYTHONS:
+        if not os.path.exists(exe):
+            continue
+        if os.geteuid() != 0:
+            return exe
+        try:
+            probe = subprocess.run([exe, "-c", "pass"], user="nobody", capture_output=True,
+                                   check=False, env={"PATH": "/usr/bin:/bin"}, cwd="/")
+        except OSError:
+            continue
+        if probe.returncode == 0:
+            return exe
+    return None
 
 
 def free_port() -> int:
