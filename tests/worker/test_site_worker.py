@@ -185,18 +185,22 @@ def test_a_run_at_a_site_gives_the_in_process_output(rabbit: Studio, tmp_path: P
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == done.output_sha
 
 
+def _slow_copy(marker: Path, started: Path, seconds: int) -> dict:
+    """One command step that notes its start and end in ``marker`` and copies its input."""
+    script = ("import shutil, sys, time, pathlib; m = open(sys.argv[3], 'a'); "
+              "m.write('start\\n'); m.flush(); pathlib.Path(sys.argv[4]).touch(); "
+              f"time.sleep({seconds}); shutil.copy(sys.argv[1] + '/model.onnx', "
+              "sys.argv[2] + '/model.onnx'); m.write('end\\n'); m.flush()")
+    return {"steps": [{"external": {"command": [step_python(), "-c", script, "{in}",
+                                                "{out}", str(marker), str(started)]}}],
+            "evaluate": False}
+
+
 def test_kill_9_of_the_worker_mid_step_then_a_new_worker_completes_it_once(
         rabbit: Studio, shared_dir: Path) -> None:
     site = rabbit.client.create_site("plant")
-    marker = shared_dir / "executions.txt"
-    started = shared_dir / "started"
-    script = ("import shutil, sys, time, pathlib; m = open(sys.argv[3], 'a'); "
-              "m.write('start\\n'); m.flush(); pathlib.Path(sys.argv[4]).touch(); "
-              "time.sleep(6); shutil.copy(sys.argv[1] + '/model.onnx', "
-              "sys.argv[2] + '/model.onnx'); m.write('end\\n'); m.flush()")
-    pipeline = {"steps": [{"external": {"command": [step_python(), "-c", script, "{in}",
-                                                    "{out}", str(marker), str(started)]}}],
-                "evaluate": False}
+    marker, started = shared_dir / "executions.txt", shared_dir / "started"
+    pipeline = _slow_copy(marker, started, 6)
     first = rabbit.start_worker("plant", site.token, log_name="plant-1")
     run = rabbit.client.create_run(rabbit.model.id, pipeline=pipeline, site="plant")
     deadline = time.monotonic() + 120
@@ -220,17 +224,6 @@ def test_kill_9_of_the_worker_mid_step_then_a_new_worker_completes_it_once(
     # again: one message took the job's second attempt, any other was dropped.
     claims = [line for line in second_log.splitlines() if " claimed: attempt " in line]
     assert len(claims) == 1 and claims[0].endswith("attempt 2"), second_log[-3000:]
-
-
-def _slow_copy(marker: Path, started: Path, seconds: int) -> dict:
-    """One command step that notes its start and end in ``marker`` and copies its input."""
-    script = ("import shutil, sys, time, pathlib; m = open(sys.argv[3], 'a'); "
-              "m.write('start\\n'); m.flush(); pathlib.Path(sys.argv[4]).touch(); "
-              f"time.sleep({seconds}); shutil.copy(sys.argv[1] + '/model.onnx', "
-              "sys.argv[2] + '/model.onnx'); m.write('end\\n'); m.flush()")
-    return {"steps": [{"external": {"command": [step_python(), "-c", script, "{in}",
-                                                "{out}", str(marker), str(started)]}}],
-            "evaluate": False}
 
 
 def test_a_server_restart_mid_step_follows_the_job_and_completes_it_once(
@@ -392,3 +385,49 @@ def test_the_brokers_messages_hold_only_job_ids_and_the_job_comes_with_the_claim
             assert hashlib.sha256(fetched.content).hexdigest() == job["input"]["sha256"]
     finally:
         rabbit.client.cancel_run(run.id)
+
+
+def test_the_broker_stopped_for_10_s_mid_step_the_run_completes_once(
+        tmp_path: Path, shared_dir: Path) -> None:
+    """A broker of the test's own (redis-server on a free port), stopped while a step runs
+    at the site and started again 10 s later, empty: the step's result goes through the API
+    meanwhile, the run ends once, and the site takes new steps afterwards."""
+    port = free_port()
+
+    def broker() -> subprocess.Popen:
+        process = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
+                                    "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not _reachable(port):
+            assert process.poll() is None and time.monotonic() < deadline, "no redis-server"
+            time.sleep(0.1)
+        return process
+
+    redis = broker()
+    try:
+        with _studio(tmp_path, f"redis://127.0.0.1:{port}/0", port, "redis-server") as studio:
+            site = studio.client.create_site("yard")
+            marker, started = shared_dir / "executions.txt", shared_dir / "started"
+            studio.start_worker("yard", site.token, log_name="yard")
+            run = studio.client.create_run(studio.model.id, site="yard",
+                                           pipeline=_slow_copy(marker, started, 6))
+            deadline = time.monotonic() + 120
+            while not started.exists():
+                assert time.monotonic() < deadline, (studio.root / "yard.log").read_text()[-3000:]
+                time.sleep(0.1)
+            redis.terminate()
+            redis.wait()
+            time.sleep(10)
+            redis = broker()
+            done = studio.wait_run(run.id)
+            assert done.status == "succeeded", done.error
+            assert done.output_sha == hashlib.sha256(studio.model_path.read_bytes()).hexdigest()
+            lines = marker.read_text().split()
+            assert lines.count("start") == 1 and lines.count("end") == 1, lines
+            after = studio.client.create_run(studio.model.id, site="yard",
+                                             pipeline={"steps": ["fuse"], "evaluate": False})
+            assert studio.wait_run(after.id).status == "succeeded", \
+                (studio.root / "yard.log").read_text()[-3000:]
+    finally:
+        redis.kill()
+        redis.wait()

@@ -30,5 +30,7 @@ def celery_app(broker_url: str, name: str = "tinymlaas") -> Any:
         broker_connection_timeout=5, worker_hijack_root_logger=False,
         worker_send_task_events=False, task_send_sent_event=False,
         # a redelivered message is checked against the job's lease, never trusted
-        task_reject_on_worker_lost=False)
+        task_reject_on_worker_lost=False,
+        # a step goes on while the broker is away: its lease and result go through the API
+        worker_cancel_long_running_tasks_on_connection_loss=False)
     return app
