@@ -70,10 +70,16 @@ def test_repo_import_and_text_upload(http: TestClient, alice: Client, tmp_path: 
     assert X["input_ids"].dtype == np.int64 and X["input_ids"][:, 0].tolist() == [2] * 20
 
     bad = http.post(f"{API}/datasets", headers=headers,
-                    params={"tokenizer": "tiny-cls", "text_column": "body",
+                    params={"tokenizer": "tiny-cls", "text_column": "body", "max_length": 10,
                             "filename": "r.jsonl"}, content=data.read_bytes())
     assert bad.status_code == 400
     assert "column 'body' is not in" in bad.json()["message"]
+    # The default max_length (128) is more than the model's 64 positions: said before reading.
+    long = http.post(f"{API}/datasets", headers=headers,
+                     params={"tokenizer": "tiny-cls", "filename": "r.jsonl"},
+                     content=data.read_bytes())
+    assert long.status_code == 400
+    assert "use a max_length of at most 64" in long.json()["message"]
     for params, status in (({"tokenizer": "nope"}, 404), ({"max_length": 1}, 422),
                            ({"padding": "shortest"}, 422)):
         answer = http.post(f"{API}/datasets", headers=headers,
@@ -95,5 +101,5 @@ def test_repo_import_and_text_upload(http: TestClient, alice: Client, tmp_path: 
         ("text", "embedding", 20)
     no_column = http.post(f"{API}/datasets/hub", headers=headers, json={
         "repo_id": "org/reviews", "filename": "train.jsonl", "tokenizer": "tiny-cls",
-        "text_column": "review"})
+        "text_column": "review", "max_length": 64})
     assert no_column.status_code == 400 and "column 'review'" in no_column.json()["message"]
