@@ -715,11 +715,26 @@ class Client:
     def follow_search(self, search_id: str,
                       on_event: Callable[[str, Any], object] | None = None) -> SearchPublic:
         """Wait for a search to end, passing each ``candidate`` and ``state`` event to
-        ``on_event(name, payload)``; returns the ended search."""
+        ``on_event(name, payload)``; returns the ended search. Every candidate is passed
+        once, also those that had finished before this call connected (they come in the
+        first snapshot of the search, not as events)."""
         final: SearchPublic | None = None
+        seen: set[str] = set()
+
+        def candidate(found: Candidate) -> None:
+            if found.run_id not in seen:
+                seen.add(found.run_id)
+                if on_event is not None:
+                    on_event("candidate", found)
+
         for name, payload in self.search_events(search_id):
-            if name == "search":
-                final = payload  # type: ignore[assignment]
+            if isinstance(payload, SearchPublic):
+                if final is None:
+                    for found in payload.candidates:
+                        candidate(found)
+                final = payload
+            elif isinstance(payload, Candidate):
+                candidate(payload)
             elif name != "end" and on_event is not None:
                 on_event(name, payload)
         return final if final is not None else self.get_search(search_id)

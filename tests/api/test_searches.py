@@ -39,6 +39,11 @@ def test_a_search_runs_in_the_background_and_streams_its_candidates(
     assert final.state.value == "succeeded" and states[-1] == "succeeded"
     assert len(candidates) == 2 == len(final.candidates)
     assert [c.run_id for c in candidates] == [c.run_id for c in final.candidates]
+    # Followed once it has ended, every candidate is still passed, once.
+    late: list[tuple[str, object]] = []
+    alice.follow_search(created.id, lambda name, payload: late.append((name, payload)))
+    assert [p.run_id for name, p in late if name == "candidate"] == \
+        [c.run_id for c in final.candidates]
     # Exactly two candidate runs and the held-out evaluation of the recommended one,
     # nothing left behind, all in alice's project.
     held_out = [c.test["run_id"] for c in final.candidates if c.test]
