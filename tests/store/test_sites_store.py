@@ -114,6 +114,25 @@ def test_heartbeats_upsert_and_deleting_takes_the_workers(meta: MetadataStore) -
         assert conn.execute(sa.text("SELECT count(*) FROM site_workers")).scalar() == 0
 
 
+def test_a_site_lists_a_bounded_number_of_workers_and_gone_ones_make_room(
+        meta: MetadataStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinymlaas.store import sites as site_store
+
+    monkeypatch.setattr(site_store, "MAX_WORKERS", 3)
+    sites = SiteStore(meta)
+    sites.add_site(Site(id="site-b", project="default", name="plant"), "b" * 64)
+    for worker in ("w1", "w2", "w3"):
+        sites.heartbeat("site-b", worker, "h", [])
+    with pytest.raises(ConflictError, match="3 live workers"):
+        sites.heartbeat("site-b", "w4", "h", [])
+    sites.heartbeat("site-b", "w2", "h", [])  # a listed worker still beats
+    with meta.engine.begin() as conn:  # w1 stopped long ago
+        conn.execute(sa.text("UPDATE site_workers SET last_heartbeat = :t "
+                             "WHERE worker_id = 'w1'"), {"t": datetime(2020, 1, 1, tzinfo=UTC)})
+    sites.heartbeat("site-b", "w4", "h", [])
+    assert sorted(w.id for w in sites.get_site("site-b").workers) == ["w2", "w3", "w4"]
+
+
 def test_deleting_a_project_deletes_its_sites(meta: MetadataStore) -> None:
     sites = SiteStore(meta)
     meta.ensure_project("doomed")

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint, delete, select
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tinymlaas.domain.sites import Site, SiteWorker
+from tinymlaas.domain.sites import WORKER_TIMEOUT_S, Site, SiteWorker
 from tinymlaas.errors import ConflictError, NotFoundError
 from tinymlaas.store.metadata import MetadataStore
 from tinymlaas.store.paging import Key, Page, keyset, page_rows
@@ -23,7 +23,8 @@ from tinymlaas.store.tables import Base
 
 __all__ = ["SiteStore"]
 
-#: Workers listed per site (the newest heartbeats): a site cannot grow a list without bound.
+#: Workers a site may list at once (gone ones make room for new ones): a site's token
+#: cannot grow the list without bound.
 MAX_WORKERS = 200
 
 
@@ -45,6 +46,11 @@ class SiteWorkerRow(Base):
     hostname: Mapped[str] = mapped_column(String(255))
     last_heartbeat: Mapped[datetime] = mapped_column(index=True)
     running_steps: Mapped[list[Any]] = mapped_column(JSON)
+
+
+def _count_workers(s: Any, site_id: str) -> int:
+    return s.scalar(select(func.count()).select_from(SiteWorkerRow)
+                    .where(SiteWorkerRow.site_id == site_id))
 
 
 def _worker(row: SiteWorkerRow) -> SiteWorker:
@@ -122,15 +128,34 @@ class SiteStore:
             row = s.scalars(select(SiteRow).where(SiteRow.token_hash == token_hash)).first()
             return None if row is None else self._site(s, row)
 
+    @staticmethod
+    def _make_room(s: Any, site_id: str, now: datetime) -> None:
+        if _count_workers(s, site_id) < MAX_WORKERS:
+            return
+        gone = now - timedelta(seconds=WORKER_TIMEOUT_S)
+        s.execute(delete(SiteWorkerRow).where(SiteWorkerRow.site_id == site_id,
+                                              SiteWorkerRow.last_heartbeat < gone))
+        if _count_workers(s, site_id) >= MAX_WORKERS:
+            raise ConflictError(f"the site lists {MAX_WORKERS} live workers, as many as it "
+                                "may; a new one is taken once one has stopped for "
+                                f"{WORKER_TIMEOUT_S:.0f} s", {"max_workers": MAX_WORKERS})
+
     def heartbeat(self, site_id: str, worker_id: str, hostname: str,
                   running_steps: builtins.list[str]) -> SiteWorker:
-        """Insert or update the worker's row with the time of now."""
+        """Insert or update the worker's row with the time of now. A new worker of a site
+        listing :data:`MAX_WORKERS` first takes the place of the gone ones (silent past
+        :data:`WORKER_TIMEOUT_S`); when none has gone, it is refused.
+
+        Raises:
+            ConflictError: the site lists as many live workers as it may.
+        """
         now = datetime.now(UTC)
         for attempt in range(2):  # two first heartbeats at once: one inserts, one updates
             try:
                 with self.meta.session() as s:
                     row = s.get(SiteWorkerRow, (site_id, worker_id))
                     if row is None:
+                        self._make_room(s, site_id, now)
                         s.add(SiteWorkerRow(site_id=site_id, worker_id=worker_id,
                                             hostname=hostname, last_heartbeat=now,
                                             running_steps=running_steps))
