@@ -108,8 +108,11 @@ class SiteApi:
                    {"worker_id": worker_id, "attempt": attempt,
                     "result": result.model_dump(mode="json")})
 
-    def upload_url(self, sha256: str) -> str:
-        url = str(self._call("POST", "/blob-urls", {"sha256": sha256, "method": "PUT"})["url"])
+    def upload_url(self, job_id: str, worker_id: str, attempt: int, sha256: str) -> str:
+        """A PUT URL for the output of the attempt this worker holds (one per attempt)."""
+        url = str(self._call("POST", "/blob-urls",
+                             {"sha256": sha256, "method": "PUT", "job_id": job_id,
+                              "attempt": attempt, "worker_id": worker_id})["url"])
         return url if url.startswith("http") else self.server + url
 
 
@@ -321,14 +324,14 @@ class SiteWorker:
         result: JobResult = executor.wait(handle, progress)
         if result.ok and result.output is not None:
             output = result.output.sha256
-            self._retrying(lambda: self._upload(output))
+            self._retrying(lambda: self._upload(output, running))
         return result
 
-    def _upload(self, sha256: str) -> None:
-        """Send an output to the server through a signed PUT URL (checked there against
-        its sha256)."""
+    def _upload(self, sha256: str, running: _Running) -> None:
+        """Send the attempt's output to the server through a signed PUT URL (given only
+        while this worker holds the attempt; checked there against its sha256)."""
         path = self.cache.path(sha256)
-        url = self.api.upload_url(sha256)
+        url = self.api.upload_url(running.job_id, self.worker_id, running.attempt, sha256)
         try:
             response = httpx.put(url, content=_chunks(path), timeout=300.0,
                                  headers={"Content-Type": "application/octet-stream",
