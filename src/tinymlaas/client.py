@@ -415,10 +415,15 @@ class Client:
                          json={"worker_id": worker_id, "hostname": hostname,
                                "running_steps": running_steps or []})
 
-    def blob_upload_url(self, site: str, sha256: str, ttl_s: int = 3600) -> BlobUrl:
-        """(A site worker, with the site's token.) A signed URL to PUT blob ``sha256`` to."""
+    def blob_upload_url(self, site: str, sha256: str, *, job_id: str, attempt: int,
+                        worker_id: str, ttl_s: int = 3600) -> BlobUrl:
+        """(A site worker, with the site's token.) A signed URL to PUT blob ``sha256`` to:
+        the output of attempt ``attempt`` of job ``job_id``, which ``worker_id`` holds
+        (one output per attempt)."""
         return self._one(BlobUrl, "POST", f"/sites/{site}/blob-urls",
-                         json={"sha256": sha256, "method": "PUT", "ttl_s": ttl_s})
+                         json={"sha256": sha256, "method": "PUT", "ttl_s": ttl_s,
+                               "job_id": job_id, "attempt": attempt,
+                               "worker_id": worker_id})
 
     def _list(self, model: type[T], path: str, params: dict[str, Any]) -> list[T]:
         return self._many(model, path, params={k: v for k, v in params.items()

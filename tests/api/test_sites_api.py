@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from api_support import API, assert_error_shape
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from tinymlaas.api.deps import Studio
 from tinymlaas.client import Client
 from tinymlaas.errors import ForbiddenError, NotFoundError
+from tinymlaas.store.attempts import AttemptStore
 
 
 def _site_headers(token: str) -> dict[str, str]:
@@ -163,3 +165,79 @@ def test_site_lists_are_paged(alice: Client, http: TestClient) -> None:
     assert [s["name"] for s in first.json()] == ["s0", "s1"]
     assert 'rel="next"' in first.headers["link"]
     assert [s.name for s in alice.list_sites()] == [f"s{i}" for i in range(5)]
+
+
+def _blob_url(http: TestClient, token: str, site: str, sha: str, job_id: str,
+              attempt: int = 1, worker_id: str = "w1", **extra: object) -> httpx.Response:
+    return http.post(f"{API}/sites/{site}/blob-urls", headers=_site_headers(token),
+                     json={"sha256": sha, "job_id": job_id, "attempt": attempt,
+                           "worker_id": worker_id, **extra})
+
+
+def _put(http: TestClient, url: str, body: bytes) -> httpx.Response:
+    path = "/" + url.split("://", 1)[-1].split("/", 1)[1]
+    return http.put(path, content=body, headers={"Content-Type": "application/octet-stream"})
+
+
+def test_an_upload_url_is_only_for_the_one_output_of_an_attempt_the_worker_holds(
+        alice: Client, http: TestClient, studio: Studio) -> None:
+    """A site's token cannot fill the server's disk: no PUT URL without a job its worker
+    holds, none for another site's job or an ended one, one output per attempt."""
+    factory = alice.create_site("factory")
+    lab = alice.create_site("lab")
+    attempts = AttemptStore(studio.services.meta)
+    for job_id, site in (("run-a-0-abc", factory), ("run-a-1-abc", factory),
+                         ("run-b-0-abc", lab)):
+        attempts.queue(job_id, job_id[:5], site.id, site.project, {"job_id": job_id}, 3)
+    output, other = b"the step's output", b"a blob of the site's choosing"
+    sha, other_sha = (hashlib.sha256(b).hexdigest() for b in (output, other))
+
+    def refused(response: httpx.Response, status: int, words: str) -> None:
+        assert response.status_code == status, response.text
+        assert_error_shape(response.json())
+        assert words in response.json()["message"], response.json()
+
+    # No job, a job nobody holds yet, another site's job (through either token).
+    refused(_blob_url(http, factory.token, "factory", other_sha, "run-z-0-abc"), 404,
+            "not found")
+    refused(_blob_url(http, factory.token, "factory", other_sha, "run-a-0-abc"), 409,
+            "no longer this worker's")
+    assert attempts.claim("run-b-0-abc", lab.id, "w1", 60) is not None
+    refused(_blob_url(http, factory.token, "factory", other_sha, "run-b-0-abc"), 404,
+            "not found")
+    refused(_blob_url(http, factory.token, "lab", other_sha, "run-b-0-abc"), 404,
+            "not found")
+    # The held attempt, but asked by another worker or for another attempt.
+    assert attempts.claim("run-a-0-abc", factory.id, "w1", 60) is not None
+    refused(_blob_url(http, factory.token, "factory", sha, "run-a-0-abc", worker_id="w2"),
+            409, "no longer this worker's")
+    refused(_blob_url(http, factory.token, "factory", sha, "run-a-0-abc", attempt=2),
+            409, "no longer this worker's")
+    # GET URLs come only with a claim (for the job's inputs).
+    assert _blob_url(http, factory.token, "factory", sha, "run-a-0-abc",
+                     method="GET").status_code == 422
+    # The holder gets its output's URL, again on a retry; a second output is refused.
+    first = _blob_url(http, factory.token, "factory", sha, "run-a-0-abc")
+    assert first.status_code == 200, first.text
+    assert _put(http, first.json()["url"], output).status_code == 201
+    assert _blob_url(http, factory.token, "factory", sha, "run-a-0-abc").status_code == 200
+    refused(_blob_url(http, factory.token, "factory", other_sha, "run-a-0-abc"), 409,
+            "an attempt has one output")
+    assert not studio.services.artifacts.exists(other_sha)
+    # A result can name only the attempt's own output (stored already, here by another
+    # attempt of the site: the other job's worker cannot pass it off as its own).
+    assert attempts.claim("run-a-1-abc", factory.id, "w1", 60) is not None
+    result = {"worker_id": "w1", "attempt": 1, "result": {
+        "job_id": "run-a-1-abc", "ok": True, "output": {"sha256": sha, "kind": "file"}}}
+    refused(http.post(f"{API}/sites/factory/jobs/run-a-1-abc/result", json=result,
+                      headers=_site_headers(factory.token)), 400, "was not uploaded")
+    # A finished job's attempt gets no URL.
+    result["result"]["job_id"] = "run-a-0-abc"  # type: ignore[index]
+    done = http.post(f"{API}/sites/factory/jobs/run-a-0-abc/result", json=result,
+                     headers=_site_headers(factory.token))
+    assert done.status_code == 200, done.text
+    refused(_blob_url(http, factory.token, "factory", other_sha, "run-a-0-abc"), 409,
+            "no longer this worker's")
+    refused(_blob_url(http, factory.token, "factory", sha, "run-a-0-abc"), 409,
+            "no longer this worker's")
+    assert not studio.services.artifacts.exists(other_sha)

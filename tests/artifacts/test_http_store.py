@@ -24,16 +24,20 @@ from tinymlaas.config import Settings
 from tinymlaas.errors import ForbiddenError, InvalidInputError
 from tinymlaas.server import create_app, open_studio
 from tinymlaas.service.blobs import BlobSigner
+from tinymlaas.store import MetadataStore
+from tinymlaas.store.attempts import AttemptStore
 
 SIZE = 3 * 1024 * 1024 + 123
 
 
 class Server:
-    def __init__(self, live: LiveServer, home: Path, store: LocalArtifactStore) -> None:
+    def __init__(self, live: LiveServer, home: Path, store: LocalArtifactStore,
+                 meta: MetadataStore) -> None:
         self.url = live.url
         self.signer = BlobSigner.for_home(home)
         self.store = store
         self.home = home
+        self.meta = meta
 
     def url_for(self, sha: str, method: str) -> str:
         return self.signer.sign(sha, method, base_url=self.url)
@@ -45,7 +49,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     studio = open_studio(Settings(home=home, max_upload_bytes=8 * 1024 * 1024))
     try:
         with serve_in_thread(create_app(studio=studio)) as live:
-            yield Server(live, home, studio.services.artifacts)
+            yield Server(live, home, studio.services.artifacts, studio.services.meta)
     finally:
         studio.runs.shutdown(wait=True)
         studio.services.close()
@@ -293,8 +297,8 @@ sys.meta_path.insert(0, Blocker())
 def test_a_site_worker_moves_blobs_with_the_sdk_alone(server: Server, blob: tuple[Path, str],
                                                       tmp_path: Path) -> None:
     """In a Python where the server stack cannot be imported: the site's token gets an
-    upload URL, the output goes up (checked by the server), an input comes down by the URL
-    a job would carry."""
+    upload URL for the output of the job its worker holds, the output goes up (checked by
+    the server), an input comes down by the URL a job would carry."""
     import subprocess
     import sys
 
@@ -304,7 +308,11 @@ def test_a_site_worker_moves_blobs_with_the_sdk_alone(server: Server, blob: tupl
     with Client(server.url) as user:
         user.register("site-admin@example.com", "correct horse battery", "admin")
         user.login("site-admin@example.com", "correct horse battery")
-        token = user.create_site("factory").token
+        site = user.create_site("factory")
+    token = site.token
+    attempts = AttemptStore(server.meta)
+    attempts.queue("run-a-0-abc", "run-a", site.id, site.project, {"job_id": "run-a-0-abc"}, 3)
+    assert attempts.claim("run-a-0-abc", site.id, "w-1", 600) is not None
     given = tmp_path / "input.bin"
     given.write_bytes(os.urandom(1000))
     input_sha = server.store.put_file(given)[0]
@@ -316,8 +324,10 @@ from tinymlaas.client import Client
 from tinymlaas.contracts.jobs import ArtifactRef
 site = Client({server.url!r}, {token!r})
 site.site_heartbeat("factory", "w-1", "plant-pc", [])
-store = HttpArtifactStore(lambda sha, method: site.blob_upload_url("factory", sha).url,
-                          ask_before_upload=False)
+store = HttpArtifactStore(
+    lambda sha, method: site.blob_upload_url("factory", sha, job_id="run-a-0-abc",
+                                             attempt=1, worker_id="w-1").url,
+    ask_before_upload=False)
 print(store.put_file(Path({str(path)!r}))[0])
 ref = ArtifactRef(sha256={input_sha!r}, kind="file", url={input_url!r})
 print(store.get_ref(ref, Path({str(tmp_path / "got.bin")!r})).stat().st_size)

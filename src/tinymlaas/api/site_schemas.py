@@ -57,11 +57,15 @@ class Heartbeat(BaseModel):
 
 
 class BlobUrlRequest(BaseModel):
-    """A signed URL a site's worker uploads an output to (its sha256 computed first)."""
+    """A signed URL a site's worker uploads the output of the job's attempt it holds to
+    (its sha256 computed first)."""
 
     model_config = ConfigDict(extra="forbid")
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+    attempt: int = Field(ge=1, le=1000)
+    worker_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
     method: Literal["PUT"] = "PUT"
     ttl_s: int = Field(default=3600, ge=1, le=24 * 3600)
 

@@ -1,5 +1,11 @@
 """What a site's workers do through the API with the site's token: learn where the broker
-is, claim a job's attempt, renew its lease with their progress, and post its result.
+is, claim a job's attempt, renew its lease with their progress, get a URL to upload its
+output, and post its result.
+
+A site's token opens no blob by itself: the GET URLs of a job's inputs come with its claim,
+and a PUT URL is signed only for the output of an attempt the asking worker holds, one
+output per attempt (the PUT's size limit, ``TINYMLAAS_MAX_UPLOAD_BYTES``, applies), so a
+token cannot fill the server's disk with blobs of its choosing.
 
 Every call names the site the token opens; a job of another site is "not found". A claim,
 a heartbeat or a result from a worker that no longer holds the job's current attempt (it
@@ -92,19 +98,43 @@ class SiteJobs:
         job_changed()  # its progress, to the run's live view
         return datetime.now(UTC) + timedelta(seconds=self.ttl_s)
 
+    def upload_url(self, site: Site, job_id: str, worker_id: str, attempt: int,
+                   sha256: str, ttl_s: int, base_url: str = "") -> str:
+        """A signed PUT URL for the output ``sha256`` of the worker's attempt.
+
+        Raises:
+            NotFoundError: the job is not one of the site's.
+            ConflictError: the attempt is not this worker's (ended, cancelled, or taken
+                over), or it already named another output.
+        """
+        self._job(site, job_id)
+        if not self.attempts.bind_output(job_id, site.id, worker_id, attempt, sha256):
+            current = self.attempts.get(job_id)
+            held = (current.worker_id == worker_id and current.attempt == attempt
+                    and not current.finished)
+            why = (f"already uploads output {(current.output_sha256 or '')[:12]}; an "
+                   "attempt has one output" if held else
+                   "is no longer this worker's (ended, cancelled, or taken over)")
+            raise ConflictError(f"attempt {attempt} of job {job_id} {why}; no upload URL",
+                                {"job": job_id, "status": current.status})
+        return BlobSigner.for_home(self.services.settings.home).sign(
+            sha256, "PUT", ttl_s=ttl_s, base_url=base_url)
+
     def finish(self, site: Site, job_id: str, worker_id: str, attempt: int,
                result: JobResult) -> Attempt:
-        """Record the attempt's result; its output must have been uploaded first."""
-        self._job(site, job_id)
+        """Record the attempt's result; its output must have been uploaded first, through
+        the attempt's upload URL."""
+        row = self._job(site, job_id)
         if result.job_id != job_id:
             raise InvalidInputError("the result names another job", {"field": "result"})
         if result.ok:
             if result.output is None:
                 raise InvalidInputError("a successful result has an output",
                                         {"field": "result"})
-            if not self.services.artifacts.exists(result.output.sha256):
+            if (result.output.sha256 != row.output_sha256
+                    or not self.services.artifacts.exists(result.output.sha256)):
                 raise InvalidInputError(f"output {result.output.sha256[:12]} was not uploaded; "
-                                        "upload it through a blob URL first",
+                                        "upload it through this attempt's blob URL first",
                                         {"field": "result"})
         body = result.model_dump(mode="json")
         if body.get("output"):

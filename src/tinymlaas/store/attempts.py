@@ -1,8 +1,10 @@
-"""Job attempts: the leases of steps that run on a site's workers (revision ``0010``).
+"""Job attempts: the leases of steps that run on a site's workers (revisions ``0010``,
+``0012``).
 
 One row per job (a step, or an evaluation, of a run): the job's message, its status
 (``queued``, ``running``, ``succeeded``, ``failed``, ``cancelled``), which worker runs
-which attempt, the lease that worker's heartbeat renews, its progress and its result.
+which attempt, the lease that worker's heartbeat renews, its progress, the one output its
+attempt may upload, and its result.
 
 Every change is one conditional ``UPDATE``, so two workers (a message the broker
 redelivered, and the one the reaper queued again) never both hold a job: a worker claims
@@ -44,6 +46,7 @@ class AttemptRow(Base):
     message: Mapped[str] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    output_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -66,6 +69,7 @@ class Attempt:
     message: str
     result: dict[str, Any] | None
     error: str | None
+    output_sha256: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -77,7 +81,8 @@ def _attempt(row: AttemptRow) -> Attempt:
                    project=row.project, job=dict(row.job), status=row.status,
                    attempt=row.attempt, max_attempts=row.max_attempts, worker_id=row.worker_id,
                    lease_expires_at=row.lease_expires_at, progress=row.progress,
-                   message=row.message, result=row.result, error=row.error)
+                   message=row.message, result=row.result, error=row.error,
+                   output_sha256=row.output_sha256)
 
 
 def _now() -> datetime:
@@ -102,7 +107,8 @@ class AttemptStore:
                                  project=project, job=job, status="queued", attempt=0,
                                  max_attempts=max_attempts, worker_id=None,
                                  lease_expires_at=None, progress=0.0, message="queued",
-                                 result=None, error=None, created_at=now, updated_at=now))
+                                 result=None, error=None, output_sha256=None,
+                                 created_at=now, updated_at=now))
             return self.get(job_id), True
         except IntegrityError:
             pass
@@ -112,7 +118,7 @@ class AttemptStore:
                                          AttemptRow.status.in_(("failed", "cancelled")))
                 .values(status="queued", attempt=0, worker_id=None, lease_expires_at=None,
                         progress=0.0, message="queued", result=None, error=None, job=job,
-                        max_attempts=max_attempts, updated_at=now)).rowcount  # type: ignore[attr-defined]
+                        output_sha256=None, max_attempts=max_attempts, updated_at=now)).rowcount  # type: ignore[attr-defined]
         return self.get(job_id), bool(changed)
 
     def get(self, job_id: str) -> Attempt:
@@ -149,7 +155,7 @@ class AttemptStore:
                                          AttemptRow.attempt < AttemptRow.max_attempts)
                 .values(status="running", attempt=AttemptRow.attempt + 1, worker_id=worker_id,
                         lease_expires_at=now + timedelta(seconds=ttl_s), message="started",
-                        updated_at=now)).rowcount  # type: ignore[attr-defined]
+                        output_sha256=None, updated_at=now)).rowcount  # type: ignore[attr-defined]
         return self.get(job_id) if changed else None
 
     def renew(self, job_id: str, site_id: str, worker_id: str, attempt: int, ttl_s: float,
@@ -174,6 +180,22 @@ class AttemptStore:
                                          AttemptRow.attempt == attempt,
                                          AttemptRow.status.in_(("running", "queued")))
                 .values(**values)).rowcount)  # type: ignore[attr-defined]
+
+    def bind_output(self, job_id: str, site_id: str, worker_id: str, attempt: int,
+                    sha256: str) -> bool:
+        """Let the holder's attempt upload ``sha256``: the attempt's one output, so asking
+        again for the same one is fine and another one is refused. False when the attempt
+        is not this worker's (as for :meth:`finish`), or it named another output."""
+        with self.meta.session() as s:
+            return bool(s.execute(
+                update(AttemptRow).where(AttemptRow.job_id == job_id,
+                                         AttemptRow.site_id == site_id,
+                                         AttemptRow.worker_id == worker_id,
+                                         AttemptRow.attempt == attempt,
+                                         AttemptRow.status.in_(("running", "queued")),
+                                         AttemptRow.output_sha256.is_(None)
+                                         | (AttemptRow.output_sha256 == sha256))
+                .values(output_sha256=sha256, updated_at=_now())).rowcount)  # type: ignore[attr-defined]
 
     def finish(self, job_id: str, site_id: str, worker_id: str, attempt: int,
                result: dict[str, Any]) -> bool:

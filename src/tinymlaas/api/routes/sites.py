@@ -23,7 +23,7 @@ from tinymlaas.api.site_schemas import (
 )
 from tinymlaas.domain.sites import Site, SiteWorker
 from tinymlaas.errors import AuthenticationError
-from tinymlaas.service.blobs import BlobSigner
+from tinymlaas.service.site_jobs import SiteJobs
 from tinymlaas.service.sites import Sites, SitesView
 
 __all__ = ["router"]
@@ -91,12 +91,14 @@ def heartbeat(name: str, body: Heartbeat, site: SiteTokenDep, studio: StudioDep)
 
 
 @router.post("/{name}/blob-urls", response_model=BlobUrl,
-             responses=errors(400, 401, 404, 422, 500))
+             responses=errors(400, 401, 404, 409, 422, 500))
 def blob_upload_url(name: str, body: BlobUrlRequest, site: SiteTokenDep, studio: StudioDep,
                     request: Request) -> object:
-    """A signed URL a worker of the site (site token) uploads a blob to: ``PUT`` the bytes
-    whose sha256 is ``sha256``."""
+    """A signed URL a worker of the site (site token) uploads the output of the job's
+    attempt it holds to: ``PUT`` the bytes whose sha256 is ``sha256``. 404: the job is not
+    the site's; 409: the attempt is not this worker's (ended, cancelled, taken over), or
+    it already named another output (one per attempt)."""
     base = str(request.base_url).rstrip("/")
-    url = BlobSigner.for_home(studio.settings.home).sign(body.sha256, body.method,
-                                                         ttl_s=body.ttl_s, base_url=base)
+    url = SiteJobs(studio.services).upload_url(site, body.job_id, body.worker_id,
+                                               body.attempt, body.sha256, body.ttl_s, base)
     return BlobUrl(url=url, expires_at=datetime.now(UTC) + timedelta(seconds=body.ttl_s))
