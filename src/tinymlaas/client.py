@@ -506,6 +506,19 @@ class Client:
             "source": source, "name": name, "project": project, "test_fraction": test_fraction,
             "calibration_size": calibration_size, "seed": seed})
 
+    def add_site_dataset(self, source: str, *, name: str | None = None,
+                         project: str | None = None, task: str | None = None,
+                         label_column: str | None = None,
+                         image_size: tuple[int, int] | None = None, test_fraction: float = 0.2,
+                         calibration_size: int = 256, seed: int = 0) -> DatasetPublic:
+        """Register a file that stays at a site (``site://NAME/relative/path``): the site's
+        worker reads it and reports what it holds; runs on it run at that site."""
+        return self._one(DatasetPublic, "POST", "/datasets/site", json={
+            "source": source, "name": name, "project": project, "task": task,
+            "label_column": label_column, "image_size": image_size,
+            "test_fraction": test_fraction, "calibration_size": calibration_size,
+            "seed": seed})
+
     def import_dataset(self, repo_id: str, filename: str, *, revision: str | None = None,
                        name: str | None = None, project: str | None = None,
                        task: str | None = None, label_column: str | None = None,

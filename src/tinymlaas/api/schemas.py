@@ -23,6 +23,7 @@ from tinymlaas.domain.entities import (
     NAME_PATTERN,
     check_json_numbers,
 )
+from tinymlaas.domain.sites import SiteDataset
 
 __all__ = [
     "ArtifactPublic",
@@ -323,6 +324,18 @@ class DatasetBuiltinCreate(SplitsCreate):
     project: str | None = None
 
 
+class DatasetSiteCreate(SplitsCreate):
+    source: str = Field(min_length=8, max_length=700, pattern=r"^site://",
+                        description="site://NAME/relative/path: a file under the data root of "
+                        "site NAME's workers; its bytes stay there.",
+                        examples=["site://factory/data.npz"])
+    name: Name | None = Field(default=None, pattern=NAME_PATTERN)
+    project: str | None = None
+    task: Task | None = None
+    label_column: str | None = Field(default=None, max_length=200)
+    image_size: tuple[ImageSide, ImageSide] | None = None
+
+
 class DatasetHubImport(HubImport, SplitsCreate):
     task: Task | None = None
     label_column: str | None = None
@@ -348,6 +361,8 @@ class DatasetPublic(Public):
     class_names: list[str]
     splits: dict[str, Any]
     location: str
+    site: SiteDataset | None = Field(default=None, description="For data that stays at a "
+                                     "site: where its workers read it and the file's sha256.")
     created_at: datetime
 
 

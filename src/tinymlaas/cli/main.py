@@ -242,7 +242,8 @@ def models_show(ref: str, as_json: JsonOpt = False) -> None:
 @datasets_app.command("add")
 def datasets_add(
     source: Annotated[str, typer.Argument(help="An .npz (X, y), a .csv, a .zip of image "
-                                          "folders, or a built-in name: digits.")],
+                                          "folders, a built-in name (digits), or "
+                                          "site://NAME/path: a file that stays at a site.")],
     name: Annotated[str | None, typer.Option(help="Name (default: file stem).")] = None,
     task: Annotated[Task | None, typer.Option(help="Default: inferred from the labels.")] = None,
     label_column: Annotated[str | None, typer.Option(help="CSV label column (default: "
@@ -273,8 +274,16 @@ def datasets_add(
     Text (a .csv or .jsonl with a text column) is tokenized with a model's tokenizer:
     --tokenizer MODEL; without --label-column it is unlabelled (for calibration and
     fidelity).
+
+    site://NAME/path (with --server) names a file under the data root of site NAME's
+    workers: a worker there reads it and reports its shape, classes and sha256, and its
+    bytes never leave the site. Runs on it run at that site.
     """
     text = None
+    if tokenizer is not None and source.startswith("site://"):
+        raise InvalidInputError("--tokenizer is for text uploaded here; at a site, tokenize "
+                                "the text into an NPZ (one array per model input) and register "
+                                "that")
     if tokenizer is not None:
         from tinymlaas.formats.text_datasets import TextOptions
 

@@ -24,6 +24,7 @@ from tinymlaas.domain import (
     Task,
 )
 from tinymlaas.domain.entities import FILE_NAMES, PACKAGE_DIRECTORY_KINDS
+from tinymlaas.domain.sites import SITE_SCHEME
 from tinymlaas.engine import RunEvent
 from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
 from tinymlaas.formats.archives import extract_package
@@ -110,7 +111,13 @@ class RemoteServices:
                     project: str | None = None, text: TextOptions | None = None) -> Dataset:
         project = None if project == "default" else project
         splits = splits or DatasetSplits()
-        if text is not None:
+        if source.startswith(SITE_SCHEME):  # the CLI refuses text at a site
+            public = self.client.add_site_dataset(
+                source, name=name, project=project, task=task.value if task else None,
+                label_column=label_column, image_size=image_size,
+                test_fraction=splits.test_fraction, calibration_size=splits.calibration_size,
+                seed=splits.seed)
+        elif text is not None:
             public = self.client.upload_dataset(
                 source, name=name, project=project, task=task.value if task else None,
                 label_column=label_column, test_fraction=splits.test_fraction,

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ArtifactRef", "DatasetRef", "EvaluateJob", "Job", "JobResult", "ProgressEvent",
-           "TransformJob", "map_artifacts", "with_urls"]
+__all__ = ["ArtifactRef", "DatasetRef", "DescribeJob", "EvaluateJob", "Job", "JobResult",
+           "ProgressEvent", "SiteData", "TransformJob", "map_artifacts", "with_urls"]
 
 
 class _Message(BaseModel):
@@ -31,13 +31,26 @@ class ArtifactRef(_Message):
     url: str | None = None
 
 
+class SiteData(_Message):
+    """A dataset file at the job's site: where its workers read it (``path``, relative to
+    their data root) and the options that turn it into the canonical arrays."""
+
+    path: str = Field(min_length=1, max_length=500)
+    task: str | None = None
+    label_column: str | None = Field(default=None, max_length=200)
+    image_size: tuple[int, int] | None = None
+
+
 class DatasetRef(_Message):
-    """The data a step reads: a canonical dataset artifact, its task, splits and classes."""
+    """The data a step reads: a canonical dataset artifact, its task, splits and classes.
+    With ``site``, the data stays at the job's site: its worker makes the artifact from the
+    file there (and checks its sha256); nothing is fetched."""
 
     artifact: ArtifactRef
     task: str
     splits: dict[str, Any]
     num_classes: int | None = None
+    site: SiteData | None = None
 
 
 class TransformJob(_Message):
@@ -77,15 +90,27 @@ class EvaluateJob(_Message):
     memory_mb: int | None = Field(default=None, gt=0)
 
 
-Job = Annotated[TransformJob | EvaluateJob, Field(discriminator="type")]
+class DescribeJob(_Message):
+    """Read a dataset file at the site and report what it holds (its result's ``metrics``:
+    the canonical artifact's sha256 and size, the file's sha256 and size, the format, task,
+    samples, feature shape, classes and per-input arrays); its bytes stay there."""
+
+    type: Literal["describe-dataset"] = "describe-dataset"
+    spec_version: Literal[1] = 1
+    job_id: str
+    project: str
+    data: SiteData
+
+
+Job = Annotated[TransformJob | EvaluateJob | DescribeJob, Field(discriminator="type")]
 
 
 def map_artifacts(job: TransformJob | EvaluateJob,
                   change: Callable[[ArtifactRef], ArtifactRef]) -> TransformJob | EvaluateJob:
     """``job`` with ``change(ref)`` in place of each artifact it reads: its input, its
-    dataset's, an evaluation's reference."""
+    dataset's (unless the dataset is at the site), an evaluation's reference."""
     update: dict[str, Any] = {"input": change(job.input)}
-    if job.dataset is not None:
+    if job.dataset is not None and job.dataset.site is None:
         update["dataset"] = job.dataset.model_copy(
             update={"artifact": change(job.dataset.artifact)})
     if isinstance(job, EvaluateJob) and job.reference is not None:
@@ -93,10 +118,12 @@ def map_artifacts(job: TransformJob | EvaluateJob,
     return job.model_copy(update=update)
 
 
-def with_urls(job: TransformJob | EvaluateJob,
-              url_for: Callable[[str], str]) -> TransformJob | EvaluateJob:
+def with_urls(job: TransformJob | EvaluateJob | DescribeJob,
+              url_for: Callable[[str], str]) -> TransformJob | EvaluateJob | DescribeJob:
     """``job`` with the URL ``url_for(sha256)`` of each artifact it reads: what a remote
     worker fetches them by."""
+    if isinstance(job, DescribeJob):  # it reads only the site's own file
+        return job
     return map_artifacts(job, lambda ref: ref.model_copy(update={"url": url_for(ref.sha256)}))
 
 

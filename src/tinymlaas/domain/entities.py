@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tinymlaas.domain.sites import SiteDataset
+
 __all__ = [
     "Artifact",
     "ArtifactKind",
@@ -185,7 +187,10 @@ class Dataset(Entity):
     num_classes: int | None = None
     class_names: list[str] = Field(default_factory=list)
     splits: DatasetSplits = Field(default_factory=DatasetSplits)
-    location: str = Field(default="platform", description="'platform' or a named site.")
+    location: str = Field(default="platform", description="'platform', or "
+                          "site://NAME/path for data that stays at a site.")
+    site: SiteDataset | None = Field(default=None, description="For data at a site: where "
+                                     "its workers read it.")
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-__all__ = ["WORKER_TIMEOUT_S", "Site", "SiteWorker", "worker_alive"]
+__all__ = ["MAX_SITE_PATH", "SITE_SCHEME", "WORKER_TIMEOUT_S", "Site", "SiteDataset",
+           "SiteWorker", "worker_alive"]
+
+#: How a dataset at a site is named: ``site://NAME/relative/path``.
+SITE_SCHEME = "site://"
+#: The longest relative path of a site's dataset.
+MAX_SITE_PATH = 500
 
 #: A worker whose last heartbeat is older than this is shown as gone.
 WORKER_TIMEOUT_S = 90.0
@@ -45,3 +51,20 @@ def worker_alive(worker: SiteWorker, now: datetime | None = None,
     if last.tzinfo is None:
         last = last.replace(tzinfo=UTC)
     return (now - last).total_seconds() <= timeout_s
+
+
+class SiteDataset(BaseModel):
+    """A dataset whose file stays at a site: where the site's workers read it (``path``,
+    under their data root), the options it was registered with (a worker turns the file into
+    the canonical arrays again with them) and what the worker that described it reported."""
+
+    site_id: str
+    path: str = Field(min_length=1, max_length=MAX_SITE_PATH)
+    task: str | None = None
+    label_column: str | None = None
+    image_size: tuple[int, int] | None = None
+    source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The file's sha256.")
+    source_bytes: int = Field(ge=0)
+    #: The canonical arrays per model input (name: [dtype, per-sample shape]); None for a
+    #: single array ``X``.
+    fields: dict[str, tuple[str, list[int]]] | None = None

@@ -47,6 +47,7 @@ from tinymlaas.contracts.jobs import (
     DatasetRef,
     EvaluateJob,
     JobResult,
+    SiteData,
     TransformJob,
 )
 from tinymlaas.domain import (
@@ -236,10 +237,18 @@ class Engine:
 
     def _check_inputs(self, model: Model, dataset: Dataset) -> None:
         """The dataset holds an array of a fitting kind for every model input."""
-        from tinymlaas.formats.datasets import check_model_inputs
+        import numpy as np
+
+        from tinymlaas.formats.datasets import check_input_fields, check_model_inputs
 
         try:
-            check_model_inputs(model.inputs, self.artifacts.path(dataset.artifact_sha))
+            if dataset.site is not None:  # as its site's worker described its arrays
+                fields = dataset.site.fields
+                check_input_fields(model.inputs, None if fields is None else {
+                    name: (np.dtype(dtype), tuple(shape)) for name, (dtype, shape)
+                    in fields.items()})
+            else:
+                check_model_inputs(model.inputs, self.artifacts.path(dataset.artifact_sha))
         except InvalidInputError as exc:
             raise IncompatibleChainError(
                 f"model {model.name} and dataset {dataset.name} do not match: {exc.message}",
@@ -454,9 +463,14 @@ class Engine:
                            size=artifact.size_bytes, name=artifact.filename)
 
     def _dataset_ref(self, dataset: Dataset) -> DatasetRef:
+        at_site = dataset.site
         return DatasetRef(artifact=self._ref(self.meta.get_artifact(dataset.artifact_sha)),
                           task=dataset.task.value, splits=dataset.splits.model_dump(),
-                          num_classes=dataset.num_classes)
+                          num_classes=dataset.num_classes,
+                          site=None if at_site is None else SiteData(
+                              path=at_site.path, task=at_site.task,
+                              label_column=at_site.label_column,
+                              image_size=at_site.image_size))
 
     def _dispatch(self, run_id: str, job: TransformJob | EvaluateJob,
                   progress: Callable[[float, str], None]) -> JobResult:

@@ -271,6 +271,8 @@ class Fleet:
         from tinymlaas.formats.datasets import read_canonical, split_indices
 
         dataset = self.services.meta.get_dataset(run.dataset_id)
+        if dataset.site is not None:  # its samples stay at the site: no golden check
+            return {}
         X, _ = read_canonical(self.services.artifacts.path(dataset.artifact_sha))
         batch = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int)}
         count = min(batch) if batch else GOLDEN_SAMPLES  # a fixed batch size is kept
@@ -599,7 +601,7 @@ class Fleet:
             dataset_id = dataset.id
             from tinymlaas.formats.datasets import read_canonical, split_indices
 
-            X, _ = read_canonical(self.services.artifacts.path(dataset.artifact_sha))
+            X, _ = read_canonical(self.services.dataset_path(dataset))
             rows = X[split_indices(len(X), dataset.splits)["test"][:limit]]
             samples = ({n: rows[n] for n in rows.dtype.names} if rows.dtype.names
                        else {names[0]: rows} if len(names) == 1 else {})

@@ -136,6 +136,10 @@ class Searches:
         project = project or DEFAULT_PROJECT
         model = self.services.get_model(request.model, project)
         dataset = self.services.get_dataset(request.dataset, project)
+        if dataset.site is not None:
+            raise InvalidInputError(f"dataset {dataset.name!r} stays at {dataset.location}; "
+                                    "a search measures candidates on this server, so it "
+                                    "takes a dataset stored here", {"field": "dataset"})
         if request.device:
             self.services.get_device(request.device, {project})
         return self.store.add(Search(

@@ -33,6 +33,7 @@ from tinymlaas.domain import (
     Task,
 )
 from tinymlaas.domain.entities import FILE_NAMES, INSTALLER_KINDS, PACKAGE_DIRECTORY_KINDS
+from tinymlaas.domain.sites import SITE_SCHEME
 from tinymlaas.engine import Engine, RunEvent
 from tinymlaas.errors import ConflictError, InvalidInputError, NotFoundError
 from tinymlaas.executors import LocalExecutor
@@ -47,6 +48,7 @@ from tinymlaas.store import MetadataStore, cleanup
 from tinymlaas.store.metadata import new_id
 
 if TYPE_CHECKING:
+    from tinymlaas.domain.sites import Site
     from tinymlaas.executors.celery import CeleryExecutor
 
 __all__ = ["ComparisonRow", "Deletion", "PackageOutput", "Services", "SigningKey"]
@@ -91,9 +93,9 @@ class Services:
                               lease_ttl_s=self.settings.site_lease_ttl_s,
                               max_attempts=self.settings.site_attempts)
 
-    def _site_of_run(self, ref: str, project: str) -> str:
-        """The id of site ``ref`` of ``project``, which must be able to run steps now: this
-        server has a broker and the site a live worker."""
+    def live_site(self, ref: str, project: str) -> Site:
+        """Site ``ref`` of ``project``, which must be able to run steps now: this server has
+        a broker and the site a live worker."""
         from tinymlaas.domain.sites import worker_alive
         from tinymlaas.store.sites import SiteStore
 
@@ -106,9 +108,9 @@ class Services:
         if not any(worker_alive(w, now) for w in site.workers):
             raise ConflictError(f"site {site.name!r} has no live worker; start one there "
                                 f"with `tinymlaas worker --server URL --site {site.name} "
-                                "--token SITE_TOKEN --data-root DIR`, then submit the run "
-                                "again", {"field": "site", "site": site.name})
-        return site.id
+                                "--token SITE_TOKEN --data-root DIR`, then try again",
+                                {"field": "site", "site": site.name})
+        return site
 
     def close(self) -> None:
         if self.site_executor is not None:
@@ -211,8 +213,19 @@ class Services:
                     splits: DatasetSplits | None = None,
                     project: str = DEFAULT_PROJECT, text: TextOptions | None = None) -> Dataset:
         """Register a dataset file, or a built-in by name (``digits``). With ``text``, a
-        CSV/JSONL of text tokenized with the tokenizer of the model ``text.tokenizer``."""
+        CSV/JSONL of text tokenized with the tokenizer of the model ``text.tokenizer``. A
+        ``site://NAME/path`` file stays at site NAME (:mod:`.site_datasets`)."""
         s = self.settings
+        if source.startswith(SITE_SCHEME):
+            from tinymlaas.service.site_datasets import add_site_dataset
+
+            if text is not None:
+                raise InvalidInputError("text at a site cannot be tokenized there yet: "
+                                        "tokenize it into an NPZ (one array per model input) "
+                                        "and register that", {"field": "tokenizer"})
+            return add_site_dataset(self, source, name, task=task, label_column=label_column,
+                                    image_size=image_size, splits=splits or DatasetSplits(),
+                                    project=project)
         if text is not None:
             path = Path(source)
             if not path.is_file():
@@ -368,7 +381,15 @@ class Services:
         device_name = device or pipeline.device
         if device_name:
             self.get_device(device_name, {model_entity.project})
-        site_id = self._site_of_run(site, model_entity.project) if site else None
+        site_id = self.live_site(site, model_entity.project).id if site else None
+        if dataset_entity is not None and dataset_entity.site is not None:
+            if site_id is None:  # its steps run where its data is
+                site_id = self.live_site(dataset_entity.site.site_id, model_entity.project).id
+            elif site_id != dataset_entity.site.site_id:
+                raise InvalidInputError(
+                    f"dataset {dataset_entity.name!r} stays at {dataset_entity.location}, so "
+                    "the run's steps run at that site; a run reads one site's data: leave "
+                    "out --site (or give that site)", {"field": "site"})
         return self.engine.create_run(pipeline, model_entity, dataset_entity, device_name,
                                       name, project, site=site_id)
 
@@ -624,7 +645,20 @@ class Services:
         """A dataset's canonical NPZ, named after the dataset."""
         artifact = self.meta.get_artifact(dataset.artifact_sha).model_copy(update={
             "filename": f"{dataset.name}.npz", "created_at": dataset.created_at})
-        return artifact, self.artifacts.path(dataset.artifact_sha)
+        return artifact, self.dataset_path(dataset)
+
+    def dataset_path(self, dataset: Dataset) -> Path:
+        """Where this server reads a dataset's canonical NPZ.
+
+        Raises:
+            ConflictError: the dataset stays at a site; its bytes are not here.
+        """
+        if dataset.site is not None:
+            raise ConflictError(f"dataset {dataset.name!r} stays at {dataset.location}: its "
+                                "bytes never reach this server, so it cannot be read here "
+                                "(runs on it run at its site)",
+                                {"dataset": dataset.name, "location": dataset.location})
+        return self.artifacts.path(dataset.artifact_sha)
 
     def artifact_path(self, sha: str) -> Path:
         return self.artifacts.path(sha)

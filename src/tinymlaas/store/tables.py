@@ -86,7 +86,8 @@ class DatasetRow(Base):
     num_classes: Mapped[int | None] = mapped_column(Integer)
     class_names: Mapped[list[Any]]
     splits: Mapped[dict[str, Any]]
-    location: Mapped[str] = mapped_column(String(100))
+    location: Mapped[str] = mapped_column(String(600))
+    site: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime]
 
 

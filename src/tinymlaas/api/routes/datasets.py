@@ -15,6 +15,7 @@ from tinymlaas.api.schemas import (
     DatasetBuiltinCreate,
     DatasetHubImport,
     DatasetPublic,
+    DatasetSiteCreate,
     DeletionPublic,
     ErrorBody,
 )
@@ -92,6 +93,23 @@ async def upload_dataset(
 def add_builtin(body: DatasetBuiltinCreate, ws: WorkspaceDep) -> object:
     """Register a built-in dataset (``digits``)."""
     return ws.add_dataset(body.source, body.name, project=body.project,
+                          splits=DatasetSplits(test_fraction=body.test_fraction,
+                                               calibration_size=body.calibration_size,
+                                               seed=body.seed))
+
+
+@router.post("/site", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
+             responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody},
+                        413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+def add_site_dataset(body: DatasetSiteCreate, ws: WorkspaceDep) -> object:
+    """Register a file that stays at a site (``site://NAME/relative/path``): a worker of
+    the site reads it under its data root and reports its shape, classes and sha256; its
+    bytes never reach the server. Runs on it run at that site. 409 when the server has no
+    broker or the site no live worker; 404 when the site (or the file there) is not found;
+    503 when the site does not answer in time."""
+    ws.project_id(body.project, write=True)
+    return ws.add_dataset(body.source, body.name, project=body.project, task=body.task,
+                          label_column=body.label_column, image_size=body.image_size,
                           splits=DatasetSplits(test_fraction=body.test_fraction,
                                                calibration_size=body.calibration_size,
                                                seed=body.seed))
