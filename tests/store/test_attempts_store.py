@@ -4,6 +4,7 @@ lives; an expired lease is taken over or queued again, a bounded number of times
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -13,8 +14,20 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 
+from tinymlaas.domain import (
+    Artifact,
+    ArtifactKind,
+    Model,
+    Pipeline,
+    PipelineStep,
+    Run,
+    RunStatus,
+    StepRecord,
+    TensorSpec,
+)
 from tinymlaas.store import MetadataStore
 from tinymlaas.store.attempts import AttemptStore
+from tinymlaas.store.cleanup import delete_project, delete_records
 from tinymlaas.store.metadata import MIGRATIONS
 from tinymlaas.store.tables import Base
 
@@ -132,3 +145,45 @@ def test_the_holder_of_a_requeued_attempt_keeps_it_until_another_worker_claims(
     assert attempts.claim("run-e-0-abc", "site-1", "w2", 30) is not None
     assert attempts.renew("run-e-0-abc", "site-1", "w1", 1, 30) is False
     assert attempts.finish("run-e-0-abc", "site-1", "w1", 1, {"ok": True}) is False
+
+
+def _ended_run(meta: MetadataStore, run_id: str, project: str) -> None:
+    sha = hashlib.sha256(project.encode()).hexdigest()
+    if not _has_model(meta, f"model-{project}"):
+        meta.ensure_project(project)
+        meta.add_artifact(Artifact(sha256=sha, kind=ArtifactKind.onnx, size_bytes=10,
+                                   filename="model.onnx"))
+        meta.add_model(Model(id=f"model-{project}", name=f"m-{project}", artifact_sha=sha,
+                             kind=ArtifactKind.onnx, parameters=7, project=project,
+                             inputs=[TensorSpec(name="x", shape=["N", 4], dtype="float32")]))
+    meta.add_run(Run(id=run_id, name="p", model_id=f"model-{project}", project=project,
+                     pipeline=Pipeline(name="p", steps=[PipelineStep(transformer="fuse")]),
+                     steps=[StepRecord(index=0, transformer="fuse")]))
+    meta.update_run(run_id, status=RunStatus.succeeded)
+
+
+def _has_model(meta: MetadataStore, model_id: str) -> bool:
+    with meta.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM models WHERE id = :i"),
+                            {"i": model_id}).scalar_one() > 0
+
+
+def _jobs(meta: MetadataStore) -> list[str]:
+    with meta.engine.connect() as conn:
+        return sorted(conn.execute(sa.text("SELECT job_id FROM job_attempts")).scalars())
+
+
+def test_deleting_a_run_or_its_project_deletes_its_jobs_attempts(meta: MetadataStore) -> None:
+    attempts = AttemptStore(meta)
+    for run_id, project in (("run-a", "plant"), ("run-b", "plant"), ("run-c", "lab")):
+        _ended_run(meta, run_id, project)
+        for step in range(2):
+            job_id = f"{run_id}-{step}-abc"
+            attempts.queue(job_id, run_id, "site-1", project, {"job_id": job_id}, 3)
+    attempts.claim("run-a-0-abc", "site-1", "w1", 30)
+    attempts.finish("run-a-0-abc", "site-1", "w1", 1, {"job_id": "run-a-0-abc", "ok": False})
+    delete_records(meta, runs=["run-a"])
+    assert _jobs(meta) == ["run-b-0-abc", "run-b-1-abc", "run-c-0-abc", "run-c-1-abc"]
+    delete_project(meta, "plant")
+    assert _jobs(meta) == ["run-c-0-abc", "run-c-1-abc"]  # another project's stay
+    assert [r.id for r in meta.list_runs(project="lab")] == ["run-c"]

@@ -25,6 +25,7 @@ from tinymlaas.store.accounts import (
     PipelineTemplateRow,
     WebhookRow,
 )
+from tinymlaas.store.attempts import AttemptRow
 from tinymlaas.store.metadata import MetadataStore
 from tinymlaas.store.searches import SearchRow
 from tinymlaas.store.tables import (
@@ -63,7 +64,8 @@ def runs_using(meta: MetadataStore, *, model_id: str | None = None,
 
 def delete_records(meta: MetadataStore, *, runs: Collection[str] = (),
                    models: Collection[str] = (), datasets: Collection[str] = ()) -> None:
-    """Delete runs (with their steps), then models and datasets, in one transaction.
+    """Delete runs (with their steps and their jobs' attempts at sites), then models and
+    datasets, in one transaction.
 
     Raises:
         ConflictError: a run is queued or executing (cancel it first), or a model or dataset
@@ -76,6 +78,7 @@ def delete_records(meta: MetadataStore, *, runs: Collection[str] = (),
             raise ConflictError(f"run {active[0]} is queued or running; cancel it before "
                                 "deleting it", {"runs": sorted(active)})
         s.execute(delete(StepRow).where(StepRow.run_id.in_(list(runs))))
+        s.execute(delete(AttemptRow).where(AttemptRow.run_id.in_(list(runs))))
         s.execute(delete(RunRow).where(RunRow.id.in_(list(runs))))
         for column, ids, what in ((RunRow.model_id, models, "model"),
                                   (RunRow.dataset_id, datasets, "dataset")):
@@ -105,7 +108,7 @@ def delete_project(meta: MetadataStore, project: str) -> None:
                   .where(sites.SiteWorkerRow.site_id.in_(project_sites)))
         for table in (DeviceRow, ExternalTransformerRow, PipelineTemplateRow, WebhookRow,
                       SearchRow, fleet.DeviceRow, fleet.ReleaseRow, fleet.RolloutRow,
-                      fleet.InferenceRow, sites.SiteRow):
+                      fleet.InferenceRow, AttemptRow, sites.SiteRow):
             s.execute(delete(table).where(table.project == project))
         s.execute(delete(MemberRow).where(MemberRow.project_id == project))
         s.execute(delete(ProjectRow).where(ProjectRow.id == project))
