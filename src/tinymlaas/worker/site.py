@@ -34,6 +34,7 @@ from tinymlaas.artifacts.http import HttpArtifactStore
 from tinymlaas.artifacts.local import LocalArtifactStore
 from tinymlaas.contracts.jobs import (
     ArtifactRef,
+    DescribeJob,
     EvaluateJob,
     Job,
     JobResult,
@@ -47,11 +48,12 @@ from tinymlaas.errors import (
     TinymlaasError,
 )
 from tinymlaas.executors.queues import TASK_NAME, celery_app
+from tinymlaas.worker import site_data
 
 __all__ = ["SiteWorker"]
 
 log = logging.getLogger("tinymlaas.worker")
-_JOB: TypeAdapter[TransformJob | EvaluateJob] = TypeAdapter(Job)
+_JOB: TypeAdapter[TransformJob | EvaluateJob | DescribeJob] = TypeAdapter(Job)
 #: What a message holds (the job ids of the site endpoints).
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 #: How often the site hears that this worker is alive.
@@ -251,7 +253,8 @@ class SiteWorker:
                                 daemon=True, name=f"lease-{job.job_id}")
         beat.start()
         try:
-            result = self._execute(job, running)
+            result = (self._describe(job) if isinstance(job, DescribeJob)
+                      else self._execute(job, running))
             if running.lost.is_set():
                 return "lost"
             self._retrying(lambda: self.api.result(job.job_id, self.worker_id,
@@ -308,8 +311,24 @@ class SiteWorker:
             self.cache.adopt(target, ref.sha256)
         return ref.model_copy(update={"url": None})
 
+    def _describe(self, job: DescribeJob) -> JobResult:
+        """Read a dataset file of the site; only what it holds goes to the server."""
+        try:
+            description = site_data.describe(self.data_root, job.data, self.cache,
+                                             self.work_dir / "datasets")
+        except TinymlaasError as exc:
+            return JobResult(job_id=job.job_id, ok=False, error=exc.message,
+                             error_type=type(exc).__name__)
+        log.info("job %s: %s described: %s samples, sha256 %s", job.job_id, job.data.path,
+                 description["num_samples"], description["sha256"][:12])
+        return JobResult(job_id=job.job_id, ok=True, metrics=description)
+
     def _execute(self, job: TransformJob | EvaluateJob, running: _Running) -> JobResult:
         try:
+            if job.dataset is not None and job.dataset.site is not None:
+                site_data.materialize(self.data_root, job.dataset.site,
+                                      job.dataset.artifact.sha256, self.cache,
+                                      self.work_dir / "datasets")
             local = map_artifacts(job, self._fetch)
             executor = self._local_executor()
             handle = executor.submit(local)
