@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,125 +25,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import need_service, step_python
-from tinymlaas.api.testing import free_port, start_server, stop_server, write_digits_onnx
+from helpers import step_python
+from sites_harness import QUANTIZE, RABBITMQ, REDIS, Studio, reachable, running_studio
+from tinymlaas.api.testing import free_port
 from tinymlaas.client import Client
 from tinymlaas.config import Settings
 from tinymlaas.errors import ConflictError
 from tinymlaas.service import Services
 from tinymlaas.service.pipelines import parse_pipeline
 
-RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
-REDIS = "redis://127.0.0.1:6379/0"
-PASSWORD = "correct horse battery"
-TERMINAL = {"succeeded", "failed", "cancelled", "degraded"}
-QUANTIZE = {"steps": [{"quantize-static": {"format": "qdq", "per_channel": True,
-                                           "num_samples": 64}}]}
-
-
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-class Studio:
-    """A real server process with a broker, its user and the worker processes started."""
-
-    def __init__(self, root: Path, broker: str) -> None:
-        self.root = root
-        self.home = root / "home"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "TINYMLAAS_HOME": str(self.home),
-                    "TINYMLAAS_BROKER_URL": broker, "TINYMLAAS_LOGIN_RATE_LIMIT": "1000",
-                    "TINYMLAAS_SITE_LEASE_TTL_S": "4", "TINYMLAAS_LEASE_TTL_S": "3",
-                    "TINYMLAAS_EXTERNAL_STEPS": "everyone"}
-        self.log = root / "server.log"
-        self.server = self._start()
-        self.workers: list[subprocess.Popen] = []
-        self.client = Client(self.url)
-        self.client.register("owner@example.com", PASSWORD)
-        self.client.login("owner@example.com", PASSWORD)
-        self.model_path = write_digits_onnx(root / "digits.onnx")
-        self.model = self.client.upload_model(self.model_path, name="m")
-        self.dataset = self.client.add_builtin_dataset("digits", name="d")
-
-    def _start(self) -> subprocess.Popen:
-        try:
-            return start_server(self.env, self.port, output=self.log.open("ab"))
-        except RuntimeError as exc:
-            pytest.fail(f"{exc}: {self.log.read_text()[-3000:]}")
-
-    def restart(self, down_s: float) -> None:
-        """Stop the server, leave it down ``down_s`` seconds, start it on the same home."""
-        stop_server(self.server)
-        time.sleep(down_s)
-        self.server = self._start()
-
-    def start_worker(self, site: str, token: str, *, wait: bool = True,
-                     log_name: str = "worker") -> subprocess.Popen:
-        """``tinymlaas worker`` in its own process group, without the server's settings (a
-        worker learns its broker from the server)."""
-        data = self.root / "data"
-        data.mkdir(exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TINYMLAAS_")}
-        before = {w.id for w in self.client.get_site(site).workers}
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "tinymlaas.cli.main", "worker", "--server", self.url,
-             "--site", site, "--token", token, "--data-root", str(data),
-             "--work-dir", str(self.root / f"{log_name}-work")],
-            env=env, start_new_session=True, stderr=subprocess.STDOUT,
-            stdout=(self.root / f"{log_name}.log").open("ab"))
-        self.workers.append(worker)
-        if wait:
-            deadline = time.monotonic() + 60
-            while {w.id for w in self.client.get_site(site).workers} <= before:
-                if worker.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the worker did not say it is alive: "
-                                + (self.root / f"{log_name}.log").read_text()[-3000:])
-                time.sleep(0.2)
-            time.sleep(1.0)  # its consumer subscribes to the queue after the first heartbeat
-        return worker
-
-    def wait_run(self, run_id: str, timeout_s: float = 240) -> object:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            run = self.client.get_run(run_id)
-            if run.status in TERMINAL:
-                return run
-            time.sleep(0.3)
-        pytest.fail(f"run {run_id} did not finish: {self.client.get_run(run_id).status}; "
-                    + self.log.read_text()[-2000:])
-
-    def close(self) -> None:
-        for worker in self.workers:
-            if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGTERM)
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(worker.pid, signal.SIGKILL)
-                    worker.wait()
-        self.client.close()
-        stop_server(self.server)
-
-
-@contextlib.contextmanager
-def _studio(root: Path, broker: str, port: int, name: str) -> Iterator[Studio]:
-    need_service(_reachable(port), f"{name} on 127.0.0.1:{port}")
-    studio = Studio(root, broker)
-    try:
-        yield studio
-    finally:
-        studio.close()
-
 
 @pytest.fixture(scope="module")
 def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
-    with _studio(tmp_path_factory.mktemp("rabbit"), RABBITMQ, 5672, "RabbitMQ") as studio:
+    with running_studio(tmp_path_factory.mktemp("rabbit"), RABBITMQ, 5672,
+                        "RabbitMQ") as studio:
         yield studio
 
 
@@ -327,7 +221,7 @@ def test_a_sites_token_opens_only_its_own_site(rabbit: Studio) -> None:
 
 
 def test_a_run_at_a_site_over_redis(tmp_path: Path) -> None:
-    with _studio(tmp_path, REDIS, 6379, "Redis") as studio:
+    with running_studio(tmp_path, REDIS, 6379, "Redis") as studio:
         site = studio.client.create_site("lab")
         studio.start_worker("lab", site.token, log_name="lab")
         run = studio.client.create_run(studio.model.id, studio.dataset.id, pipeline=QUANTIZE,
@@ -398,14 +292,15 @@ def test_the_broker_stopped_for_10_s_mid_step_the_run_completes_once(
         process = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
                                     "--appendonly", "no"], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
-        while not _reachable(port):
+        while not reachable(port):
             assert process.poll() is None and time.monotonic() < deadline, "no redis-server"
             time.sleep(0.1)
         return process
 
     redis = broker()
     try:
-        with _studio(tmp_path, f"redis://127.0.0.1:{port}/0", port, "redis-server") as studio:
+        with running_studio(tmp_path, f"redis://127.0.0.1:{port}/0", port,
+                            "redis-server") as studio:
             site = studio.client.create_site("yard")
             marker, started = shared_dir / "executions.txt", shared_dir / "started"
             studio.start_worker("yard", site.token, log_name="yard")
