@@ -55,6 +55,8 @@ SEMANTIC_REFUSALS = {
     "POST /api/v1/runs/compare",
     # A device name may not shadow a catalog device (400).
     "POST /api/v1/devices",
+    # A site's dataset needs a site of the project with a live worker, and a broker (404/409).
+    "POST /api/v1/datasets/site",
     # Repo ids and in-repo file paths are checked by the Hub client's rules (400).
     "POST /api/v1/models/hub", "POST /api/v1/datasets/hub",
     # A rollout needs a group with devices, and a run that ended in an installer (400/409).
