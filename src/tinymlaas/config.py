@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     site_attempts: int = Field(default=3, ge=1, le=20, description="Attempts of a step at "
                                "a site whose worker stops (its lease expires) before the "
                                "run fails.")
+    site_queue_timeout_s: float = Field(default=3600.0, gt=0, le=30 * 86_400,
+                                        description="A step at a site that no worker claims "
+                                        "for this long fails (no live worker consumes the "
+                                        "site's queue).")
     # server (``tinymlaas serve``) and remote CLI
     server_url: str | None = Field(default=None, description="Use this server instead of "
                                    "the local stores (CLI and SDK).",

@@ -15,9 +15,10 @@ Leases, not the broker, decide who runs a job. A message the broker redelivers (
 was killed, or a long step outlived RabbitMQ's ``consumer_timeout``) finds the job held by
 a live lease, or finished, and the worker drops it. The waiting server thread is the
 reaper of its job: an attempt whose lease expired is queued again (a new message) while
-attempts are left, then the job fails and says why. A job rerun after a server restart has
-the same id (the step key is in it), so a job still running at the site is watched again,
-not started twice.
+attempts are left, then the job fails and says why; a job that no worker of its site takes
+within the queue timeout (no live worker consumes the site's queue) fails and says so. A
+job rerun after a server restart has the same id (the step key is in it), so a job still
+running at the site is watched again, not started twice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,14 +83,17 @@ class CeleryExecutor:
         attempts: The job attempts store (the server's database).
         lease_ttl_s: How long an attempt lives without a heartbeat.
         max_attempts: Attempts of a job before it fails.
+        queue_timeout_s: How long a queued job waits for a worker to claim it before it
+            fails.
     """
 
     def __init__(self, broker_url: str, attempts: AttemptStore, *, lease_ttl_s: float = 30.0,
-                 max_attempts: int = 3) -> None:
+                 max_attempts: int = 3, queue_timeout_s: float = 3600.0) -> None:
         self.broker_url = broker_url
         self.attempts = attempts
         self.lease_ttl_s = lease_ttl_s
         self.max_attempts = max_attempts
+        self.queue_timeout_s = queue_timeout_s
         self._app: Any = None
         self._lock = threading.Lock()
 
@@ -135,7 +140,12 @@ class CeleryExecutor:
 
     def reap(self, handle: SiteJob) -> str | None:
         """Queue the job again (a new message) when its lease expired, while attempts are
-        left; else it fails. Returns what was done."""
+        left; else it fails. A job queued longer than the queue timeout fails
+        (``"unclaimed"``). Returns what was done."""
+        if self.attempts.fail_unclaimed(handle.job_id, self.queue_timeout_s):
+            log.warning("job %s failed: no worker of its site took it within %g s",
+                        handle.job_id, self.queue_timeout_s)
+            return "unclaimed"
         outcome = self.attempts.requeue_expired(handle.job_id)
         if outcome == "requeued":
             log.warning("job %s: its worker stopped renewing the lease; queued again",
@@ -149,10 +159,15 @@ class CeleryExecutor:
     def wait(self, handle: SiteJob, on_progress: ProgressCallback | None = None) -> JobResult:
         seen: tuple[float, str] | None = None
         poll = _POLL_S
+        queued_since = time.monotonic()
         while True:
             row = self.attempts.get(handle.job_id)
             if row.finished:
                 return _result(row)
+            if row.status != "queued":
+                queued_since = time.monotonic()
+            elif time.monotonic() - queued_since >= self.queue_timeout_s:
+                self.reap(handle)  # a write: only once it has waited that long here
             if row.status == "running":
                 if on_progress is not None and (row.progress, row.message) != seen:
                     seen, poll = (row.progress, row.message), _POLL_S

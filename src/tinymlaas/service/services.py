@@ -91,7 +91,8 @@ class Services:
 
         return CeleryExecutor(self.settings.broker_url, AttemptStore(self.meta),
                               lease_ttl_s=self.settings.site_lease_ttl_s,
-                              max_attempts=self.settings.site_attempts)
+                              max_attempts=self.settings.site_attempts,
+                              queue_timeout_s=self.settings.site_queue_timeout_s)
 
     def live_site(self, ref: str, project: str) -> Site:
         """Site ``ref`` of ``project``, which must be able to run steps now: this server has

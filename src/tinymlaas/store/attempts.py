@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tinymlaas.store.metadata import MetadataStore
+from tinymlaas.store.sites import SiteRow
 from tinymlaas.store.tables import Base
 
 __all__ = ["Attempt", "AttemptStore"]
@@ -239,6 +240,29 @@ class AttemptStore:
                                  updated_at=now)).rowcount:  # type: ignore[attr-defined]
                 return "failed"
         return None
+
+    def fail_unclaimed(self, job_id: str, timeout_s: float) -> bool:
+        """The reaper's step for a job no worker takes: one queued (first, or again after a
+        lease expired) and not claimed for ``timeout_s`` fails, saying that no live worker
+        of its site took it. False while it waits less, or it is not queued."""
+        now = _now()
+        with self.meta.session() as s:
+            row = s.get(AttemptRow, job_id)
+            if row is None:
+                return False
+            site = s.get(SiteRow, row.site_id)
+            name = site.name if site is not None else row.site_id
+            error = (f"no live worker of site {name!r} took this step within "
+                     f"{timeout_s:g} s (TINYMLAAS_SITE_QUEUE_TIMEOUT_S); start one with "
+                     f"`tinymlaas worker --server URL --site {name} --token TOKEN "
+                     "--data-root DIR`, then rerun")
+            return bool(s.execute(
+                update(AttemptRow).where(AttemptRow.job_id == job_id,
+                                         AttemptRow.status == "queued",
+                                         AttemptRow.updated_at
+                                         < now - timedelta(seconds=timeout_s))
+                .values(status="failed", error=error, message="no worker took it",
+                        lease_expires_at=None, updated_at=now)).rowcount)  # type: ignore[attr-defined]
 
     def cancel(self, job_id: str) -> None:
         with self.meta.session() as s:
