@@ -311,7 +311,8 @@ def datasets_add(
     console.print(f"registered dataset [bold]{dataset.name}[/] ({dataset.id}): "
                   f"{dataset.num_samples} samples of {shape}, "
                   f"task {dataset.task}" + (f", {dataset.num_classes} classes"
-                                            if dataset.num_classes else ""))
+                                            if dataset.num_classes else "")
+                  + (f"; it stays at {dataset.location}" if dataset.site else ""))
 
 
 @datasets_app.command("list")
@@ -324,9 +325,9 @@ def datasets_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         console.print("no datasets yet: `tinymlaas datasets add digits`")
         return
     console.print(table("Datasets", ["id", "name", "format", "task", "samples", "shape",
-                                     "classes", "project"],
+                                     "classes", "project", "location"],
                         [[d.id, d.name, d.source_format, d.task, d.num_samples, d.feature_shape,
-                          d.num_classes or "-", d.project] for d in items]))
+                          d.num_classes or "-", d.project, d.location] for d in items]))
 
 
 @datasets_app.command("show")
