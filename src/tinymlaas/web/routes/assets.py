@@ -3,6 +3,7 @@ catalog."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -14,9 +15,12 @@ from tinymlaas.api.deps import StudioDep
 from tinymlaas.api.responses import model_file_response
 from tinymlaas.api.uploads import receive_upload, safe_stem, staged_model
 from tinymlaas.domain import DatasetSplits, Device, Task
+from tinymlaas.domain.entities import NAME_PATTERN
+from tinymlaas.domain.sites import SITE_SCHEME
 from tinymlaas.errors import InvalidInputError, TinymlaasError
-from tinymlaas.formats.datasets import MAX_IMAGE_SIDE
+from tinymlaas.formats.datasets import BUILTIN_DATASETS, MAX_IMAGE_SIDE
 from tinymlaas.formats.text_datasets import MAX_TEXT_LENGTH, TextOptions
+from tinymlaas.service.sites import Sites, SitesView
 from tinymlaas.templates import default_template
 from tinymlaas.web.forms import param_fields
 from tinymlaas.web.render import render
@@ -157,10 +161,13 @@ def download_model(ref: str, viewer: WebSession) -> Response:
 # datasets -----------------------------------------------------------------------------------
 
 def _datasets_page(request: Request, viewer: Viewer, error: str | None = None,
-                   status_code: int = 200) -> Response:
+                   status_code: int = 200, site_form: dict[str, str] | None = None) -> Response:
+    studio = request.app.state.studio
     return render(request, "datasets.html", {
         "datasets": viewer.workspace.list_datasets(), "projects": _writable_projects(viewer),
         "project_names": _project_names(viewer), "tasks": TASKS, "error": error,
+        "sites": SitesView(Sites(studio.services), viewer.workspace).list(),
+        "site_form": site_form or {},
         "text_models": [m for m in viewer.workspace.list_models()
                         if m.kind.value == "onnx" and any(i.name == "input_ids"
                                                           for i in m.inputs)]},
@@ -221,10 +228,42 @@ def add_builtin(request: Request, viewer: WebSession, source: Annotated[str, For
                 csrf_token: Annotated[str, Form()] = "") -> Response:
     check_csrf(request, csrf_token)
     try:
+        if source not in BUILTIN_DATASETS:  # never a path on the server
+            raise InvalidInputError(f"{source[:100]!r} is not a built-in dataset "
+                                    f"({', '.join(BUILTIN_DATASETS)})", {"field": "source"})
         dataset = viewer.workspace.add_dataset(source, name.strip() or None,
                                                project=project or None)
     except TinymlaasError as exc:
         return _datasets_page(request, viewer, exc.message, exc.http_status)
+    return RedirectResponse(f"/datasets?added={dataset.id}", status_code=303)
+
+
+@router.post("/datasets/site")
+def add_site_dataset(request: Request, viewer: WebSession,
+                     source: Annotated[str, Form(max_length=700)] = "",
+                     name: Annotated[str, Form(max_length=100)] = "",
+                     project: Annotated[str, Form(max_length=100)] = "",
+                     task: Annotated[str, Form(max_length=40)] = "",
+                     csrf_token: Annotated[str, Form()] = "") -> Response:
+    """A file that stays at a site (``site://NAME/relative/path``): the site's worker
+    describes it, and its bytes never reach the server. Waits for the site's answer; a
+    server without a broker, a site without a live worker, a missing file or a path that
+    leaves the site's data root shows its message on the page."""
+    check_csrf(request, csrf_token)
+    form = {"source": source, "name": name, "project": project, "task": task}
+    try:
+        source, name = source.strip(), name.strip()
+        if not source.startswith(SITE_SCHEME):
+            raise InvalidInputError("source: a file at a site is site://NAME/relative/path, "
+                                    "e.g. site://factory/data.npz", {"field": "source"})
+        if name and not re.match(NAME_PATTERN, name):
+            raise InvalidInputError(f"name {name[:100]!r}: letters, digits, '.', '_' and '-' "
+                                    "(starting with a letter or digit)", {"field": "name"})
+        dataset = viewer.workspace.add_dataset(
+            source, name or None, project=project or None,
+            task=Task(task) if task in TASKS else None)
+    except TinymlaasError as exc:
+        return _datasets_page(request, viewer, exc.message, exc.http_status, site_form=form)
     return RedirectResponse(f"/datasets?added={dataset.id}", status_code=303)
 
 
