@@ -178,3 +178,35 @@ def test_without_a_broker_a_site_dataset_is_refused(tmp_path: Path) -> None:
         assert svc.list_datasets() == []
     finally:
         svc.close()
+
+
+def test_registrations_waiting_on_sites_are_bounded(services: Services) -> None:
+    """Each registration holds a request thread until its site answers: a project waits on
+    at most two at once, so a site that never answers cannot take every thread."""
+    from tinymlaas.errors import RateLimitedError
+    from tinymlaas.service import site_datasets
+
+    sites = Sites(services)
+    factory, _ = sites.create("default", "factory")
+    sites.heartbeat(factory, "w1", "host", [])
+    with site_datasets._slot("default"), site_datasets._slot("default"):
+        with pytest.raises(RateLimitedError, match="being described"):
+            services.add_dataset("site://factory/data.npz")
+        with site_datasets._slot("other-project"):  # another project still may
+            assert site_datasets._in_flight == {"default": 2, "other-project": 1}
+    assert site_datasets._in_flight == {}
+
+
+@pytest.mark.parametrize("fields", [{"x": ["O", [1]]}, {"x": ["<f4", [-1]]},
+                                    {"x": ["<U8", [1]]}, {"x": ["<f4", [1] * 17]}])
+def test_a_sites_description_is_checked_before_it_is_used(fields: dict) -> None:
+    from pydantic import ValidationError
+
+    from tinymlaas.service.site_datasets import _Description
+
+    good = {"sha256": "ab" * 32, "size": 1, "source_sha256": "cd" * 32, "source_bytes": 1,
+            "source_format": "npz", "task": "classification", "num_samples": 1,
+            "feature_shape": [3], "fields": {"x": ["<f4", [3]]}}
+    assert _Description.model_validate(good).fields == {"x": ("<f4", [3])}
+    with pytest.raises(ValidationError):
+        _Description.model_validate({**good, "fields": fields})

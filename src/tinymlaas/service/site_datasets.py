@@ -9,8 +9,10 @@ and where the site's workers read the file. Every run on the dataset runs at its
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -21,6 +23,7 @@ from tinymlaas.errors import (
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
+    RateLimitedError,
     ServiceUnavailableError,
     TinymlaasError,
     UnsafeInputError,
@@ -34,6 +37,12 @@ __all__ = ["DESCRIBE_TIMEOUT_S", "add_site_dataset", "parse_site_source"]
 
 #: How long a site's worker has to read and describe a dataset file.
 DESCRIBE_TIMEOUT_S = 600.0
+#: Registrations a project (and the whole server) may wait on at once: each holds a request
+#: thread until its site answers, so a site that never does cannot take every thread.
+DESCRIBES_PER_PROJECT = 2
+DESCRIBES_IN_FLIGHT = 8
+_in_flight: dict[str, int] = {}
+_in_flight_lock = threading.Lock()
 #: The site's errors that keep their kind (and HTTP status) on the server.
 _ERRORS: dict[str, type[TinymlaasError]] = {
     cls.__name__: cls for cls in (NotFoundError, PayloadTooLargeError, UnsafeInputError)}
@@ -73,7 +82,28 @@ class _Description(BaseModel):
     feature_shape: list[int] = Field(max_length=16)
     num_classes: int | None = Field(default=None, ge=1)
     class_names: list[str] = Field(default_factory=list, max_length=1_000_000)
-    fields: dict[str, tuple[str, list[int]]] | None = Field(default=None, max_length=256)
+    fields: dict[str, tuple[Annotated[str, Field(pattern=r"^[<>|=]?[biuf][1-8]$")],
+                            Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=16)]]
+                 ] | None = Field(default=None, max_length=256)
+
+
+@contextlib.contextmanager
+def _slot(project: str) -> Iterator[None]:
+    """One of the bounded waits for a site's answer (see :data:`DESCRIBES_PER_PROJECT`)."""
+    with _in_flight_lock:
+        if (_in_flight.get(project, 0) >= DESCRIBES_PER_PROJECT
+                or sum(_in_flight.values()) >= DESCRIBES_IN_FLIGHT):
+            raise RateLimitedError("other datasets are being described by their sites right "
+                                   "now; register this one when they are done",
+                                   {"in_flight": _in_flight.get(project, 0)})
+        _in_flight[project] = _in_flight.get(project, 0) + 1
+    try:
+        yield
+    finally:
+        with _in_flight_lock:
+            _in_flight[project] -= 1
+            if not _in_flight[project]:
+                del _in_flight[project]
 
 
 def add_site_dataset(services: Services, source: str, name: str | None, *,
@@ -87,6 +117,7 @@ def add_site_dataset(services: Services, source: str, name: str | None, *,
             dataset (NotFoundError, PayloadTooLargeError, UnsafeInputError keep their kind).
         ConflictError: no broker here, or no live worker at the site.
         ServiceUnavailableError: the site did not answer within ``timeout_s``.
+        RateLimitedError: the project (or the server) waits on as many sites as it may.
     """
     site_name, path = parse_site_source(source)
     site = services.live_site(site_name, project)
@@ -96,13 +127,14 @@ def add_site_dataset(services: Services, source: str, name: str | None, *,
     job = DescribeJob(job_id=f"{dataset_id}-describe", project=project,
                       data=SiteData(path=path, task=task.value if task else None,
                                     label_column=label_column, image_size=image_size))
-    handle = celery.submit(job, site.id, dataset_id)
-    timer = threading.Timer(timeout_s, celery.cancel, [handle])
-    timer.start()
-    try:
-        result = celery.wait(handle)
-    finally:
-        timer.cancel()
+    with _slot(project):
+        handle = celery.submit(job, site.id, dataset_id)
+        timer = threading.Timer(timeout_s, celery.cancel, [handle])
+        timer.start()
+        try:
+            result = celery.wait(handle)
+        finally:
+            timer.cancel()
     where = f"site {site.name!r}"
     if not result.ok:
         if result.error_type == "Cancelled":
