@@ -514,7 +514,9 @@ class RunCreate(Create):
     project: str | None = None
     site: Ref | None = Field(default=None, min_length=1, description="A site (name or id) of "
                              "the run's project whose workers run the steps; 409 when this "
-                             "server has no broker or the site no live worker.")
+                             "server has no broker or the site no live worker. A run on a "
+                             "site's dataset runs at that site: leave it out, or give that "
+                             "site (another is a 400).")
 
     @model_validator(mode="after")
     def _one_of(self) -> RunCreate:

@@ -533,7 +533,9 @@ def run_pipeline(
     name: Annotated[str | None, typer.Option(help="Run name (default: the pipeline's).")] = None,
     project: ProjectOpt = None,
     site: Annotated[str | None, typer.Option(help="Run the steps on this site's workers "
-                                             "(a server with a broker; see docs/sites.md).")]
+                                             "(a server with a broker; see docs/sites.md). "
+                                             "A run on a site's dataset runs at that site "
+                                             "without it.")]
     = None,
     as_json: JsonOpt = False,
 ) -> None:
