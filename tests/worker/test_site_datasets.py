@@ -17,12 +17,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import step_python
 from sites_harness import PASSWORD, QUANTIZE, RABBITMQ, Studio, running_studio
 from tinymlaas.client import Client
 from tinymlaas.config import Settings
@@ -147,6 +149,28 @@ def test_site_paths_files_and_sites_that_cannot_be_used_are_refused(
         client.create_run(studio.model.id, dataset.id, pipeline=QUANTIZE, site="annex")
     with pytest.raises(InvalidInputError, match="a search measures candidates on this server"):
         client.search(studio.model.id, dataset.id)
+
+
+def test_a_worker_busy_with_a_long_step_still_describes_a_dataset(studio: Studio) -> None:
+    """Its one step slot is taken: the description comes to it with its heartbeat."""
+    site = studio.client.create_site("busy")
+    studio.start_worker("busy", site.token, log_name="busy")
+    script = ("import shutil, sys, time; time.sleep(60); "
+              "shutil.copy(sys.argv[1] + '/model.onnx', sys.argv[2] + '/model.onnx')")
+    slow = {"steps": [{"external": {"command": [step_python(), "-c", script, "{in}",
+                                                "{out}"]}}], "evaluate": False}
+    run = studio.client.create_run(studio.model.id, None, pipeline=slow, site="busy")
+    log = studio.root / "busy.log"
+    deadline = time.monotonic() + 60
+    while " claimed: attempt " not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)
+    _write_npz(studio.root / "data" / "busy.npz", samples=700)
+    dataset = studio.client.add_site_dataset("site://busy/busy.npz", name="busy")
+    assert dataset.num_samples == 700
+    assert studio.client.get_run(run.id).status == "running"  # the step still holds its slot
+    studio.client.cancel_run(run.id)
+    assert studio.wait_run(run.id).status == "cancelled"
 
 
 def test_a_file_changed_at_the_site_after_registration_fails_the_step(studio: Studio) -> None:

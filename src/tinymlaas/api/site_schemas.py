@@ -16,6 +16,7 @@ __all__ = [
     "BlobUrl",
     "BlobUrlRequest",
     "Heartbeat",
+    "HeartbeatAnswer",
     "JobAttempt",
     "JobClaim",
     "JobFinished",
@@ -54,6 +55,15 @@ class Heartbeat(BaseModel):
     worker_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
     hostname: str = Field(min_length=1, max_length=255)
     running_steps: list[str] = Field(default_factory=list, max_length=256)
+
+
+class HeartbeatAnswer(SiteWorker):
+    """The worker as recorded, and the site's queued jobs it may take outside its step
+    slots (dataset descriptions: short, and waited on by a user)."""
+
+    describe_jobs: list[str] = Field(default_factory=list, description="Ids of queued jobs "
+                                     "that describe a dataset file of the site: claim them "
+                                     "like any job.")
 
 
 class BlobUrlRequest(BaseModel):

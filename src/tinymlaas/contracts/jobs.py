@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ArtifactRef", "DatasetRef", "DescribeJob", "EvaluateJob", "Job", "JobResult",
-           "ProgressEvent", "SiteData", "TransformJob", "map_artifacts", "with_urls"]
+__all__ = ["DESCRIBE_SUFFIX", "ArtifactRef", "DatasetRef", "DescribeJob", "EvaluateJob", "Job",
+           "JobResult", "ProgressEvent", "SiteData", "TransformJob", "map_artifacts",
+           "with_urls"]
 
 
 class _Message(BaseModel):
@@ -90,6 +91,10 @@ class EvaluateJob(_Message):
     memory_mb: int | None = Field(default=None, gt=0)
 
 
+#: How a describe job's id ends.
+DESCRIBE_SUFFIX = "-describe"
+
+
 class DescribeJob(_Message):
     """Read a dataset file at the site and report what it holds (its result's ``metrics``:
     the canonical artifact's sha256 and size, the file's sha256 and size, the format, task,
@@ -97,7 +102,9 @@ class DescribeJob(_Message):
 
     type: Literal["describe-dataset"] = "describe-dataset"
     spec_version: Literal[1] = 1
-    job_id: str
+    #: Ends in :data:`DESCRIBE_SUFFIX`: a site's workers are told of queued describe jobs
+    #: with their heartbeat too, so a worker busy with long steps still answers them.
+    job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,180}-describe$")
     project: str
     data: SiteData
 

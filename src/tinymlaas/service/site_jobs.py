@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from tinymlaas.contracts.jobs import (
+    DESCRIBE_SUFFIX,
     DescribeJob,
     EvaluateJob,
     Job,
@@ -60,6 +61,11 @@ class SiteJobs:
                                 "TINYMLAAS_BROKER_URL (or serve --broker URL)")
         return {"site_id": site.id, "site": site.name, "queue": queue_of(site.id),
                 "broker_url": broker, "lease_ttl_s": self.ttl_s}
+
+    def describe_jobs(self, site: Site) -> list[str]:
+        """The site's queued dataset descriptions, which its workers take with their
+        heartbeat even while their step slots are busy (a user waits on each)."""
+        return self.attempts.queued_of_site(site.id, DESCRIBE_SUFFIX)
 
     def _job(self, site: Site, job_id: str) -> Attempt:
         row = self.attempts.find(job_id, site.id)

@@ -135,6 +135,15 @@ class AttemptStore:
             row = s.get(AttemptRow, job_id)
             return None if row is None or row.site_id != site_id else _attempt(row)
 
+    def queued_of_site(self, site_id: str, suffix: str, limit: int = 8) -> list[str]:
+        """The ids of ``site_id``'s queued jobs whose id ends in ``suffix``, oldest first."""
+        with self.meta.reading() as s:
+            return list(s.scalars(
+                select(AttemptRow.job_id).where(AttemptRow.site_id == site_id,
+                                                AttemptRow.status == "queued",
+                                                AttemptRow.job_id.endswith(suffix))
+                .order_by(AttemptRow.created_at).limit(limit)).all())
+
     def running_of_site(self, site_id: str) -> list[Attempt]:
         with self.meta.reading() as s:
             rows = s.scalars(select(AttemptRow).where(AttemptRow.site_id == site_id,

@@ -91,10 +91,12 @@ class SiteApi:
     def config(self) -> dict[str, Any]:
         return dict(self._call("GET", "/worker-config"))
 
-    def heartbeat(self, worker_id: str, running: list[str]) -> None:
-        self._call("POST", "/heartbeat", {"worker_id": worker_id,
-                                          "hostname": socket.gethostname()[:255] or "host",
-                                          "running_steps": running})
+    def heartbeat(self, worker_id: str, running: list[str]) -> list[str]:
+        """Say this worker is alive; returns the site's queued dataset descriptions."""
+        answer = self._call("POST", "/heartbeat", {
+            "worker_id": worker_id, "hostname": socket.gethostname()[:255] or "host",
+            "running_steps": running})
+        return [job for job in answer.get("describe_jobs", []) if isinstance(job, str)]
 
     def claim(self, job_id: str, worker_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/jobs/{job_id}/claim", {"worker_id": worker_id}))
@@ -212,13 +214,22 @@ class SiteWorker:
             self.api.close()
 
     def _site_heartbeat(self) -> None:
+        """Say this worker is alive every few seconds, and take the dataset descriptions
+        the answer lists in threads of their own: they are short and a user waits on each,
+        so they do not queue behind long steps on the broker (the message that arrives
+        later finds the job ended and is dropped)."""
         while not self._stop.wait(SITE_HEARTBEAT_S):
             with self._lock:
                 running = list(self._running)
             try:
-                self.api.heartbeat(self.worker_id, running)
+                queued = self.api.heartbeat(self.worker_id, running)
             except TinymlaasError as exc:
                 log.warning("site heartbeat: %s", exc.message)
+                continue
+            for job_id in queued:
+                if job_id not in running:
+                    threading.Thread(target=self.handle, args=(job_id,), daemon=True,
+                                     name=f"describe-{job_id[:40]}").start()
 
     # one job ------------------------------------------------------------------------------
 

@@ -18,10 +18,11 @@ from tinymlaas.api.site_schemas import (
     BlobUrl,
     BlobUrlRequest,
     Heartbeat,
+    HeartbeatAnswer,
     SiteCreate,
     SiteCreated,
 )
-from tinymlaas.domain.sites import Site, SiteWorker
+from tinymlaas.domain.sites import Site
 from tinymlaas.errors import AuthenticationError
 from tinymlaas.service.site_jobs import SiteJobs
 from tinymlaas.service.sites import Sites, SitesView
@@ -82,12 +83,16 @@ def delete_site(name: str, sites: SitesDep,
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{name}/heartbeat", response_model=SiteWorker,
+@router.post("/{name}/heartbeat", response_model=HeartbeatAnswer,
              responses=errors(400, 401, 404, 422, 500))
 def heartbeat(name: str, body: Heartbeat, site: SiteTokenDep, studio: StudioDep) -> object:
-    """A worker of the site (site token) says it is alive and which steps it runs."""
-    return Sites(studio.services).heartbeat(site, body.worker_id, body.hostname,
-                                            body.running_steps)
+    """A worker of the site (site token) says it is alive and which steps it runs; the
+    answer lists the site's queued dataset descriptions (``describe_jobs``), which a worker
+    takes even while its step slots are busy."""
+    worker = Sites(studio.services).heartbeat(site, body.worker_id, body.hostname,
+                                              body.running_steps)
+    return HeartbeatAnswer(**worker.model_dump(),
+                           describe_jobs=SiteJobs(studio.services).describe_jobs(site))
 
 
 @router.post("/{name}/blob-urls", response_model=BlobUrl,
