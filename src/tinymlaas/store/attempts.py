@@ -77,6 +77,13 @@ class Attempt:
         return self.status in FINISHED
 
 
+def _held(job_id: str, site_id: str, worker_id: str, attempt: int) -> tuple[Any, ...]:
+    """The conditions under which ``attempt`` of the job is still ``worker_id``'s."""
+    return (AttemptRow.job_id == job_id, AttemptRow.site_id == site_id,
+            AttemptRow.worker_id == worker_id, AttemptRow.attempt == attempt,
+            AttemptRow.status.in_(("running", "queued")))
+
+
 def _attempt(row: AttemptRow) -> Attempt:
     return Attempt(job_id=row.job_id, run_id=row.run_id, site_id=row.site_id,
                    project=row.project, job=dict(row.job), status=row.status,
@@ -184,11 +191,7 @@ class AttemptStore:
             values["message"] = message
         with self.meta.session() as s:
             return bool(s.execute(
-                update(AttemptRow).where(AttemptRow.job_id == job_id,
-                                         AttemptRow.site_id == site_id,
-                                         AttemptRow.worker_id == worker_id,
-                                         AttemptRow.attempt == attempt,
-                                         AttemptRow.status.in_(("running", "queued")))
+                update(AttemptRow).where(*_held(job_id, site_id, worker_id, attempt))
                 .values(**values)).rowcount)  # type: ignore[attr-defined]
 
     def bind_output(self, job_id: str, site_id: str, worker_id: str, attempt: int,
@@ -198,11 +201,7 @@ class AttemptStore:
         is not this worker's (as for :meth:`finish`), or it named another output."""
         with self.meta.session() as s:
             return bool(s.execute(
-                update(AttemptRow).where(AttemptRow.job_id == job_id,
-                                         AttemptRow.site_id == site_id,
-                                         AttemptRow.worker_id == worker_id,
-                                         AttemptRow.attempt == attempt,
-                                         AttemptRow.status.in_(("running", "queued")),
+                update(AttemptRow).where(*_held(job_id, site_id, worker_id, attempt),
                                          AttemptRow.output_sha256.is_(None)
                                          | (AttemptRow.output_sha256 == sha256))
                 .values(output_sha256=sha256, updated_at=_now())).rowcount)  # type: ignore[attr-defined]
@@ -215,11 +214,7 @@ class AttemptStore:
         now = _now()
         with self.meta.session() as s:
             return bool(s.execute(
-                update(AttemptRow).where(AttemptRow.job_id == job_id,
-                                         AttemptRow.site_id == site_id,
-                                         AttemptRow.worker_id == worker_id,
-                                         AttemptRow.attempt == attempt,
-                                         AttemptRow.status.in_(("running", "queued")))
+                update(AttemptRow).where(*_held(job_id, site_id, worker_id, attempt))
                 .values(status="succeeded" if result.get("ok") else "failed", result=result,
                         progress=1.0, lease_expires_at=None, message="done",
                         error=result.get("error"), updated_at=now)).rowcount)  # type: ignore[attr-defined]
