@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import time
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -32,13 +31,6 @@ from tinymlaas.store.metadata import MIGRATIONS
 from tinymlaas.store.tables import Base
 
 JOB = {"type": "transform", "job_id": "run-a-0-abc"}
-
-
-@pytest.fixture
-def meta(database_url: str):
-    store = MetadataStore(database_url)
-    yield store
-    store.close()
 
 
 def _diff(meta: MetadataStore) -> list[object]:

@@ -3,9 +3,6 @@ location long enough for ``site://NAME/path``, stored and read back, down and up
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -17,13 +14,6 @@ from tinymlaas.domain.sites import SiteDataset
 from tinymlaas.store import MetadataStore
 from tinymlaas.store.metadata import MIGRATIONS
 from tinymlaas.store.tables import Base
-
-
-@pytest.fixture
-def meta(database_url: str) -> Iterator[MetadataStore]:
-    store = MetadataStore(database_url)
-    yield store
-    store.close()
 
 
 def _datasets_diff(meta: MetadataStore) -> list[object]:
