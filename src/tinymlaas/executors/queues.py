@@ -32,5 +32,9 @@ def celery_app(broker_url: str, name: str = "tinymlaas") -> Any:
         # a redelivered message is checked against the job's lease, never trusted
         task_reject_on_worker_lost=False,
         # a step goes on while the broker is away: its lease and result go through the API
-        worker_cancel_long_running_tasks_on_connection_loss=False)
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # RabbitMQ closes the channel of a step that outlives its consumer_timeout
+        # (PRECONDITION_FAILED, a channel error): the worker connects again instead of
+        # shutting down; the message it gets again is dropped by the job's lease
+        broker_channel_error_retry=True)
     return app
