@@ -356,9 +356,9 @@ def test_startup_sweep_kills_only_orphans_of_dead_owners(home: Path) -> None:
     dead.wait()
     sleepers = {name: subprocess.Popen(["sleep", "60"], start_new_session=True)
                 for name in ("orphan", "reused", "kept")}
-    owners = {"orphan": {"pid": dead.pid, "start": dead_start},
-              "reused": {"pid": os.getpid(), "start": 1.0},  # our pid, another start: reused
-              "kept": {"pid": os.getpid(), "start": process_start(os.getpid())}}
+    owners = {"orphan": {"pid": dead.pid, "started": dead_start},
+              "reused": {"pid": os.getpid(), "started": 1.0},  # our pid, another start: reused
+              "kept": {"pid": os.getpid(), "started": process_start(os.getpid())}}
     for name, proc in sleepers.items():
         start = process_start(proc.pid)
         (procs / f"{name}.json").write_text(json.dumps({
@@ -368,10 +368,17 @@ def test_startup_sweep_kills_only_orphans_of_dead_owners(home: Path) -> None:
     # Scratch directories name their owner: a dead one's go whatever home it used.
     dead_scratch, live_scratch = new_scratch_dir(), new_scratch_dir()
     (dead_scratch / OWNER_FILE).write_text(json.dumps(
-        {"pid": dead.pid, "start": dead_start, "host": socket.gethostname()}))
+        {"pid": dead.pid, "started": dead_start, "host": socket.gethostname()}))
+    # Owners written by earlier versions (psutil's epoch start time) are still read.
+    legacy_live, legacy_dead = new_scratch_dir(), new_scratch_dir()
+    epoch = psutil.Process().create_time()
+    for path, owner in ((legacy_live, {"pid": os.getpid(), "start": epoch}),
+                        (legacy_dead, {"pid": os.getpid(), "start": epoch - 3600})):
+        (path / OWNER_FILE).write_text(json.dumps({**owner, "host": socket.gethostname()}))
     try:
         services = Services(Settings(home=home))
         assert not dead_scratch.exists() and live_scratch.exists()
+        assert legacy_live.exists() and not legacy_dead.exists()
         assert sorted(services.executor.swept) == ["orphan", "reused"]
         services.close()
         assert sleepers["orphan"].wait(5) == -signal.SIGKILL
@@ -383,6 +390,7 @@ def test_startup_sweep_kills_only_orphans_of_dead_owners(home: Path) -> None:
             proc.kill()
             proc.wait()
         shutil.rmtree(live_scratch, ignore_errors=True)
+        shutil.rmtree(legacy_live, ignore_errors=True)
 
 
 # (h) no tracebacks or server paths in what users see ---------------------------------------

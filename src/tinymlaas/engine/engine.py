@@ -38,7 +38,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 from pydantic import BaseModel
 
 from tinymlaas.artifacts import LocalArtifactStore, sha256_file
@@ -69,6 +68,7 @@ from tinymlaas.domain.quality import fidelity_verdict
 from tinymlaas.errors import ConflictError, IncompatibleChainError, InvalidInputError
 from tinymlaas.evaluation.evaluate import EVALUATION_VERSION
 from tinymlaas.executors.base import Executor
+from tinymlaas.executors.procs import process_tag
 from tinymlaas.store import MetadataStore
 from tinymlaas.store.metadata import new_id
 from tinymlaas.transformers.registry import get_transformer, validate_params
@@ -125,8 +125,7 @@ def _now() -> datetime:
 
 def lease_owner() -> str:
     """This process as a lease owner: ``host:pid:process start`` (a reused pid differs)."""
-    started = int(psutil.Process().create_time())
-    return f"{socket.gethostname()[:150]}:{os.getpid()}:{started}"
+    return f"{socket.gethostname()[:150]}:{os.getpid()}:{process_tag(os.getpid())}"
 
 
 INTERRUPTED = ("interrupted: the process running it stopped; rerun it to resume from the "

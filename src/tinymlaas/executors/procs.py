@@ -30,12 +30,16 @@ import psutil
 from tinymlaas.transformers.sandbox import kill_descendants, kill_group, remove_tree
 
 __all__ = ["ProcessBook", "kill_recorded", "new_scratch_dir", "private_dir", "process_start",
-           "same_process", "sweep_scratch_dirs"]
+           "process_tag", "same_process", "sweep_scratch_dirs"]
 
 log = logging.getLogger("tinymlaas.steps")
 SCRATCH_PREFIX = "tinymlaas-job-"
 OWNER_FILE = ".owner"
 _MAX_PROCS = 2000
+_PROC_STAT = Path("/proc/self/stat").is_file()
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if _PROC_STAT else 100
+#: How far an epoch start time may have moved with the boot time's estimate.
+_EPOCH_SLACK_S = 5.0
 
 
 def private_dir(path: Path) -> Path:
@@ -49,29 +53,62 @@ def private_dir(path: Path) -> Path:
 
 
 def process_start(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), or None when there is none."""
+    """When process ``pid`` started, or None when there is none.
+
+    On Linux: seconds since boot, from the kernel's own count of clock ticks. The epoch
+    time psutil derives from it adds the boot time, which the kernel re-estimates as the
+    wall clock is adjusted (it moved by a second within minutes on a virtual machine), and
+    then every live process looked like a reused pid. Elsewhere: seconds since the epoch.
+    """
+    if _PROC_STAT:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+            # starttime is field 22; fields 3 on follow the command name's closing ')'.
+            return int(stat[stat.rindex(b")") + 2:].split()[19]) / _CLK_TCK
+        except (OSError, ValueError, IndexError):
+            return None
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return None
 
 
+def process_tag(pid: int) -> int | None:
+    """:func:`process_start` as a whole number (hundredths of a second): with the pid, it
+    names one process for as long as the machine runs."""
+    start = process_start(pid)
+    return None if start is None else round(start * 100)
+
+
 def same_process(pid: int, start: float | None) -> bool:
     """Whether ``pid`` is still the process that started at ``start`` (not a reused pid)."""
     now = process_start(pid)
-    return now is not None and start is not None and abs(now - start) < 0.01
+    return now is not None and start is not None and abs(now - start) < 0.5 / _CLK_TCK
 
 
 def _owner() -> dict[str, Any]:
+    """This process as the owner of records and scratch directories: ``started`` is
+    :func:`process_start`; ``start``, psutil's epoch time, is what earlier versions of the
+    product (sharing the system's temporary directory) compare."""
     pid = os.getpid()
-    return {"pid": pid, "start": process_start(pid), "host": socket.gethostname()}
+    epoch: float | None = None
+    with contextlib.suppress(psutil.Error):
+        epoch = psutil.Process(pid).create_time()
+    return {"pid": pid, "started": process_start(pid), "start": epoch,
+            "host": socket.gethostname()}
 
 
 def _owner_alive(owner: dict[str, Any]) -> bool:
     """Whether the recorded owner still runs (on another host: assumed so)."""
     if owner.get("host") != socket.gethostname():
         return True
-    return same_process(int(owner["pid"]), owner.get("start"))
+    pid = int(owner["pid"])
+    if "started" in owner:
+        return same_process(pid, owner["started"])
+    try:  # an earlier version's owner: its epoch start time, give or take the boot time's moves
+        return abs(psutil.Process(pid).create_time() - float(owner["start"])) < _EPOCH_SLACK_S
+    except (psutil.Error, TypeError, ValueError):
+        return False
 
 
 def new_scratch_dir() -> Path:
@@ -155,9 +192,11 @@ class ProcessBook:
             if proc.pid in known:
                 continue
             try:
-                start = proc.create_time()
+                start = process_start(proc.pid)
                 leads = os.getpgid(proc.pid) == proc.pid
-            except (psutil.Error, OSError):
+            except OSError:
+                continue
+            if start is None:
                 continue
             record["procs"].append([proc.pid, start])
             known.add(proc.pid)

@@ -21,7 +21,6 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psutil
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tinymlaas.domain import Run, Task
@@ -39,6 +38,7 @@ from tinymlaas.domain.searches import (
 from tinymlaas.engine import RunEvent
 from tinymlaas.engine.engine import lease_owner
 from tinymlaas.errors import ConflictError, InvalidInputError, TinymlaasError
+from tinymlaas.executors.procs import process_tag
 from tinymlaas.service.services import DEFAULT_PROJECT, Services
 from tinymlaas.store.metadata import new_id
 from tinymlaas.store.searches import SearchStore
@@ -99,8 +99,8 @@ def _alive(runner: str | None) -> bool:
     if len(parts) != 3 or parts[0] != socket.gethostname()[:150]:
         return True
     try:
-        return int(psutil.Process(int(parts[1])).create_time()) == int(parts[2])
-    except (psutil.Error, ValueError):
+        return process_tag(int(parts[1])) == int(parts[2])
+    except ValueError:
         return False
 
 
