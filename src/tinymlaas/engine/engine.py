@@ -236,16 +236,11 @@ class Engine:
 
     def _check_inputs(self, model: Model, dataset: Dataset) -> None:
         """The dataset holds an array of a fitting kind for every model input."""
-        import numpy as np
-
         from tinymlaas.formats.datasets import check_input_fields, check_model_inputs
 
         try:
             if dataset.site is not None:  # as its site's worker described its arrays
-                fields = dataset.site.fields
-                check_input_fields(model.inputs, None if fields is None else {
-                    name: (np.dtype(dtype), tuple(shape)) for name, (dtype, shape)
-                    in fields.items()})
+                check_input_fields(model.inputs, dataset.site.fields)
             else:
                 check_model_inputs(model.inputs, self.artifacts.path(dataset.artifact_sha))
         except InvalidInputError as exc:

@@ -604,9 +604,9 @@ def check_model_inputs(inputs: list[TensorSpec], path: Path) -> None:
 
 
 def check_input_fields(inputs: list[TensorSpec],
-                       fields: dict[str, tuple[np.dtype, tuple[int, ...]]] | None) -> None:
+                       fields: dict[str, tuple[Any, Any]] | None) -> None:
     """:func:`check_model_inputs` on a dataset's arrays as :func:`canonical_fields` gives
-    them (None: a single array ``X``)."""
+    them, or as a site reported them (dtype strings); None: a single array ``X``."""
     if fields is None:
         if len(inputs) > 1:
             raise InvalidInputError(
@@ -620,7 +620,7 @@ def check_input_fields(inputs: list[TensorSpec],
                                     f"it holds {', '.join(fields)}",
                                     {"input": spec.name, "arrays": list(fields)})
         wanted = np.dtype(spec.dtype).kind if spec.dtype != "unknown" else "f"
-        if wanted in "iub" and fields[spec.name][0].kind == "f":
+        if wanted in "iub" and np.dtype(fields[spec.name][0]).kind == "f":
             raise InvalidInputError(f"model input {spec.name!r} takes {spec.dtype} but the "
                                     "dataset's array holds floats; give integers",
                                     {"input": spec.name})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -148,7 +149,7 @@ def add_site_dataset(services: Services, source: str, name: str | None, *,
     except ValidationError as exc:
         raise InvalidInputError(f"{where} described {path!r} in a way this server does not "
                                 f"take: {exc.errors()[0]['msg']}", {"site": site.name}) from None
-    name = name or path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    name = name or PurePosixPath(path).stem
     services.meta.add_artifact(Artifact(sha256=found.sha256, kind=ArtifactKind.dataset_npz,
                                         size_bytes=found.size, filename=f"{name}.npz"))
     return services.meta.add_dataset(Dataset(

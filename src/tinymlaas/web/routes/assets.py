@@ -16,10 +16,10 @@ from tinymlaas.api.responses import model_file_response
 from tinymlaas.api.uploads import receive_upload, safe_stem, staged_model
 from tinymlaas.domain import DatasetSplits, Device, Task
 from tinymlaas.domain.entities import NAME_PATTERN
-from tinymlaas.domain.sites import SITE_SCHEME
 from tinymlaas.errors import InvalidInputError, TinymlaasError
 from tinymlaas.formats.datasets import BUILTIN_DATASETS, MAX_IMAGE_SIDE
 from tinymlaas.formats.text_datasets import MAX_TEXT_LENGTH, TextOptions
+from tinymlaas.service.site_datasets import parse_site_source
 from tinymlaas.service.sites import Sites, SitesView
 from tinymlaas.templates import default_template
 from tinymlaas.web.forms import param_fields
@@ -253,9 +253,7 @@ def add_site_dataset(request: Request, viewer: WebSession,
     form = {"source": source, "name": name, "project": project, "task": task}
     try:
         source, name = source.strip(), name.strip()
-        if not source.startswith(SITE_SCHEME):
-            raise InvalidInputError("source: a file at a site is site://NAME/relative/path, "
-                                    "e.g. site://factory/data.npz", {"field": "source"})
+        parse_site_source(source)  # never a path on the server
         if name and not re.match(NAME_PATTERN, name):
             raise InvalidInputError(f"name {name[:100]!r}: letters, digits, '.', '_' and '-' "
                                     "(starting with a letter or digit)", {"field": "name"})
