@@ -14,7 +14,7 @@ from tinymlaas.domain.quality import (
     quality_summary,
     resolve_quality_budget,
 )
-from tinymlaas.evaluation.evaluate import SNR_CAP_DB, quality_metrics
+from tinymlaas.evaluation.evaluate import SNR_CAP_DB, quality_metrics, token_mask
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -39,6 +39,34 @@ def test_embedding_metrics_match_numpy() -> None:
                                         rel=1e-9)
     # noise at 0.3 of a unit signal: about 10.5 dB
     assert 9.5 < m["snr_db"] < 11.5
+
+
+def test_per_token_outputs_are_compared_on_real_tokens_only() -> None:
+    """A text model's per-token output (samples x sequence x hidden) holds values at the
+    padding positions that nothing reads: they are left out of the fidelity."""
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(3, 12, size=20)
+    mask = (np.arange(12)[None, :] < lengths[:, None]).astype(np.int64)
+    ref = rng.normal(size=(20, 12, 8))
+    out = ref + rng.normal(scale=0.05, size=ref.shape)
+    out[mask == 0] = rng.normal(scale=5.0, size=(int((mask == 0).sum()), 8))  # padding: noise
+    X = np.zeros(20, dtype=[("input_ids", "<i8", (12,)), ("attention_mask", "<i8", (12,))])
+    X["attention_mask"] = mask
+    assert np.array_equal(token_mask(X), mask)
+    masked = quality_metrics(Task.embedding, out, np.zeros(20), ref, token_mask(X))
+    real = [_cosines(out[i, :n].reshape(1, -1), ref[i, :n].reshape(1, -1))[0]
+            for i, n in enumerate(lengths)]
+    assert masked["cosine_mean"] == pytest.approx(np.mean(real), abs=1e-9)
+    assert masked["cosine_min"] > 0.99
+    err = (out - ref)[mask == 1]
+    assert masked["max_abs_error"] == pytest.approx(np.abs(err).max(), rel=1e-9)
+    everything = quality_metrics(Task.embedding, out, np.zeros(20), ref)
+    assert everything["cosine_min"] < 0.9 and everything["snr_db"] < masked["snr_db"] - 10
+    # pooled outputs (samples x hidden) and a plain X are compared whole
+    assert token_mask(np.zeros((20, 12))) is None
+    pooled = quality_metrics(Task.embedding, out[:, 0], np.zeros(20), ref[:, 0],
+                             token_mask(X))
+    assert pooled["cosine_mean"] == pytest.approx(_cosines(out[:, 0], ref[:, 0]).mean())
 
 
 def test_regression_and_generic_metrics() -> None:

@@ -21,6 +21,7 @@ from tinymlaas.errors import (
 from tinymlaas.formats.huggingface import (
     HF_FILES_KEY,
     export_model_folder,
+    kept_files,
     model_tokenizer,
     resolve_model_folder,
 )
@@ -72,13 +73,28 @@ def test_tokenizer_and_config_travel_inside_the_onnx_file(bert: tuple[Path, Path
 
     _, onnx_path = bert
     meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
-    files = json.loads(meta[HF_FILES_KEY])
+    files = kept_files(meta)
     assert {"tokenizer.json", "tokenizer_config.json", "config.json"} <= set(files)
+    # stored deflated: the tokenizer's bytes count in every size ratio of the model
+    assert len(meta[HF_FILES_KEY]) < len(json.dumps(files)) / 2
+    # models imported before keep plain JSON, and still read
+    assert kept_files({HF_FILES_KEY: json.dumps(files)}) == files
     assert json.loads(files["config.json"])["num_hidden_layers"] == 2
     kept = model_tokenizer(onnx_path)
     texts = ["The cat sat", "awful films, not great"]
     assert kept(texts, padding="max_length", max_length=10)["input_ids"] == \
         tiny_tokenizer()(texts, padding="max_length", max_length=10)["input_ids"]
+
+
+def test_kept_files_that_inflate_past_the_bound_or_do_not_decode_read_as_none() -> None:
+    import base64
+    import zlib
+
+    bomb = zlib.compress(b'{"tokenizer.json": "' + b"a" * (200 * 1024**2) + b'"}', 9)
+    assert len(bomb) < 1024**2
+    for value in ("zlib+base64:" + base64.b64encode(bomb).decode(), "zlib+base64:***",
+                  "zlib+base64:" + base64.b64encode(b"not deflate").decode(), "[1, 2]", "{"):
+        assert kept_files({HF_FILES_KEY: value}) == {}
 
 
 def test_a_model_without_a_tokenizer_is_refused_for_text(tmp_path: Path) -> None:

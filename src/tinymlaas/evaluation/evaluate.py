@@ -18,11 +18,15 @@ import numpy as np
 
 from tinymlaas.domain import ArtifactKind, Device, Task, TensorSpec
 
-__all__ = ["EVALUATION_VERSION", "SNR_CAP_DB", "evaluate_model", "quality_metrics"]
+__all__ = ["EVALUATION_VERSION", "SNR_CAP_DB", "cosines", "evaluate_model", "quality_metrics",
+           "token_mask"]
 
 #: Part of every evaluation's cache key: 2 records the runtime and the device verdict, 3 the
-#: task metrics (MAE/RMSE, cosine min/p5/mean, max abs error and SNR).
-EVALUATION_VERSION = "3"
+#: task metrics (MAE/RMSE, cosine min/p5/mean, max abs error and SNR), 4 leaves padding
+#: tokens out of the fidelity of per-token outputs.
+EVALUATION_VERSION = "4"
+#: The input that marks a text model's real tokens (1) and its padding (0).
+TOKEN_MASK_INPUT = "attention_mask"
 #: The SNR reported for outputs identical to the reference.
 SNR_CAP_DB = 300.0
 
@@ -45,8 +49,34 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def token_mask(X: np.ndarray) -> np.ndarray | None:
+    """The samples' attention mask (samples x sequence), when the model takes one."""
+    names = X.dtype.names
+    return np.asarray(X[TOKEN_MASK_INPUT]) if names and TOKEN_MASK_INPUT in names else None
+
+
+def _real_tokens(outputs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Per-sample outputs, flattened, with padding positions zeroed: a per-token output
+    (samples x sequence x ...) of a padded batch holds values for padding that nothing
+    reads, and that quantization moves more than the real tokens'."""
+    flat = outputs.astype(np.float64)
+    if mask is not None and flat.ndim >= 3 and flat.shape[:2] == mask.shape:
+        flat = flat * mask.reshape(*mask.shape, *([1] * (flat.ndim - 2)))
+    return flat.reshape(len(flat), -1)
+
+
+def cosines(outputs: np.ndarray, reference: np.ndarray,
+            mask: np.ndarray | None = None) -> np.ndarray:
+    """Per-sample cosine of ``outputs`` to ``reference`` (flattened; padding tokens left
+    out under ``mask``)."""
+    out, ref = _real_tokens(outputs, mask), _real_tokens(reference, mask)
+    return (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
+                                 + 1e-12)
+
+
 def quality_metrics(task: Task, outputs: np.ndarray, y: np.ndarray,
-                    reference: np.ndarray | None) -> dict[str, float]:
+                    reference: np.ndarray | None,
+                    mask: np.ndarray | None = None) -> dict[str, float]:
     """Task-aware quality, plus fidelity to ``reference`` outputs (the input model's on the
     same samples) when given.
 
@@ -55,7 +85,8 @@ def quality_metrics(task: Task, outputs: np.ndarray, y: np.ndarray,
     (per-sample cosine of the flattened outputs; ``cosine_to_original`` is the mean),
     ``max_abs_error`` and ``snr_db`` (signal power of the reference over the error's, in
     dB; ``SNR_CAP_DB`` when they are equal). :mod:`tinymlaas.domain.quality` says which
-    is each task's primary metric.
+    is each task's primary metric. ``mask`` (:func:`token_mask`) leaves the padding
+    positions of per-token outputs out of the comparison with the reference.
     """
     metrics: dict[str, float] = {}
     flat = outputs.reshape(len(outputs), -1)
@@ -74,8 +105,7 @@ def quality_metrics(task: Task, outputs: np.ndarray, y: np.ndarray,
         if len(np.unique(y)) == 2:
             metrics["auc"] = float(roc_auc_score(y, flat.mean(axis=1)))
     if reference is not None:
-        out = flat.astype(np.float64)
-        ref = reference.reshape(len(reference), -1).astype(np.float64)
+        out, ref = _real_tokens(outputs, mask), _real_tokens(reference, mask)
         diff = np.abs(out - ref)
         metrics["max_abs_diff"] = float(diff.max())
         metrics["mean_abs_diff"] = float(diff.mean())
@@ -88,8 +118,7 @@ def quality_metrics(task: Task, outputs: np.ndarray, y: np.ndarray,
         if task is Task.classification:
             metrics["top1_agreement"] = float(np.mean(flat.argmax(1) == ref.argmax(1)) * 100.0)
         if task is not Task.classification:
-            cosine = (out * ref).sum(1) / (
-                np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12)
+            cosine = cosines(outputs, reference, mask)
             metrics["cosine_min"] = float(cosine.min())
             metrics["cosine_p5"] = float(np.percentile(cosine, 5))
             metrics["cosine_mean"] = float(cosine.mean())
@@ -177,7 +206,7 @@ def evaluate_model(path: Path, kind: ArtifactKind, task: Task, X: np.ndarray, y:
     metrics: dict[str, Any] = {"runtime": runner.runtime, "task": task.value,
                                "file_bytes": _file_bytes(path, kind, runner),
                                "test_samples": len(X)}
-    metrics.update(quality_metrics(task, outputs, y, reference))
+    metrics.update(quality_metrics(task, outputs, y, reference, token_mask(X)))
     progress(0.6, "latency")
     x1 = runner.prepare(X[:1])
     for _ in range(10):

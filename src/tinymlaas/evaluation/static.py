@@ -152,14 +152,19 @@ def sample_shapes(X: np.ndarray, input_names: list[str]) -> dict[str, list[int]]
     return {input_names[0]: [1, *X.shape[1:]]} if input_names else {}
 
 
+#: Name suffix of the per-channel factors of activation smoothing (a ``Mul`` in front of
+#: MatMuls whose weights carry the inverse factors): a change of variables, not weights.
+SMOOTHING_SUFFIX = "__smooth"
+
+
 def _weight_inputs(model: onnx.ModelProto) -> set[str]:
     """Initializers that are learned weights: read by some node, and not scales, zero
-    points or shape constants."""
+    points, smoothing factors or shape constants."""
     graph = model.graph
     init_names = {i.name for i in graph.initializer}
     used = {name for node in graph.node for name in node.input} | \
         {o.name for o in graph.output}
-    quant_params: set[str] = set()
+    quant_params = {name for name in init_names if name.endswith(SMOOTHING_SUFFIX)}
     shape_like: set[str] = set()
     # dynamic int8 rescales the integer product by (activation scale x weight scale): the
     # weight scale is a Mul input next to a DynamicQuantizeLinear scale

@@ -86,11 +86,10 @@ def example_arrays(specs: list[TensorSpec], vocab: dict[str, int] | None = None,
 
 def hf_config_vocab(metadata: dict[str, str]) -> int | None:
     """``vocab_size`` of the Hugging Face config kept in a model's metadata, if any."""
-    from tinymlaas.formats.huggingface import HF_FILES_KEY
+    from tinymlaas.formats.huggingface import kept_files
 
     try:
-        files = json.loads(metadata.get(HF_FILES_KEY, "") or "{}")
-        config: Any = json.loads(files.get("config.json", "") or "{}")
+        config: Any = json.loads(kept_files(metadata).get("config.json", "") or "{}")
         value = config.get("vocab_size")
     except (ValueError, AttributeError):
         return None

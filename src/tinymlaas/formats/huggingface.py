@@ -18,6 +18,7 @@ own tokenizer later (:func:`model_tokenizer`).
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import re
@@ -41,12 +42,17 @@ __all__ = [
     "HfExport",
     "export_model_folder",
     "is_model_folder",
+    "kept_files",
     "model_tokenizer",
     "resolve_model_folder",
 ]
 
-#: ONNX metadata key of the tokenizer files and config (JSON: file name -> text).
+#: ONNX metadata key of the tokenizer files and config (JSON: file name -> text, stored
+#: deflated and in base64 after :data:`_DEFLATED`).
 HF_FILES_KEY = "tinymlaas.hf.files"
+#: Prefix of a deflated :data:`HF_FILES_KEY` (a tokenizer's JSON shrinks about 4x, and the
+#: bytes count in every size ratio of the model).
+_DEFLATED = "zlib+base64:"
 #: ONNX metadata key of where the model came from (``hf:ORG/NAME@commit`` or a folder name).
 HF_SOURCE_KEY = "tinymlaas.hf.source"
 #: The inputs a text model may take, in the order a tokenizer usually returns them.
@@ -56,6 +62,8 @@ _KEPT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.js
                "added_tokens.json", "config.json")
 #: Largest tokenizer file kept with the model (a big multilingual tokenizer is ~20 MB).
 _MAX_KEPT_BYTES = 64 * 1024**2
+#: Largest the kept files may inflate to when read back.
+_MAX_KEPT_TOTAL = 2 * _MAX_KEPT_BYTES
 _EXAMPLE_BATCH, _EXAMPLE_SEQUENCE = 2, 8
 
 
@@ -220,6 +228,36 @@ def _keep_files(folder: Path, tokenizer: Any | None) -> dict[str, str]:
     return kept
 
 
+def _encode_files(files: dict[str, str]) -> str:
+    import zlib
+
+    return _DEFLATED + base64.b64encode(zlib.compress(json.dumps(files).encode(), 9)).decode()
+
+
+def kept_files(metadata: dict[str, str]) -> dict[str, str]:
+    """The tokenizer files and config kept in a model's ONNX metadata (``{}`` when there
+    are none or they do not decode; inflated to at most a bound, so that a crafted file
+    cannot fill the memory)."""
+    import binascii
+    import zlib
+
+    value = metadata.get(HF_FILES_KEY, "") or "{}"
+    try:
+        if value.startswith(_DEFLATED):
+            inflater = zlib.decompressobj()
+            raw = inflater.decompress(base64.b64decode(value[len(_DEFLATED):], validate=True),
+                                      _MAX_KEPT_TOTAL)
+            if inflater.unconsumed_tail:
+                return {}
+            value = raw.decode()
+        files = json.loads(value)
+    except (ValueError, binascii.Error, zlib.error, UnicodeDecodeError):
+        return {}
+    if not isinstance(files, dict):
+        return {}
+    return {str(k): v for k, v in files.items() if isinstance(v, str)}
+
+
 def export_model_folder(folder: Path, out: Path, *, source: str, max_bytes: int,
                         opset: int = 18) -> HfExport:
     """Export the model in ``folder`` to ``out`` (one self-contained ONNX file) with its
@@ -269,7 +307,7 @@ def export_model_folder(folder: Path, out: Path, *, source: str, max_bytes: int,
                                     f"{_first_line(exc)}") from None
     strip_node_metadata(exported.graph)
     kept = _keep_files(folder, tokenizer)
-    for key, value in ((HF_FILES_KEY, json.dumps(kept)), (HF_SOURCE_KEY, source)):
+    for key, value in ((HF_FILES_KEY, _encode_files(kept)), (HF_SOURCE_KEY, source)):
         entry = exported.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(exported, str(out))
@@ -295,8 +333,8 @@ def model_tokenizer(onnx_path: Path) -> Any:
         raise InvalidInputError(f"the model file cannot be read: {_first_line(exc)}") from None
     meta = {p.key: p.value for p in model.metadata_props}
     del model
-    files = json.loads(meta.get(HF_FILES_KEY, "{}") or "{}")
-    if not isinstance(files, dict) or not any(n.startswith("tokenizer") for n in files):
+    files = kept_files(meta)
+    if not any(n.startswith("tokenizer") for n in files):
         raise InvalidInputError("the model has no tokenizer: import it from a Hugging Face "
                                 "repo or folder (tinymlaas models add hf:ORG/NAME or DIR), or "
                                 "tokenize the text yourself into an NPZ with one array per "

@@ -46,11 +46,12 @@ class _Scorer:
     task: Task
     y: np.ndarray
     reference: np.ndarray
+    mask: np.ndarray | None
 
     def __call__(self, outputs: np.ndarray) -> float | None:
         from tinymlaas.evaluation.evaluate import quality_metrics
 
-        value = quality_metrics(self.task, outputs, self.y, self.reference).get(
+        value = quality_metrics(self.task, outputs, self.y, self.reference, self.mask).get(
             self.metric.key)
         return None if value is None else float(value)
 
@@ -168,6 +169,7 @@ def layer_sensitivity(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
     cannot give (an AUC without both classes) has no report.
     """
     from tinymlaas.errors import TinymlaasError
+    from tinymlaas.evaluation.evaluate import token_mask
 
     X, y = dataset.split(split)
     found: list[LayerSensitivity] = []
@@ -175,7 +177,8 @@ def layer_sensitivity(path: Path, kind: ArtifactKind, specs: list[TensorSpec],
         work = Path(tmp)
         source = _to_onnx(path, kind, specs, work)
         reference = _onnx_outputs(source, X)
-        score = _Scorer(primary_metric(dataset.task), dataset.task, y, reference)
+        score = _Scorer(primary_metric(dataset.task), dataset.task, y, reference,
+                        token_mask(X))
         baseline = score(reference)
         if baseline is None:
             return []

@@ -10,16 +10,22 @@ Softmax, LayerNormalization and the attention-score MatMuls stay in float.
 
 ``strategy: static`` on a transformer keeps those sensitive nodes in float too, so both
 recipes can be compared on the same model (``bench/models.py`` does).
+
+Before dynamic int8 the activations' outlier channels are smoothed into the weights
+(:mod:`tinymlaas.transformers.onnx.smooth`). How much to move depends on the model, so each
+``smooth_alphas`` candidate, and no smoothing, is quantized and scored by its outputs' cosine
+to the float model on the calibration split; the closest one is kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from pathlib import Path
 from typing import Literal
 
 import onnx
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tinymlaas.transformers.base import Params, StepContext, StepOutput, Transformer
 from tinymlaas.transformers.onnx.quantize import (
@@ -28,8 +34,12 @@ from tinymlaas.transformers.onnx.quantize import (
     QuantizeStatic,
     StaticParams,
 )
+from tinymlaas.transformers.onnx.smooth import activation_maxima, smooth, smoothable_groups
 
 __all__ = ["AutoInt8", "AutoInt8Params", "GraphProfile", "graph_profile"]
+
+#: Calibration samples that measure activation ranges and score the smoothing candidates.
+_SMOOTH_SAMPLES = 64
 
 #: Ops whose outputs have outlier channels or a wide dynamic range; static int8 keeps them
 #: in float on transformer graphs.
@@ -46,6 +56,18 @@ class AutoInt8Params(Params):
                              description="Calibration samples for the static strategy.")
     nodes_to_exclude: list[str] = Field(default_factory=list,
                                         description="Further node names to keep in float.")
+    smooth_alphas: list[float] = Field(
+        default=[0.6, 0.8], max_length=8, description="Dynamic strategy: the activation "
+        "smoothing strengths to try (0 to 1: the share of each activation channel's range "
+        "moved into the weights); the one whose int8 outputs are closest to the float "
+        "model's on the calibration split is kept, no smoothing included. [] turns it off.")
+
+    @field_validator("smooth_alphas")
+    @classmethod
+    def _alphas_in_range(cls, alphas: list[float]) -> list[float]:
+        if any(not 0.0 < a <= 1.0 for a in alphas):
+            raise ValueError("each smoothing strength is in (0, 1]")
+        return alphas
 
 
 class GraphProfile(BaseModel):
@@ -115,7 +137,7 @@ def _named(model: onnx.ModelProto) -> onnx.ModelProto:
 
 class AutoInt8(Transformer):
     name = "auto-int8"
-    version = "1"
+    version = "2"
     summary = ("Int8 with the recipe that suits the graph: static QDQ for conv nets, dynamic "
                "per-channel for transformers.")
     Params = AutoInt8Params
@@ -143,21 +165,77 @@ class AutoInt8(Transformer):
         if strategy == "static" and profile.transformer_like:
             excluded += [n.name for n in model.graph.node if n.op_type in SENSITIVE_OPS]
             excluded += [n.name for n in activation_matmuls(model.graph)]
-        inner: Transformer
         if strategy == "dynamic":
-            inner = QuantizeDynamic()
-            inner_params = DynamicParams(per_channel=params.per_channel,
-                                         nodes_to_exclude=excluded)
+            output = _smoothed_dynamic(ctx, model, named, DynamicParams(
+                per_channel=params.per_channel, nodes_to_exclude=excluded))
         else:
-            inner = QuantizeStatic()
-            inner_params = StaticParams(per_channel=params.per_channel,
-                                        num_samples=params.num_samples,
-                                        nodes_to_exclude=excluded)
-        work = ctx.work_dir / strategy
-        work.mkdir(parents=True, exist_ok=True)
-        output = inner.run(dataclasses.replace(ctx, input_path=named, params=inner_params,
-                                               work_dir=work))
+            output = _moved(_quantize(ctx, QuantizeStatic(), named, StaticParams(
+                per_channel=params.per_channel, num_samples=params.num_samples,
+                nodes_to_exclude=excluded), ctx.work_dir / strategy), ctx)
         output.metrics.update({
             "strategy": strategy, "reason": reason, "op_counts": profile.model_dump(),
             "kept_float": len(excluded) - len(params.nodes_to_exclude)})
         return output
+
+
+def _quantize(ctx: StepContext, inner: Transformer, source: Path, params: Params, work: Path
+              ) -> StepOutput:
+    work.mkdir(parents=True, exist_ok=True)
+    return inner.run(dataclasses.replace(ctx, input_path=source, params=params, work_dir=work,
+                                         out_dir=work))
+
+
+def _smoothed_dynamic(ctx: StepContext, model: onnx.ModelProto, named: Path,
+                      params: DynamicParams) -> StepOutput:
+    """Dynamic int8 of ``model`` as is and smoothed with each candidate strength; the one
+    whose outputs on the calibration split are closest to the float model's is moved to
+    the step's output."""
+    from tinymlaas.evaluation.evaluate import cosines, token_mask
+    from tinymlaas.evaluation.runtime import OnnxRunner, fixed_batch
+
+    alphas: list[float] = ctx.params.smooth_alphas
+    groups = smoothable_groups(model) if alphas and ctx.dataset is not None else {}
+    if not groups:
+        output = _quantize(ctx, QuantizeDynamic(), named, params, ctx.work_dir / "dynamic")
+        return _moved(output, ctx)
+    X, _ = ctx.require_dataset().split("calibration")
+    X = X[:_SMOOTH_SAMPLES]
+    runner = OnnxRunner(named)
+    feed = runner.prepare(X)
+    count = len(next(iter(feed.values())))
+    batch = fixed_batch(runner.inputs)
+    step = batch if batch > 1 else 8
+    ctx.progress(0.1, f"activation ranges on {len(X)} calibration samples")
+    maxima = activation_maxima(model, [{k: v[i:i + step] for k, v in feed.items()}
+                                       for i in range(0, count, step)], list(groups))
+    reference = runner.predict(X)
+    mask = token_mask(X)
+    scores: dict[str, float] = {}
+    best: tuple[float, float, StepOutput] | None = None
+    for index, alpha in enumerate([0.0, *alphas]):
+        ctx.progress(0.2 + 0.7 * index / (len(alphas) + 1),
+                     f"int8 with smoothing {alpha:g}" if alpha else "int8 without smoothing")
+        work = ctx.work_dir / f"smooth-{alpha:g}"
+        source = named
+        if alpha:
+            work.mkdir(parents=True, exist_ok=True)
+            source = work / "smoothed.onnx"
+            onnx.save(smooth(model, maxima, alpha), str(source))
+        output = _quantize(ctx, QuantizeDynamic(), source, params, work)
+        score = float(cosines(OnnxRunner(output.path).predict(X), reference, mask).mean())
+        scores[f"{alpha:g}"] = round(score, 6)
+        if best is None or score > best[0]:
+            best = (score, alpha, output)
+    assert best is not None
+    ctx.log.info("auto-int8: calibration cosine by smoothing strength %s", scores)
+    output = _moved(best[2], ctx)
+    output.metrics.update({"smooth_alpha": best[1], "calibration_cosine": scores,
+                           "smoothed_groups": len(groups) if best[1] else 0})
+    return output
+
+
+def _moved(output: StepOutput, ctx: StepContext) -> StepOutput:
+    """``output`` moved from its work folder to the step's output folder."""
+    target = ctx.out_dir / output.path.name
+    output.path.replace(target)
+    return dataclasses.replace(output, path=target)
