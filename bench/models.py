@@ -7,8 +7,13 @@ Models are built here (a BERT-like sentence embedder, a ViT-like classifier and 
 causal LM from ``transformers`` configs with random weights, the demo digits CNN trained for
 a few epochs); nothing is downloaded.
 
+``--hf-folder DIR`` adds a trained model of the user's own: a Hugging Face folder
+(``save_pretrained`` output: ``config.json``, ``model.safetensors``, tokenizer files),
+imported the way ``tinymlaas models add DIR`` does and measured on generated English
+sentences (fidelity: cosine of the first output on the real tokens).
+
 Prints a table and writes ``bench/results/models.json``.
-Usage: ``python bench/models.py [--small] [--out PATH]``.
+Usage: ``python bench/models.py [--small] [--hf-folder DIR] [--out PATH]``.
 """
 
 from __future__ import annotations
@@ -183,11 +188,12 @@ GPT_SIZES = {"full": {"layers": 6, "hidden": 384, "heads": 6, "vocab": 8192,
 def bench_gpt(work: Path, size: str, samples: int, seq: int, seconds: float
               ) -> list[dict[str, Any]]:
     """A causal LM without a cache (ids and mask in, logits out): fidelity is the cosine of
-    each sample's logits (all positions) to fp32, and next-token agreement."""
+    each sample's logits (its real tokens' positions) to fp32, and next-token agreement."""
     import onnxruntime as ort
 
     from hf_models import causal_lm_inputs, write_canonical_tokens, write_causal_lm
     from tinymlaas.domain import DatasetSplits, Task
+    from tinymlaas.evaluation.evaluate import cosines
     from tinymlaas.transformers.base import DatasetAccess
 
     config = GPT_SIZES[size]
@@ -200,16 +206,13 @@ def bench_gpt(work: Path, size: str, samples: int, seq: int, seconds: float
              "ort quantize_dynamic per_channel": _anchor(model, work / "ort.onnx")}
     feed = causal_lm_inputs(samples, seq, vocab, seed=11)
     ref = ort.InferenceSession(str(model)).run(None, feed)[0]
-    flat_ref = ref.reshape(len(ref), -1)
     fidelity = {}
     for name, path in paths.items():
         out = ort.InferenceSession(str(path)).run(None, feed)[0]
-        flat = out.reshape(len(out), -1)
-        cosine = (flat * flat_ref).sum(1) / (np.linalg.norm(flat, axis=1)
-                                             * np.linalg.norm(flat_ref, axis=1))
+        cosine = cosines(out, ref, feed["attention_mask"])
         fidelity[name] = {"cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
-                          "top1_agreement": float((out.argmax(-1) == ref.argmax(-1)).mean()
-                                                  * 100)}
+                          "top1_agreement": float((out.argmax(-1) == ref.argmax(-1))[
+                              feed["attention_mask"] == 1].mean() * 100)}
     one = {k: v[:1] for k, v in feed.items()}
     latency = _latency_ms(paths, one, seconds)
     family = f"gpt2-causal-lm {config['layers']}x{config['hidden']} seq {seq}"
@@ -254,6 +257,83 @@ def bench_cnn(work: Path, epochs: int, seconds: float) -> list[dict[str, Any]]:
                  {"strategy": metrics["strategy"], "op_counts": metrics["op_counts"]})
 
 
+def _sentences(count: int, seed: int) -> list[str]:
+    """Plain English sentences of varied length, some of them two sentences long."""
+    rng = np.random.default_rng(seed)
+    subjects = ("The engineer", "A small sensor", "My neighbour", "The new firmware", "Our team",
+                "The weather station", "A hungry cat", "The delivery drone", "This model",
+                "The old bridge", "A student", "The factory robot")
+    verbs = ("measured", "reported", "ignored", "repaired", "predicted", "described",
+             "watched", "compressed", "updated", "painted", "counted", "shipped")
+    objects = ("the temperature at dawn", "a strange vibration in the motor",
+               "three red apples", "the latest software release", "every package before noon",
+               "the river after the storm", "a quiet song on the radio",
+               "the accuracy of the network", "the broken window", "a long list of numbers",
+               "the battery level", "the noise in the hallway")
+    tails = ("", " yesterday", " with great care", " before anyone noticed",
+             " for the second time this week", " and then went home", " while it was raining")
+
+    def one() -> str:
+        return (f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}"
+                f"{rng.choice(tails)}.")
+
+    return [one() + (f" {one()}" if i % 3 == 0 else "") for i in range(count)]
+
+
+def bench_hf_folder(work: Path, folder: Path, samples: int, seq: int, seconds: float
+                    ) -> list[dict[str, Any]]:
+    """A trained Hugging Face model as ``models add DIR`` imports it, on generated text."""
+    import onnxruntime as ort
+
+    from hf_models import write_canonical_tokens
+    from tinymlaas.domain import DatasetSplits, Task
+    from tinymlaas.evaluation.evaluate import cosines
+    from tinymlaas.formats.huggingface import export_model_folder, model_tokenizer
+    from tinymlaas.transformers.base import DatasetAccess
+
+    exported = export_model_folder(folder, work / "model.onnx", source=folder.name,
+                                   max_bytes=4 * 1024**3)
+    model = exported.path
+    tokenizer = model_tokenizer(model)
+
+    def tokens(texts: list[str]) -> dict[str, np.ndarray]:
+        encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=seq,
+                            return_tensors="np")
+        return {name: encoded[name].astype(np.int64) for name in exported.inputs}
+
+    data = write_canonical_tokens(work / "tokens.npz", tokens(_sentences(256, seed=3)))
+    access = DatasetAccess(path=data, task=Task.embedding, splits=DatasetSplits())
+    auto, metrics = _auto_int8(model, access, work / "auto")
+    paths = {"fp32": model, "auto-int8": auto,
+             "ort quantize_dynamic per_channel": _anchor(model, work / "ort.onnx")}
+    feed = tokens(_sentences(samples, seed=11))  # never seen by calibration
+    ref = ort.InferenceSession(str(model)).run(None, feed)[0]
+    fidelity = {}
+    for name, path in paths.items():
+        out = ort.InferenceSession(str(path)).run(None, feed)[0]
+        cosine = cosines(out, ref, feed.get("attention_mask"))
+        fidelity[name] = {"cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean())}
+    one = {k: v[:1] for k, v in feed.items()}
+    latency = _latency_ms(paths, one, seconds)
+    extra = {"strategy": metrics["strategy"], "op_counts": metrics["op_counts"],
+             "smooth_alpha": metrics.get("smooth_alpha"),
+             "calibration_cosine": metrics.get("calibration_cosine")}
+    return _rows(f"{folder.name} ({exported.architecture}) seq {seq}", paths, fidelity,
+                 latency, extra, {name: [1, seq] for name in feed})
+
+
+def _cpu_flags() -> list[str]:
+    """The CPU's int8 dot-product extensions (what int8 speed depends on)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx_vnni",
+                                            "amx_int8"})
+
+
 def _fidelity(row: dict[str, Any]) -> str:
     if "cosine_mean" in row:
         agreement = (f" agree {row['top1_agreement']:.1f}%" if "top1_agreement" in row
@@ -266,6 +346,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true",
                         help="tiny models and short timings (a smoke run)")
+    parser.add_argument("--hf-folder", type=Path, default=None,
+                        help="also measure this Hugging Face model folder (trained weights)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "models.json"))
     args = parser.parse_args()
     os.environ.setdefault("TINYMLAAS_HOME", tempfile.mkdtemp(prefix="tinymlaas-bench-"))
@@ -287,6 +369,10 @@ def main() -> None:
                       samples=16 if args.small else 100, seq=32 if args.small else 128,
                       seconds=seconds)
     rows += bench_cnn(work / "cnn", epochs=1 if args.small else 15, seconds=seconds)
+    if args.hf_folder is not None:
+        (work / "hf").mkdir()
+        rows += bench_hf_folder(work / "hf", args.hf_folder, samples=16 if args.small else 200,
+                                seq=32 if args.small else 128, seconds=seconds)
 
     table = Table(title="Default int8 by model family (ONNX Runtime, batch 1, 1 thread)")
     for column in ("family", "method", "fidelity", "size", "size x", "ms", "speed x",
@@ -304,7 +390,8 @@ def main() -> None:
     out.write_text(json.dumps({"generated": time.strftime("%Y-%m-%d %H:%M:%S"),
                                "machine": {"platform": platform.platform(),
                                            "processor": platform.processor(),
-                                           "cpus": os.cpu_count()},
+                                           "cpus": os.cpu_count(),
+                                           "cpu_flags": _cpu_flags()},
                                "small": args.small, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 

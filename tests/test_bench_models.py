@@ -13,10 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_models_bench_runs_on_tiny_models(tmp_path: Path) -> None:
+    from hf_folders import write_bert_folder
+
     out = tmp_path / "models.json"
+    folder = write_bert_folder(tmp_path / "my-bert")
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "models.py"), "--small",
-                           "--out", str(out)], capture_output=True, text=True, timeout=900,
-                          check=False)
+                           "--hf-folder", str(folder), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     by = {(r["family"].split()[0], r["method"]): r for r in rows}
@@ -40,4 +43,9 @@ def test_the_models_bench_runs_on_tiny_models(tmp_path: Path) -> None:
             assert row["size_x"] >= 2.5, (family, method)
             assert row["parameters"] == fp32["parameters"], (family, method)
             assert row["macs"] == fp32["macs"], (family, method)
+    # a Hugging Face folder of the user's own, imported as `models add DIR` does
+    mine = by[("my-bert", "auto-int8")]
+    assert mine["strategy"] == "dynamic" and mine["cosine_mean"] >= 0.99
+    assert set(mine["calibration_cosine"]) == {"0", "0.6", "0.8"}
+    assert mine["parameters"] == by[("my-bert", "fp32")]["parameters"]
     assert "Default int8 by model family" in proc.stdout
