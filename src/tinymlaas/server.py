@@ -114,6 +114,20 @@ def recover_runs(studio: Studio, *, pending: bool = True) -> dict[str, list[str]
     return {"interrupted": interrupted, "resumed": resumed}
 
 
+def served_app() -> Any:
+    """What ``tinymlaas serve``'s processes run: the app, behind the reverse proxies of
+    ``TINYMLAAS_TRUSTED_PROXIES`` when there are any (their ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` give the client's address and scheme; from anyone else the
+    headers are ignored)."""
+    app = create_app()
+    proxies = app.state.studio.settings.trusted_proxies.strip()
+    if not proxies:
+        return app
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    return ProxyHeadersMiddleware(app, trusted_hosts=proxies)
+
+
 def create_app(settings: Settings | None = None, studio: Studio | None = None) -> FastAPI:
     """The app; pass ``studio`` to share one between apps (tests), else one is opened."""
     studio = studio or open_studio(settings)

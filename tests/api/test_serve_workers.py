@@ -16,7 +16,7 @@ import pytest
 from api_support import PASSWORD
 
 from helpers import step_python
-from tinymlaas.api.testing import free_port, start_server, stop_server
+from tinymlaas.api.testing import free_port, server_workers, start_server, stop_server
 from tinymlaas.client import Client
 from tinymlaas.config import Settings
 from tinymlaas.service import Services
@@ -31,14 +31,6 @@ def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
         return start_server(env, port, workers=2, output=log.open("ab"))
     except RuntimeError as exc:
         pytest.fail(f"{exc}: {log.read_text()[-3000:]}")
-
-
-def _workers(server: subprocess.Popen) -> set[int]:
-    """The pids of the server's worker processes: the children uvicorn's supervisor
-    spawned (others, such as multiprocessing's resource tracker, are not workers)."""
-    found = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(server.pid)],
-                           capture_output=True, text=True, check=False).stdout.splitlines()
-    return {int(line.split()[0]) for line in found if "spawn_main" in line}
 
 
 def _marking_pipeline(marker: Path, tag: str) -> dict:
@@ -73,7 +65,7 @@ def test_two_server_processes_on_postgresql_execute_each_run_exactly_once(
     url = f"http://127.0.0.1:{port}"
     server = _serve(env, port, log)
     try:
-        assert len(_workers(server)) == 2
+        assert len(server_workers(server)) == 2
         with Client(url) as client:
             client.register("w@example.com", PASSWORD)
             client.login("w@example.com", PASSWORD)

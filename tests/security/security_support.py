@@ -73,9 +73,10 @@ class Server:
         return self
 
     def kill(self) -> None:
-        """``kill -9`` the server process alone (its workers are left to fend for themselves)."""
+        """``kill -9`` the server: its main process and the worker processes that serve
+        (a crash of the machine or an OOM kill of the group)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
     def stop(self) -> None:

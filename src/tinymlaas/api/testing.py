@@ -20,8 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 
 __all__ = ["LiveServer", "free_port", "postgres_database", "sandbox_python", "serve_in_thread",
-           "start_server",
-           "stop_server", "write_digits_onnx"]
+           "server_workers", "start_server", "stop_server", "write_digits_onnx"]
 
 
 @dataclass
@@ -163,6 +162,16 @@ def start_server(env: dict[str, str], port: int, *, workers: int = 1, output: An
             time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     raise RuntimeError(f"the server did not answer within {timeout_s:.0f} s")
+
+
+def server_workers(process: subprocess.Popen) -> list[int]:
+    """The pids of a :func:`start_server` server's worker processes, the ones that answer
+    requests: the children its main process forked to serve (not, say, multiprocessing's
+    resource tracker)."""
+    import psutil
+
+    return sorted(child.pid for child in psutil.Process(process.pid).children()
+                  if "serve" in child.cmdline())
 
 
 def stop_server(process: subprocess.Popen) -> None:
