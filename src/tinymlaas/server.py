@@ -125,7 +125,7 @@ def served_app() -> Any:
         return app
     from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-    return ProxyHeadersMiddleware(app, trusted_hosts=proxies)
+    return ProxyHeadersMiddleware(app, trusted_hosts=proxies)  # type: ignore[arg-type]
 
 
 def create_app(settings: Settings | None = None, studio: Studio | None = None) -> FastAPI:

@@ -167,7 +167,8 @@ class AutoInt8(Transformer):
             excluded += [n.name for n in activation_matmuls(model.graph)]
         if strategy == "dynamic":
             output = _smoothed_dynamic(ctx, model, named, DynamicParams(
-                per_channel=params.per_channel, nodes_to_exclude=excluded))
+                per_channel=params.per_channel, nodes_to_exclude=excluded),
+                params.smooth_alphas)
         else:
             output = _moved(_quantize(ctx, QuantizeStatic(), named, StaticParams(
                 per_channel=params.per_channel, num_samples=params.num_samples,
@@ -186,20 +187,19 @@ def _quantize(ctx: StepContext, inner: Transformer, source: Path, params: Params
 
 
 def _smoothed_dynamic(ctx: StepContext, model: onnx.ModelProto, named: Path,
-                      params: DynamicParams) -> StepOutput:
-    """Dynamic int8 of ``model`` as is and smoothed with each candidate strength; the one
+                      params: DynamicParams, alphas: list[float]) -> StepOutput:
+    """Dynamic int8 of ``model`` as is and smoothed with each of the ``alphas``; the one
     whose outputs on the calibration split are closest to the float model's is moved to
-    the step's output."""
+    the step's output (no smoothing without a MatMul to smooth or calibration samples)."""
     from tinymlaas.evaluation.evaluate import cosines, token_mask
     from tinymlaas.evaluation.runtime import OnnxRunner, fixed_batch
 
-    alphas: list[float] = ctx.params.smooth_alphas
-    groups = smoothable_groups(model) if alphas and ctx.dataset is not None else {}
-    if not groups:
+    dataset = ctx.dataset
+    groups = smoothable_groups(model) if alphas and dataset is not None else {}
+    X = dataset.split("calibration")[0][:_SMOOTH_SAMPLES] if dataset and groups else None
+    if X is None or not len(X):
         output = _quantize(ctx, QuantizeDynamic(), named, params, ctx.work_dir / "dynamic")
         return _moved(output, ctx)
-    X, _ = ctx.require_dataset().split("calibration")
-    X = X[:_SMOOTH_SAMPLES]
     runner = OnnxRunner(named)
     feed = runner.prepare(X)
     count = len(next(iter(feed.values())))
