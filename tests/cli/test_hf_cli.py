@@ -143,3 +143,20 @@ def test_pickle_only_folder_exits_2(cli, tmp_path: Path) -> None:
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04")
     code, _, err = cli("models", "add", folder)
     assert code == 2 and "refused because loading them runs code" in err
+
+
+def test_models_add_prints_no_library_noise(bert_folder: Path, tmp_path: Path) -> None:
+    """What a new user sees on the terminal: the result, not torchao's GPU kernels that do
+    not load, torch's pytree notes or the exporter's skipped torchvision ops."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "tinymlaas.cli.main", "models", "add",
+                           str(bert_folder)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TINYMLAAS_HOME": str(tmp_path / "home")},
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "registered model tiny-bert" in proc.stdout
+    for noise in ("Failed to load", "_pytree", "Skipping torchvision"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from enum import StrEnum
@@ -1025,8 +1026,16 @@ SERVER_STACK = frozenset({"torch", "torchao", "torch_pruning", "onnx", "onnxrunt
                           "jinja2", "plotly", "zxcvbn", "fastapi_offline", "imgtool"})
 
 
+#: Libraries' notices at import that tell a user of this tool nothing: torchao's optional
+#: GPU kernels that a CPU build cannot load, torch's notes on pytree registration, the ONNX
+#: exporter skipping torchvision's ops when torchvision is not installed.
+_QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: our errors print one readable line and exit with their code."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         app(args=argv, prog_name="tinymlaas")
     except TinymlaasError as exc:
