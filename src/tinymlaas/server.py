@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -127,6 +129,18 @@ def recover_runs(studio: Studio, *, pending: bool = True) -> dict[str, list[str]
 #: freed by their reference counts, not by the collector; cycles are still collected,
 #: later (at most 20,000 more objects held).
 GC_YOUNG_THRESHOLD = 20_000
+#: prctl(2)'s option: the signal this process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when the process that started it dies
+    (Linux): a server process whose main process was killed (``kill -9``, the OOM killer)
+    would otherwise go on serving the port and executing runs, with nothing to stop it."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def served_app() -> Any:
@@ -134,7 +148,8 @@ def served_app() -> Any:
     ``TINYMLAAS_TRUSTED_PROXIES`` when there are any (their ``X-Forwarded-For`` and
     ``X-Forwarded-Proto`` give the client's address and scheme; from anyone else the
     headers are ignored). The process collects cyclic garbage less often
-    (:data:`GC_YOUNG_THRESHOLD`)."""
+    (:data:`GC_YOUNG_THRESHOLD`) and stops when the server's main process dies."""
+    _stop_with_parent()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     app = create_app()
     proxies = app.state.studio.settings.trusted_proxies.strip()
